@@ -1,0 +1,1 @@
+"""Alerting: the episode state machine, notifications and the channels that deliver them."""

@@ -1,0 +1,134 @@
+"""Alert messages as people read them: a one-line text and Slack Block Kit. Pure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from monitor.alerts.notification import Notification
+
+_EMOJI = {
+    "critical": ":red_circle:",
+    "warning": ":large_orange_circle:",
+    "info": ":large_blue_circle:",
+}
+
+
+def number(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if unit == "seconds":
+        return duration(timedelta(seconds=value))
+    if abs(value) >= 1000 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+def duration(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m" if minutes else f"{hours}h"
+    return f"{hours // 24}d{hours % 24}h"
+
+
+def when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def series_name(note: Notification) -> str:
+    return f"{note.check} [{note.segment}]" if note.segment else note.check
+
+
+def deviation(note: Notification) -> str:
+    pct = note.deviation_pct
+    size = (
+        f"{abs(pct):.0f}% {note.direction} expected"
+        if pct is not None
+        else f"{note.direction} expected"
+    )
+    return f"{size} ({note.score:+.1f} robust SD)"
+
+
+def alert_text(note: Notification) -> str:
+    """The plain-text line: notification previews, logs, and clients without blocks."""
+    if note.kind == "resolved":
+        lasted = duration(note.bucket - note.since)
+        return (
+            f"Resolved: {series_name(note)} is back within its band "
+            f"({number(note.value, note.unit)}, expected {number(note.expected, note.unit)}); "
+            f"the deviation lasted {lasted} from {when(note.since)}."
+        )
+    owner = f" Owner {note.owner}." if note.owner else ""
+    return (
+        f"{note.severity.upper()}: {series_name(note)} is {deviation(note)}: "
+        f"{number(note.value, note.unit)} vs {number(note.expected, note.unit)} expected "
+        f"(band {number(note.lower, note.unit)} to {number(note.upper, note.unit)}), "
+        f"since {when(note.since)}.{owner}"
+    )
+
+
+def alert_blocks(note: Notification) -> list[dict[str, Any]]:
+    """Block Kit for an opened episode."""
+    emoji = _EMOJI.get(note.severity, ":red_circle:")
+    fields = [
+        ("Value", number(note.value, note.unit)),
+        ("Expected", number(note.expected, note.unit)),
+        ("Normal band", f"{number(note.lower, note.unit)} to {number(note.upper, note.unit)}"),
+        ("Deviation", deviation(note)),
+        ("Since", when(note.since)),
+        ("Severity", note.severity),
+    ]
+    if note.owner:
+        fields.append(("Owner", note.owner))
+    if note.team:
+        fields.append(("Team", note.team))
+    return [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": f"{series_name(note)} moved unexpectedly"[:150]},
+        },
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"{emoji} {alert_text(note)}"[:3000]},
+        },
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields],
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": (
+                        f"check `{note.check}` · episode {note.episode}"
+                        f" · bucket {when(note.bucket)}"
+                    ),
+                }
+            ],
+        },
+    ]
+
+
+def resolved_blocks(opened: Notification, resolved: Notification) -> list[dict[str, Any]]:
+    """Block Kit that replaces the original alert once its episode resolved."""
+    lasted = duration(resolved.bucket - resolved.since)
+    return [
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": (
+                    f":white_check_mark: *Resolved* after {lasted}: ~{series_name(opened)}~ "
+                    f"was {deviation(opened)} from {when(opened.since)}."
+                ),
+            },
+        },
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": alert_text(resolved)}],
+        },
+    ]

@@ -1,0 +1,58 @@
+"""What an alert says: the data every channel renders, persisted in the outbox as JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One episode opening or resolving on one series."""
+
+    kind: Literal["opened", "resolved"]
+    check: str
+    segment: str
+    episode: int
+    since: datetime  # first anomalous bucket
+    bucket: datetime  # bucket that caused this notification
+    value: float
+    expected: float | None
+    lower: float | None
+    upper: float | None
+    score: float
+    severity: str
+    owner: str | None = None
+    team: str = ""
+    unit: str = ""  # "seconds" for freshness ages
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Stable identity: the same episode event always has the same key."""
+        return f"{self.check}/{self.segment}/{self.episode}/{self.kind}"
+
+    @property
+    def deviation_pct(self) -> float | None:
+        if self.expected is None or self.expected == 0:
+            return None
+        return (self.value - self.expected) / abs(self.expected) * 100.0
+
+    @property
+    def direction(self) -> str:
+        return "above" if self.score > 0 else "below"
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = asdict(self)
+        data["since"] = self.since.isoformat()
+        data["bucket"] = self.bucket.isoformat()
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Notification:
+        data = json.loads(text)
+        data["since"] = datetime.fromisoformat(data["since"])
+        data["bucket"] = datetime.fromisoformat(data["bucket"])
+        return cls(**data)

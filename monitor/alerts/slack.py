@@ -1,0 +1,88 @@
+"""Slack delivery through slack-sdk: the alert as a message, its resolution in the thread."""
+
+from __future__ import annotations
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+
+from monitor.alerts.messages import alert_blocks, alert_text, resolved_blocks
+from monitor.alerts.notification import Notification
+from monitor.config import SlackConfig
+
+
+class DeliveryError(Exception):
+    """A channel did not accept a notification; it stays in the outbox for a later attempt."""
+
+
+class SlackChannel:
+    """Posts alerts with ``chat.postMessage``; a resolution goes into the alert's thread and
+    the original message is edited to say it resolved."""
+
+    name = "slack"
+
+    def __init__(self, config: SlackConfig) -> None:
+        assert config.token is not None
+        self.default_channel = config.channel
+        self.client = WebClient(
+            token=config.token.get_secret_value(),
+            base_url=config.api_url.rstrip("/") + "/",
+            timeout=int(config.timeout),
+            retry_handlers=[
+                ConnectionErrorRetryHandler(max_retry_count=2),
+                RateLimitErrorRetryHandler(max_retry_count=2),
+                ServerErrorRetryHandler(max_retry_count=2),
+            ],
+        )
+
+    def post_alert(self, note: Notification, channel: str | None) -> str:
+        """Post an opened episode; return ``channel_id:ts`` to thread later messages on."""
+        response = self._call(
+            "chat_postMessage",
+            channel=channel or self.default_channel,
+            text=alert_text(note),
+            blocks=alert_blocks(note),
+            unfurl_links=False,
+        )
+        return f"{response['channel']}:{response['ts']}"
+
+    def post_resolution(
+        self,
+        opened: Notification | None,
+        note: Notification,
+        thread: str | None,
+        channel: str | None,
+    ) -> str:
+        """Reply in the alert's thread and mark the alert resolved; post plainly without one."""
+        if thread is None or opened is None:
+            response = self._call(
+                "chat_postMessage", channel=channel or self.default_channel, text=alert_text(note)
+            )
+            return f"{response['channel']}:{response['ts']}"
+        channel_id, ts = thread.split(":", 1)
+        response = self._call(
+            "chat_postMessage", channel=channel_id, thread_ts=ts, text=alert_text(note)
+        )
+        self._call(
+            "chat_update",
+            channel=channel_id,
+            ts=ts,
+            text=f"Resolved: {alert_text(opened)}",
+            blocks=resolved_blocks(opened, note),
+        )
+        return f"{channel_id}:{response['ts']}"
+
+    def _call(self, method: str, **kwargs: object) -> dict[str, object]:
+        try:
+            response = getattr(self.client, method)(**kwargs)
+        except SlackApiError as exc:
+            raise DeliveryError(f"Slack {method}: {exc.response.get('error', 'error')}") from None
+        except SlackClientError as exc:
+            raise DeliveryError(f"Slack {method}: {type(exc).__name__}") from None
+        except OSError as exc:
+            raise DeliveryError(f"Slack {method}: {type(exc).__name__}: {exc.strerror}") from None
+        return dict(response.data) if isinstance(response.data, dict) else {}

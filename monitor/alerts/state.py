@@ -1,0 +1,84 @@
+"""The alert state machine of one series: ok -> pending -> firing -> ok. Pure.
+
+An episode opens after ``open_after`` anomalous buckets in a row, stays open while the deviation
+lasts, and resolves after ``resolve_after`` normal buckets in a row. A verdict without a baseline
+(not enough history yet) changes nothing: missing knowledge is neither normal nor anomalous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal, Protocol
+
+Status = Literal["ok", "pending", "firing"]
+
+
+class Scored(Protocol):
+    """What the state machine needs from a verdict."""
+
+    @property
+    def bucket(self) -> datetime: ...
+
+    @property
+    def expected(self) -> float | None: ...
+
+    @property
+    def anomalous(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    open_after: int = 1
+    resolve_after: int = 2
+
+
+@dataclass(frozen=True)
+class AlertState:
+    status: Status = "ok"
+    anomalous_run: int = 0
+    normal_run: int = 0
+    since: datetime | None = None  # first anomalous bucket of the pending run or open episode
+    episode: int = 0  # how many episodes this series has opened; the open one's number
+    last_bucket: datetime | None = None  # newest bucket fed in, so none is counted twice
+
+    @property
+    def firing(self) -> bool:
+        return self.status == "firing"
+
+
+@dataclass(frozen=True)
+class Transition:
+    kind: Literal["opened", "resolved"]
+    episode: int
+    since: datetime  # first anomalous bucket of the episode
+    bucket: datetime  # the bucket that caused the transition
+
+
+def advance(
+    state: AlertState, verdict: Scored, policy: AlertPolicy
+) -> tuple[AlertState, Transition | None]:
+    """Feed one verdict; return the new state and the transition it caused, if any."""
+    if state.last_bucket is not None and verdict.bucket <= state.last_bucket:
+        return state, None
+    state = replace(state, last_bucket=verdict.bucket)
+    if verdict.expected is None:
+        return state, None
+    if verdict.anomalous:
+        since = state.since if state.anomalous_run or state.firing else verdict.bucket
+        state = replace(state, anomalous_run=state.anomalous_run + 1, normal_run=0, since=since)
+        if state.firing:
+            return state, None
+        if state.anomalous_run >= policy.open_after:
+            opened = replace(state, status="firing", episode=state.episode + 1)
+            assert since is not None
+            return opened, Transition("opened", opened.episode, since, verdict.bucket)
+        return replace(state, status="pending"), None
+    if state.status == "pending":
+        return replace(state, status="ok", anomalous_run=0, normal_run=1, since=None), None
+    state = replace(state, anomalous_run=0, normal_run=state.normal_run + 1)
+    if state.firing and state.normal_run >= policy.resolve_after:
+        assert state.since is not None
+        resolved = replace(state, status="ok", since=None)
+        return resolved, Transition("resolved", state.episode, state.since, verdict.bucket)
+    return state, None

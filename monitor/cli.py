@@ -1,0 +1,184 @@
+"""The ``kpi-monitor`` command: run, check, validate, demo.
+
+Exit codes: 0 success (``check``: all normal), 1 an anomaly (``check``), 2 an error (bad config,
+unreachable warehouse, failed check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from monitor import __version__, logs
+from monitor.config import Config, json_schema, load_config
+from monitor.errors import ConfigError, KpiMonitorError
+
+EXIT_OK = 0
+EXIT_ANOMALY = 1
+EXIT_ERROR = 2
+
+log = logging.getLogger("monitor.cli")
+
+
+def _config_path(arg: str | None) -> str:
+    path = arg or os.environ.get("KPIMON_CONFIG")
+    if not path:
+        raise ConfigError("(no file)", ["give the config file with -c PATH or KPIMON_CONFIG"])
+    return path
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(_config_path(args.config))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon import Daemon
+
+    daemon = Daemon(_load(args), host=args.host, port=args.port)
+    print(
+        f"kpi-monitor: metrics at http://127.0.0.1:{daemon.port}/metrics",
+        file=sys.stderr,
+        flush=True,
+    )
+    daemon.run_forever()
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from monitor import demo
+
+    directory = Path(args.dir).resolve()
+    os.environ["KPIMON_DEMO_DIR"] = str(directory)
+    times = demo.build(directory / "demo.duckdb")
+    print(
+        f"kpi-monitor demo: warehouse written to {directory / 'demo.duckdb'}"
+        f" (incidents live as of {times.now:%Y-%m-%d %H:%M} UTC)",
+        file=sys.stderr,
+    )
+    args.config = args.config or str(_demo_config())
+    return cmd_run(args)
+
+
+def _demo_config() -> Path:
+    return Path(__file__).resolve().parent / "demo.yaml"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from monitor.engine import Engine
+    from monitor.exporter import Metrics
+    from monitor.report import render_table
+    from monitor.store import StateStore
+    from monitor.warehouse import open_warehouses
+
+    config = _load(args)
+    names = args.check or [c.name for c in config.checks]
+    unknown = [n for n in names if config.check(n) is None]
+    if unknown:
+        raise ConfigError(config.source, [f"no check named {n!r}" for n in unknown])
+    # a one-off pass: judged in memory, so it neither alerts nor disturbs a daemon's state
+    engine = Engine(
+        config, open_warehouses(config), StateStore(":memory:"), Metrics(), announce=False
+    )
+    results = [engine.run(name) for name in names]
+    print(render_table(results, engine))
+    if any(r.outcome == "error" for r in results):
+        return EXIT_ERROR
+    return EXIT_ANOMALY if any(r.outcome == "anomaly" for r in results) else EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+        return EXIT_OK
+    config = _load(args)
+    print(f"{config.source}: valid, {len(config.checks)} checks")
+    if not args.connect:
+        return EXIT_OK
+    from monitor.warehouse import open_warehouse
+
+    failed = False
+    for name, settings in config.all_warehouses().items():
+        try:
+            warehouse = open_warehouse(name, settings)
+            warehouse.ping()
+            warehouse.close()
+            print(f"warehouse {name} ({settings.kind}): ok")
+        except KpiMonitorError as exc:
+            failed = True
+            print(f"warehouse {name} ({settings.kind}): FAILED: {exc}")
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kpi-monitor", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--version", action="version", version=f"kpi-monitor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", help="config file (default: $KPIMON_CONFIG)")
+
+    run = sub.add_parser("run", help="run the daemon")
+    with_config(run)
+    run.add_argument("--port", type=int, help="HTTP port (default: server.port, 9108)")
+    run.add_argument("--host", help="listen address (default: server.host, 0.0.0.0)")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser(
+        "demo", help="build the embedded DuckDB demo warehouse and run the daemon on it"
+    )
+    demo.add_argument(
+        "--dir",
+        default="demo-data",
+        help="where the demo warehouse and state go (default: ./demo-data)",
+    )
+    demo.add_argument("--port", type=int, help="HTTP port (default 9108)")
+    demo.add_argument("--host", help="listen address (default 0.0.0.0)")
+    demo.add_argument("-c", "--config", help="a config to run instead of the bundled demo config")
+    demo.set_defaults(func=cmd_demo)
+
+    check = sub.add_parser(
+        "check", help="run every check once and print a table (exit 1 on an anomaly)"
+    )
+    with_config(check)
+    check.add_argument(
+        "--check", action="append", metavar="NAME", help="only this check (repeatable)"
+    )
+    check.set_defaults(func=cmd_check)
+
+    validate = sub.add_parser("validate", help="validate the config file")
+    with_config(validate)
+    validate.add_argument(
+        "--connect", action="store_true", help="also check that each warehouse answers"
+    )
+    validate.add_argument(
+        "--schema", action="store_true", help="print the config's JSON Schema and exit"
+    )
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure()
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_ERROR
+    except KpiMonitorError as exc:
+        print(f"kpi-monitor: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The daemon's lifecycle: build every part from the config, start, and stop cleanly.
+
+Start order: state store, warehouses, HTTP server (so /healthz answers at once), scheduler.
+Stop (SIGTERM/SIGINT): no new runs, running checks get a few seconds to finish and save their
+state, warehouse statements still running are cancelled, then the server closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from monitor.alerts.dispatch import Dispatcher
+from monitor.alerts.slack import SlackChannel
+from monitor.config import Config
+from monitor.engine import Engine
+from monitor.errors import StateStoreError
+from monitor.exporter import Metrics
+from monitor.scheduler import CheckScheduler
+from monitor.server import Api, HttpServer, api_token_from_env
+from monitor.store import StateStore
+from monitor.warehouse import open_warehouses
+
+log = logging.getLogger("monitor.daemon")
+
+SHUTDOWN_GRACE_SECONDS = 7.0
+
+
+class Daemon:
+    def __init__(self, config: Config, *, host: str | None = None, port: int | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store = StateStore(config.state.path)
+        self.warehouses = open_warehouses(config)
+        slack = (
+            SlackChannel(config.slack) if config.slack is not None and config.slack.token else None
+        )
+        self.dispatcher = Dispatcher(config, self.store, self.metrics, slack)
+        self.metrics.declare_channels(["log", *self.dispatcher.channels])
+        self.engine = Engine(
+            config, self.warehouses, self.store, self.metrics, channels=self.dispatcher.channels
+        )
+        self.scheduler = CheckScheduler(config, self.engine, self.dispatcher)
+        self.api = Api(
+            self.engine,
+            self.metrics,
+            ready=self.problems,
+            run_now=self.scheduler.run_now,
+            token=api_token_from_env(),
+        )
+        self.http = HttpServer(
+            self.api,
+            host or config.server.host,
+            port if port is not None else config.server.port,
+            threads=config.server.threads,
+        )
+        self._stop = threading.Event()
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    def problems(self) -> list[str]:
+        """Why the daemon is not ready (empty when it is): /readyz."""
+        problems = []
+        if not self.scheduler.running:
+            problems.append("scheduler is not running")
+        try:
+            self.store.ping()
+        except StateStoreError as exc:
+            problems.append(str(exc))
+        return problems
+
+    def start(self) -> None:
+        self.http.start()
+        self.scheduler.start()
+        log.info(
+            "kpi-monitor started",
+            extra={
+                "fields": {
+                    "port": self.port,
+                    "checks": len(self.config.checks),
+                    "config": self.config.source,
+                }
+            },
+        )
+
+    def stop(self) -> None:
+        log.info("stopping")
+        self.scheduler.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
+        for warehouse in self.warehouses.values():
+            warehouse.close()
+        self.http.stop()
+        self.store.close()
+        log.info("stopped")
+
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self._stop.set()
+
+    def run_forever(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.start()
+        try:
+            while not self._stop.wait(timeout=1.0):
+                pass
+        finally:
+            self.stop()

@@ -1,0 +1,572 @@
+"""Detection engine: a causal, robust, seasonal baseline per series and a verdict per bucket.
+
+Pure (numpy/pandas only, no I/O). The model, in the transformed space ``y`` (``log1p`` for
+non-negative series, identity otherwise):
+
+* **season** ``S_t``: median of the same slot over the last ``season_cycles`` cycles (hour-of-week
+  for hourly data, falling back to hour-of-day; day-of-week for daily data). A cycle is used only
+  when at least two earlier values of the slot exist, so there is no seasonal term without two full
+  cycles of history. Slots follow the business ``timezone`` (DST-safe: buckets are indexed on
+  local wall-clock time).
+* **level** ``L_t``: median of the out-of-sample seasonal residuals ``r_j = y_j - S_j`` over the
+  last ``level_window`` buckets (one day for sub-daily data, a week for daily data): growth and
+  trend move the level, so they do not alert.
+* **spread** ``sigma_t``: ``1.4826 * MAD`` of the out-of-sample residuals ``e_j = r_j - L_j`` over
+  the last four weeks, refined per time-of-day (night and day differ), with a Poisson floor for
+  count series and a tiny absolute floor.
+* **band**: ``S_t + L_t +- sensitivity * sigma_t`` mapped back to the value space, widened to at
+  least ``min_relative_change * |expected|`` (and ``min_absolute_change``) on both sides.
+
+Every statistic is a median, so past anomalies neither drag the baseline nor widen future bands.
+``step`` scores a bucket with what was learned before it, then learns it; ``warm`` learns a block
+of history vectorised and leaves exactly the state that stepping through it would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+Direction = Literal["both", "up", "down"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_DAY = 86_400
+_WEEK = 7 * _DAY
+_MAD_TO_SIGMA = 1.4826
+_DIRECTIONS = ("both", "up", "down")
+# per time-of-day spread: neighbouring slots pooled, and the weight (in samples) of the global
+# spread it is shrunk towards
+_SLOT_NEIGHBOURS = 1
+_SLOT_PRIOR = 20.0
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """How one series is judged. Only ``bucket_seconds`` is required."""
+
+    bucket_seconds: int
+    """Bucket size: 3600 for hourly, 86400 for daily; any positive value works."""
+    sensitivity: float = 4.0
+    """Band half-width in robust standard units: higher means fewer alerts."""
+    direction: Direction = "both"
+    """Which deviations count as anomalous."""
+    min_relative_change: float = 0.05
+    """Band floor: ``|value - expected|`` must also exceed this fraction of ``|expected|``."""
+    counts: bool | None = None
+    """``None``: decide from the data (non-negative values: log1p space, and a Poisson floor on the
+    spread while every value is an integer). ``True`` forces both, ``False`` neither."""
+    timezone: str = "UTC"
+    """Business time zone: seasonal slots follow its wall clock (DST-safe)."""
+    min_absolute_change: float = 0.0
+    """Band floor in value units: ``|value - expected|`` must also exceed this."""
+    season_cycles: int = 8
+    """How many past cycles of the same slot the seasonal median looks at."""
+    min_history: int | None = None
+    """Buckets to learn before judging; ``None``: one day of sub-daily buckets, else 14."""
+
+    def __post_init__(self) -> None:
+        if self.bucket_seconds <= 0:
+            raise ValueError(f"bucket_seconds must be positive, got {self.bucket_seconds}")
+        if not self.sensitivity > 0:
+            raise ValueError(f"sensitivity must be positive, got {self.sensitivity}")
+        if self.direction not in _DIRECTIONS:
+            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {self.direction!r}")
+        if not self.min_relative_change >= 0 or not self.min_absolute_change >= 0:
+            raise ValueError("min_relative_change and min_absolute_change must be >= 0")
+        if self.season_cycles < 2:
+            raise ValueError(f"season_cycles must be at least 2, got {self.season_cycles}")
+        if self.min_history is not None and self.min_history < 2:
+            raise ValueError(f"min_history must be at least 2, got {self.min_history}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one complete bucket."""
+
+    bucket: pd.Timestamp
+    """Start of the scored bucket, tz-aware UTC."""
+    value: float
+    expected: float | None
+    """``None`` while there is not enough history to judge."""
+    lower: float | None
+    upper: float | None
+    score: float
+    """Signed deviation in robust standard units (negative: below expected); 0.0 without a
+    baseline."""
+    anomalous: bool
+    """Outside ``[lower, upper]`` in a direction the spec counts (the band includes the floors)."""
+
+    @property
+    def deviation_pct(self) -> float | None:
+        """``(value - expected) / |expected| * 100``; ``None`` without a baseline or at 0."""
+        if self.expected is None or self.expected == 0 or not math.isfinite(self.value):
+            return None
+        return (self.value - self.expected) / abs(self.expected) * 100.0
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Periods and windows in buckets, derived once from the spec."""
+
+    week: int  # 0 when the grain has no weekly slot
+    day: int  # 0 when the grain has no time-of-day slot (daily grain and coarser)
+    cycles: int
+    level_window: int
+    spread_window: int
+    spread_refresh: int
+    slot_spread_cycles: int
+    slot_spread_period: int  # 0: no per-slot spread
+    min_history: int
+    keep: int  # positions the buffer keeps behind the newest bucket
+
+
+def _geometry(spec: DetectorSpec) -> _Geometry:
+    b = spec.bucket_seconds
+    per_day = _DAY // b if (b <= _DAY and _DAY % b == 0) else 0
+    week = 7 * per_day if per_day else (_WEEK // b if (b <= _WEEK and _WEEK % b == 0) else 0)
+    if week < 2:
+        week = 0
+    day = per_day if per_day >= 2 else 0
+    if day:
+        level_window = day
+        slot_period, slot_cycles = day, 14
+    else:
+        level_window = 7 if b >= _DAY else 24
+        slot_period, slot_cycles = (week, 8) if week else (0, 0)
+    spread_window = max(4 * week, 56) if week else max(level_window * 8, 56)
+    min_history = spec.min_history
+    if min_history is None:
+        min_history = day if day else 14
+    keep = max(
+        spec.season_cycles * max(week, day, 1),
+        spread_window,
+        level_window,
+        slot_period * slot_cycles,
+    )
+    return _Geometry(
+        week=week,
+        day=day,
+        cycles=spec.season_cycles,
+        level_window=level_window,
+        spread_window=spread_window,
+        spread_refresh=max(day // 24, 1),
+        slot_spread_cycles=slot_cycles,
+        slot_spread_period=slot_period,
+        min_history=min_history,
+        keep=keep + 1,
+    )
+
+
+def _row_median(matrix: FloatArray) -> FloatArray:
+    """Median of each row ignoring NaN (NaN for an all-NaN row): ``0.5 * (lo + hi)`` of the
+    middle order statistics, exactly as ``_sorted_median`` computes it."""
+    n, k = matrix.shape
+    if n == 0 or k == 0:
+        return np.full(n, np.nan)
+    ordered = np.sort(matrix, axis=1)  # NaN sort last
+    missing = np.isnan(ordered[:, -1])
+    if not missing.any():
+        out: FloatArray = 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
+        return out
+    count = k - np.count_nonzero(np.isnan(ordered), axis=1)
+    rows = np.arange(n)
+    lo = ordered[rows, np.maximum(count - 1, 0) // 2]
+    hi = ordered[rows, np.minimum(count // 2, k - 1)]
+    out = 0.5 * (lo + hi)
+    out[count == 0] = np.nan
+    return out
+
+
+def _lookback(values: FloatArray, positions: IntArray, period: int, cycles: int) -> FloatArray:
+    """``values[p - k * period]`` for k = 1..cycles as a (len(positions), cycles) matrix."""
+    span = period * cycles
+    top = int(positions[-1]) if positions.size else 0
+    padded = np.concatenate((np.full(span, np.nan), values[:top]))
+    view = np.lib.stride_tricks.sliding_window_view(padded, span)[:, ::period]
+    out: FloatArray = view[positions]
+    return out
+
+
+def _window(values: FloatArray, positions: IntArray, width: int, start: int) -> FloatArray:
+    """``values[p - width .. p - 1]`` per position (NaN before index ``start`` or 0)."""
+    top = int(positions[-1]) if positions.size else 0
+    padded = np.concatenate((np.full(width, np.nan), values[:top]))
+    if start > 0:
+        padded[width : width + min(start, top)] = np.nan
+    view = np.lib.stride_tricks.sliding_window_view(padded, width)
+    out: FloatArray = view[positions]
+    return out
+
+
+def _sorted_median(vals: list[float]) -> float:
+    """Median of an already sorted list, computed exactly like ``_row_median``."""
+    n = len(vals)
+    if n == 0:
+        return math.nan
+    return 0.5 * (vals[(n - 1) // 2] + vals[n // 2])
+
+
+def _robust_sigma(values: FloatArray) -> float:
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return math.nan
+    med = float(np.median(finite))
+    return _MAD_TO_SIGMA * float(np.median(np.abs(finite - med)))
+
+
+class Detector:
+    """Stateful per-series model.
+
+    Causal: ``step(t)`` scores t using only buckets before t, then learns t.
+    """
+
+    def __init__(self, spec: DetectorSpec) -> None:
+        self.spec = spec
+        self._geo = _geometry(spec)
+        self._utc = spec.timezone.upper() == "UTC"
+        capacity = 2 * self._geo.keep + 64
+        self._raw = np.full(capacity, np.nan)
+        self._y = np.full(capacity, np.nan)
+        # seasonal residuals y - S per period (week, day), each with at least one earlier cycle
+        self._periods = [period for period in (self._geo.week, self._geo.day) if period]
+        self._res = [np.full(capacity, np.nan) for _ in self._periods]
+        self._e = np.full(capacity, np.nan)
+        self._n = 0  # positions used
+        self._base = 0  # local bucket index of position 0
+        self._last_utc: pd.Timestamp | None = None
+        self._learned = 0
+        self._log: bool | None = None if spec.counts is None else spec.counts
+        self._integer = spec.counts is not False
+        self._level_from = 0  # absolute local index where the level window may start
+        self._sigma_cache: tuple[int, float] = (-(2**62), math.nan)
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def history_size(self) -> int:
+        """Number of buckets learned so far (gaps and skipped values excluded)."""
+        return self._learned
+
+    @property
+    def log_space(self) -> bool:
+        """Whether the model works on log1p of the values."""
+        return bool(self._log)
+
+    def warm(self, buckets: pd.DatetimeIndex, values: npt.ArrayLike) -> None:
+        """Learn a block of history (sorted, tz-aware UTC, complete buckets) without verdicts.
+
+        Vectorised; leaves exactly the state stepping through the same buckets would. NaN values
+        are gaps. The block must start after everything already learned.
+        """
+        vals = np.asarray(values, dtype=np.float64).ravel()
+        if len(buckets) != vals.size:
+            raise ValueError(f"{len(buckets)} buckets but {vals.size} values")
+        if vals.size == 0:
+            return
+        utc = _as_utc_index(buckets)
+        if not utc.is_monotonic_increasing or not utc.is_unique:
+            raise ValueError("warm() needs strictly increasing buckets")
+        if self._last_utc is not None and utc[0] <= self._last_utc:
+            raise ValueError("warm() buckets must come after everything already learned")
+        self._last_utc = utc[-1]
+        finite = np.isfinite(vals)
+        index, vals = self._local_index(utc)[finite], vals[finite]
+        # a repeated local hour (DST fall-back) is not learned twice, as in step()
+        prev = np.concatenate(([self._last_index()], index[:-1]))
+        keep = index > prev
+        if not keep.any():
+            return
+        index, vals = index[keep], vals[keep]
+        self._update_mode(vals)
+        # chunks no longer than the look-back the buffer keeps, so every position sees its past
+        chunk = self._geo.keep
+        lo = 0
+        while lo < index.size:
+            hi = int(np.searchsorted(index, index[lo] + chunk, side="left"))
+            self._learn_block(index[lo:hi], vals[lo:hi])
+            lo = hi
+
+    def _learn_block(self, index: IntArray, vals: FloatArray) -> None:
+        self._ensure(int(index[0]), int(index[-1]))
+        positions = (index - self._base).astype(np.int64)
+        self._raw[positions] = vals
+        self._y[positions] = self._transform(vals)
+        self._n = int(positions[-1]) + 1
+        self._learned += int(positions.size)
+        self._fill_residuals(positions)
+
+    def step(self, bucket: pd.Timestamp, value: float) -> Verdict:
+        """Score one new complete bucket (strictly after everything learned), then learn it.
+
+        Gaps (missing buckets) are allowed. A NaN value is reported with no baseline and not
+        learned.
+        """
+        ts = _as_utc(bucket)
+        if self._last_utc is not None and ts <= self._last_utc:
+            raise ValueError(f"step({ts}) is not after the last learned bucket {self._last_utc}")
+        self._last_utc = ts
+        v = float(value)
+        index = self._scalar_index(ts)
+        if not math.isfinite(v):
+            return Verdict(ts, v, None, None, None, 0.0, False)
+        if self._n > 0 and index <= self._base + self._n - 1:
+            # DST fall-back: the local hour repeats; judge it like the previous one, learn nothing
+            return self._judge(ts, v, self._predict(self._n - 1))
+        self._update_mode(v)
+        self._ensure(index, index)
+        position = index - self._base
+        verdict = self._judge(ts, v, self._predict(position))
+        self._learn_one(position, v)
+        return verdict
+
+    def acknowledge(self, since: pd.Timestamp | None = None) -> None:
+        """Accept the current level as normal (an intended change, e.g. after a deployment).
+
+        From now on the level is estimated only from buckets at or after ``since`` (default: the
+        newest learned bucket), so a persistent, acknowledged shift stops alerting at once.
+        """
+        if since is None:
+            self._level_from = self._base + self._n - 1 if self._n else 0
+        else:
+            self._level_from = int(self._local_index(pd.DatetimeIndex([_as_utc(since)]))[0])
+        self._sigma_cache = (-(2**62), math.nan)
+        if self._n:
+            # re-derive the residuals after the acknowledged point with the new level rule
+            first = max(self._level_from - self._base, 0)
+            positions = np.arange(first, self._n, dtype=np.int64)
+            positions = positions[~np.isnan(self._y[positions])]
+            if positions.size:
+                self._fill_residuals(positions)
+
+    # ----------------------------------------------------------------- internals
+    def _last_index(self) -> int:
+        return self._base + self._n - 1 if self._n else -(2**62)
+
+    def _local_index(self, utc: pd.DatetimeIndex) -> IntArray:
+        seconds = utc.as_unit("s").asi8
+        if not self._utc:
+            local = utc.tz_convert(self.spec.timezone).tz_localize(None).as_unit("s").asi8
+            seconds = local
+        b = self.spec.bucket_seconds
+        return np.asarray((seconds + b // 2) // b, dtype=np.int64)
+
+    def _scalar_index(self, ts: pd.Timestamp) -> int:
+        seconds = ts.value // 1_000_000_000
+        if not self._utc:
+            offset = ts.tz_convert(self.spec.timezone).utcoffset()
+            seconds += int(offset.total_seconds()) if offset is not None else 0
+        b = self.spec.bucket_seconds
+        return int((seconds + b // 2) // b)
+
+    def _update_mode(self, value: float | FloatArray) -> None:
+        vals = np.asarray(value, dtype=np.float64)
+        if self.spec.counts is None:
+            if self._log is None:
+                self._log = bool(np.all(vals >= 0))
+            elif self._log and bool(np.any(vals < 0)):
+                self._log = False
+                self._retransform()
+            if self._integer and not bool(np.all(vals == np.round(vals))):
+                self._integer = False
+        elif self.spec.counts and bool(np.any(vals < 0)):
+            raise ValueError("counts=True but a negative value arrived")
+
+    def _retransform(self) -> None:
+        n = self._n
+        self._sigma_cache = (-(2**62), math.nan)
+        self._y[:n] = self._transform(self._raw[:n])
+        for res in self._res:
+            res[:n] = np.nan
+        self._e[:n] = np.nan
+        positions = np.nonzero(~np.isnan(self._y[:n]))[0].astype(np.int64)
+        if positions.size:
+            self._fill_residuals(positions)
+
+    def _transform(self, vals: FloatArray) -> FloatArray:
+        if self._log:
+            return np.log1p(vals)
+        return vals.astype(np.float64, copy=True)
+
+    def _inverse(self, y: float) -> float:
+        return math.expm1(min(y, 700.0)) if self._log else y
+
+    def _ensure(self, first: int, last: int) -> None:
+        """Make room for local bucket indices ``first..last`` (a span shorter than ``keep``),
+        keeping the ``keep`` positions before ``first`` that the look-backs need."""
+        if self._n == 0:
+            self._base = first
+            return
+        capacity = self._raw.size
+        if last - self._base < capacity:
+            return
+        new_base = first - self._geo.keep
+        shift = new_base - self._base
+        for arr in (self._raw, self._y, self._e, *self._res):
+            if shift < self._n:
+                arr[: self._n - shift] = arr[shift : self._n]
+                arr[self._n - shift :] = np.nan
+            else:
+                arr[:] = np.nan
+        self._n = max(self._n - shift, 0)
+        self._base = new_base
+
+    def _components(self, positions: IntArray) -> tuple[list[FloatArray], IntArray]:
+        """Seasonal medians per period and the regime used per position.
+
+        The regime is the index of the first period (week, then day) with two earlier cycles of
+        the slot, or ``len(periods)`` for none. A period's median is computed (at least one
+        earlier cycle, else NaN) only where no earlier period already applies.
+        """
+        regime = np.full(positions.size, len(self._periods), dtype=np.int64)
+        seasons: list[FloatArray] = []
+        todo = np.ones(positions.size, dtype=bool)
+        for i, period in enumerate(self._periods):
+            med = np.full(positions.size, np.nan)
+            if todo.any():
+                matrix = _lookback(self._y, positions[todo], period, self._geo.cycles)
+                med[todo] = _row_median(matrix)
+                ok = np.zeros(positions.size, dtype=bool)
+                ok[todo] = np.count_nonzero(~np.isnan(matrix), axis=1) >= 2
+                regime[ok] = i
+                todo &= ~ok
+            seasons.append(med)
+        return seasons, regime
+
+    def _level(self, positions: IntArray, regime: IntArray) -> FloatArray:
+        """Median residual of the regime's model over the level window before each position."""
+        level = np.full(positions.size, np.nan)
+        start_at = self._level_from - self._base
+        for i in np.unique(regime):
+            sel = regime == i
+            source = self._res[i] if i < len(self._periods) else self._y
+            window = _window(source, positions[sel], self._geo.level_window, start_at)
+            level[sel] = _row_median(window)
+        return level
+
+    def _fill_residuals(self, positions: IntArray) -> None:
+        """Compute the residuals of newly learned ``positions`` (increasing)."""
+        seasons, regime = self._components(positions)
+        y = self._y[positions]
+        for i, med in enumerate(seasons):
+            self._res[i][positions] = y - med
+        season = np.zeros(positions.size)
+        for i, med in enumerate(seasons):
+            sel = regime == i
+            season[sel] = med[sel]
+        self._e[positions] = y - season - self._level(positions, regime)
+
+    def _scalar_components(self, p: int) -> tuple[list[float], int, float]:
+        """Scalar twin of ``_components`` + ``_level`` for one position (same numbers, faster).
+
+        Returns the seasonal median per period (NaN before one cycle), the regime and the level.
+        """
+        geo = self._geo
+        seasons: list[float] = []
+        regime = len(self._periods)
+        for i, period in enumerate(self._periods):
+            k = min(geo.cycles, p // period)
+            vals = self._y[p - k * period : p : period].tolist() if k else []
+            vals = sorted(x for x in vals if x == x)
+            seasons.append(_sorted_median(vals))
+            if len(vals) >= 2:
+                regime = i
+                seasons.extend([math.nan] * (len(self._periods) - i - 1))
+                break
+        source = self._res[regime] if regime < len(self._periods) else self._y
+        lo = max(p - geo.level_window, self._level_from - self._base, 0)
+        window = source[lo:p]
+        finite = window[~np.isnan(window)]
+        level = _sorted_median(sorted(finite.tolist()))
+        return seasons, regime, level
+
+    def _predict(self, p: int) -> tuple[float, float] | None:
+        """(mu, sigma) in model space for position ``p``, or None without enough history."""
+        if self._learned < self._geo.min_history:
+            return None
+        seasons, regime, level = self._scalar_components(p)
+        season = seasons[regime] if regime < len(seasons) else 0.0
+        mu = season + level
+        if math.isnan(mu):
+            return None
+        geo = self._geo
+        # the global spread is refreshed every `spread_refresh` buckets (a pure function of the
+        # learned residuals before the refresh point, so warm() and step() agree)
+        q = p - (p + self._base) % geo.spread_refresh
+        key = q + self._base
+        if self._sigma_cache[0] != key:
+            self._sigma_cache = (key, _robust_sigma(self._e[max(q - geo.spread_window, 0) : q]))
+        sigma = self._sigma_cache[1]
+        if math.isnan(sigma):
+            return None
+        if geo.slot_spread_period:
+            period = geo.slot_spread_period
+            nb = _SLOT_NEIGHBOURS if geo.day else 0
+            parts = []
+            for d in range(-nb, nb + 1):
+                k = min(geo.slot_spread_cycles, (p + d) // period)
+                if k > 0:
+                    parts.append(self._e[p + d - k * period : p + d : period])
+            slot = np.concatenate(parts) if parts else self._e[0:0]
+            slot = slot[~np.isnan(slot)]
+            if slot.size >= 3:
+                s_slot = _MAD_TO_SIGMA * float(np.median(np.abs(slot - np.median(slot))))
+                n0 = _SLOT_PRIOR
+                sigma = math.sqrt((slot.size * s_slot**2 + n0 * sigma**2) / (slot.size + n0))
+        floor = 1e-9 * max(1.0, abs(mu))
+        if self._log and self._integer:
+            lam = max(math.expm1(mu), 0.0)
+            floor = max(floor, math.sqrt(lam + 0.25) / (1.0 + lam))
+        return mu, max(sigma, floor)
+
+    def _learn_one(self, p: int, value: float) -> None:
+        """Scalar twin of ``_learn_block`` for one new position."""
+        seasons, regime, level = self._scalar_components(p)
+        y = float(self._transform(np.array([value]))[0])
+        self._raw[p] = value
+        self._y[p] = y
+        for i, med in enumerate(seasons):
+            self._res[i][p] = y - med
+        season = seasons[regime] if regime < len(seasons) else 0.0
+        self._e[p] = y - season - level
+        self._n = p + 1
+        self._learned += 1
+
+    def _judge(
+        self, ts: pd.Timestamp, value: float, prediction: tuple[float, float] | None
+    ) -> Verdict:
+        if prediction is None:
+            return Verdict(ts, value, None, None, None, 0.0, False)
+        mu, sigma = prediction
+        spec = self.spec
+        expected = self._inverse(mu)
+        half = spec.sensitivity * sigma
+        lower = self._inverse(mu - half)
+        upper = self._inverse(mu + half)
+        floor = max(spec.min_relative_change * abs(expected), spec.min_absolute_change)
+        lower = min(lower, expected - floor)
+        upper = max(upper, expected + floor)
+        y = math.log1p(value) if self._log else value
+        score = (y - mu) / sigma
+        up = value > upper and spec.direction in ("both", "up")
+        down = value < lower and spec.direction in ("both", "down")
+        return Verdict(ts, value, expected, lower, upper, float(score), bool(up or down))
+
+
+def _as_utc(bucket: pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(bucket)
+    if ts.tzinfo is None:
+        return ts.tz_localize("UTC")
+    return ts.tz_convert("UTC")
+
+
+def _as_utc_index(buckets: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    idx = pd.DatetimeIndex(buckets)
+    if idx.tz is None:
+        return idx.tz_localize("UTC")
+    return idx.tz_convert("UTC")

@@ -1,0 +1,35 @@
+"""Durations and schedules as written in config: ``30s``, ``5m``, ``6h``, ``7d``, ``8w``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``<number><unit>`` with unit s, m, h, d or w; raise ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a duration; write a number and a unit s, m, h, d or w, e.g. 5m"
+        )
+    value, unit = match.groups()
+    return timedelta(seconds=float(value) * _UNIT_SECONDS[unit])
+
+
+def format_duration(delta: timedelta) -> str:
+    """Shortest exact ``<n><unit>`` spelling, for tables and messages."""
+    seconds = int(delta.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def is_cron(text: str) -> bool:
+    """A five-field crontab expression (minute hour day month weekday)."""
+    return len(text.split()) == 5

@@ -1,0 +1,350 @@
+"""One check run, end to end: query -> series -> baseline -> verdict -> alert state -> sinks.
+
+The daemon's scheduler, ``kpi-monitor check`` and the HTTP "run now" call all go through
+:meth:`Engine.run`. Models are kept in memory between runs (only new buckets are scored); after
+a restart they are rebuilt from the warehouse and the persisted alert state says which buckets
+were already judged, so nothing is alerted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+import pandas as pd
+
+from monitor.alerts.notification import Notification
+from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
+from monitor.buckets import to_utc
+from monitor.config import CheckConfig, Config
+from monitor.detect import Detector, DetectorSpec, Verdict
+from monitor.errors import (
+    QueryTimeout,
+    StateStoreError,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+from monitor.exporter import Metrics
+from monitor.freshness import assess
+from monitor.queries import freshness_query, newest_row_query, series_query
+from monitor.series import normalise
+from monitor.store import StateStore
+from monitor.warehouse.base import Warehouse
+
+log = logging.getLogger("monitor.engine")
+
+Outcome = Literal["ok", "anomaly", "no_data", "error"]
+DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
+
+
+@dataclass(frozen=True)
+class SeriesStatus:
+    """The latest verdict and alert state of one (check, segment)."""
+
+    check: str
+    segment: str
+    verdict: Verdict
+    state: AlertState
+
+
+@dataclass(frozen=True)
+class RunResult:
+    check: str
+    outcome: Outcome
+    started: datetime
+    duration: float
+    error: str | None = None
+    series: list[SeriesStatus] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+
+def detector_spec(check: CheckConfig) -> DetectorSpec:
+    return DetectorSpec(
+        bucket_seconds=check.bucket_seconds,
+        sensitivity=check.sensitivity or DEFAULT_SENSITIVITY,
+        direction=check.direction,
+        min_relative_change=check.min_relative_change,
+        timezone=check.timezone,
+    )
+
+
+def alert_policy(check: CheckConfig) -> AlertPolicy:
+    open_after = 1 if check.kind == "freshness" else check.effective_alert_after
+    return AlertPolicy(open_after=open_after, resolve_after=check.resolve_after)
+
+
+class Engine:
+    """Runs checks; thread-safe, one run of a given check at a time."""
+
+    def __init__(
+        self,
+        config: Config,
+        warehouses: dict[str, Warehouse],
+        store: StateStore,
+        metrics: Metrics,
+        *,
+        channels: list[str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        after_run: Callable[[RunResult], None] | None = None,
+        announce: bool = True,
+    ) -> None:
+        self.config = config
+        self.warehouses = warehouses
+        self.store = store
+        self.metrics = metrics
+        self.channels = channels or []
+        self.clock = clock
+        self.after_run = after_run
+        self.announce = announce
+        self._states = store.load_states()
+        self._models: dict[tuple[str, str], Detector] = {}
+        self._learned: dict[tuple[str, str], pd.Timestamp] = {}
+        self._latest: dict[tuple[str, str], SeriesStatus] = {}
+        self._last_run: dict[str, RunResult] = {}
+        self._locks = {c.name: threading.Lock() for c in config.checks}
+        self._guard = threading.Lock()
+        for check in config.checks:
+            metrics.declare_check(check.name)
+        for name in warehouses:
+            metrics.warehouse_up.labels(name)
+
+    # --- public surface -------------------------------------------------------------------
+
+    def run(self, name: str) -> RunResult:
+        """Run one check now and record its outcome; never raises for a check's own failure."""
+        check = self.config.check(name)
+        if check is None:
+            raise KeyError(name)
+        with self._locks[name]:
+            result = self._run(check)
+        with self._guard:
+            self._last_run[name] = result
+        if self.after_run is not None:
+            self.after_run(result)
+        return result
+
+    def last_run(self, name: str) -> RunResult | None:
+        with self._guard:
+            return self._last_run.get(name)
+
+    def series(self, name: str) -> list[SeriesStatus]:
+        with self._guard:
+            return sorted(
+                (s for (c, _), s in self._latest.items() if c == name), key=lambda s: s.segment
+            )
+
+    def alert_state(self, name: str, segment: str) -> AlertState:
+        with self._guard:
+            return self._states.get((name, segment), AlertState())
+
+    # --- one run --------------------------------------------------------------------------
+
+    def _run(self, check: CheckConfig) -> RunResult:
+        started = self.clock()
+        t0 = time.perf_counter()
+        warehouse_name = self.config.warehouse_of(check)
+        warehouse = self.warehouses[warehouse_name]
+        labels = {"check": check.name, "warehouse": warehouse_name}
+        try:
+            if check.kind == "freshness":
+                statuses, notes = self._run_freshness(check, warehouse, started)
+            else:
+                statuses, notes = self._run_series(check, warehouse, started)
+            self.metrics.warehouse_up.labels(warehouse_name).set(1)
+        except WarehouseError as exc:
+            if isinstance(exc, WarehouseUnavailable | QueryTimeout):
+                self.metrics.warehouse_up.labels(warehouse_name).set(0)
+            return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
+        except StateStoreError as exc:
+            return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
+        except Exception as exc:
+            log.exception("check run failed unexpectedly", extra={"fields": labels})
+            return self._finish(check, "error", started, t0, error=f"{type(exc).__name__}: {exc}")
+        if not statuses:
+            outcome: Outcome = "no_data"
+        elif any(s.state.firing for s in statuses):
+            outcome = "anomaly"
+        else:
+            outcome = "ok"
+        self.metrics.last_success.labels(check.name).set(time.time())
+        return self._finish(check, outcome, started, t0, statuses=statuses, notes=notes)
+
+    def _finish(
+        self,
+        check: CheckConfig,
+        outcome: Outcome,
+        started: datetime,
+        t0: float,
+        *,
+        error: str | None = None,
+        statuses: list[SeriesStatus] | None = None,
+        notes: list[Notification] | None = None,
+        fields: dict[str, str] | None = None,
+    ) -> RunResult:
+        elapsed = time.perf_counter() - t0
+        self.metrics.runs.labels(check.name, outcome).inc()
+        self.metrics.duration.labels(check.name).observe(elapsed)
+        if error is not None:
+            log.warning(
+                "check run failed",
+                extra={"fields": {**(fields or {}), "check": check.name, "error": error}},
+            )
+        return RunResult(check.name, outcome, started, elapsed, error, statuses or [], notes or [])
+
+    def _run_series(
+        self, check: CheckConfig, warehouse: Warehouse, now: datetime
+    ) -> tuple[list[SeriesStatus], list[Notification]]:
+        query = series_query(check, warehouse.dialect, now - check.effective_lookback)
+        frame = warehouse.query(query.sql, query.params)
+        statuses: list[SeriesStatus] = []
+        notes: list[Notification] = []
+        policy = alert_policy(check)
+        for segment, series in normalise(frame, check, now).items():
+            if series.empty:
+                continue
+            verdicts = self._score_new(check, segment, series, policy)
+            status, new_notes = self._judge(check, segment, verdicts, policy)
+            if status is not None:
+                statuses.append(status)
+            notes.extend(new_notes)
+        return statuses, notes
+
+    def _score_new(
+        self, check: CheckConfig, segment: str, series: pd.Series, policy: AlertPolicy
+    ) -> list[Verdict]:
+        """Verdicts for buckets not judged before; builds the model on first sight."""
+        key = (check.name, segment)
+        model = self._models.get(key)
+        if model is None:
+            model = Detector(detector_spec(check))
+            judged = self.alert_state(check.name, segment).last_bucket
+            # a fresh start judges only the newest buckets that can open or close an episode;
+            # a restart also catches up on buckets that arrived while it was down, as far
+            catch_up = policy.open_after + policy.resolve_after
+            cut = max(len(series) - catch_up, 0)
+            if judged is not None:
+                cut = max(cut, int(series.index.searchsorted(to_utc(judged), side="right")))
+            # re-score at least the newest bucket so a restarted daemon exports it at once;
+            # the alert state ignores buckets it has already judged
+            cut = min(cut, len(series) - 1)
+            buckets = pd.DatetimeIndex(series.index)
+            model.warm(buckets[:cut], series.to_numpy()[:cut])
+            self._models[key] = model
+            if cut:
+                self._learned[key] = series.index[cut - 1]
+        learned = self._learned.get(key)
+        new = series if learned is None else series[series.index > learned]
+        verdicts = [
+            model.step(bucket, float(value))
+            for bucket, value in zip(pd.DatetimeIndex(new.index), new.to_numpy(), strict=True)
+        ]
+        if len(new):
+            self._learned[key] = new.index[-1]
+        return verdicts
+
+    def _run_freshness(
+        self, check: CheckConfig, warehouse: Warehouse, now: datetime
+    ) -> tuple[list[SeriesStatus], list[Notification]]:
+        query = freshness_query(check, warehouse.dialect, now - check.effective_lookback)
+        frame = warehouse.query(query.sql, query.params)
+        if frame.empty or frame.iloc[:, 0].isna().all():
+            query = newest_row_query(check, warehouse.dialect)
+            frame = warehouse.query(query.sql, query.params)
+        loaded = pd.DatetimeIndex(pd.to_datetime(frame.iloc[:, 0].dropna()))
+        loaded = loaded.tz_localize("UTC") if loaded.tz is None else loaded.tz_convert("UTC")
+        verdict = assess(loaded, now, check.sensitivity or DEFAULT_SENSITIVITY, check.max_age)
+        if verdict is None:
+            return [], []
+        self.metrics.data_age.labels(check.name, "").set(verdict.value)
+        status, notes = self._judge(check, "", [verdict], alert_policy(check), unit="seconds")
+        return ([status] if status else []), notes
+
+    def _judge(
+        self,
+        check: CheckConfig,
+        segment: str,
+        verdicts: list[Verdict],
+        policy: AlertPolicy,
+        unit: str = "",
+    ) -> tuple[SeriesStatus | None, list[Notification]]:
+        """Feed verdicts to the series' alert state; persist state and queued notifications."""
+        key = (check.name, segment)
+        state = self.alert_state(check.name, segment)
+        notes: list[Notification] = []
+        for verdict in verdicts:
+            state, transition = advance(state, verdict, policy)
+            if transition is not None:
+                notes.append(self._notification(check, segment, verdict, transition, unit))
+        labels = (check.name, segment, check.severity, check.team)
+        latest = self._latest.get(key)
+        if verdicts:
+            self.store.record(check.name, segment, state, notes, self.channels)
+            verdict = verdicts[-1]
+            latest = SeriesStatus(check.name, segment, verdict, state)
+            self.metrics.set_series(
+                labels,
+                value=verdict.value,
+                expected=verdict.expected,
+                lower=verdict.lower,
+                upper=verdict.upper,
+                score=verdict.score,
+                firing=state.firing,
+                bucket_seconds=to_utc(verdict.bucket).timestamp(),
+            )
+        with self._guard:
+            self._states[key] = state
+            if latest is not None:
+                self._latest[key] = latest
+        for note in notes if self.announce else []:
+            log.warning(
+                "alert " + note.kind,
+                extra={
+                    "fields": {
+                        "check": note.check,
+                        "segment": note.segment,
+                        "episode": note.episode,
+                        "value": note.value,
+                        "expected": note.expected,
+                        "lower": note.lower,
+                        "upper": note.upper,
+                        "score": round(note.score, 2),
+                        "since": note.since.isoformat(),
+                        "severity": note.severity,
+                        "owner": note.owner,
+                    }
+                },
+            )
+            self.metrics.alerts_sent.labels("log", "ok").inc()
+        return latest, notes
+
+    def _notification(
+        self,
+        check: CheckConfig,
+        segment: str,
+        verdict: Verdict,
+        transition: Transition,
+        unit: str,
+    ) -> Notification:
+        return Notification(
+            kind=transition.kind,
+            check=check.name,
+            segment=segment,
+            episode=transition.episode,
+            since=to_utc(transition.since).to_pydatetime(),
+            bucket=to_utc(transition.bucket).to_pydatetime(),
+            value=verdict.value,
+            expected=verdict.expected,
+            lower=verdict.lower,
+            upper=verdict.upper,
+            score=verdict.score,
+            severity=check.severity,
+            owner=check.owner,
+            team=check.team,
+            unit=unit,
+            labels=dict(check.labels),
+        )

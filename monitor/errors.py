@@ -1,0 +1,48 @@
+"""The error hierarchy: every failure the monitor reports to a user is one of these."""
+
+from __future__ import annotations
+
+
+class KpiMonitorError(Exception):
+    """Base class of the monitor's own errors."""
+
+
+class ConfigError(KpiMonitorError):
+    """The configuration file is missing, unreadable or invalid.
+
+    ``problems`` holds one line per invalid field, each naming the field path.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        lines = [f"invalid configuration {self.source}:"]
+        lines.extend(f"  {p}" for p in self.problems)
+        return "\n".join(lines)
+
+
+class WarehouseError(KpiMonitorError):
+    """A warehouse could not answer a query."""
+
+
+class WarehouseUnavailable(WarehouseError):
+    """The warehouse could not be reached or refused the connection."""
+
+
+class QueryFailed(WarehouseError):
+    """The warehouse rejected or failed one query (bad SQL, missing table, permissions)."""
+
+
+class QueryTimeout(WarehouseError):
+    """A query ran past its statement timeout and was cancelled."""
+
+
+class MalformedResult(WarehouseError):
+    """A query answered, but not with the columns and types the check needs."""
+
+
+class StateStoreError(KpiMonitorError):
+    """The state store could not be read or written."""

@@ -1,0 +1,112 @@
+"""SQL for each check kind, built from config and a dialect. Pure: no connection, no I/O.
+
+Identifiers from config are quoted by the dialect; values (the lookback start, the time zone)
+are bound parameters. ``expression``, ``where`` and ``sql`` are SQL written by the operator in
+the config file and are used as written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from monitor.config import CheckConfig
+from monitor.dialects import Dialect
+
+OTHER_SEGMENT = "__other__"
+NULL_SEGMENT = "(null)"
+SEGMENT_SEPARATOR = "|"
+FRESHNESS_HISTORY_LIMIT = 5000
+
+_SINCE = re.compile(r"(?<![:\w]):since\b")
+
+
+@dataclass(frozen=True)
+class Query:
+    """SQL text and the parameters bound to it."""
+
+    sql: str
+    params: dict[str, object] = field(default_factory=dict)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _filters(check: CheckConfig, dialect: Dialect) -> str:
+    assert check.timestamp_column is not None
+    clause = f"{dialect.quote(check.timestamp_column)} >= {dialect.param('since')}"
+    if check.where:
+        clause += f" AND ({check.where})"
+    return clause
+
+
+def _segment(check: CheckConfig, dialect: Dialect) -> str:
+    parts = [
+        f"coalesce({dialect.text(dialect.quote(d))}, '{NULL_SEGMENT}')" for d in check.dimensions
+    ]
+    return f" || '{SEGMENT_SEPARATOR}' || ".join(parts)
+
+
+def series_query(check: CheckConfig, dialect: Dialect, since: datetime) -> Query:
+    """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks.
+
+    ``bucket`` is the naive UTC start of the business-time bucket; ``segment`` is '' without
+    dimensions, else the dimension values joined by '|' with all but the ``max_segments``
+    largest (by rows over the lookback) folded into ``__other__``.
+    """
+    params: dict[str, object] = {"since": _naive_utc(since)}
+    if check.kind == "sql":
+        assert check.sql is not None
+        return Query(_SINCE.sub(dialect.param("since"), check.sql.strip().rstrip(";")), params)
+    if check.kind not in ("metric", "row_count"):
+        raise ValueError(f"{check.kind} checks have no series query")
+    assert check.table is not None and check.timestamp_column is not None
+    params["tz"] = check.timezone
+    table = dialect.quote(check.table)
+    bucket = dialect.bucket(dialect.quote(check.timestamp_column), check.grain, dialect.param("tz"))
+    value = check.expression if check.kind == "metric" else "count(*)"
+    where = _filters(check, dialect)
+    if not check.dimensions:
+        return Query(
+            f"SELECT {bucket} AS bucket, '' AS segment, {value} AS value\n"
+            f"FROM {table}\nWHERE {where}\nGROUP BY 1",
+            params,
+        )
+    segment = _segment(check, dialect)
+    sql = (
+        "WITH top_segments AS (\n"
+        f"  SELECT {segment} AS segment FROM {table}\n"
+        f"  WHERE {where}\n"
+        f"  GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {int(check.max_segments)}\n"
+        ")\n"
+        f"SELECT {bucket} AS bucket,\n"
+        f"  CASE WHEN {segment} IN (SELECT segment FROM top_segments) THEN {segment}"
+        f" ELSE '{OTHER_SEGMENT}' END AS segment,\n"
+        f"  {value} AS value\n"
+        f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2"
+    )
+    return Query(sql, params)
+
+
+def freshness_query(check: CheckConfig, dialect: Dialect, since: datetime) -> Query:
+    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first."""
+    assert check.timestamp_column is not None and check.table is not None
+    ts = dialect.quote(check.timestamp_column)
+    minute = dialect.trunc("minute", dialect.utc_time(ts))
+    return Query(
+        f"SELECT DISTINCT {minute} AS loaded\nFROM {dialect.quote(check.table)}\n"
+        f"WHERE {_filters(check, dialect)}\nORDER BY 1 DESC\nLIMIT {FRESHNESS_HISTORY_LIMIT}",
+        {"since": _naive_utc(since)},
+    )
+
+
+def newest_row_query(check: CheckConfig, dialect: Dialect) -> Query:
+    """The newest timestamp in the whole table, when nothing arrived within the lookback."""
+    assert check.timestamp_column is not None and check.table is not None
+    ts = dialect.utc_time(dialect.quote(check.timestamp_column))
+    where = f"\nWHERE {check.where}" if check.where else ""
+    return Query(f"SELECT max({ts}) AS loaded\nFROM {dialect.quote(check.table)}{where}")

@@ -1,0 +1,123 @@
+"""The schedule: one APScheduler job per check, plus the outbox's retry job.
+
+Jobs never overlap (``max_instances=1``), missed runs collapse into one (``coalesce``), and a run
+that was due while the pool was busy still starts within the misfire grace time. A "run now"
+for a check that is running is remembered and done right after, not dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.alerts.dispatch import Dispatcher
+from monitor.config import CheckConfig, Config
+from monitor.durations import is_cron, parse_duration
+from monitor.engine import Engine
+
+log = logging.getLogger("monitor.scheduler")
+
+OUTBOX_JOB = "__outbox__"
+OUTBOX_INTERVAL_SECONDS = 30
+
+
+def trigger_for(check: CheckConfig) -> BaseTrigger:
+    if is_cron(check.schedule):
+        return CronTrigger.from_crontab(check.schedule, timezone=check.timezone)
+    return IntervalTrigger(seconds=parse_duration(check.schedule).total_seconds(), timezone=UTC)
+
+
+class CheckScheduler:
+    def __init__(self, config: Config, engine: Engine, dispatcher: Dispatcher) -> None:
+        self.config = config
+        self.engine = engine
+        self.dispatcher = dispatcher
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(config.scheduler.max_workers)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": int(config.scheduler.misfire_grace.total_seconds()),
+            },
+            timezone=UTC,
+        )
+        self._running: set[str] = set()
+        self._rerun: set[str] = set()
+        self._cond = threading.Condition()
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        now = datetime.now(UTC)
+        for check in self.config.checks:
+            self._scheduler.add_job(
+                self._run_check,
+                trigger_for(check),
+                args=[check.name],
+                id=check.name,
+                name=f"check {check.name}",
+                next_run_time=now,
+            )
+        self._scheduler.add_job(
+            self._deliver,
+            IntervalTrigger(seconds=OUTBOX_INTERVAL_SECONDS),
+            id=OUTBOX_JOB,
+            name="outbox delivery",
+        )
+        self._scheduler.start()
+        log.info("scheduler started", extra={"fields": {"checks": len(self.config.checks)}})
+
+    def run_now(self, name: str) -> None:
+        """Run a check as soon as a worker is free (right after its current run, if any)."""
+        with self._cond:
+            if name in self._running:
+                self._rerun.add(name)
+                return
+        self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+
+    def shutdown(self, timeout: float = 8.0) -> bool:
+        """Stop scheduling; wait up to ``timeout`` s for running checks. True if all finished."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._running and time.monotonic() < deadline:
+                self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
+            unfinished = sorted(self._running)
+        if unfinished:
+            log.warning(
+                "checks still running at shutdown", extra={"fields": {"checks": unfinished}}
+            )
+        return not unfinished
+
+    def _run_check(self, name: str) -> None:
+        with self._cond:
+            self._running.add(name)
+        try:
+            while True:
+                self.engine.run(name)
+                self._deliver()
+                with self._cond:
+                    if name not in self._rerun or not self._scheduler.running:
+                        break
+                    self._rerun.discard(name)
+        finally:
+            with self._cond:
+                self._running.discard(name)
+                self._cond.notify_all()
+
+    def _deliver(self) -> None:
+        try:
+            self.dispatcher.deliver_pending()
+        except Exception:
+            log.exception("outbox delivery failed")

@@ -1,0 +1,274 @@
+"""The HTTP server: metrics, health, and the JSON API, on one port (waitress, threaded)."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from waitress.server import create_server
+
+from monitor.buckets import to_utc
+from monitor.engine import Engine, SeriesStatus
+from monitor.errors import KpiMonitorError
+from monitor.exporter import Metrics
+
+log = logging.getLogger("monitor.server")
+
+MAX_BODY_BYTES = 64 * 1024
+_STATUS = {
+    200: "200 OK",
+    202: "202 Accepted",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    413: "413 Payload Too Large",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+
+def api_token_from_env() -> str | None:
+    """``KPIMON_API_TOKEN``, or the contents of the file ``KPIMON_API_TOKEN_FILE`` names."""
+    token = os.environ.get("KPIMON_API_TOKEN")
+    if token:
+        return token.strip()
+    path = os.environ.get("KPIMON_API_TOKEN_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as exc:
+            raise KpiMonitorError(
+                f"cannot read KPIMON_API_TOKEN_FILE {path}: {exc.strerror}"
+            ) from None
+    return None
+
+
+class HttpError(Exception):
+    def __init__(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or []
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+def _json(status: int, payload: object) -> Response:
+    return Response(status, json.dumps(payload, default=str).encode())
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else value
+
+
+def series_json(status: SeriesStatus) -> dict[str, Any]:
+    v = status.verdict
+    return {
+        "segment": status.segment,
+        "bucket": to_utc(v.bucket).isoformat(),
+        "value": _number(v.value),
+        "expected": _number(v.expected),
+        "lower": _number(v.lower),
+        "upper": _number(v.upper),
+        "score": _number(v.score),
+        "anomalous": v.anomalous,
+        "alert": {
+            "status": status.state.status,
+            "since": status.state.since.isoformat() if status.state.since else None,
+            "episode": status.state.episode,
+        },
+    }
+
+
+class Api:
+    """The WSGI application. ``ready`` returns what keeps the daemon from being ready."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        ready: Callable[[], list[str]],
+        run_now: Callable[[str], None],
+        token: str | None,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.ready = ready
+        self.run_now = run_now
+        self.token = token
+        self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
+            (re.compile(r"^/metrics$"), {"GET": self.get_metrics}),
+            (re.compile(r"^/healthz$"), {"GET": self.get_health}),
+            (re.compile(r"^/readyz$"), {"GET": self.get_ready}),
+            (re.compile(r"^/api/v1/checks$"), {"GET": self.list_checks}),
+            (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)$"), {"GET": self.get_check}),
+            (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/run$"), {"POST": self.post_run}),
+        ]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/")
+        headers: list[tuple[str, str]] = []
+        try:
+            response = self._dispatch(method, path, environ)
+        except HttpError as exc:
+            response = _json(exc.status, {"error": str(exc)})
+            headers = exc.headers
+        except Exception:
+            log.exception("request failed", extra={"fields": {"method": method, "path": path}})
+            response = _json(500, {"error": "internal error; see the daemon's log"})
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            *headers,
+        ]
+        start_response(_STATUS[response.status], headers)
+        return [response.body] if method != "HEAD" else [b""]
+
+    def _dispatch(self, method: str, path: str, environ: WSGIEnvironment) -> Response:
+        for pattern, handlers in self._routes:
+            match = pattern.match(path)
+            if not match:
+                continue
+            handler = handlers.get("GET" if method == "HEAD" else method)
+            if handler is None:
+                allowed = ", ".join(sorted(handlers))
+                raise HttpError(
+                    405, f"{method} is not allowed on {path}; use {allowed}", [("Allow", allowed)]
+                )
+            if method not in ("GET", "HEAD"):
+                self._authorize(environ)
+                self._read_body(environ)
+            return handler(**match.groupdict())
+        raise HttpError(404, f"no such endpoint: {path}")
+
+    def _authorize(self, environ: WSGIEnvironment) -> None:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, given = header.partition(" ")
+        if self.token is None:
+            raise HttpError(
+                401, "write calls are disabled: the daemon has no API token (set KPIMON_API_TOKEN)"
+            )
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self.token.encode()
+        ):
+            raise HttpError(401, "missing or wrong bearer token", [("WWW-Authenticate", "Bearer")])
+
+    def _read_body(self, environ: WSGIEnvironment) -> object:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise HttpError(400, "Content-Length is not a number") from None
+        if length > MAX_BODY_BYTES:
+            raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        raw = environ["wsgi.input"].read(length) if length else b""
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def get_metrics(self) -> Response:
+        return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+
+    def get_health(self) -> Response:
+        return _json(200, {"status": "ok"})
+
+    def get_ready(self) -> Response:
+        problems = self.ready()
+        if problems:
+            return _json(503, {"status": "not ready", "problems": problems})
+        return _json(200, {"status": "ready"})
+
+    def _check_json(self, name: str) -> dict[str, Any]:
+        check = self.engine.config.check(name)
+        if check is None:
+            raise HttpError(404, f"no check named {name!r}")
+        last = self.engine.last_run(name)
+        return {
+            "name": check.name,
+            "kind": check.kind,
+            "grain": check.grain,
+            "schedule": check.schedule,
+            "owner": check.owner,
+            "severity": check.severity,
+            "labels": check.labels,
+            "models": check.models,
+            "last_run": None
+            if last is None
+            else {
+                "started": last.started.isoformat(),
+                "outcome": last.outcome,
+                "duration_seconds": round(last.duration, 4),
+                "error": last.error,
+            },
+            "series": [series_json(s) for s in self.engine.series(name)],
+        }
+
+    def list_checks(self) -> Response:
+        return _json(200, {"checks": [self._check_json(c.name) for c in self.engine.config.checks]})
+
+    def get_check(self, name: str) -> Response:
+        return _json(200, self._check_json(name))
+
+    def post_run(self, name: str) -> Response:
+        if self.engine.config.check(name) is None:
+            raise HttpError(404, f"no check named {name!r}")
+        self.run_now(name)
+        return _json(202, {"check": name, "status": "scheduled"})
+
+
+class HttpServer:
+    """waitress on its own thread; ``stop`` closes the listening socket and the workers."""
+
+    def __init__(self, app: Api, host: str, port: int, threads: int = 8) -> None:
+        self._server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="kpi-monitor",
+            max_request_body_size=MAX_BODY_BYTES * 2,
+            clear_untrusted_proxy_headers=True,
+        )
+        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.effective_port)  # type: ignore[union-attr]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _serve(self) -> None:
+        # closing the listening socket from stop() ends the loop with an OSError
+        with contextlib.suppress(OSError):
+            self._server.run()
+
+    def stop(self) -> None:
+        self._server.close()
+        self._server.task_dispatcher.shutdown(timeout=2)
+        self._thread.join(timeout=3)

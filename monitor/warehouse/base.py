@@ -1,0 +1,36 @@
+"""The interface every warehouse adapter implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+
+import pandas as pd
+
+from monitor.dialects import Dialect
+
+
+class Warehouse(ABC):
+    """A connection to one warehouse, shared by every check that queries it.
+
+    Adapters are thread-safe: the scheduler runs checks on several threads at once. They raise
+    only :class:`monitor.errors.WarehouseError` subclasses, never a driver's own exception.
+    """
+
+    dialect: Dialect
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    def query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
+    ) -> pd.DataFrame:
+        """Run one read-only query with bound parameters and return its rows."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`monitor.errors.WarehouseError` unless the warehouse answers."""
+
+    def close(self) -> None:  # noqa: B027 - adapters without a session have nothing to close
+        """Release connections and cancel statements still running."""

@@ -1,0 +1,90 @@
+"""Shared fixtures: demo warehouses in temp dirs, a local Slack server, daemon helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from monitor import demo
+from monitor.config import Config, parse_config
+from tests.slack_server import SlackServer
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "config" / "demo.yaml"
+# a fixed "now" for tests that judge the demo with an injected clock: a Thursday afternoon
+DEMO_NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_document(directory: Path, **slack: Any) -> dict[str, Any]:
+    """The demo config as a dict, pointed at ``directory``; Slack enabled when given."""
+    document = yaml.safe_load(DEMO_CONFIG.read_text())
+    document["warehouse"]["path"] = str(directory / "demo.duckdb")
+    document["state"]["path"] = str(directory / "kpimon-state.db")
+    if slack:
+        document["slack"] = slack
+    else:
+        document.pop("slack")
+    return document
+
+
+def write_config(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo warehouse built for DEMO_NOW (read-only: copy it to change it)."""
+    directory = tmp_path_factory.mktemp("demo-fixed")
+    demo.build(directory / "demo.duckdb", now=DEMO_NOW)
+    return directory / "demo.duckdb"
+
+
+@pytest.fixture(scope="session")
+def live_demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo warehouse built for the real clock, for the daemon as a subprocess."""
+    directory = tmp_path_factory.mktemp("demo-live")
+    demo.build(directory / "demo.duckdb")
+    return directory / "demo.duckdb"
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path, demo_warehouse: Path) -> Path:
+    shutil.copy(demo_warehouse, tmp_path / "demo.duckdb")
+    return tmp_path
+
+
+@pytest.fixture
+def demo_config(demo_dir: Path) -> Config:
+    return parse_config(demo_document(demo_dir), "demo.yaml")
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackServer]:
+    server = SlackServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KPIMON_API_TOKEN", "KPIMON_API_TOKEN_FILE", "KPIMON_CONFIG", "SLACK_BOT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"

@@ -1,0 +1,179 @@
+"""Slack alerts through slack-sdk against a local Web API server: what the on-call person sees."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from monitor.alerts.dispatch import Dispatcher
+from monitor.alerts.notification import Notification
+from monitor.alerts.slack import SlackChannel
+from monitor.alerts.state import AlertState
+from monitor.config import parse_config
+from monitor.exporter import Metrics
+from monitor.store import StateStore
+from tests.conftest import demo_document
+from tests.slack_server import SlackServer
+
+SINCE = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+
+
+def note(kind: str = "opened", episode: int = 1, **change: object) -> Notification:
+    fields: dict[str, object] = dict(
+        kind=kind,
+        check="revenue",
+        segment="DE",
+        episode=episode,
+        since=SINCE,
+        bucket=datetime(2026, 11, 26, 14, 0, tzinfo=UTC) if kind == "resolved" else SINCE,
+        value=120.0,
+        expected=1500.0,
+        lower=900.0,
+        upper=2400.0,
+        score=-7.3,
+        severity="critical",
+        owner="@revenue-oncall",
+        team="revenue",
+    )
+    fields.update(change)
+    return Notification(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def setup(tmp_path: Path, slack: SlackServer) -> tuple[Dispatcher, StateStore, Metrics]:
+    document = demo_document(tmp_path, token=slack.token, api_url=slack.url, channel="#data-alerts")
+    document["checks"][0]["channel"] = "#revenue"
+    config = parse_config(document)
+    assert config.slack is not None
+    store = StateStore(tmp_path / "state.db")
+    metrics = Metrics()
+    return Dispatcher(config, store, metrics, SlackChannel(config.slack)), store, metrics
+
+
+def queue(store: StateStore, *notes: Notification) -> None:
+    for n in notes:
+        store.record(n.check, n.segment, AlertState(), [n], ["slack"])
+
+
+def test_an_alert_says_what_moved_by_how_much_since_when_and_who_owns_it(
+    setup, slack: SlackServer
+) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, store, metrics = setup
+    queue(store, note())
+    assert dispatcher.deliver_pending() == 1
+    [message] = slack.messages()
+    assert message["channel"] == "#revenue"
+    assert message["text"] == (
+        "CRITICAL: revenue [DE] is 92% below expected (-7.3 robust SD): 120 vs 1,500 expected "
+        "(band 900 to 2,400), since 2026-11-26 11:00 UTC. Owner @revenue-oncall."
+    )
+    fields = {
+        f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in message["blocks"][2]["fields"]
+    }
+    assert fields == {
+        "*Value*": "120",
+        "*Expected*": "1,500",
+        "*Normal band*": "900 to 2,400",
+        "*Deviation*": "92% below expected (-7.3 robust SD)",
+        "*Since*": "2026-11-26 11:00 UTC",
+        "*Severity*": "critical",
+        "*Owner*": "@revenue-oncall",
+        "*Team*": "revenue",
+    }
+    assert message["blocks"][0]["text"]["text"] == "revenue [DE] moved unexpectedly"
+    assert (
+        metrics.registry.get_sample_value(
+            "kpimon_alerts_sent_total", {"channel": "slack", "outcome": "ok"}
+        )
+        == 1
+    )
+    assert store.pending("slack") == []
+
+
+def test_a_resolution_goes_to_the_thread_and_marks_the_alert_resolved(
+    setup, slack: SlackServer
+) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, store, _ = setup
+    queue(store, note())
+    dispatcher.deliver_pending()
+    queue(store, note("resolved", value=1450.0, score=-0.2))
+    dispatcher.deliver_pending()
+    _, reply = slack.messages()
+    parent_ts = slack.calls[0]
+    assert (
+        reply["thread_ts"] == next(c for c in slack.calls if c.method == "chat.update").args["ts"]
+    )
+    assert reply["channel"] == "C0REVENUE"
+    assert reply["text"].startswith(
+        "Resolved: revenue [DE] is back within its band (1,450, expected 1,500); the deviation lasted 3h"
+    )
+    [update] = slack.messages("chat.update")
+    assert update["channel"] == "C0REVENUE"
+    assert ":white_check_mark: *Resolved* after 3h" in update["blocks"][0]["text"]["text"]
+    assert parent_ts.method == "chat.postMessage"
+
+
+def test_rate_limits_and_server_errors_are_retried_by_slack_sdk(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, store, _ = setup
+    slack.fail_next(1, status=429, retry_after=1)
+    slack.fail_next(1, status=503)
+    queue(store, note())
+    assert dispatcher.deliver_pending() == 1
+    assert len(slack.messages()) == 3  # two refused attempts, then the delivery
+    assert store.pending("slack") == []
+
+
+def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, store, metrics = setup
+    slack.fail_next(3, status=500)  # more than the retry handler's budget
+    queue(store, note(), note(episode=2, segment="FR"))
+    assert dispatcher.deliver_pending() == 0
+    assert [e.notification.segment for e in store.pending("slack")] == ["DE", "FR"]
+    assert (
+        metrics.registry.get_sample_value(
+            "kpimon_alerts_sent_total", {"channel": "slack", "outcome": "error"}
+        )
+        == 1
+    )
+    assert dispatcher.deliver_pending() == 2
+    delivered = [m["text"] for m in slack.messages() if m["text"].startswith("CRITICAL")]
+    assert len(delivered) == 5  # 3 refused + 2 delivered; each episode reached Slack once
+    assert store.pending("slack") == []
+    assert dispatcher.deliver_pending() == 0
+
+
+def test_a_wrong_token_is_reported_without_the_token(
+    tmp_path: Path, slack: SlackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = parse_config(demo_document(tmp_path, token="xoxb-WRONG-canary", api_url=slack.url))
+    store = StateStore(tmp_path / "state.db")
+    assert config.slack is not None
+    dispatcher = Dispatcher(config, store, Metrics(), SlackChannel(config.slack))
+    queue(store, note())
+    assert dispatcher.deliver_pending() == 0
+    logged = caplog.text + " ".join(str(getattr(r, "fields", "")) for r in caplog.records)
+    assert "Slack chat_postMessage: invalid_auth" in logged
+    assert "xoxb-WRONG-canary" not in logged
+    assert store.pending("slack")[0].attempts == 1
+
+
+def test_freshness_alerts_speak_in_durations() -> None:
+    from monitor.alerts.messages import alert_text
+
+    text = alert_text(
+        note(
+            check="events_freshness",
+            segment="",
+            value=18_300.0,
+            expected=900.0,
+            lower=0.0,
+            upper=1800.0,
+            score=40.0,
+            unit="seconds",
+        )
+    )
+    assert text.startswith(
+        "CRITICAL: events_freshness is 1933% above expected (+40.0 robust SD): 5h05m vs 15m expected (band 0m to 30m)"
+    )

@@ -1,0 +1,148 @@
+"""Config: the demo and example files validate; bad input is refused precisely."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.config import json_schema, load_config, parse_config
+from monitor.errors import ConfigError
+from tests.conftest import REPO
+
+BASE = {"warehouse": {"kind": "duckdb", "path": "w.duckdb"}}
+METRIC = {
+    "name": "revenue",
+    "kind": "metric",
+    "table": "analytics.fct_orders",
+    "timestamp_column": "order_ts",
+    "expression": "sum(amount)",
+}
+
+
+def problems(document: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, "bad.yaml")
+    assert info.value.source == "bad.yaml"
+    return info.value.problems
+
+
+def test_shipped_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = load_config(REPO / "config" / "demo.yaml")
+    assert [c.name for c in demo.checks][:2] == ["revenue", "average_order_value"]
+    assert demo.slack is not None and demo.slack.token is None
+    for name in ("DATABRICKS_HOST", "DATABRICKS_HTTP_PATH", "DATABRICKS_TOKEN", "SLACK_BOT_TOKEN"):
+        monkeypatch.setenv(name, f"value-of-{name.lower()}")
+    example = load_config(REPO / "config" / "databricks.example.yaml")
+    assert {w.kind for w in example.all_warehouses().values()} == {"databricks"}
+
+
+def test_defaults_apply_where_a_check_is_silent() -> None:
+    config = parse_config(
+        {
+            **BASE,
+            "defaults": {"grain": "day", "timezone": "Europe/Berlin"},
+            "checks": [METRIC, {**METRIC, "name": "hourly", "grain": "hour"}],
+        }
+    )
+    assert [(c.grain, c.timezone) for c in config.checks] == [
+        ("day", "Europe/Berlin"),
+        ("hour", "Europe/Berlin"),
+    ]
+
+
+def test_durations_and_derived_fields() -> None:
+    config = parse_config({**BASE, "checks": [{**METRIC, "lookback": "4w", "settle": "30m"}]})
+    check = config.checks[0]
+    assert check.effective_lookback == timedelta(weeks=4)
+    assert check.settle == timedelta(minutes=30)
+    assert check.effective_alert_after == 2
+    assert check.fills_zero
+
+
+def test_environment_variables_are_interpolated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("WAREHOUSE_FILE", "/data/prod.duckdb")
+    secret = tmp_path / "slack-token"
+    secret.write_text("xoxb-from-file\n")
+    config = parse_config(
+        {
+            "warehouse": {"kind": "duckdb", "path": "${WAREHOUSE_FILE}"},
+            "slack": {"token": f"${{file:{secret}}}", "channel": "${CHANNEL:-#fallback}"},
+            "checks": [METRIC],
+        }
+    )
+    assert config.all_warehouses()["default"].path == "/data/prod.duckdb"  # type: ignore[union-attr]
+    assert config.slack is not None and config.slack.channel == "#fallback"
+    assert config.slack.token is not None
+    assert config.slack.token.get_secret_value() == "xoxb-from-file"
+    assert "xoxb" not in repr(config)
+
+
+def test_missing_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
+    found = problems(
+        {"warehouse": {"kind": "postgres", "dsn": "${NOT_SET_ANYWHERE}"}, "checks": [METRIC]}
+    )
+    assert found == ["warehouse.dsn: environment variable NOT_SET_ANYWHERE is not set"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"grain": "minute"}, "checks[1].grain: Input should be 'hour' or 'day' (got 'minute')"),
+        ({"timezone": "Mars/Base"}, "checks[1].timezone: unknown time zone 'Mars/Base'"),
+        ({"schedule": "often"}, "checks[1].schedule: 'often' is not a duration"),
+        ({"schedule": "61 * * * *"}, "checks[1].schedule: '61 * * * *' is not a valid cron"),
+        (
+            {"table": "orders; drop table x"},
+            "checks[1].table: 'orders; drop table x' is not a plain identifier",
+        ),
+        ({"name": "Revenue Total"}, "checks[1].name: String should match pattern"),
+        ({"colour": "red"}, "checks[1].colour: unknown field"),
+        ({"expression": None}, "checks[1]: a metric check needs expression"),
+        ({"sensitivity": -1}, "checks[1].sensitivity: Input should be greater than 0"),
+    ],
+)
+def test_a_bad_field_is_refused_with_its_path(change: dict[str, object], expected: str) -> None:
+    found = problems({**BASE, "checks": [METRIC, {**METRIC, "name": "second", **change}]})
+    assert len(found) == 1
+    assert found[0].startswith(expected), found
+
+
+def test_duplicate_names_and_unknown_warehouses() -> None:
+    assert problems({**BASE, "checks": [METRIC, METRIC]}) == [
+        "(top level): two checks are named 'revenue'; names must be unique"
+    ]
+    found = problems(
+        {
+            "warehouses": {"lake": BASE["warehouse"]},
+            "checks": [{**METRIC, "warehouse": "lakehouse"}],
+        }
+    )
+    assert "names warehouse 'lakehouse'; known warehouses: lake" in found[0]
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("checks:\n  - name: a\n   kind: metric\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(broken)
+    assert info.value.problems[0].startswith("line 3, column 4: not valid YAML")
+
+
+def test_bad_defaults_key() -> None:
+    assert problems({**BASE, "defaults": {"name": "x", "grian": "day"}, "checks": [METRIC]}) == [
+        "defaults.name: not a check field that can have a default",
+        "defaults.grian: not a check field that can have a default",
+    ]
+
+
+def test_committed_json_schema_is_current() -> None:
+    committed = json.loads((REPO / "config" / "kpi-monitor.schema.json").read_text())
+    assert committed == json_schema(), "run `make schema` and commit config/kpi-monitor.schema.json"

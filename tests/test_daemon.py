@@ -1,0 +1,104 @@
+"""The daemon as a user runs it: a subprocess, real sockets, signals and restarts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.demo import INCIDENTS
+from tests.conftest import demo_document, free_port, write_config
+from tests.daemon_process import DaemonProcess
+from tests.slack_server import SlackServer
+
+pytestmark = pytest.mark.slow
+
+ANOMALY = re.compile(r'^kpimon_anomaly\{check="([^"]*)",segment="([^"]*)",[^}]*\} (\S+)$', re.M)
+
+
+def anomaly_samples(text: str) -> dict[tuple[str, str], float]:
+    return {(c, s): float(v) for c, s, v in ANOMALY.findall(text)}
+
+
+def test_demo_shows_exactly_the_incidents_within_a_minute_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    daemon = DaemonProcess(
+        ["demo", "--dir", str(tmp_path / "demo")], port, log=tmp_path / "daemon.log"
+    )
+    try:
+        daemon.wait_ready(timeout=30)
+        deadline = time.monotonic() + 60
+        samples: dict[tuple[str, str], float] = {}
+        while time.monotonic() < deadline:
+            samples = anomaly_samples(daemon.metrics())
+            if {k for k, v in samples.items() if v == 1} == INCIDENTS and len(samples) >= 10:
+                break
+            time.sleep(0.5)
+        assert {k for k, v in samples.items() if v == 1} == INCIDENTS
+        assert {k for k, v in samples.items() if v == 0} >= {
+            ("revenue", "US"),
+            ("orders_rows", ""),
+            ("orders_freshness", ""),
+        }
+    finally:
+        code, took = daemon.stop(signal.SIGTERM)
+    assert code == 0, daemon.output()
+    assert took < 10
+    lines = [json.loads(line) for line in daemon.output().splitlines() if line.startswith("{")]
+    assert [entry["msg"] for entry in lines][-1] == "stopped"
+    opened = {(e["check"], e["segment"]) for e in lines if e["msg"] == "alert opened"}
+    assert opened == INCIDENTS
+    assert "Traceback" not in daemon.output()
+
+
+def test_a_restart_while_firing_sends_no_second_message(
+    tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
+) -> None:
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    config = write_config(
+        tmp_path / "kpi.yaml",
+        demo_document(
+            tmp_path, token="${SLACK_BOT_TOKEN}", api_url=slack.url, channel="#data-alerts"
+        ),
+    )
+    env = {"SLACK_BOT_TOKEN": slack.token}
+    port = free_port()
+    first = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "first.log")
+    try:
+        first.wait_ready()
+        messages = slack.wait_for(len(INCIDENTS), timeout=60)
+    finally:
+        assert first.stop()[0] == 0
+    posted = sorted(m["text"].split(" is ")[0] for m in messages)
+    assert posted == sorted(
+        f"{sev.upper()}: {c} [{s}]" if s else f"{sev.upper()}: {c}"
+        for c, s, sev in (
+            ("revenue", "DE", "critical"),
+            ("events_freshness", "", "critical"),
+            ("signups", "", "warning"),
+        )
+    )
+    assert all(m["channel"] == "#data-alerts" and m["blocks"] for m in messages)
+
+    second = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "second.log")
+    try:
+        second.wait_ready()
+        checks = second.wait_all_ran()
+        firing = {
+            (c["name"], s["segment"])
+            for c in checks
+            for s in c["series"]
+            if s["alert"]["status"] == "firing"
+        }
+        assert firing == INCIDENTS
+        time.sleep(1.0)  # the outbox is flushed right after each run; give a late send a chance
+    finally:
+        assert second.stop()[0] == 0
+    assert len(slack.messages()) == len(INCIDENTS)

@@ -1,0 +1,409 @@
+"""Specification of the detection engine, on plain generated data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitor.detect import Detector, DetectorSpec, Verdict
+
+HOUR = 3600
+DAY = 86400
+
+
+def hourly_orders(
+    seed: int,
+    weeks: int = 8,
+    base: float = 100.0,
+    noise: float = 0.10,
+    growth: float = 0.2,
+    start: str = "2026-01-05",
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """E-commerce orders per hour: daily and weekly seasonality, growth, +-noise, Poisson counts."""
+    rng = np.random.default_rng(seed)
+    n = weeks * 168
+    idx = pd.date_range(start, periods=n, freq="h", tz="UTC")
+    hour = np.arange(n) % 24
+    dow = (np.arange(n) // 24) % 7
+    daily = 0.25 + 0.75 * np.clip(np.sin((hour - 6) / 24 * 2 * np.pi) * 0.5 + 0.6, 0.05, None)
+    weekly = np.where(dow >= 5, 0.7, 1.0)
+    trend = 1 + growth * np.arange(n) / n
+    lam = base * daily * weekly * trend * np.exp(rng.normal(0, noise, n))
+    return idx, rng.poisson(lam).astype(float)
+
+
+def daily_revenue(seed: int, days: int = 120) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    idx = pd.date_range("2026-01-01", periods=days, freq="D", tz="UTC")
+    dow = np.asarray(idx.day_of_week)
+    weekly = np.where(dow >= 5, 0.6, 1.0)
+    trend = 1 + 0.3 * np.arange(days) / days
+    return idx, 50_000 * weekly * trend * np.exp(rng.normal(0, 0.08, days))
+
+
+def step_all(det: Detector, idx: pd.DatetimeIndex, values: np.ndarray) -> list[Verdict]:
+    return [det.step(t, float(v)) for t, v in zip(idx, values, strict=True)]
+
+
+def same(a: list[Verdict], b: list[Verdict]) -> bool:
+    """Equal verdicts, NaN values included."""
+    return repr(a) == repr(b)
+
+
+def warmed(spec: DetectorSpec, idx: pd.DatetimeIndex, values: np.ndarray, n: int) -> Detector:
+    det = Detector(spec)
+    det.warm(idx[:n], values[:n])
+    return det
+
+
+# --------------------------------------------------------------------------- quiet when healthy
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_quiet_on_clean_hourly_seasonal_series_with_trend(seed: int) -> None:
+    idx, v = hourly_orders(seed, weeks=8)
+    det = warmed(DetectorSpec(HOUR), idx, v, 2 * 168)
+    verdicts = step_all(det, idx[2 * 168 :], v[2 * 168 :])
+    flagged = sum(x.anomalous for x in verdicts)
+    # 6 weeks = 1008 buckets: at most a rare isolated tail event
+    assert flagged <= 2, [(x.bucket, x.value, x.expected) for x in verdicts if x.anomalous]
+    assert all(x.expected is not None for x in verdicts)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quiet_on_clean_daily_series(seed: int) -> None:
+    idx, v = daily_revenue(seed)
+    det = warmed(DetectorSpec(DAY), idx, v, 28)
+    verdicts = step_all(det, idx[28:], v[28:])
+    assert sum(x.anomalous for x in verdicts) <= 1
+
+
+def test_band_contains_expected_and_deviation_pct() -> None:
+    idx, v = hourly_orders(0, weeks=4)
+    det = warmed(DetectorSpec(HOUR), idx, v, len(v) - 1)
+    verdict = det.step(idx[-1], v[-1])
+    assert verdict.expected is not None and verdict.lower is not None
+    assert verdict.upper is not None
+    assert verdict.lower < verdict.expected < verdict.upper
+    assert verdict.bucket == idx[-1] and str(verdict.bucket.tz) == "UTC"
+    pct = verdict.deviation_pct
+    assert pct is not None
+    assert math.isclose(pct, (verdict.value - verdict.expected) / verdict.expected * 100)
+
+
+# --------------------------------------------------------------------------- flags incidents
+
+
+@pytest.mark.parametrize("factor", [0.1, 0.0])
+def test_flags_a_segment_collapse(factor: float) -> None:
+    idx, v = hourly_orders(3, weeks=6)
+    cut = len(v) - 12
+    det = warmed(DetectorSpec(HOUR), idx, v, cut)
+    verdicts = step_all(det, idx[cut:], v[cut:] * factor)
+    assert all(x.anomalous for x in verdicts)
+    assert all(x.score < -4 for x in verdicts)
+    assert all(x.value < (x.lower or 0) for x in verdicts)
+
+
+@pytest.mark.parametrize("factor", [3.0, 5.0])
+def test_flags_a_spike(factor: float) -> None:
+    idx, v = hourly_orders(4, weeks=6)
+    cut = len(v) - 3
+    det = warmed(DetectorSpec(HOUR), idx, v, cut)
+    verdicts = step_all(det, idx[cut:], v[cut:] * factor)
+    assert all(x.anomalous and x.score > 4 for x in verdicts)
+
+
+def test_flags_a_flat_lined_zero_count_series() -> None:
+    rng = np.random.default_rng(7)
+    idx = pd.date_range("2026-02-02", periods=21 * 24, freq="h", tz="UTC")
+    v = rng.poisson(20, idx.size).astype(float)
+    cut = idx.size - 6
+    det = warmed(DetectorSpec(HOUR), idx, v, cut)
+    verdicts = step_all(det, idx[cut:], np.zeros(6))
+    assert all(x.anomalous for x in verdicts)
+
+
+def test_flags_a_daily_drop() -> None:
+    idx, v = daily_revenue(1)
+    det = warmed(DetectorSpec(DAY), idx, v, len(v) - 1)
+    verdict = det.step(idx[-1], v[-1] * 0.5)
+    assert verdict.anomalous and verdict.score < 0
+
+
+def test_past_anomalies_do_not_widen_future_bands() -> None:
+    idx, v = hourly_orders(5, weeks=6)
+    cut = 5 * 168
+    clean = warmed(DetectorSpec(HOUR), idx, v, cut)
+    spiky_values = v.copy()
+    spiky_values[cut - 100 : cut - 90] *= 6  # an incident ten hours long, four days ago
+    spiky = warmed(DetectorSpec(HOUR), idx, spiky_values, cut)
+    a, b = clean.step(idx[cut], v[cut]), spiky.step(idx[cut], v[cut])
+    assert a.upper is not None and b.upper is not None and a.expected is not None
+    assert b.expected is not None
+    assert abs(b.upper - a.upper) / a.upper < 0.05
+    assert abs(b.expected - a.expected) / a.expected < 0.05
+
+
+def test_does_not_alert_on_steady_growth() -> None:
+    idx, v = hourly_orders(6, weeks=8, growth=1.5)  # +150% over eight weeks
+    det = warmed(DetectorSpec(HOUR), idx, v, 3 * 168)
+    verdicts = step_all(det, idx[3 * 168 :], v[3 * 168 :])
+    assert sum(x.anomalous for x in verdicts) <= 2
+
+
+# --------------------------------------------------------------------------- causality
+
+
+def test_verdicts_are_causal() -> None:
+    idx, v = hourly_orders(8, weeks=3)
+    full = step_all(Detector(DetectorSpec(HOUR)), idx, v)
+    prefix = step_all(Detector(DetectorSpec(HOUR)), idx[:300], v[:300])
+    assert full[:300] == prefix
+    # changing the future does not change the past
+    w = v.copy()
+    w[300:] *= 10
+    changed = step_all(Detector(DetectorSpec(HOUR)), idx, w)
+    assert changed[:300] == full[:300]
+
+
+def test_the_scored_bucket_is_not_part_of_its_own_baseline() -> None:
+    idx, v = hourly_orders(9, weeks=4)
+    det_a = warmed(DetectorSpec(HOUR), idx, v, len(v) - 1)
+    det_b = warmed(DetectorSpec(HOUR), idx, v, len(v) - 1)
+    a = det_a.step(idx[-1], 1.0)
+    b = det_b.step(idx[-1], 10_000.0)
+    assert a.expected == b.expected and a.lower == b.lower and a.upper == b.upper
+
+
+@pytest.mark.parametrize("split", [1, 50, 24 * 15, 24 * 20])
+def test_warm_then_step_equals_stepping_everything(split: int) -> None:
+    idx, v = hourly_orders(10, weeks=4)
+    v[100:110] = np.nan  # gaps inside the warm block
+    stepped = Detector(DetectorSpec(HOUR))
+    step_all(stepped, idx[:split], v[:split])
+    warm = warmed(DetectorSpec(HOUR), idx, v, split)
+    assert warm.history_size == stepped.history_size
+    assert same(step_all(warm, idx[split:], v[split:]), step_all(stepped, idx[split:], v[split:]))
+
+
+def test_warm_equivalence_survives_buffer_wrap_and_long_gaps() -> None:
+    idx, v = hourly_orders(11, weeks=24)
+    keep = np.ones(v.size, dtype=bool)
+    keep[2000:2400] = False  # a gap of more than two weeks
+    idx, v = idx[keep], v[keep]
+    split = 3500
+    stepped = Detector(DetectorSpec(HOUR))
+    step_all(stepped, idx[:split], v[:split])
+    warm = warmed(DetectorSpec(HOUR), idx, v, split)
+    assert same(step_all(warm, idx[split:], v[split:]), step_all(stepped, idx[split:], v[split:]))
+
+
+def test_step_rejects_buckets_that_are_not_new() -> None:
+    idx, v = hourly_orders(0, weeks=1)
+    det = warmed(DetectorSpec(HOUR), idx, v, 50)
+    with pytest.raises(ValueError, match="not after"):
+        det.step(idx[49], 1.0)
+    with pytest.raises(ValueError):
+        det.warm(idx[10:20], v[10:20])
+
+
+# --------------------------------------------------------------------------- gaps, history
+
+
+def test_gaps_are_allowed_and_judged_by_slot() -> None:
+    idx, v = hourly_orders(12, weeks=6)
+    keep = np.ones(v.size, dtype=bool)
+    keep[3 * 168 : 3 * 168 + 30] = False  # thirty missing hours
+    keep[rng_drop(v.size)] = False
+    det = Detector(DetectorSpec(HOUR))
+    verdicts = step_all(det, idx[keep], v[keep])
+    assert det.history_size == int(keep.sum())
+    assert sum(x.anomalous for x in verdicts[400:]) <= 2
+    # a collapse right after a gap is still caught
+    after = warmed(DetectorSpec(HOUR), idx[keep], v[keep], int(keep.sum()) - 1)
+    gap_then = after.step(idx[-1] + pd.Timedelta(hours=5), 0.0)
+    assert gap_then.anomalous
+
+
+def rng_drop(n: int) -> np.ndarray:
+    return np.random.default_rng(0).choice(n, size=n // 20, replace=False)
+
+
+def test_nan_values_are_gaps() -> None:
+    idx, v = hourly_orders(13, weeks=3)
+    det = warmed(DetectorSpec(HOUR), idx, v, 400)
+    verdict = det.step(idx[400], math.nan)
+    assert verdict.expected is None and not verdict.anomalous
+    assert det.history_size == 400
+
+
+def test_no_verdict_without_enough_history() -> None:
+    det = Detector(DetectorSpec(HOUR))
+    idx = pd.date_range("2026-01-01", periods=30, freq="h", tz="UTC")
+    verdicts = step_all(det, idx, np.full(30, 10.0))
+    assert verdicts[0].expected is None and verdicts[0].score == 0.0
+    assert not any(x.anomalous for x in verdicts[:24])
+    assert verdicts[-1].expected is not None
+
+
+def test_no_seasonal_term_without_two_full_cycles() -> None:
+    # every day has a peak at 10:00 UTC; after one day there is no seasonal term yet
+    idx = pd.date_range("2026-01-01", periods=24 * 4, freq="h", tz="UTC")
+    v = np.where(idx.hour == 10, 1000.0, 10.0)
+    det = Detector(DetectorSpec(HOUR, min_history=12))
+    verdicts = step_all(det, idx, v)
+    day2, day3, day4 = verdicts[24 + 10], verdicts[48 + 10], verdicts[72 + 10]
+    assert day2.expected is not None and day2.expected < 50  # one cycle: level only
+    assert day2.anomalous
+    # two full cycles of 10:00 seen before day 3: the hour-of-day slot applies
+    assert day3.expected is not None and day3.expected > 500
+    assert not day3.anomalous and not day4.anomalous
+
+
+def test_weekly_slot_once_two_weeks_are_known() -> None:
+    # the weekend is quiet; hour-of-week slots learn that after two weeks
+    idx = pd.date_range("2026-01-05", periods=24 * 7 * 4, freq="h", tz="UTC")
+    rng = np.random.default_rng(1)
+    v = np.where(idx.day_of_week >= 5, 20.0, 200.0) * np.exp(rng.normal(0, 0.05, idx.size))
+    det = warmed(DetectorSpec(HOUR), idx, v, 24 * 7 * 3 + 24 * 5)  # up to Saturday of week 4
+    saturday = step_all(det, idx[24 * 7 * 3 + 24 * 5 :], v[24 * 7 * 3 + 24 * 5 :])
+    assert not any(x.anomalous for x in saturday)
+    assert all(x.expected is not None and x.expected < 40 for x in saturday)
+
+
+# --------------------------------------------------------------------------- floors, direction
+
+
+def test_min_relative_change_keeps_tiny_variance_series_quiet() -> None:
+    rng = np.random.default_rng(2)
+    idx = pd.date_range("2026-01-01", periods=24 * 10, freq="h", tz="UTC")
+    v = 1000.0 + rng.normal(0, 0.01, idx.size)
+    det = warmed(DetectorSpec(HOUR), idx, v, idx.size - 1)
+    small = det.step(idx[-1], 1020.0)  # +2%: hundreds of sigmas, but below the 5% floor
+    assert abs(small.score) > 100 and not small.anomalous
+    assert small.upper is not None and small.upper >= 1050.0 - 1e-6
+    strict = warmed(DetectorSpec(HOUR, min_relative_change=0.0), idx, v, idx.size - 1)
+    assert strict.step(idx[-1], 1020.0).anomalous
+    big = warmed(DetectorSpec(HOUR), idx, v, idx.size - 1).step(idx[-1], 1100.0)
+    assert big.anomalous
+
+
+def test_min_absolute_change_floor() -> None:
+    idx = pd.date_range("2026-01-01", periods=24 * 10, freq="h", tz="UTC")
+    v = np.full(idx.size, 2.0)
+    spec = DetectorSpec(HOUR, min_absolute_change=5.0, counts=False)
+    verdict = warmed(spec, idx, v, idx.size - 1).step(idx[-1], 6.0)
+    assert not verdict.anomalous
+    assert warmed(spec, idx, v, idx.size - 1).step(idx[-1], 8.0).anomalous
+
+
+@pytest.mark.parametrize(
+    ("direction", "up", "down"),
+    [("both", True, True), ("up", True, False), ("down", False, True)],
+)
+def test_direction_filter(direction: str, up: bool, down: bool) -> None:
+    idx, v = hourly_orders(14, weeks=4)
+    spec = DetectorSpec(HOUR, direction=direction)  # type: ignore[arg-type]
+    high = warmed(spec, idx, v, len(v) - 1).step(idx[-1], v[-1] * 5)
+    low = warmed(spec, idx, v, len(v) - 1).step(idx[-1], 0.0)
+    assert high.anomalous is up and high.score > 4
+    assert low.anomalous is down and low.score < -4
+
+
+def test_sensitivity_widens_the_band() -> None:
+    idx, v = hourly_orders(15, weeks=4)
+    narrow = warmed(DetectorSpec(HOUR, sensitivity=2), idx, v, len(v) - 1).step(idx[-1], v[-1])
+    wide = warmed(DetectorSpec(HOUR, sensitivity=6), idx, v, len(v) - 1).step(idx[-1], v[-1])
+    assert narrow.upper is not None and wide.upper is not None
+    assert wide.upper > narrow.upper
+    assert narrow.score == wide.score
+
+
+# --------------------------------------------------------------------------- value spaces
+
+
+def test_negative_series_work_in_linear_space() -> None:
+    rng = np.random.default_rng(3)
+    idx = pd.date_range("2026-01-01", periods=24 * 21, freq="h", tz="UTC")
+    v = 5 * np.sin(np.arange(idx.size) / 24 * 2 * np.pi) + rng.normal(0, 0.5, idx.size)
+    det = Detector(DetectorSpec(HOUR))
+    verdicts = step_all(det, idx[:-1], v[:-1])
+    assert not det.log_space
+    assert sum(x.anomalous for x in verdicts) <= 2
+    assert det.step(idx[-1], v[-1] + 20).anomalous
+
+
+def test_switching_to_linear_space_keeps_warm_equivalence() -> None:
+    idx, v = hourly_orders(16, weeks=3)
+    v[200] = -5.0
+    stepped = Detector(DetectorSpec(HOUR))
+    step_all(stepped, idx[:400], v[:400])
+    warm = warmed(DetectorSpec(HOUR), idx, v, 400)
+    assert not stepped.log_space and not warm.log_space
+    assert same(step_all(warm, idx[400:], v[400:]), step_all(stepped, idx[400:], v[400:]))
+
+
+def test_poisson_floor_keeps_small_counts_quiet() -> None:
+    rng = np.random.default_rng(4)
+    idx = pd.date_range("2026-01-05", periods=24 * 7 * 5, freq="h", tz="UTC")
+    v = rng.poisson(1.5, idx.size).astype(float)  # mostly 0..4, many zeros
+    det = warmed(DetectorSpec(HOUR), idx, v, 24 * 14)
+    verdicts = step_all(det, idx[24 * 14 :], v[24 * 14 :])
+    assert sum(x.anomalous for x in verdicts) <= 2
+
+
+# --------------------------------------------------------------------------- time zones
+
+
+def test_slots_follow_the_business_timezone_across_dst() -> None:
+    # a peak at 09:00 New York time every day, through the March DST change
+    local = pd.date_range("2026-02-20", "2026-03-25", freq="h", tz="America/New_York")
+    idx = local.tz_convert("UTC")
+    rng = np.random.default_rng(5)
+    v = np.where(local.hour == 9, 500.0, 50.0) * np.exp(rng.normal(0, 0.05, idx.size))
+    spec = DetectorSpec(HOUR, timezone="America/New_York")
+    det = warmed(spec, idx, v, 24 * 10)
+    verdicts = step_all(det, idx[24 * 10 :], v[24 * 10 :])
+    assert sum(x.anomalous for x in verdicts) <= 2
+    # in UTC slots the peak moves by an hour at the DST change and alerts
+    utc = warmed(DetectorSpec(HOUR), idx, v, 24 * 10)
+    assert sum(x.anomalous for x in step_all(utc, idx[24 * 10 :], v[24 * 10 :])) >= 2
+
+
+def test_dst_fall_back_repeated_hour_is_judged_not_learned() -> None:
+    local = pd.date_range("2026-10-20", "2026-11-05", freq="h", tz="America/New_York")
+    idx = local.tz_convert("UTC")
+    v = np.full(idx.size, 100.0)
+    det = Detector(DetectorSpec(HOUR, timezone="America/New_York"))
+    verdicts = step_all(det, idx, v)
+    assert det.history_size == idx.size - 1  # the repeated 01:00 on 1 November
+    assert not any(x.anomalous for x in verdicts)
+
+
+def test_acknowledge_accepts_a_new_level() -> None:
+    idx, v = hourly_orders(17, weeks=5)
+    cut = 4 * 168 + 10
+    shifted = v.copy()
+    shifted[cut:] *= 0.4
+    unacknowledged = warmed(DetectorSpec(HOUR), idx, shifted, cut)
+    before = step_all(unacknowledged, idx[cut : cut + 12], shifted[cut : cut + 12])
+    assert sum(x.anomalous for x in before) >= 6
+    det = warmed(DetectorSpec(HOUR), idx, shifted, cut + 3)
+    det.acknowledge(since=idx[cut])
+    after = step_all(det, idx[cut + 3 :], shifted[cut + 3 :])
+    assert sum(x.anomalous for x in after) <= 1
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ValueError):
+        DetectorSpec(0)
+    with pytest.raises(ValueError):
+        DetectorSpec(HOUR, sensitivity=0)
+    with pytest.raises(ValueError):
+        DetectorSpec(HOUR, direction="sideways")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        DetectorSpec(HOUR, min_relative_change=-1)

@@ -1,0 +1,202 @@
+"""The engine judges the demo's incidents and leaves healthy series alone; failures stay local."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.config import Config, parse_config
+from monitor.demo import INCIDENTS
+from monitor.engine import Engine
+from monitor.exporter import Metrics
+from monitor.store import StateStore
+from monitor.warehouse import open_warehouses
+from tests.conftest import DEMO_NOW, demo_document
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def make_engine(config: Config, store_path: Path | str, now=DEMO_NOW) -> tuple[Engine, Metrics]:  # type: ignore[no-untyped-def]
+    metrics = Metrics()
+    engine = Engine(
+        config,
+        open_warehouses(config),
+        StateStore(store_path),
+        metrics,
+        channels=["slack"],
+        clock=lambda: now,
+    )
+    return engine, metrics
+
+
+def firing(engine: Engine, config: Config) -> set[tuple[str, str]]:
+    found = set()
+    for check in config.checks:
+        for status in engine.series(check.name):
+            if status.state.firing:
+                found.add((status.check, status.segment))
+    return found
+
+
+def test_demo_incidents_fire_and_healthy_series_stay_quiet(
+    demo_config: Config, demo_dir: Path
+) -> None:
+    engine, metrics = make_engine(demo_config, demo_dir / "state.db")
+    outcomes = {c.name: engine.run(c.name).outcome for c in demo_config.checks}
+    assert firing(engine, demo_config) == INCIDENTS
+    assert outcomes == {
+        "revenue": "anomaly",
+        "average_order_value": "ok",
+        "orders_rows": "ok",
+        "orders_freshness": "ok",
+        "events_freshness": "anomaly",
+        "signups": "anomaly",
+        "daily_customers": "ok",
+    }
+    r = metrics.registry
+    de = {"check": "revenue", "segment": "DE", "severity": "critical", "team": "revenue"}
+    us = {**de, "segment": "US"}
+    assert sample(r, "kpimon_anomaly", **de) == 1
+    assert sample(r, "kpimon_anomaly", **us) == 0
+    assert sample(r, "kpimon_anomaly_score", **de) < -4  # type: ignore[operator]
+    assert sample(r, "kpimon_value", **de) < sample(r, "kpimon_lower_bound", **de)  # type: ignore[operator]
+    lower, expected, upper = (
+        sample(r, n, **us) for n in ("kpimon_lower_bound", "kpimon_expected", "kpimon_upper_bound")
+    )
+    assert lower < expected < upper  # type: ignore[operator]
+    last_bucket = sample(r, "kpimon_bucket_timestamp_seconds", **us)
+    assert last_bucket == (DEMO_NOW.replace(minute=0) - timedelta(hours=1)).timestamp()
+    assert sample(r, "kpimon_data_age_seconds", check="events_freshness", segment="") > 4 * 3600  # type: ignore[operator]
+    assert sample(r, "kpimon_check_runs_total", check="revenue", outcome="anomaly") == 1
+    assert sample(r, "kpimon_check_runs_total", check="orders_rows", outcome="ok") == 1
+    assert sample(r, "kpimon_warehouse_up", warehouse="default") == 1
+    assert sample(r, "kpimon_check_last_success_timestamp_seconds", check="revenue") is not None
+
+
+def test_each_episode_is_queued_once_and_survives_a_restart(
+    demo_config: Config, demo_dir: Path
+) -> None:
+    store_path = demo_dir / "state.db"
+    engine, _ = make_engine(demo_config, store_path)
+    for check in demo_config.checks:
+        engine.run(check.name)
+        engine.run(check.name)  # a second run in the same bucket judges nothing new
+    queued = StateStore(store_path).pending("slack")
+    assert sorted(
+        (e.notification.check, e.notification.segment, e.notification.kind) for e in queued
+    ) == sorted((check, segment, "opened") for check, segment in INCIDENTS)
+    restarted, metrics = make_engine(demo_config, store_path, now=DEMO_NOW + timedelta(minutes=3))
+    for check in demo_config.checks:
+        restarted.run(check.name)
+    assert len(StateStore(store_path).pending("slack")) == len(INCIDENTS)
+    de = {"check": "revenue", "segment": "DE", "severity": "critical", "team": "revenue"}
+    assert sample(metrics.registry, "kpimon_anomaly", **de) == 1
+
+
+def test_a_failing_check_is_counted_and_the_others_run(demo_dir: Path) -> None:
+    document = demo_document(demo_dir)
+    document["checks"].append(
+        {
+            "name": "broken_sql",
+            "kind": "sql",
+            "sql": "select * from no_such_table where ts >= :since",
+        }
+    )
+    config = parse_config(document)
+    engine, metrics = make_engine(config, demo_dir / "state.db")
+    results = {c.name: engine.run(c.name) for c in config.checks}
+    assert results["broken_sql"].outcome == "error"
+    assert "no_such_table" in (results["broken_sql"].error or "")
+    assert results["revenue"].outcome == "anomaly"
+    r = metrics.registry
+    assert sample(r, "kpimon_check_runs_total", check="broken_sql", outcome="error") == 1
+    # bad SQL is the check's fault, not the warehouse's
+    assert sample(r, "kpimon_warehouse_up", warehouse="default") == 1
+    assert sample(r, "kpimon_check_last_success_timestamp_seconds", check="broken_sql") is None
+
+
+def test_an_unreachable_warehouse_is_an_error_not_an_anomaly(demo_dir: Path) -> None:
+    document = demo_document(demo_dir)
+    document["warehouse"]["path"] = str(demo_dir / "missing.duckdb")
+    config = parse_config(document)
+    engine, metrics = make_engine(config, demo_dir / "state.db")
+    result = engine.run("revenue")
+    assert result.outcome == "error"
+    assert "does not exist" in (result.error or "")
+    assert sample(metrics.registry, "kpimon_warehouse_up", warehouse="default") == 0
+    assert engine.series("revenue") == []
+
+
+def test_malformed_results_are_errors(demo_dir: Path) -> None:
+    document = demo_document(demo_dir)
+    document["checks"] = [
+        {
+            "name": "text_values",
+            "kind": "sql",
+            "grain": "day",
+            "sql": "select date_trunc('day', order_ts) as bucket, 'many' as value from analytics.fct_orders where order_ts >= :since group by 1",
+        },
+        {
+            "name": "no_bucket",
+            "kind": "sql",
+            "sql": "select 1 as value where current_date >= :since",
+        },
+    ]
+    config = parse_config(document)
+    engine, _ = make_engine(config, demo_dir / "state.db")
+    assert "value 'many' is not a number" in (engine.run("text_values").error or "")
+    assert "returned no bucket column" in (engine.run("no_bucket").error or "")
+
+
+def test_new_buckets_are_scored_as_time_passes(demo_config: Config, demo_dir: Path) -> None:
+    clock = [DEMO_NOW]
+    metrics = Metrics()
+    engine = Engine(
+        demo_config,
+        open_warehouses(demo_config),
+        StateStore(demo_dir / "s.db"),
+        metrics,
+        clock=lambda: clock[0],
+    )
+    engine.run("orders_rows")
+    first = engine.series("orders_rows")[0].verdict.bucket
+    clock[0] = DEMO_NOW + timedelta(hours=2)
+    engine.run("orders_rows")
+    assert engine.series("orders_rows")[0].verdict.bucket == first + timedelta(hours=2)
+
+
+def test_sql_checks_cannot_write(demo_dir: Path) -> None:
+    document = demo_document(demo_dir)
+    document["checks"] = [
+        {
+            "name": "sneaky",
+            "kind": "sql",
+            "sql": "delete from analytics.signups where signup_ts >= :since returning signup_ts as bucket, 1 as value",
+        }
+    ]
+    config = parse_config(document)
+    engine, _ = make_engine(config, demo_dir / "state.db")
+    result = engine.run("sneaky")
+    assert result.outcome == "error"
+    assert "read-only" in (result.error or "").lower()
+    with duckdb.connect(str(demo_dir / "demo.duckdb"), read_only=True) as con:
+        assert con.execute("select count(*) from analytics.signups").fetchone()[0] > 0  # type: ignore[index]
+
+
+@pytest.mark.parametrize("hours_later", [13, 29, 47, 70, 101, 130])
+def test_demo_is_judged_right_at_any_hour(tmp_path: Path, hours_later: int) -> None:
+    from monitor import demo
+
+    now = DEMO_NOW + timedelta(hours=hours_later, minutes=hours_later % 50)
+    demo.build(tmp_path / "demo.duckdb", now=now, seed=hours_later)
+    config = parse_config(demo_document(tmp_path))
+    engine, _ = make_engine(config, ":memory:", now=now)
+    for check in config.checks:
+        assert engine.run(check.name).outcome != "error"
+    assert firing(engine, config) == INCIDENTS

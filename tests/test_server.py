@@ -1,0 +1,138 @@
+"""The HTTP API over real sockets, against a daemon running in this process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import parse_config
+from monitor.daemon import Daemon
+from tests.conftest import demo_document
+
+TOKEN = "s3cret-api-token"
+
+
+@pytest.fixture
+def daemon(
+    tmp_path: Path, live_demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Daemon]:
+    monkeypatch.setenv("KPIMON_API_TOKEN", TOKEN)
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    running = Daemon(parse_config(demo_document(tmp_path)), host="127.0.0.1", port=0)
+    running.start()
+    yield running
+    running.stop()
+
+
+def call(
+    daemon: Daemon,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Message, bytes]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{daemon.port}{path}", data=body, method=method
+    )
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def wait_for_run(daemon: Daemon, check: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, _, body = call(daemon, "GET", f"/api/v1/checks/{check}")
+        found = json.loads(body)
+        if found["last_run"] is not None:
+            return found  # type: ignore[no-any-return]
+        time.sleep(0.1)
+    raise AssertionError(f"{check} did not run")
+
+
+def test_health_and_readiness(daemon: Daemon) -> None:
+    assert call(daemon, "GET", "/healthz")[0] == 200
+    status, _, body = call(daemon, "GET", "/readyz")
+    assert (status, json.loads(body)) == (200, {"status": "ready"})
+
+
+def test_metrics_show_the_demo_incidents(daemon: Daemon) -> None:
+    wait_for_run(daemon, "signups")
+    status, headers, body = call(daemon, "GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert 'kpimon_anomaly{check="signups",segment="",severity="warning",team="growth"} 1.0' in text
+    assert 'kpimon_build_info{version="0.1.0"} 1.0' in text
+
+
+def test_checks_api_lists_verdicts_and_alert_state(daemon: Daemon) -> None:
+    found = wait_for_run(daemon, "revenue")
+    assert found["kind"] == "metric" and found["owner"] == "@revenue-oncall"
+    assert found["last_run"]["outcome"] == "anomaly"
+    de = next(s for s in found["series"] if s["segment"] == "DE")
+    assert de["alert"]["status"] == "firing" and de["anomalous"] is True
+    assert de["value"] < de["lower"] < de["expected"] < de["upper"]
+    status, _, body = call(daemon, "GET", "/api/v1/checks")
+    assert status == 200
+    assert [c["name"] for c in json.loads(body)["checks"]][:2] == ["revenue", "average_order_value"]
+
+
+def test_run_now_needs_the_token(daemon: Daemon) -> None:
+    wait_for_run(daemon, "orders_rows")
+    status, headers, body = call(daemon, "POST", "/api/v1/checks/orders_rows/run")
+    assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+    assert json.loads(body) == {"error": "missing or wrong bearer token"}
+    assert call(daemon, "POST", "/api/v1/checks/orders_rows/run", token="wrong")[0] == 401
+    before = daemon.metrics.registry.get_sample_value(
+        "kpimon_check_runs_total", {"check": "orders_rows", "outcome": "ok"}
+    )
+    status, _, body = call(daemon, "POST", "/api/v1/checks/orders_rows/run", token=TOKEN)
+    assert (status, json.loads(body)) == (202, {"check": "orders_rows", "status": "scheduled"})
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        after = daemon.metrics.registry.get_sample_value(
+            "kpimon_check_runs_total", {"check": "orders_rows", "outcome": "ok"}
+        )
+        if after and before is not None and after > before:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("run now did not run the check")
+
+
+def test_errors_are_json_with_the_right_status(daemon: Daemon) -> None:
+    status, _, body = call(daemon, "POST", "/api/v1/checks/nope/run", token=TOKEN)
+    assert (status, json.loads(body)) == (404, {"error": "no check named 'nope'"})
+    status, headers, body = call(daemon, "DELETE", "/api/v1/checks/revenue/run", token=TOKEN)
+    assert status == 405 and headers["Allow"] == "POST"
+    assert call(daemon, "GET", "/api/v2/anything")[0] == 404
+    status, _, body = call(
+        daemon,
+        "POST",
+        "/api/v1/checks/revenue/run",
+        body=b"{not json",
+        token=TOKEN,
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == 400 and "not valid JSON" in json.loads(body)["error"]
+    status, _, _ = call(
+        daemon, "POST", "/api/v1/checks/revenue/run", body=b"x" * 70_000, token=TOKEN
+    )
+    assert status == 413
