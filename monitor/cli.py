@@ -11,11 +11,14 @@ import json
 import logging
 import os
 import sys
+import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from monitor import __version__, logs
 from monitor.config import Config, json_schema, load_config
+from monitor.durations import parse_duration
 from monitor.errors import ConfigError, KpiMonitorError
 
 EXIT_OK = 0
@@ -114,6 +117,93 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+EXIT_TIMEOUT = 3
+
+
+def cmd_deployment_record(args: argparse.Namespace) -> int:
+    from monitor.client import DaemonClient, token_from_env
+    from monitor.dbt import ArtifactError, compact_manifest, ran_nodes
+
+    body: dict[str, object] = {
+        "id": args.id,
+        "environment": args.environment,
+        "models": args.model or [],
+    }
+    for key in ("commit", "expect_change"):
+        if getattr(args, key):
+            body[key] = getattr(args, key)
+    if args.link:
+        body["url"] = args.link
+    try:
+        if args.dbt_manifest:
+            body["manifest"] = {
+                k: v.model_dump()
+                for k, v in compact_manifest(_read_json(args.dbt_manifest)).items()
+            }
+        if args.dbt_run_results:
+            body["ran"] = sorted(ran_nodes(_read_json(args.dbt_run_results)))
+    except ArtifactError as exc:
+        raise KpiMonitorError(f"{exc}") from None
+    answer = DaemonClient(args.url, token_from_env()).call("POST", "/api/v1/deployments", body)
+    watched = ", ".join(c["name"] for c in answer["checks"]) or "no check"
+    print(
+        f"deployment {answer['id']} recorded: {answer['status']}; "
+        f"watching {watched} until {answer['watch_until']}"
+    )
+    if answer["status"] == "failed":
+        print(f"failed: {answer['reason']}")
+        return EXIT_ANOMALY
+    return EXIT_OK
+
+
+def _read_json(path: str) -> object:
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise KpiMonitorError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise KpiMonitorError(f"{path} is not JSON: {exc}") from None
+
+
+def cmd_deployment_verify(args: argparse.Namespace) -> int:
+    from monitor.client import DaemonClient, token_from_env
+
+    client = DaemonClient(args.url, token_from_env())
+    deadline = time.monotonic() + parse_duration(args.timeout).total_seconds()
+    while True:
+        answer = client.call("GET", f"/api/v1/deployments/{urllib.parse.quote(args.id, safe='')}")
+        if answer["status"] != "watching" or not args.wait or time.monotonic() >= deadline:
+            break
+        time.sleep(
+            min(parse_duration(args.poll).total_seconds(), max(0.0, deadline - time.monotonic()))
+        )
+    print(
+        f"deployment {answer['id']}: {answer['status']}"
+        + (f" ({answer['reason']})" if answer["reason"] else "")
+    )
+    for deviation in answer["deviations"]:
+        where = (
+            f"{deviation['check']} [{deviation['segment']}]"
+            if deviation["segment"]
+            else deviation["check"]
+        )
+        tag = " (intended)" if deviation["intended"] else ""
+        print(
+            f"  deviation{tag}: {where} {deviation['value']:g} vs {deviation['expected']} "
+            f"expected since {deviation['since']}"
+        )
+    for change in answer["schema_changes"]:
+        print(
+            f"  schema change in {change['table']}: removed {change['removed']}, "
+            f"retyped {change['retyped']}, added {change['added']}"
+        )
+    if answer["status"] == "passed":
+        return EXIT_OK
+    if answer["status"] == "failed":
+        return EXIT_ANOMALY
+    return EXIT_TIMEOUT if args.wait else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kpi-monitor", description=__doc__.splitlines()[0] if __doc__ else None
@@ -161,6 +251,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema", action="store_true", help="print the config's JSON Schema and exit"
     )
     validate.set_defaults(func=cmd_validate)
+
+    deployment = sub.add_parser(
+        "deployment", help="tell a running daemon about a deployment, or ask its verdict"
+    )
+    actions = deployment.add_subparsers(dest="action", required=True, metavar="ACTION")
+    record = actions.add_parser("record", help="record a deployment (token from KPIMON_API_TOKEN)")
+    record.add_argument("--url", required=True, help="the daemon, e.g. http://kpi-monitor:9108")
+    record.add_argument("--id", required=True, help="a unique deployment id, e.g. the CI run id")
+    record.add_argument("--environment", required=True, help="e.g. staging or production")
+    record.add_argument(
+        "--model", action="append", metavar="M", help="a changed model or table (repeatable)"
+    )
+    record.add_argument("--commit", help="the commit deployed")
+    record.add_argument("--link", help="a link to the change or CI run")
+    record.add_argument(
+        "--expect-change",
+        action="append",
+        metavar="CHECK",
+        help="a check expected to move (repeatable)",
+    )
+    record.add_argument(
+        "--dbt-manifest", metavar="PATH", help="target/manifest.json: changed models are worked out"
+    )
+    record.add_argument(
+        "--dbt-run-results", metavar="PATH", help="target/run_results.json: the models that ran"
+    )
+    record.set_defaults(func=cmd_deployment_record)
+    verify = actions.add_parser(
+        "verify", help="print a deployment's verdict; exit 0 passed, 1 failed, 3 timeout"
+    )
+    verify.add_argument("--url", required=True, help="the daemon, e.g. http://kpi-monitor:9108")
+    verify.add_argument("--id", required=True)
+    verify.add_argument("--wait", action="store_true", help="wait for the verdict")
+    verify.add_argument("--timeout", default="2h", help="how long --wait waits (default 2h)")
+    verify.add_argument("--poll", default="15s", help="how often --wait asks (default 15s)")
+    verify.set_defaults(func=cmd_deployment_verify)
     return parser
 
 

@@ -147,9 +147,20 @@ WarehouseConfig = Annotated[
 
 
 class StateConfig(_Model):
-    """Where alert state, episodes and the notification outbox are kept."""
+    """Where alert state, episodes and the notification outbox are kept: a SQLite file
+    (``path``), or a PostgreSQL database (``url: postgresql://...``), which then wins."""
 
     path: str = "kpimon-state.db"
+    url: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
 
 
 class SlackConfig(_Model):
@@ -165,6 +176,31 @@ class SlackConfig(_Model):
     def _empty_is_none(cls, value: object) -> object:
         # `token: ${SLACK_BOT_TOKEN:-}` leaves Slack off when the variable is unset
         return None if value == "" else value
+
+
+class AlertmanagerConfig(_Model):
+    """Alertmanager v2 API delivery for on-call routing; every replica is listed and posted to."""
+
+    urls: list[str] = Field(min_length=1)
+    environment: str = "production"
+    resend_interval: Duration = timedelta(minutes=1)
+    timeout: float = Field(default=5.0, gt=0)
+
+
+class LinksConfig(_Model):
+    """Link templates in alerts; ``{check}`` and ``{segment}`` are filled in (URL-encoded)."""
+
+    dashboard: str | None = None
+    runbook: str | None = None
+
+
+class GrafanaConfig(_Model):
+    """Deployment annotations through Grafana's HTTP API."""
+
+    url: str
+    token: SecretStr
+    dashboard_uid: str | None = None
+    timeout: float = Field(default=5.0, gt=0)
 
 
 class ServerConfig(_Model):
@@ -208,6 +244,8 @@ class CheckConfig(_Model):
     labels: dict[str, str] = Field(default_factory=dict)
     models: list[str] = Field(default_factory=list)
     channel: str | None = None
+    post_deploy_window: Duration = timedelta(hours=6)
+    post_deploy_interval: Duration = timedelta(minutes=5)
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> CheckConfig:
@@ -260,6 +298,9 @@ class Config(_Model):
     warehouses: dict[str, WarehouseConfig] = Field(default_factory=dict)
     state: StateConfig = StateConfig()
     slack: SlackConfig | None = None
+    alertmanager: AlertmanagerConfig | None = None
+    links: LinksConfig = LinksConfig()
+    grafana: GrafanaConfig | None = None
     server: ServerConfig = ServerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     defaults: dict[str, Any] = Field(default_factory=dict)

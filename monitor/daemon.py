@@ -14,14 +14,17 @@ from types import FrameType
 
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.slack import SlackChannel
+from monitor.client import token_from_env
 from monitor.config import Config
 from monitor.engine import Engine
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
+from monitor.grafana import GrafanaAnnotator
 from monitor.scheduler import CheckScheduler
-from monitor.server import Api, HttpServer, api_token_from_env
+from monitor.server import Api, HttpServer
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
+from monitor.watcher import DeploymentWatcher
 
 log = logging.getLogger("monitor.daemon")
 
@@ -32,7 +35,7 @@ class Daemon:
     def __init__(self, config: Config, *, host: str | None = None, port: int | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.store = StateStore(config.state.path)
+        self.store = StateStore.open(config.state)
         self.warehouses = open_warehouses(config)
         slack = (
             SlackChannel(config.slack) if config.slack is not None and config.slack.token else None
@@ -42,13 +45,26 @@ class Daemon:
         self.engine = Engine(
             config, self.warehouses, self.store, self.metrics, channels=self.dispatcher.channels
         )
-        self.scheduler = CheckScheduler(config, self.engine, self.dispatcher)
+        self.watcher = DeploymentWatcher(
+            config,
+            self.store,
+            self.engine,
+            self.metrics,
+            channels=self.dispatcher.channels,
+            clock=self.engine.clock,
+            annotate=GrafanaAnnotator(config.grafana) if config.grafana else None,
+        )
+        self.engine.cause = self.watcher.cause
+        self.engine.after_run = self.watcher.observe
+        self.scheduler = CheckScheduler(config, self.engine, self.dispatcher, self.watcher)
         self.api = Api(
             self.engine,
             self.metrics,
             ready=self.problems,
             run_now=self.scheduler.run_now,
-            token=api_token_from_env(),
+            token=token_from_env(),
+            deployments=self.watcher,
+            watch=self.scheduler.watch,
         )
         self.http = HttpServer(
             self.api,

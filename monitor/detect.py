@@ -45,6 +45,19 @@ _DIRECTIONS = ("both", "up", "down")
 # spread it is shrunk towards
 _SLOT_NEIGHBOURS = 1
 _SLOT_PRIOR = 20.0
+# level: median residual over this many days of sub-daily buckets (a day-long incident or holiday
+# does not move it) or this many daily buckets
+_LEVEL_DAYS = 3
+_LEVEL_DAILY = 7
+# ... unless at least this fraction of the last _LEVEL_SHORT_DAYS days of residuals lie on one side
+# of it: the level has shifted, and the short window's median follows it
+_LEVEL_SHORT_DAYS = 1.5
+_LEVEL_SWITCH = 0.9
+# sustained deviations: the mean residual of the last w buckets (w in these spans, this bucket
+# included) tested against sensitivity in units of sigma / sqrt(w)
+_SUSTAINED_SUBDAILY = (2, 3, 4, 6, 12, 24)
+_SUSTAINED_DAILY = (2, 3, 5, 7)
+_SUSTAINED_POINT = 1.0  # this bucket must itself deviate by this many sigma, same sign
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,12 @@ class Verdict:
     """Signed deviation in robust standard units (negative: below expected); 0.0 without a
     baseline."""
     anomalous: bool
-    """Outside ``[lower, upper]`` in a direction the spec counts (the band includes the floors)."""
+    """Outside ``[lower, upper]`` in a direction the spec counts (the band includes the floors),
+    or part of a sustained deviation (see ``sustained``)."""
+    sustained: float = 0.0
+    """Signed deviation of the mean of the last few buckets (this one included) in robust
+    standard units of that mean, when it alone makes the bucket anomalous: a shift that is
+    moderate in every bucket but beyond ``sensitivity`` taken together; else 0.0."""
 
     @property
     def deviation_pct(self) -> float | None:
@@ -119,6 +137,7 @@ class _Geometry:
     day: int  # 0 when the grain has no time-of-day slot (daily grain and coarser)
     cycles: int
     level_window: int
+    level_short: int  # 0: no switch to a shorter window after a level shift
     spread_window: int
     spread_refresh: int
     slot_spread_cycles: int
@@ -135,12 +154,12 @@ def _geometry(spec: DetectorSpec) -> _Geometry:
         week = 0
     day = per_day if per_day >= 2 else 0
     if day:
-        level_window = day
+        level_window = _LEVEL_DAYS * day
         slot_period, slot_cycles = day, 14
     else:
-        level_window = 7 if b >= _DAY else 24
+        level_window = _LEVEL_DAILY if b >= _DAY else 24
         slot_period, slot_cycles = (week, 8) if week else (0, 0)
-    spread_window = max(4 * week, 56) if week else max(level_window * 8, 56)
+    spread_window = max(2 * week, 56) if week else max(level_window * 8, 56)
     min_history = spec.min_history
     if min_history is None:
         min_history = day if day else 14
@@ -155,6 +174,7 @@ def _geometry(spec: DetectorSpec) -> _Geometry:
         day=day,
         cycles=spec.season_cycles,
         level_window=level_window,
+        level_short=int(day * _LEVEL_SHORT_DAYS) if day else 0,
         spread_window=spread_window,
         spread_refresh=max(day // 24, 1),
         slot_spread_cycles=slot_cycles,
@@ -205,6 +225,69 @@ def _window(values: FloatArray, positions: IntArray, width: int, start: int) -> 
     return out
 
 
+def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) -> FloatArray:
+    """Robust level of one period around each center: the median of the means of the
+    ``period // sub`` consecutive sub-windows of ``values[c - period // 2 : c - period // 2 +
+    period]`` (a sub-window with under half its values is missing; so is a center with under
+    half its sub-windows). Smooth from one center to the next, and a day-long outage is one
+    sub-window of seven."""
+    half = period // 2
+    parts = period // sub
+    lo = int(centers[0]) - half
+    hi = int(centers[-1]) - half + period
+    seg = np.full(hi - lo, np.nan)
+    src_lo, src_hi = max(lo, 0), min(hi, values.size)
+    if src_hi > src_lo:
+        seg[src_lo - lo : src_hi - lo] = values[src_lo:src_hi]
+    if sub == 1:  # the median of the values themselves
+        window = np.lib.stride_tricks.sliding_window_view(seg, period)[centers - half - lo]
+        level = _row_median(window)
+        level[2 * np.count_nonzero(~np.isnan(window), axis=1) < parts] = np.nan
+        return level
+    finite = ~np.isnan(seg)
+    csum = np.concatenate(([0.0], np.cumsum(np.where(finite, seg, 0.0))))
+    ccount = np.concatenate(([0], np.cumsum(finite)))
+    starts = (centers - half - lo)[:, None] + sub * np.arange(parts, dtype=np.int64)[None, :]
+    count = ccount[starts + sub] - ccount[starts]
+    total = csum[starts + sub] - csum[starts]
+    means = np.where(2 * count >= sub, total / np.maximum(count, 1), np.nan)
+    level = _row_median(means)
+    level[2 * np.count_nonzero(~np.isnan(means), axis=1) < parts] = np.nan
+    return level
+
+
+def _period_level_one(values: FloatArray, center: int, period: int, sub: int) -> float:
+    """``_period_level`` for one center (the same numbers up to float rounding), faster."""
+    half = period // 2
+    parts = period // sub
+    lo = center - half
+    seg = values[max(lo, 0) : lo + period]
+    if lo < 0:
+        seg = np.concatenate((np.full(-lo, np.nan), seg))
+    if sub == 1:
+        finite = seg[~np.isnan(seg)]
+        if 2 * finite.size < parts:
+            return math.nan
+        return _sorted_median(sorted(finite.tolist()))
+    matrix = seg.reshape(parts, sub)
+    ok = ~np.isnan(matrix)
+    count = ok.sum(axis=1)
+    sums = np.where(ok, matrix, 0.0).sum(axis=1)
+    means = [t / c for t, c in zip(sums.tolist(), count.tolist(), strict=True) if 2 * c >= sub]
+    if 2 * len(means) < parts:
+        return math.nan
+    return _sorted_median(sorted(means))
+
+
+def _shape_sub(period: int, day: int) -> int:
+    """Sub-window of a period's robust level: days of a week, hours of a day, else buckets."""
+    if day and period > day and period % day == 0:
+        return day
+    if period % 24 == 0 and period >= 48:
+        return period // 24
+    return 1
+
+
 def _sorted_median(vals: list[float]) -> float:
     """Median of an already sorted list, computed exactly like ``_row_median``."""
     n = len(vals)
@@ -237,6 +320,12 @@ class Detector:
         # seasonal residuals y - S per period (week, day), each with at least one earlier cycle
         self._periods = [period for period in (self._geo.week, self._geo.day) if period]
         self._res = [np.full(capacity, np.nan) for _ in self._periods]
+        # seasonal shape samples per period: y minus a robust level around it (the median of
+        # ~25 values spread over one period centred on it, so final once the bucket half a
+        # period later is learned, always before a look-back reads it): the seasonal medians
+        # hold the shape only, and a level shift moves the level term, never the season
+        self._shape = [np.full(capacity, np.nan) for _ in self._periods]
+        self._shape_sub = [_shape_sub(period, self._geo.day) for period in self._periods]
         self._e = np.full(capacity, np.nan)
         self._n = 0  # positions used
         self._base = 0  # local bucket index of position 0
@@ -246,6 +335,7 @@ class Detector:
         self._integer = spec.counts is not False
         self._level_from = 0  # absolute local index where the level window may start
         self._sigma_cache: tuple[int, float] = (-(2**62), math.nan)
+        self._scale_cache: tuple[int, dict[int, float] | None] = (-(2**62), None)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -295,11 +385,12 @@ class Detector:
     def _learn_block(self, index: IntArray, vals: FloatArray) -> None:
         self._ensure(int(index[0]), int(index[-1]))
         positions = (index - self._base).astype(np.int64)
+        previous_last = self._n - 1
         self._raw[positions] = vals
         self._y[positions] = self._transform(vals)
         self._n = int(positions[-1]) + 1
         self._learned += int(positions.size)
-        self._fill_residuals(positions)
+        self._fill_residuals(positions, previous_last, lazy=True)
 
     def step(self, bucket: pd.Timestamp, value: float) -> Verdict:
         """Score one new complete bucket (strictly after everything learned), then learn it.
@@ -321,7 +412,7 @@ class Detector:
         self._update_mode(v)
         self._ensure(index, index)
         position = index - self._base
-        verdict = self._judge(ts, v, self._predict(position))
+        verdict = self._judge(ts, v, self._predict(position), position)
         self._learn_one(position, v)
         return verdict
 
@@ -336,13 +427,14 @@ class Detector:
         else:
             self._level_from = int(self._local_index(pd.DatetimeIndex([_as_utc(since)]))[0])
         self._sigma_cache = (-(2**62), math.nan)
+        self._scale_cache = (-(2**62), None)
         if self._n:
             # re-derive the residuals after the acknowledged point with the new level rule
             first = max(self._level_from - self._base, 0)
             positions = np.arange(first, self._n, dtype=np.int64)
             positions = positions[~np.isnan(self._y[positions])]
             if positions.size:
-                self._fill_residuals(positions)
+                self._fill_residuals(positions, self._n - 1)
 
     # ----------------------------------------------------------------- internals
     def _last_index(self) -> int:
@@ -380,13 +472,14 @@ class Detector:
     def _retransform(self) -> None:
         n = self._n
         self._sigma_cache = (-(2**62), math.nan)
+        self._scale_cache = (-(2**62), None)
         self._y[:n] = self._transform(self._raw[:n])
-        for res in self._res:
-            res[:n] = np.nan
+        for arr in (*self._res, *self._shape):
+            arr[:n] = np.nan
         self._e[:n] = np.nan
         positions = np.nonzero(~np.isnan(self._y[:n]))[0].astype(np.int64)
         if positions.size:
-            self._fill_residuals(positions)
+            self._fill_residuals(positions, -1)
 
     def _transform(self, vals: FloatArray) -> FloatArray:
         if self._log:
@@ -407,7 +500,7 @@ class Detector:
             return
         new_base = first - self._geo.keep
         shift = new_base - self._base
-        for arr in (self._raw, self._y, self._e, *self._res):
+        for arr in (self._raw, self._y, self._e, *self._res, *self._shape):
             if shift < self._n:
                 arr[: self._n - shift] = arr[shift : self._n]
                 arr[self._n - shift :] = np.nan
@@ -429,7 +522,7 @@ class Detector:
         for i, period in enumerate(self._periods):
             med = np.full(positions.size, np.nan)
             if todo.any():
-                matrix = _lookback(self._y, positions[todo], period, self._geo.cycles)
+                matrix = _lookback(self._shape[i], positions[todo], period, self._geo.cycles)
                 med[todo] = _row_median(matrix)
                 ok = np.zeros(positions.size, dtype=bool)
                 ok[todo] = np.count_nonzero(~np.isnan(matrix), axis=1) >= 2
@@ -446,13 +539,63 @@ class Detector:
             sel = regime == i
             source = self._res[i] if i < len(self._periods) else self._y
             window = _window(source, positions[sel], self._geo.level_window, start_at)
-            level[sel] = _row_median(window)
+            long = _row_median(window)
+            short_span = self._geo.level_short
+            if short_span:
+                recent = window[:, -short_span:]
+                valid = np.count_nonzero(~np.isnan(recent), axis=1)
+                above = np.count_nonzero(recent > long[:, None], axis=1)
+                below = np.count_nonzero(recent < long[:, None], axis=1)
+                switch = (2 * valid >= short_span) & (
+                    (above >= _LEVEL_SWITCH * valid) | (below >= _LEVEL_SWITCH * valid)
+                )
+                if switch.any():
+                    long[switch] = _row_median(recent[switch])
+            level[sel] = long
         return level
 
-    def _fill_residuals(self, positions: IntArray) -> None:
-        """Compute the residuals of newly learned ``positions`` (increasing)."""
-        seasons, regime = self._components(positions)
+    def _finalize_shapes(self, previous_last: int, cutoff: int = -1) -> None:
+        """Shape samples whose window became complete since position ``previous_last`` (only
+        those a look-back from ``cutoff`` on can read)."""
+        last = self._n - 1
+        for i, period in enumerate(self._periods):
+            reach = period - period // 2 - 1  # newest offset a center's window reads
+            lo = max(previous_last - reach + 1, cutoff - self._geo.cycles * period, 0)
+            hi = last - reach
+            if hi < lo:
+                continue
+            if hi == lo:  # one new center (stepping): the scalar twin
+                if self._y[lo] == self._y[lo]:
+                    level_one = _period_level_one(self._y, lo, period, self._shape_sub[i])
+                    self._shape[i][lo] = self._y[lo] - level_one
+                continue
+            centers = np.arange(lo, hi + 1, dtype=np.int64)
+            centers = centers[~np.isnan(self._y[centers])]
+            if centers.size:
+                level = _period_level(self._y, centers, period, self._shape_sub[i])
+                self._shape[i][centers] = self._y[centers] - level
+
+    def _fill_residuals(
+        self, positions: IntArray, previous_last: int, lazy: bool = False
+    ) -> None:
+        """Compute the residuals of newly learned ``positions`` (increasing).
+
+        ``lazy`` (warm): only what a later bucket can still read, i.e. residuals within the
+        spread window and shape samples within the seasonal look-back of the newest bucket.
+        """
+        geo = self._geo
+        cutoff = -1
+        if lazy:
+            tail = geo.spread_window + geo.level_window + geo.slot_spread_period + 2 * max(
+                geo.spread_refresh, 24
+            )
+            cutoff = self._n - tail
+            positions = positions[positions >= cutoff]
+        self._finalize_shapes(previous_last, cutoff)  # first: the look-backs read them
+        if not positions.size:
+            return
         y = self._y[positions]
+        seasons, regime = self._components(positions)
         for i, med in enumerate(seasons):
             self._res[i][positions] = y - med
         season = np.zeros(positions.size)
@@ -471,7 +614,7 @@ class Detector:
         regime = len(self._periods)
         for i, period in enumerate(self._periods):
             k = min(geo.cycles, p // period)
-            vals = self._y[p - k * period : p : period].tolist() if k else []
+            vals = self._shape[i][p - k * period : p : period].tolist() if k else []
             vals = sorted(x for x in vals if x == x)
             seasons.append(_sorted_median(vals))
             if len(vals) >= 2:
@@ -479,10 +622,19 @@ class Detector:
                 seasons.extend([math.nan] * (len(self._periods) - i - 1))
                 break
         source = self._res[regime] if regime < len(self._periods) else self._y
-        lo = max(p - geo.level_window, self._level_from - self._base, 0)
+        start = max(self._level_from - self._base, 0)
+        lo = max(p - geo.level_window, start)
         window = source[lo:p]
-        finite = window[~np.isnan(window)]
-        level = _sorted_median(sorted(finite.tolist()))
+        level = _sorted_median(sorted(window[~np.isnan(window)].tolist()))
+        if geo.level_short and level == level:
+            recent = source[max(p - geo.level_short, start) : p]
+            recent = recent[~np.isnan(recent)]
+            valid = recent.size
+            if 2 * valid >= geo.level_short:
+                above = int(np.count_nonzero(recent > level))
+                below = int(np.count_nonzero(recent < level))
+                if above >= _LEVEL_SWITCH * valid or below >= _LEVEL_SWITCH * valid:
+                    level = _sorted_median(sorted(recent.tolist()))
         return seasons, regime, level
 
     def _predict(self, p: int) -> tuple[float, float] | None:
@@ -534,11 +686,17 @@ class Detector:
             self._res[i][p] = y - med
         season = seasons[regime] if regime < len(seasons) else 0.0
         self._e[p] = y - season - level
+        previous_last = self._n - 1
         self._n = p + 1
         self._learned += 1
+        self._finalize_shapes(previous_last)
 
     def _judge(
-        self, ts: pd.Timestamp, value: float, prediction: tuple[float, float] | None
+        self,
+        ts: pd.Timestamp,
+        value: float,
+        prediction: tuple[float, float] | None,
+        position: int | None = None,
     ) -> Verdict:
         if prediction is None:
             return Verdict(ts, value, None, None, None, 0.0, False)
@@ -551,11 +709,78 @@ class Detector:
         floor = max(spec.min_relative_change * abs(expected), spec.min_absolute_change)
         lower = min(lower, expected - floor)
         upper = max(upper, expected + floor)
-        y = math.log1p(value) if self._log else value
+        y = math.log1p(max(value, 0.0)) if self._log else value
         score = (y - mu) / sigma
         up = value > upper and spec.direction in ("both", "up")
         down = value < lower and spec.direction in ("both", "down")
-        return Verdict(ts, value, expected, lower, upper, float(score), bool(up or down))
+        sustained = 0.0
+        if not (up or down) and position is not None and abs(score) >= _SUSTAINED_POINT:
+            sustained = self._sustained(position, y - mu, mu, sigma, expected, floor)
+        anomalous = bool(up or down or sustained)
+        return Verdict(ts, value, expected, lower, upper, float(score), anomalous, sustained)
+
+    def _window_scales(self, p: int, spans: tuple[int, ...]) -> dict[int, float] | None:
+        """Per span w: the robust spread of w-bucket sums of past residuals, in units of the
+        single-bucket spread (sqrt(w) for independent noise, more when residuals are correlated),
+        from the spread window; refreshed once per day (a pure function of the history)."""
+        geo = self._geo
+        refresh = geo.day or 7
+        q = p - (p + self._base) % refresh
+        key = q + self._base
+        if self._scale_cache[0] == key:
+            return self._scale_cache[1]
+        window = self._e[max(q - geo.spread_window, 0) : q]
+        single = _robust_sigma(window)
+        scales: dict[int, float] | None = None
+        if single > 0:
+            gap = np.isnan(window)
+            csum = np.concatenate(([0.0], np.cumsum(np.where(gap, 0.0, window))))
+            cgap = np.concatenate(([0], np.cumsum(gap)))
+            scales = {}
+            for w in spans:
+                if window.size < 4 * w:
+                    break
+                ok = (cgap[w:] - cgap[:-w]) == 0
+                sums = (csum[w:] - csum[:-w])[ok]
+                if sums.size < 2 * w:
+                    break
+                # never below the independent-noise value: short histories underestimate
+                scales[w] = max(_robust_sigma(sums) / single, math.sqrt(w))
+        self._scale_cache = (key, scales)
+        return scales
+
+    def _sustained(
+        self, p: int, resid: float, mu: float, sigma: float, expected: float, floor: float
+    ) -> float:
+        """Strongest windowed mean deviation beyond the band with this bucket's sign; else 0."""
+        spec = self.spec
+        spans = _SUSTAINED_DAILY if self._geo.day == 0 else _SUSTAINED_SUBDAILY
+        longest = max(spans)
+        scales = self._window_scales(p, spans)
+        if scales is None:
+            return 0.0
+        past = self._e[max(p - longest + 1, 0) : p][::-1]  # newest first
+        total = resid
+        best = 0.0
+        count = 1
+        limit = spec.sensitivity * sigma
+        for x in past.tolist():
+            if x != x or abs(x) > limit:
+                break  # a gap or an outlier (already judged on its own) ends the run
+            total += x
+            count += 1
+            scale = scales.get(count)
+            if scale is None:
+                continue
+            z = total / (sigma * scale)
+            if abs(z) <= spec.sensitivity or abs(z) <= abs(best) or (z > 0) != (resid > 0):
+                continue
+            if abs(self._inverse(mu + total / count) - expected) <= floor:
+                continue
+            if (z > 0 and spec.direction == "down") or (z < 0 and spec.direction == "up"):
+                continue
+            best = z
+        return best
 
 
 def _as_utc(bucket: pd.Timestamp) -> pd.Timestamp:

@@ -92,6 +92,7 @@ class Engine:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         after_run: Callable[[RunResult], None] | None = None,
         announce: bool = True,
+        cause: Callable[[CheckConfig, datetime, datetime], str | None] | None = None,
     ) -> None:
         self.config = config
         self.warehouses = warehouses
@@ -101,6 +102,8 @@ class Engine:
         self.clock = clock
         self.after_run = after_run
         self.announce = announce
+        self.cause = cause
+        self._rebaselines = store.rebaselines()
         self._states = store.load_states()
         self._models: dict[tuple[str, str], Detector] = {}
         self._learned: dict[tuple[str, str], pd.Timestamp] = {}
@@ -137,6 +140,61 @@ class Engine:
             return sorted(
                 (s for (c, _), s in self._latest.items() if c == name), key=lambda s: s.segment
             )
+
+    def rebaseline(self, name: str, since: datetime) -> list[Notification]:
+        """Accept a check's level from ``since`` on (an intended change).
+
+        Its models stop measuring against the old level, and an alert that is firing ends with
+        a resolution saying why, so the new normal is not alerted on for days.
+        """
+        check = self.config.check(name)
+        if check is None:
+            raise KeyError(name)
+        with self._locks[name]:
+            self.store.save_rebaseline(name, since)
+            with self._guard:
+                self._rebaselines[name] = since
+                models = [(k, m) for k, m in self._models.items() if k[0] == name]
+                states = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
+            for _, model in models:
+                model.acknowledge(pd.Timestamp(since))
+            notes = []
+            for (_, segment), state in states.items():
+                assert state.since is not None
+                latest = self._latest.get((name, segment))
+                closed = AlertState(episode=state.episode, last_bucket=state.last_bucket)
+                note = Notification(
+                    kind="resolved",
+                    check=name,
+                    segment=segment,
+                    episode=state.episode,
+                    since=state.since,
+                    bucket=state.last_bucket or since,
+                    value=latest.verdict.value if latest else float("nan"),
+                    expected=latest.verdict.expected if latest else None,
+                    lower=latest.verdict.lower if latest else None,
+                    upper=latest.verdict.upper if latest else None,
+                    score=latest.verdict.score if latest else 0.0,
+                    severity=check.severity,
+                    owner=check.owner,
+                    team=check.team,
+                    labels=dict(check.labels),
+                    reason=f"baseline restarted from {since.isoformat()} (an intended change)",
+                )
+                self.store.record(name, segment, closed, [note], self.channels)
+                with self._guard:
+                    self._states[(name, segment)] = closed
+                    if latest is not None:
+                        self._latest[(name, segment)] = SeriesStatus(
+                            name, segment, latest.verdict, closed
+                        )
+                labels = (name, segment, check.severity, check.team)
+                self.metrics.set_firing(labels, False)
+                notes.append(note)
+        log.info(
+            "baseline restarted", extra={"fields": {"check": name, "since": since.isoformat()}}
+        )
+        return notes
 
     def alert_state(self, name: str, segment: str) -> AlertState:
         with self._guard:
@@ -234,6 +292,9 @@ class Engine:
             cut = min(cut, len(series) - 1)
             buckets = pd.DatetimeIndex(series.index)
             model.warm(buckets[:cut], series.to_numpy()[:cut])
+            restarted = self._rebaselines.get(check.name)
+            if restarted is not None:
+                model.acknowledge(pd.Timestamp(restarted))
             self._models[key] = model
             if cut:
                 self._learned[key] = series.index[cut - 1]
@@ -330,6 +391,9 @@ class Engine:
         transition: Transition,
         unit: str,
     ) -> Notification:
+        cause = None
+        if transition.kind == "opened" and self.cause is not None:
+            cause = self.cause(check, to_utc(transition.since).to_pydatetime(), self.clock())
         return Notification(
             kind=transition.kind,
             check=check.name,
@@ -347,4 +411,5 @@ class Engine:
             team=check.team,
             unit=unit,
             labels=dict(check.labels),
+            cause=cause,
         )

@@ -110,3 +110,19 @@ def newest_row_query(check: CheckConfig, dialect: Dialect) -> Query:
     ts = dialect.utc_time(dialect.quote(check.timestamp_column))
     where = f"\nWHERE {check.where}" if check.where else ""
     return Query(f"SELECT max({ts}) AS loaded\nFROM {dialect.quote(check.table)}{where}")
+
+
+def columns_query(table: str, dialect: Dialect) -> Query:
+    """Column names and types of a table from information_schema (DuckDB, PostgreSQL and
+    Databricks Unity Catalog all have it); names compared case-insensitively."""
+    parts = table.split(".")
+    names = ("table_catalog", "table_schema", "table_name")[-len(parts) :]
+    params: dict[str, object] = {f"p{i}": part.lower() for i, part in enumerate(parts)}
+    where = " AND ".join(
+        f"lower({name}) = {dialect.param(f'p{i}')}" for i, name in enumerate(names)
+    )
+    return Query(
+        "SELECT column_name, data_type\nFROM information_schema.columns\n"
+        f"WHERE {where}\nORDER BY ordinal_position",
+        params,
+    )

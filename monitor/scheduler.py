@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,12 +20,15 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.alerts.dispatch import Dispatcher
 from monitor.config import CheckConfig, Config
+from monitor.deployments import Deployment
 from monitor.durations import is_cron, parse_duration
 from monitor.engine import Engine
+from monitor.watcher import DeploymentWatcher
 
 log = logging.getLogger("monitor.scheduler")
 
 OUTBOX_JOB = "__outbox__"
+WATCH_JOB = "watch:"
 OUTBOX_INTERVAL_SECONDS = 30
 
 
@@ -36,10 +39,13 @@ def trigger_for(check: CheckConfig) -> BaseTrigger:
 
 
 class CheckScheduler:
-    def __init__(self, config: Config, engine: Engine, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, config: Config, engine: Engine, dispatcher: Dispatcher, watcher: DeploymentWatcher
+    ) -> None:
         self.config = config
         self.engine = engine
         self.dispatcher = dispatcher
+        self.watcher = watcher
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(config.scheduler.max_workers)},
             job_defaults={
@@ -75,6 +81,9 @@ class CheckScheduler:
             name="outbox delivery",
         )
         self._scheduler.start()
+        threading.Thread(target=self.watcher.snapshot_schemas, name="schemas", daemon=True).start()
+        for deployment in self.watcher.active():
+            self.watch(deployment)
         log.info("scheduler started", extra={"fields": {"checks": len(self.config.checks)}})
 
     def run_now(self, name: str) -> None:
@@ -84,6 +93,47 @@ class CheckScheduler:
                 self._rerun.add(name)
                 return
         self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+
+    def watch(self, deployment: Deployment) -> None:
+        """Run the deployment's checks now and every post_deploy_interval while their windows
+        last; the tick after the last window ends lets the watcher pass the deployment.
+
+        The job is never removed from inside a run (APScheduler 3 fails when a job removes
+        itself): it ends by its end_date and does nothing once the deployment has a verdict.
+        """
+        now = datetime.now(UTC)
+        if deployment.status != "watching":
+            return
+        if deployment.watch_until <= now:
+            self.watcher.tick(deployment.id)
+            return
+        intervals = [
+            check.post_deploy_interval
+            for check in (self.config.check(c.name) for c in deployment.checks)
+            if check is not None
+        ]
+        interval = min(intervals).total_seconds()
+        self._scheduler.add_job(
+            self._watch_tick,
+            IntervalTrigger(
+                seconds=interval, end_date=deployment.watch_until + timedelta(seconds=interval)
+            ),
+            args=[deployment.id],
+            id=f"{WATCH_JOB}{deployment.id}",
+            next_run_time=now,
+            name=f"watch deployment {deployment.id}",
+            replace_existing=True,
+        )
+
+    def _watch_tick(self, deployment_id: str) -> None:
+        self.watcher.tick(deployment_id)
+        deployment = self.watcher.get(deployment_id)
+        if deployment is None or deployment.status != "watching":
+            return
+        now = datetime.now(UTC)
+        for watched in deployment.checks:
+            if watched.until > now:
+                self.run_now(watched.name)
 
     def shutdown(self, timeout: float = 8.0) -> bool:
         """Stop scheduling; wait up to ``timeout`` s for running checks. True if all finished."""

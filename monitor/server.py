@@ -7,53 +7,42 @@ import hmac
 import json
 import logging
 import math
-import os
 import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, ValidationError
 from waitress.server import create_server
 
 from monitor.buckets import to_utc
+from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
-from monitor.errors import KpiMonitorError
 from monitor.exporter import Metrics
+from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 
 log = logging.getLogger("monitor.server")
+_M = TypeVar("_M", bound=BaseModel)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_DEPLOYMENT_BYTES = 8 * 1024 * 1024  # a compacted dbt manifest of a large project
 _STATUS = {
     200: "200 OK",
+    201: "201 Created",
     202: "202 Accepted",
     400: "400 Bad Request",
     401: "401 Unauthorized",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
+    409: "409 Conflict",
     413: "413 Payload Too Large",
     500: "500 Internal Server Error",
     503: "503 Service Unavailable",
 }
-
-
-def api_token_from_env() -> str | None:
-    """``KPIMON_API_TOKEN``, or the contents of the file ``KPIMON_API_TOKEN_FILE`` names."""
-    token = os.environ.get("KPIMON_API_TOKEN")
-    if token:
-        return token.strip()
-    path = os.environ.get("KPIMON_API_TOKEN_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip() or None
-        except OSError as exc:
-            raise KpiMonitorError(
-                f"cannot read KPIMON_API_TOKEN_FILE {path}: {exc.strerror}"
-            ) from None
-    return None
 
 
 class HttpError(Exception):
@@ -110,12 +99,16 @@ class Api:
         ready: Callable[[], list[str]],
         run_now: Callable[[str], None],
         token: str | None,
+        deployments: DeploymentWatcher,
+        watch: Callable[[Deployment], None],
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.ready = ready
         self.run_now = run_now
         self.token = token
+        self.deployments = deployments
+        self.watch = watch
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/metrics$"), {"GET": self.get_metrics}),
             (re.compile(r"^/healthz$"), {"GET": self.get_health}),
@@ -123,6 +116,15 @@ class Api:
             (re.compile(r"^/api/v1/checks$"), {"GET": self.list_checks}),
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)$"), {"GET": self.get_check}),
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/run$"), {"POST": self.post_run}),
+            (
+                re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/rebaseline$"),
+                {"POST": self.post_rebaseline},
+            ),
+            (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
+            (
+                re.compile(r"^/api/v1/deployments/(?P<deployment_id>.+)$"),
+                {"GET": self.get_deployment},
+            ),
         ]
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -158,7 +160,8 @@ class Api:
                 )
             if method not in ("GET", "HEAD"):
                 self._authorize(environ)
-                self._read_body(environ)
+                limit = MAX_DEPLOYMENT_BYTES if handler == self.post_deployment else MAX_BODY_BYTES
+                return handler(body=self._read_body(environ, limit), **match.groupdict())
             return handler(**match.groupdict())
         raise HttpError(404, f"no such endpoint: {path}")
 
@@ -174,13 +177,13 @@ class Api:
         ):
             raise HttpError(401, "missing or wrong bearer token", [("WWW-Authenticate", "Bearer")])
 
-    def _read_body(self, environ: WSGIEnvironment) -> object:
+    def _read_body(self, environ: WSGIEnvironment, limit: int) -> object:
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             raise HttpError(400, "Content-Length is not a number") from None
-        if length > MAX_BODY_BYTES:
-            raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        if length > limit:
+            raise HttpError(413, f"request body over {limit} bytes")
         raw = environ["wsgi.input"].read(length) if length else b""
         if not raw.strip():
             return None
@@ -234,11 +237,60 @@ class Api:
     def get_check(self, name: str) -> Response:
         return _json(200, self._check_json(name))
 
-    def post_run(self, name: str) -> Response:
+    def post_run(self, name: str, body: object) -> Response:
         if self.engine.config.check(name) is None:
             raise HttpError(404, f"no check named {name!r}")
+        if body not in (None, {}):
+            raise HttpError(400, "this call takes no body")
         self.run_now(name)
         return _json(202, {"check": name, "status": "scheduled"})
+
+    def post_rebaseline(self, name: str, body: object) -> Response:
+        if self.engine.config.check(name) is None:
+            raise HttpError(404, f"no check named {name!r}")
+        request = _validate(RebaselineRequest, body or {})
+        since = request.since or self.engine.clock()
+        if since.tzinfo is None:
+            raise HttpError(400, "since: give a time zone, e.g. 2026-11-26T10:00:00Z")
+        resolved = self.engine.rebaseline(name, since)
+        return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
+
+    def post_deployment(self, body: object) -> Response:
+        request = _validate(DeploymentRequest, body)
+        try:
+            deployment = self.deployments.record(request)
+        except DeploymentConflict as exc:
+            raise HttpError(409, str(exc)) from None
+        except UnknownCheck as exc:
+            raise HttpError(400, str(exc)) from None
+        self.watch(deployment)
+        return _json(201, summary(deployment))
+
+    def get_deployment(self, deployment_id: str) -> Response:
+        deployment = self.deployments.get(deployment_id)
+        if deployment is None:
+            raise HttpError(404, f"no deployment with id {deployment_id!r}")
+        return _json(200, summary(deployment))
+
+
+class RebaselineRequest(BaseModel):
+    """Body of POST /api/v1/checks/{name}/rebaseline; ``since`` defaults to now."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    since: datetime | None = None
+
+
+def _validate(model: type[_M], body: object) -> _M:
+    if not isinstance(body, dict):
+        raise HttpError(400, "the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise HttpError(400, f"{where}: {first['msg']}{more}") from None
 
 
 class HttpServer:
@@ -251,7 +303,7 @@ class HttpServer:
             port=port,
             threads=threads,
             ident="kpi-monitor",
-            max_request_body_size=MAX_BODY_BYTES * 2,
+            max_request_body_size=MAX_DEPLOYMENT_BYTES,
             clear_untrusted_proxy_headers=True,
         )
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)

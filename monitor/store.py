@@ -1,4 +1,5 @@
-"""The state store: alert state per series and the notification outbox, in SQLite.
+"""The state store: alert state per series, the notification outbox, deployments, dbt manifests,
+table schemas and baseline restarts; in SQLite (the embedded default) or PostgreSQL.
 
 State and the notifications a transition causes are written in one transaction, and a
 notification is unique per (episode event, channel): after a restart nothing is lost and
@@ -7,8 +8,6 @@ nothing already delivered is sent again.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from pathlib import Path
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
-from monitor.errors import StateStoreError
+from monitor.config import StateConfig
+from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
 SCHEMA_VERSION = 1
 
@@ -36,9 +36,10 @@ CREATE TABLE IF NOT EXISTS series_state (
     PRIMARY KEY (check_name, segment)
 );
 CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial},
     notification_key TEXT NOT NULL,
     channel TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'alert',
     payload TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -49,15 +50,43 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (notification_key, channel)
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, channel);
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    environment TEXT NOT NULL,
+    status TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS manifests (
+    environment TEXT PRIMARY KEY,
+    nodes TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS table_schemas (
+    table_name TEXT PRIMARY KEY,
+    columns TEXT NOT NULL,
+    captured_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rebaselines (
+    check_name TEXT PRIMARY KEY,
+    since TEXT NOT NULL
+);
 """
 
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """A queued message: an alert (``kind`` "alert") or a deployment report ("deployment")."""
+
     id: int
     channel: str
-    notification: Notification
+    kind: str
+    payload: str
     attempts: int
+
+    @property
+    def notification(self) -> Notification:
+        return Notification.from_json(self.payload)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -69,50 +98,32 @@ def _parse(text: str | None) -> datetime | None:
 
 
 class StateStore:
-    """A SQLite file shared by the scheduler's threads and the HTTP server."""
+    """Shared by the scheduler's threads and the HTTP server; every method is thread-safe."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        try:
-            if self.path.parent != Path():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, timeout=10.0, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+    def __init__(self, database: Database | str | Path) -> None:
+        self._db = database if isinstance(database, Database) else SQLiteDatabase(database)
+        self.path = self._db.name
+        self._db.script(_SCHEMA.replace("{serial}", self._db.serial))
+        with self._db.transaction() as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO NOTHING",
                 (str(SCHEMA_VERSION),),
             )
-        except (sqlite3.Error, OSError) as exc:
-            raise StateStoreError(
-                f"cannot open the state store {self.path}: {exc}. If the file is corrupt, move it "
-                "aside: the monitor rebuilds baselines from the warehouse, but forgets open alerts"
-            ) from None
+
+    @classmethod
+    def open(cls, config: StateConfig) -> StateStore:
+        if config.url is not None:
+            return cls(PostgresDatabase(config.url.get_secret_value()))
+        return cls(config.path)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._db
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StateStoreError(f"state store {self.path}: {exc}") from None
+    def _transaction(self) -> Iterator[Executor]:
+        with self._db.transaction() as db:
+            yield db
 
-    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise StateStoreError(f"state store {self.path}: {exc}") from None
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
+        return self._db.read(sql, params)
 
     def ping(self) -> None:
         self._read("SELECT count(*) FROM meta")
@@ -126,12 +137,12 @@ class StateStore:
         states = {}
         for name, segment, status, a_run, n_run, since, episode, last in rows:
             states[(str(name), str(segment))] = AlertState(
-                status=status,  # type: ignore[arg-type]
-                anomalous_run=int(a_run),  # type: ignore[call-overload]
-                normal_run=int(n_run),  # type: ignore[call-overload]
-                since=_parse(since),  # type: ignore[arg-type]
-                episode=int(episode),  # type: ignore[call-overload]
-                last_bucket=_parse(last),  # type: ignore[arg-type]
+                status=status,
+                anomalous_run=int(a_run),
+                normal_run=int(n_run),
+                since=_parse(since),
+                episode=int(episode),
+                last_bucket=_parse(last),
             )
         return states
 
@@ -168,21 +179,31 @@ class StateStore:
             for note in notifications:
                 for channel in channels:
                     db.execute(
-                        "INSERT OR IGNORE INTO outbox (notification_key, channel, payload,"
-                        " created_at) VALUES (?, ?, ?, ?)",
+                        "INSERT INTO outbox (notification_key, channel, payload, created_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
                         (note.key, channel, note.to_json(), now),
                     )
 
     def pending(self, channel: str, limit: int = 100) -> list[OutboxEntry]:
         rows = self._read(
-            "SELECT id, channel, payload, attempts FROM outbox WHERE status = 'pending'"
+            "SELECT id, channel, kind, payload, attempts FROM outbox WHERE status = 'pending'"
             " AND channel = ? ORDER BY id LIMIT ?",
             (channel, limit),
         )
         return [
-            OutboxEntry(int(i), str(c), Notification.from_json(str(p)), int(a))  # type: ignore[call-overload]
-            for i, c, p, a in rows
+            OutboxEntry(int(str(i)), str(c), str(k), str(p), int(str(a))) for i, c, k, p, a in rows
         ]
+
+    def enqueue(self, key: str, kind: str, payload: str, channels: list[str]) -> None:
+        """Queue a message once per key and channel (a second enqueue of the key is ignored)."""
+        now = datetime.now(UTC).isoformat()
+        with self._transaction() as db:
+            for channel in channels:
+                db.execute(
+                    "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
+                    (key, channel, kind, payload, now),
+                )
 
     def pending_count(self) -> int:
         rows = self._read("SELECT count(*) FROM outbox WHERE status = 'pending'")
@@ -211,9 +232,80 @@ class StateStore:
         )
         return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
+    # --- deployments, manifests, schemas, baseline restarts -------------------------------
+
+    def save_deployment(
+        self,
+        deployment_id: str,
+        environment: str,
+        status: str,
+        received_at: datetime,
+        document: str,
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO deployments (id, environment, status, received_at, document)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                " document = excluded.document",
+                (deployment_id, environment, status, received_at.isoformat(), document),
+            )
+
+    def deployment(self, deployment_id: str) -> str | None:
+        rows = self._read("SELECT document FROM deployments WHERE id = ?", (deployment_id,))
+        return str(rows[0][0]) if rows else None
+
+    def deployments(self, status: str | None = None, since: datetime | None = None) -> list[str]:
+        """Deployment documents, oldest first, optionally by status or received since."""
+        sql = "SELECT document FROM deployments WHERE 1 = 1"
+        params: list[object] = []
+        if status is not None:
+            sql += " AND status = ?"
+            params.append(status)
+        if since is not None:
+            sql += " AND received_at >= ?"
+            params.append(since.isoformat())
+        return [str(r[0]) for r in self._read(sql + " ORDER BY received_at", tuple(params))]
+
+    def manifest(self, environment: str) -> str | None:
+        rows = self._read("SELECT nodes FROM manifests WHERE environment = ?", (environment,))
+        return str(rows[0][0]) if rows else None
+
+    def save_manifest(self, environment: str, nodes: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO manifests (environment, nodes, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (environment) DO UPDATE SET nodes = excluded.nodes,"
+                " updated_at = excluded.updated_at",
+                (environment, nodes, datetime.now(UTC).isoformat()),
+            )
+
+    def table_schema(self, table: str) -> str | None:
+        rows = self._read("SELECT columns FROM table_schemas WHERE table_name = ?", (table,))
+        return str(rows[0][0]) if rows else None
+
+    def save_table_schema(self, table: str, columns: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO table_schemas (table_name, columns, captured_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (table_name) DO UPDATE SET columns = excluded.columns,"
+                " captured_at = excluded.captured_at",
+                (table, columns, datetime.now(UTC).isoformat()),
+            )
+
+    def rebaselines(self) -> dict[str, datetime]:
+        rows = self._read("SELECT check_name, since FROM rebaselines")
+        return {str(name): datetime.fromisoformat(str(since)) for name, since in rows}
+
+    def save_rebaseline(self, check: str, since: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO rebaselines (check_name, since) VALUES (?, ?)"
+                " ON CONFLICT (check_name) DO UPDATE SET since = excluded.since",
+                (check, since.isoformat()),
+            )
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
     def notification(self, notification_key: str, channel: str) -> Notification | None:
         rows = self._read(

@@ -3,6 +3,12 @@
 It speaks the real wire protocol (HTTP POST to /api/<method>, bearer token, JSON or form body,
 ``{"ok": ...}`` answers) for the methods the monitor uses, and can be told to fail: answer 429
 with Retry-After, 5xx, or an API error, for the next N calls.
+
+File uploads follow Slack's external upload flow, the one slack-sdk's ``files_upload_v2`` uses:
+``files.getUploadURLExternal`` (filename, length) hands out an upload URL on this server and a file
+id, the client POSTs the raw bytes there (no token: the URL itself is the credential), and
+``files.completeUploadExternal`` (``files`` JSON of id + title, ``channel_id``, ``thread_ts``)
+shares it. ``uploads()`` returns the files shared so far.
 """
 
 from __future__ import annotations
@@ -26,10 +32,33 @@ class Call:
 
 
 @dataclass
+class UploadedFile:
+    """A file shared by files.completeUploadExternal, as the channel's members would see it."""
+
+    file_id: str
+    filename: str
+    title: str
+    content: bytes
+    channel: str | None
+    thread_ts: str | None
+    initial_comment: str | None
+
+
+@dataclass
+class _PendingUpload:
+    filename: str
+    length: int
+    content: bytes | None = None
+
+
+@dataclass
 class SlackServer:
     token: str = "xoxb-test-token"
     calls: list[Call] = field(default_factory=list)
     failures: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    upload_failures: list[int] = field(default_factory=list)
+    _pending: dict[str, _PendingUpload] = field(default_factory=dict)
+    _shared: list[UploadedFile] = field(default_factory=list)
     _ts: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _httpd: ThreadingHTTPServer | None = None
@@ -54,6 +83,16 @@ class SlackServer:
         }
         with self._lock:
             self.failures.extend([(status, headers, body)] * count)
+
+    def fail_next_uploads(self, count: int, status: int = 500) -> None:
+        """Answer the next ``count`` POSTs to an upload URL with ``status``."""
+        with self._lock:
+            self.upload_failures.extend([status] * count)
+
+    def uploads(self) -> list[UploadedFile]:
+        """Files shared into channels (completed uploads), in order."""
+        with self._lock:
+            return list(self._shared)
 
     def messages(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
         with self._lock:
@@ -100,9 +139,86 @@ class SlackServer:
                 {},
                 {"ok": True, "channel": channel_id, "ts": args.get("ts"), "text": args.get("text")},
             )
+        if method == "files.getUploadURLExternal":
+            return self._get_upload_url(args)
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(args)
         if method == "auth.test":
             return 200, {}, {"ok": True, "user_id": "U0BOT", "team_id": "T0TEST"}
         return 200, {}, {"ok": False, "error": "unknown_method"}
+
+    def _get_upload_url(self, args: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        filename = args.get("filename")
+        length = str(args.get("length", ""))
+        if not filename or not length.isdigit():
+            return 200, {}, {"ok": False, "error": "invalid_arguments"}
+        with self._lock:
+            file_id = f"F{len(self._pending) + 1:08d}"
+            self._pending[file_id] = _PendingUpload(str(filename), int(length))
+        assert self._httpd is not None
+        port = self._httpd.server_address[1]
+        return (
+            200,
+            {},
+            {
+                "ok": True,
+                "file_id": file_id,
+                "upload_url": f"http://127.0.0.1:{port}/upload/v1/{file_id}",
+            },
+        )
+
+    def _receive_upload(self, file_id: str, content: bytes) -> tuple[int, str]:
+        with self._lock:
+            if self.upload_failures:
+                return self.upload_failures.pop(0), "error"
+            pending = self._pending.get(file_id)
+            if pending is None:
+                return 404, "not found"
+            pending.content = content
+        return 200, f"OK - {len(content)}"
+
+    def _complete_upload(self, args: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        try:
+            files = json.loads(args.get("files") or "[]")
+        except ValueError:
+            return 200, {}, {"ok": False, "error": "invalid_arguments"}
+        channel = args.get("channel_id")
+        if not files or (args.get("thread_ts") and not channel):
+            return 200, {}, {"ok": False, "error": "invalid_arguments"}
+        if channel is not None and str(channel).startswith("#"):
+            # Slack wants a channel id here, unlike chat.postMessage which also takes a name
+            return 200, {}, {"ok": False, "error": "channel_not_found"}
+        shared: list[UploadedFile] = []
+        with self._lock:
+            for item in files:
+                pending = self._pending.get(str(item.get("id")))
+                if pending is None or pending.content is None:
+                    return 200, {}, {"ok": False, "error": "file_not_found"}
+                if len(pending.content) != pending.length:
+                    return 200, {}, {"ok": False, "error": "file_upload_size_mismatch"}
+                shared.append(
+                    UploadedFile(
+                        file_id=str(item["id"]),
+                        filename=pending.filename,
+                        title=str(item.get("title") or pending.filename),
+                        content=pending.content,
+                        channel=channel,
+                        thread_ts=args.get("thread_ts"),
+                        initial_comment=args.get("initial_comment"),
+                    )
+                )
+            self._shared.extend(shared)
+        return (
+            200,
+            {},
+            {
+                "ok": True,
+                "files": [
+                    {"id": f.file_id, "name": f.filename, "title": f.title, "size": len(f.content)}
+                    for f in shared
+                ],
+            },
+        )
 
     def start(self) -> SlackServer:
         server = self
@@ -110,6 +226,9 @@ class SlackServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
+                if self.path.startswith("/upload/v1/"):
+                    self._upload(self.rfile.read(length))
+                    return
                 raw = self.rfile.read(length).decode()
                 if "json" in (self.headers.get("Content-Type") or ""):
                     args = json.loads(raw) if raw else {}
@@ -130,11 +249,23 @@ class SlackServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _upload(self, content: bytes) -> None:
+                status, text = server._receive_upload(self.path.rsplit("/", 1)[-1], content)
+                payload = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        # a short poll interval keeps stop() (and every test teardown) fast
+        threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:

@@ -1,7 +1,9 @@
-"""The state store keeps alert state and the outbox across restarts, without duplicates."""
+"""The state store keeps alert state and the outbox across restarts, without duplicates, in
+SQLite and in a real PostgreSQL server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,26 +11,39 @@ import pytest
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
+from monitor.config import StateConfig
 from monitor.errors import StateStoreError
 from monitor.store import StateStore
+from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
 T = datetime(2026, 11, 26, 10, tzinfo=UTC)
 NOTE = Notification("opened", "revenue", "DE", 1, T, T, 1.0, 10.0, 8.0, 12.0, -5.0, "critical")
 
 
-def test_state_and_outbox_survive_reopening(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "s.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], StateStore]:
+    """Opens (and reopens) one store: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        config = StateConfig(path=str(tmp_path / "s.db"))
+    else:
+        config = StateConfig(url=request.getfixturevalue("postgres_dsn"))
+    return lambda: StateStore.open(config)
+
+
+def test_state_and_outbox_survive_reopening(open_store: Callable[[], StateStore]) -> None:
+    store = open_store()
     state = AlertState("firing", 2, 0, T, 1, T)
     store.record("revenue", "DE", state, [NOTE], ["slack"])
     store.close()
-    reopened = StateStore(tmp_path / "s.db")
+    reopened = open_store()
     assert reopened.load_states() == {("revenue", "DE"): state}
     [entry] = reopened.pending("slack")
     assert entry.notification == NOTE
+    reopened.close()
 
 
-def test_the_same_episode_event_is_queued_once(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "s.db")
+def test_the_same_episode_event_is_queued_once(open_store: Callable[[], StateStore]) -> None:
+    store = open_store()
     for _ in range(3):
         store.record("revenue", "DE", AlertState(), [NOTE], ["slack"])
     assert len(store.pending("slack")) == 1
@@ -37,6 +52,26 @@ def test_the_same_episode_event_is_queued_once(tmp_path: Path) -> None:
     store.record("revenue", "DE", AlertState(), [NOTE], ["slack"])
     assert store.pending("slack") == []
     assert store.remote_id(NOTE.key, "slack") == "C1:123.4"
+    store.close()
+
+
+def test_deployments_manifests_schemas_and_rebaselines_are_kept(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    store.save_deployment("d1", "prod", "watching", T, '{"id": "d1"}')
+    store.save_deployment("d1", "prod", "failed", T, '{"id": "d1", "x": 1}')
+    store.save_manifest("prod", "{}")
+    store.save_table_schema("analytics.fct_orders", '{"id": "BIGINT"}')
+    store.save_rebaseline("revenue", T)
+    store.close()
+    again = open_store()
+    assert again.deployment("d1") == '{"id": "d1", "x": 1}'
+    assert again.deployments(status="watching") == []
+    assert again.manifest("prod") == "{}"
+    assert again.table_schema("analytics.fct_orders") == '{"id": "BIGINT"}'
+    assert again.rebaselines() == {"revenue": T}
+    again.close()
 
 
 def test_a_corrupt_file_is_refused_with_advice(tmp_path: Path) -> None:
@@ -44,3 +79,11 @@ def test_a_corrupt_file_is_refused_with_advice(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StateStoreError, match="If the file is corrupt, move it aside"):
         StateStore(path)
+
+
+def test_an_unreachable_database_is_named_without_its_password() -> None:
+    config = StateConfig(url="postgresql://kpi:hunter2@127.0.0.1:1/state")
+    with pytest.raises(StateStoreError) as info:
+        StateStore.open(config)
+    assert "postgresql://kpi:***@127.0.0.1:1/state" in str(info.value)
+    assert "hunter2" not in str(info.value)

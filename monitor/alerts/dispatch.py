@@ -12,6 +12,7 @@ import threading
 from monitor.alerts.notification import Notification
 from monitor.alerts.slack import DeliveryError, SlackChannel
 from monitor.config import Config
+from monitor.deployments import Deployment
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
 from monitor.store import StateStore
@@ -45,10 +46,14 @@ class Dispatcher:
                 log.error("cannot read the outbox", extra={"fields": {"error": str(exc)}})
                 return 0
             for entry in entries:
-                note = entry.notification
-                fields = {"check": note.check, "segment": note.segment, "kind": note.kind}
+                fields = {"message": entry.kind, "id": entry.id}
                 try:
-                    remote = self._send_slack(note)
+                    if entry.kind == "deployment":
+                        remote = self.slack.post_deployment(Deployment.from_json(entry.payload))
+                    else:
+                        note = entry.notification
+                        fields.update(check=note.check, segment=note.segment, kind=note.kind)
+                        remote = self._send_slack(note)
                 except DeliveryError as exc:
                     self.metrics.alerts_sent.labels("slack", "error").inc()
                     self.store.mark_failed(entry.id, str(exc))

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from monitor.alerts.notification import Notification
+from monitor.deployments import Deployment
 
 _EMOJI = {
     "critical": ":red_circle:",
@@ -56,17 +57,23 @@ def alert_text(note: Notification) -> str:
     """The plain-text line: notification previews, logs, and clients without blocks."""
     if note.kind == "resolved":
         lasted = duration(note.bucket - note.since)
+        if note.reason:
+            return (
+                f"Resolved: {series_name(note)}: {note.reason}; "
+                f"the deviation lasted {lasted} from {when(note.since)}."
+            )
         return (
             f"Resolved: {series_name(note)} is back within its band "
             f"({number(note.value, note.unit)}, expected {number(note.expected, note.unit)}); "
             f"the deviation lasted {lasted} from {when(note.since)}."
         )
     owner = f" Owner {note.owner}." if note.owner else ""
+    cause = f" Likely cause: {note.cause}." if note.cause else ""
     return (
         f"{note.severity.upper()}: {series_name(note)} is {deviation(note)}: "
         f"{number(note.value, note.unit)} vs {number(note.expected, note.unit)} expected "
         f"(band {number(note.lower, note.unit)} to {number(note.upper, note.unit)}), "
-        f"since {when(note.since)}.{owner}"
+        f"since {when(note.since)}.{owner}{cause}"
     )
 
 
@@ -85,6 +92,8 @@ def alert_blocks(note: Notification) -> list[dict[str, Any]]:
         fields.append(("Owner", note.owner))
     if note.team:
         fields.append(("Team", note.team))
+    if note.cause:
+        fields.append(("Likely cause", note.cause))
     return [
         {
             "type": "header",
@@ -132,3 +141,47 @@ def resolved_blocks(opened: Notification, resolved: Notification) -> list[dict[s
             "elements": [{"type": "mrkdwn", "text": alert_text(resolved)}],
         },
     ]
+
+
+def deployment_text(deployment: Deployment) -> str:
+    """One line: the verdict, why, and what was watched."""
+    verdict = {"passed": "PASSED", "failed": "FAILED"}.get(deployment.status, "WATCHING")
+    commit = f" (commit {deployment.commit[:12]})" if deployment.commit else ""
+    watched = ", ".join(c.name for c in deployment.checks) or "no check"
+    return (
+        f"Deployment {deployment.id} to {deployment.environment}{commit} {verdict}: "
+        f"{deployment.reason}. Watched: {watched}."
+    )
+
+
+def deployment_blocks(deployment: Deployment) -> list[dict[str, Any]]:
+    emoji = {"passed": ":white_check_mark:", "failed": ":x:"}.get(deployment.status, ":eyes:")
+    lines = [f"{emoji} {deployment_text(deployment)}"]
+    for d in deployment.deviations:
+        where = f"{d.check} [{d.segment}]" if d.segment else d.check
+        tag = " (intended)" if d.intended else ""
+        lines.append(
+            f"• {where}{tag}: {number(d.value)} vs {number(d.expected)} expected "
+            f"({d.score:+.1f} robust SD) since {when(d.since)}"
+        )
+    for change in deployment.schema_changes:
+        parts = []
+        if change.removed:
+            parts.append(f"removed {', '.join(change.removed)}")
+        if change.retyped:
+            parts.append(", ".join(f"{c} {b} -> {a}" for c, b, a in change.retyped))
+        if change.added:
+            parts.append(f"added {', '.join(change.added)}")
+        broken = f" (breaks {', '.join(change.broken_checks)})" if change.broken_checks else ""
+        lines.append(f"• schema of {change.table}: {'; '.join(parts)}{broken}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}}
+    ]
+    if deployment.url:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"<{deployment.url}|change>"}],
+            }
+        )
+    return blocks

@@ -28,6 +28,8 @@ class Notification:
     team: str = ""
     unit: str = ""  # "seconds" for freshness ages
     labels: dict[str, str] = field(default_factory=dict)
+    cause: str | None = None  # the likely cause: a deployment inside its watch window
+    reason: str = ""  # why an episode ended other than by recovering, e.g. a baseline restart
 
     @property
     def key(self) -> str:

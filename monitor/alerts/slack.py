@@ -10,9 +10,16 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from monitor.alerts.messages import alert_blocks, alert_text, resolved_blocks
+from monitor.alerts.messages import (
+    alert_blocks,
+    alert_text,
+    deployment_blocks,
+    deployment_text,
+    resolved_blocks,
+)
 from monitor.alerts.notification import Notification
 from monitor.config import SlackConfig
+from monitor.deployments import Deployment
 
 
 class DeliveryError(Exception):
@@ -75,6 +82,45 @@ class SlackChannel:
             blocks=resolved_blocks(opened, note),
         )
         return f"{channel_id}:{response['ts']}"
+
+    def post_deployment(self, deployment: Deployment) -> str:
+        """Post a deployment's verdict to the default channel."""
+        response = self._call(
+            "chat_postMessage",
+            channel=self.default_channel,
+            text=deployment_text(deployment),
+            blocks=deployment_blocks(deployment),
+            unfurl_links=False,
+        )
+        return f"{response['channel']}:{response['ts']}"
+
+    def upload_chart(self, thread: str, png: bytes, title: str) -> None:
+        """Upload a chart into the thread of ``thread`` (``channel_id:ts`` from ``post_alert``).
+
+        ``files_upload_v2`` makes three requests: files.getUploadURLExternal, a POST of the bytes
+        to the URL it returns, files.completeUploadExternal (which shares it in the thread).
+        Needs the ``files:write`` scope besides ``chat:write``.
+        """
+        import urllib.error  # here, so this method stays one self-contained block
+
+        channel_id, ts = thread.split(":", 1)
+        filename = "".join(c if c.isalnum() or c in "-_." else "-" for c in title)[:80] or "chart"
+        try:
+            self._call(
+                "files_upload_v2",
+                channel=channel_id,
+                thread_ts=ts,
+                content=png,
+                filename=f"{filename}.png",
+                title=title,
+            )
+        except DeliveryError as exc:
+            # The bytes go to the upload URL through plain urllib, outside slack-sdk's error
+            # types: say which status it answered (never the URL, a pre-signed credential).
+            if isinstance(exc.__context__, urllib.error.HTTPError):
+                status = exc.__context__.code
+                raise DeliveryError(f"Slack files_upload_v2: upload answered {status}") from None
+            raise
 
     def _call(self, method: str, **kwargs: object) -> dict[str, object]:
         try:

@@ -32,5 +32,13 @@ class Warehouse(ABC):
     def ping(self) -> None:
         """Raise :class:`monitor.errors.WarehouseError` unless the warehouse answers."""
 
+    def columns(self, table: str) -> dict[str, str]:
+        """Column name -> type of ``table`` (empty when the table does not exist)."""
+        from monitor.queries import columns_query
+
+        query = columns_query(table, self.dialect)
+        frame = self.query(query.sql, query.params)
+        return {str(row[0]): str(row[1]) for row in frame.itertuples(index=False)}
+
     def close(self) -> None:  # noqa: B027 - adapters without a session have nothing to close
         """Release connections and cancel statements still running."""

@@ -1,0 +1,309 @@
+"""Deployments: what a change touched, how its watch ends, and what it is blamed for. Pure.
+
+A deployment names the models (or tables) it changed. Checks that depend on them are watched for
+their ``post_deploy_window``; the deployment fails as soon as one of them opens an alert whose
+deviation began after the deployment (checks declared in ``expect_change`` excepted), or when it
+removed a column a check uses; it passes when every window ended quietly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from monitor.config import CheckConfig, Config
+from monitor.dbt import ManifestNode, same_table
+
+Status = Literal["watching", "passed", "failed"]
+
+
+@dataclass(frozen=True)
+class WatchedCheck:
+    name: str
+    until: datetime
+    intended: bool = False
+
+
+@dataclass(frozen=True)
+class Deviation:
+    check: str
+    segment: str
+    value: float
+    expected: float | None
+    score: float
+    since: datetime
+    intended: bool = False
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    table: str
+    removed: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    retyped: list[tuple[str, str, str]] = field(default_factory=list)  # column, before, after
+    broken_checks: list[str] = field(default_factory=list)  # checks that use a removed column
+
+
+@dataclass(frozen=True)
+class Deployment:
+    id: str
+    environment: str
+    received_at: datetime
+    models: list[str]
+    checks: list[WatchedCheck]
+    commit: str | None = None
+    url: str | None = None
+    ran: list[str] = field(default_factory=list)
+    status: Status = "watching"
+    finished_at: datetime | None = None
+    reason: str = ""
+    deviations: list[Deviation] = field(default_factory=list)
+    schema_changes: list[SchemaChange] = field(default_factory=list)
+
+    @property
+    def watch_until(self) -> datetime:
+        return max((c.until for c in self.checks), default=self.received_at)
+
+    def watched(self, check: str) -> WatchedCheck | None:
+        return next((c for c in self.checks if c.name == check), None)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=_iso, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployment:
+        data = json.loads(text)
+        data["received_at"] = datetime.fromisoformat(data["received_at"])
+        if data["finished_at"]:
+            data["finished_at"] = datetime.fromisoformat(data["finished_at"])
+        data["checks"] = [
+            WatchedCheck(c["name"], datetime.fromisoformat(c["until"]), c["intended"])
+            for c in data["checks"]
+        ]
+        data["deviations"] = [
+            Deviation(**{**d, "since": datetime.fromisoformat(d["since"])})
+            for d in data["deviations"]
+        ]
+        data["schema_changes"] = [
+            SchemaChange(**{**s, "retyped": [tuple(r) for r in s["retyped"]]})
+            for s in data["schema_changes"]
+        ]
+        return cls(**data)
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def affected_checks(config: Config, models: list[str], relations: list[str]) -> list[CheckConfig]:
+    """Checks whose ``models`` name a changed model or whose table is a changed relation."""
+    names = {m.lower() for m in models}
+
+    def touched(check: CheckConfig) -> bool:
+        if names & {m.lower() for m in check.models}:
+            return True
+        table = check.table
+        return table is not None and any(same_table(table, r) for r in [*relations, *models])
+
+    return [c for c in config.checks if touched(c)]
+
+
+def start(
+    config: Config,
+    *,
+    id: str,
+    environment: str,
+    received_at: datetime,
+    models: list[str],
+    relations: list[str],
+    expect_change: list[str],
+    commit: str | None = None,
+    url: str | None = None,
+    ran: list[str] | None = None,
+) -> Deployment:
+    """A new deployment watching every affected check (and every intended one)."""
+    affected = {c.name: c for c in affected_checks(config, models, relations)}
+    for name in expect_change:
+        check = config.check(name)
+        if check is not None:
+            affected.setdefault(name, check)
+    watched = [
+        WatchedCheck(c.name, received_at + c.post_deploy_window, c.name in expect_change)
+        for c in affected.values()
+    ]
+    deployment = Deployment(
+        id=id,
+        environment=environment,
+        received_at=received_at,
+        models=models,
+        checks=watched,
+        commit=commit,
+        url=url,
+        ran=ran or [],
+    )
+    if not watched:
+        return replace(
+            deployment,
+            status="passed",
+            finished_at=received_at,
+            reason="no check depends on the changed models",
+        )
+    return deployment
+
+
+def record_deviation(deployment: Deployment, deviation: Deviation, now: datetime) -> Deployment:
+    """An alert opened on a watched check: fail the deployment unless the change was intended."""
+    if deployment.status != "watching":
+        return deployment
+    deployment = replace(deployment, deviations=[*deployment.deviations, deviation])
+    if deviation.intended:
+        return deployment
+    where = f"{deviation.check} [{deviation.segment}]" if deviation.segment else deviation.check
+    return replace(
+        deployment,
+        status="failed",
+        finished_at=now,
+        reason=f"{where} deviated after the deployment",
+    )
+
+
+def record_schema(deployment: Deployment, changes: list[SchemaChange], now: datetime) -> Deployment:
+    deployment = replace(deployment, schema_changes=changes)
+    broken = sorted({c for change in changes for c in change.broken_checks})
+    if broken and deployment.status != "failed":
+        return replace(
+            deployment,
+            status="failed",
+            finished_at=now,
+            reason=f"removed a column that {', '.join(broken)} uses",
+        )
+    return deployment
+
+
+def finish_if_due(deployment: Deployment, now: datetime) -> Deployment:
+    """Pass a deployment whose every window ended without a deviation."""
+    if deployment.status == "watching" and now >= deployment.watch_until:
+        return replace(
+            deployment, status="passed", finished_at=now, reason="no deviation in the window"
+        )
+    return deployment
+
+
+def onset_after(deployment: Deployment, since: datetime, bucket: timedelta) -> bool:
+    """Did a deviation starting in the bucket at ``since`` begin after the deployment?
+
+    The bucket the deployment happened in counts: data changed within it.
+    """
+    return since + bucket > deployment.received_at
+
+
+def likely_cause(
+    deployments: list[Deployment], check: str, since: datetime, bucket: timedelta, now: datetime
+) -> Deployment | None:
+    """The deployment to name as the likely cause of an alert opening now.
+
+    Candidates were received before the deviation began (within its first bucket) and still
+    had a window open now; one that touched this check wins over one that did not, then the
+    nearest before the onset.
+    """
+    candidates = [
+        d
+        for d in deployments
+        if onset_after(d, since, bucket)
+        and d.received_at <= now <= d.watch_until + bucket
+        and d.received_at <= since + bucket
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda d: (d.watched(check) is not None, d.received_at))
+
+
+def describe_cause(deployment: Deployment, since: datetime) -> str:
+    minutes = max(0, int((since - deployment.received_at).total_seconds() // 60))
+    parts = [f"deployment {deployment.id} to {deployment.environment}"]
+    if deployment.commit:
+        parts.append(f"commit {deployment.commit[:12]}")
+    text = ", ".join(parts) + f", {minutes} min before the deviation began"
+    return f"{text} ({deployment.url})" if deployment.url else text
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def columns_used(check: CheckConfig) -> set[str]:
+    """Column names a check's SQL mentions (lower case); identifiers that are not columns are
+    harmless here: they only matter when a column of that name was removed."""
+    used = {c.lower() for c in [check.timestamp_column or "", *check.dimensions] if c}
+    for text in (check.expression, check.where, check.sql):
+        if text:
+            used |= {w.lower() for w in _WORD.findall(text)}
+    return used
+
+
+def schema_change(
+    table: str, before: dict[str, str], after: dict[str, str], checks: list[CheckConfig]
+) -> SchemaChange | None:
+    """What changed in one table's columns; None when nothing did."""
+    b = {k.lower(): v for k, v in before.items()}
+    a = {k.lower(): v for k, v in after.items()}
+    removed = sorted(set(b) - set(a))
+    added = sorted(set(a) - set(b))
+    retyped = sorted((c, b[c], a[c]) for c in set(a) & set(b) if b[c].lower() != a[c].lower())
+    if not (removed or added or retyped):
+        return None
+    broken = sorted(c.name for c in checks if reads(c, table) and columns_used(c) & set(removed))
+    return SchemaChange(table, removed, added, retyped, broken)
+
+
+def reads(check: CheckConfig, table: str) -> bool:
+    """Does the check read ``table``: its ``table``, or for sql checks, a mention in the SQL."""
+    if check.table is not None:
+        return same_table(check.table, table)
+    return check.sql is not None and table.lower() in check.sql.lower()
+
+
+def summary(deployment: Deployment) -> dict[str, Any]:
+    """The JSON answer of GET /api/v1/deployments/{id}."""
+    return {
+        "id": deployment.id,
+        "environment": deployment.environment,
+        "status": deployment.status,
+        "reason": deployment.reason,
+        "commit": deployment.commit,
+        "url": deployment.url,
+        "received_at": deployment.received_at.isoformat(),
+        "watch_until": deployment.watch_until.isoformat(),
+        "finished_at": deployment.finished_at.isoformat() if deployment.finished_at else None,
+        "models": deployment.models,
+        "ran": deployment.ran,
+        "checks": [
+            {"name": c.name, "until": c.until.isoformat(), "intended": c.intended}
+            for c in deployment.checks
+        ],
+        "deviations": [{**asdict(d), "since": d.since.isoformat()} for d in deployment.deviations],
+        "schema_changes": [asdict(s) for s in deployment.schema_changes],
+    }
+
+
+class DeploymentRequest(BaseModel):
+    """The body of POST /api/v1/deployments (what ``kpi-monitor deployment record`` sends)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+    environment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    models: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+    commit: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._/-]{1,128}$")
+    url: str | None = Field(default=None, pattern=r"^https?://\S{1,2000}$")
+    expect_change: list[str] = Field(default_factory=list, max_length=1000)
+    manifest: dict[str, ManifestNode] | None = Field(default=None, max_length=100_000)
+    ran: list[str] | None = Field(default=None, max_length=100_000)

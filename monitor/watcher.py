@@ -1,0 +1,297 @@
+"""Deployment watches: record a deployment, watch what it touched, reach and report a verdict.
+
+The pure rules live in :mod:`monitor.deployments`; this module keeps them in the state store
+(so a restart mid-window keeps the watch), reads table schemas before and after, restarts the
+baselines of intended changes, and queues the verdict's report on the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from monitor.alerts.notification import Notification
+from monitor.config import CheckConfig, Config
+from monitor.dbt import ManifestNode, changed_nodes
+from monitor.deployments import (
+    Deployment,
+    DeploymentRequest,
+    Deviation,
+    SchemaChange,
+    describe_cause,
+    finish_if_due,
+    likely_cause,
+    onset_after,
+    record_deviation,
+    record_schema,
+    schema_change,
+    start,
+)
+from monitor.engine import Engine, RunResult
+from monitor.errors import KpiMonitorError, WarehouseError
+from monitor.exporter import Metrics
+from monitor.store import StateStore
+
+log = logging.getLogger("monitor.deployments")
+
+
+class DeploymentConflict(KpiMonitorError):
+    """A deployment with this id was already recorded."""
+
+
+class UnknownCheck(KpiMonitorError):
+    """``expect_change`` names a check the config does not have."""
+
+
+def bucket_of(check: CheckConfig) -> timedelta:
+    return (
+        timedelta(minutes=1)
+        if check.kind == "freshness"
+        else timedelta(seconds=check.bucket_seconds)
+    )
+
+
+class DeploymentWatcher:
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        channels: list[str],
+        clock: Callable[[], datetime],
+        annotate: Callable[[Deployment], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.metrics = metrics
+        self.channels = channels
+        self.clock = clock
+        self.annotate = annotate
+        self._lock = threading.RLock()
+        self._longest_window = max(c.post_deploy_window for c in config.checks)
+        self._active = {
+            d.id: d for d in map(Deployment.from_json, store.deployments(status="watching"))
+        }
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def active(self) -> list[Deployment]:
+        with self._lock:
+            return list(self._active.values())
+
+    def get(self, deployment_id: str) -> Deployment | None:
+        with self._lock:
+            if deployment_id in self._active:
+                return self._active[deployment_id]
+        document = self.store.deployment(deployment_id)
+        return Deployment.from_json(document) if document else None
+
+    def cause(self, check: CheckConfig, since: datetime, now: datetime) -> str | None:
+        """The likely-cause line for an alert on ``check`` whose deviation began at ``since``."""
+        recent = [
+            Deployment.from_json(doc)
+            for doc in self.store.deployments(since=now - self._longest_window - bucket_of(check))
+        ]
+        found = likely_cause(recent, check.name, since, bucket_of(check), now)
+        return describe_cause(found, since) if found else None
+
+    # --- recording ----------------------------------------------------------------------------
+
+    def record(self, request: DeploymentRequest) -> Deployment:
+        unknown = [n for n in request.expect_change if self.config.check(n) is None]
+        if unknown:
+            raise UnknownCheck(f"expect_change names unknown checks: {', '.join(unknown)}")
+        now = self.clock()
+        with self._lock:
+            if self.get(request.id) is not None:
+                raise DeploymentConflict(f"deployment {request.id!r} was already recorded")
+            models, relations = list(request.models), []
+            if request.manifest is not None:
+                changed = self._diff_manifest(request.environment, request.manifest, request.ran)
+                models += [n.name for n in changed.values() if n.name not in models]
+                relations = [n.relation for n in changed.values() if n.relation]
+            deployment = start(
+                self.config,
+                id=request.id,
+                environment=request.environment,
+                received_at=now,
+                models=models,
+                relations=relations,
+                expect_change=list(request.expect_change),
+                commit=request.commit,
+                url=request.url,
+                ran=sorted(request.ran or []),
+            )
+            deployment = record_schema(deployment, self._schema_changes(deployment), now)
+            self._save(deployment)
+            if deployment.status == "watching":
+                self._active[deployment.id] = deployment
+        self.metrics.deployments.labels(request.environment).inc()
+        for verdict in ("passed", "failed"):
+            # born at 0, so increase() sees the first verdict of an environment
+            self.metrics.deployment_verdicts.labels(request.environment, verdict)
+        self.metrics.last_deployment.labels(request.environment).set(now.timestamp())
+        log.info(
+            "deployment recorded",
+            extra={
+                "fields": {
+                    "deployment": deployment.id,
+                    "environment": deployment.environment,
+                    "checks": [c.name for c in deployment.checks],
+                    "watch_until": deployment.watch_until.isoformat(),
+                }
+            },
+        )
+        for watched in deployment.checks:
+            if watched.intended:
+                self.engine.rebaseline(watched.name, now)
+        if self.annotate is not None:
+            self.annotate(deployment)
+        if deployment.status != "watching":
+            self._finish(deployment)
+        return deployment
+
+    def _diff_manifest(
+        self, environment: str, manifest: dict[str, ManifestNode], ran: list[str] | None
+    ) -> dict[str, ManifestNode]:
+        stored = self.store.manifest(environment)
+        previous = (
+            {k: ManifestNode.model_validate(v) for k, v in json.loads(stored).items()}
+            if stored
+            else None
+        )
+        changed = changed_nodes(previous, manifest, set(ran) if ran is not None else None)
+        self.store.save_manifest(
+            environment, json.dumps({k: v.model_dump() for k, v in manifest.items()})
+        )
+        return changed
+
+    def _schema_changes(self, deployment: Deployment) -> list[SchemaChange]:
+        """Compare each watched table's columns with the snapshot taken before the deployment."""
+        changes = []
+        checks = [self.config.check(c.name) for c in deployment.checks]
+        for table, check in {c.table: c for c in checks if c is not None and c.table}.items():
+            before = self.store.table_schema(table)
+            try:
+                after = self._read_columns(check)
+            except WarehouseError as exc:
+                log.warning(
+                    "cannot read table columns",
+                    extra={"fields": {"table": table, "error": str(exc)}},
+                )
+                continue
+            if before is not None:
+                change = schema_change(table, json.loads(before), after, self.config.checks)
+                if change is not None:
+                    changes.append(change)
+            self.store.save_table_schema(table, json.dumps(after))
+        return changes
+
+    def _read_columns(self, check: CheckConfig) -> dict[str, str]:
+        assert check.table is not None
+        warehouse = self.engine.warehouses[self.config.warehouse_of(check)]
+        return warehouse.columns(check.table)
+
+    def snapshot_schemas(self) -> None:
+        """Remember the columns of every checked table not seen yet (the 'before' of the first
+        deployment); later deployments refresh what they touched."""
+        for table, check in {c.table: c for c in self.config.checks if c.table}.items():
+            if self.store.table_schema(table) is not None:
+                continue
+            try:
+                self.store.save_table_schema(table, json.dumps(self._read_columns(check)))
+            except WarehouseError as exc:
+                log.warning(
+                    "cannot read table columns",
+                    extra={"fields": {"table": table, "error": str(exc)}},
+                )
+
+    # --- watching ------------------------------------------------------------------------------
+
+    def observe(self, result: RunResult) -> None:
+        """Engine hook: an alert opened on a watched check fails its deployment."""
+        opened = [n for n in result.notifications if n.kind == "opened"]
+        if not opened:
+            return
+        check = self.config.check(result.check)
+        assert check is not None
+        now = self.clock()
+        for note in opened:
+            for deployment in self.active():
+                self._deviation(deployment, check, note, now)
+
+    def _deviation(
+        self, deployment: Deployment, check: CheckConfig, note: Notification, now: datetime
+    ) -> None:
+        watched = deployment.watched(check.name)
+        if watched is None or now > watched.until:
+            return
+        if not onset_after(deployment, note.since, bucket_of(check)):
+            return
+        deviation = Deviation(
+            note.check,
+            note.segment,
+            note.value,
+            note.expected,
+            note.score,
+            note.since,
+            watched.intended,
+        )
+        with self._lock:
+            current = self._active.get(deployment.id)
+            if current is None:
+                return
+            updated = record_deviation(current, deviation, now)
+            self._save(updated)
+            self._active[deployment.id] = updated
+        if updated.status != "watching":
+            self._finish(updated)
+
+    def tick(self, deployment_id: str) -> None:
+        """Pass the deployment if its windows all ended quietly."""
+        with self._lock:
+            current = self._active.get(deployment_id)
+            if current is None:
+                return
+            updated = finish_if_due(current, self.clock())
+            if updated is current:
+                return
+            self._save(updated)
+        self._finish(updated)
+
+    def _save(self, deployment: Deployment) -> None:
+        self.store.save_deployment(
+            deployment.id,
+            deployment.environment,
+            deployment.status,
+            deployment.received_at,
+            deployment.to_json(),
+        )
+
+    def _finish(self, deployment: Deployment) -> None:
+        with self._lock:
+            self._active.pop(deployment.id, None)
+        self.metrics.deployment_verdicts.labels(deployment.environment, deployment.status).inc()
+        log.log(
+            logging.WARNING if deployment.status == "failed" else logging.INFO,
+            f"deployment {deployment.status}",
+            extra={
+                "fields": {
+                    "deployment": deployment.id,
+                    "environment": deployment.environment,
+                    "reason": deployment.reason,
+                }
+            },
+        )
+        self.store.enqueue(
+            f"deployment/{deployment.id}/{deployment.status}",
+            "deployment",
+            deployment.to_json(),
+            self.channels,
+        )

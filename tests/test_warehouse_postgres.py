@@ -1,0 +1,249 @@
+"""PostgresWarehouse against a real PostgreSQL server started on loopback (tests/postgres_server)."""
+
+# The fixtures are imported here (pytest finds them in the module); test parameters with the
+# same names are what pytest passes in, hence F811 off for this file.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from monitor.config import PostgresWarehouseConfig
+from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
+from monitor.warehouse.postgres import PostgresWarehouse
+from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401  (fixtures)
+from tests.test_dialects import (
+    DST_ROWS,
+    ORDERS_DDL,
+    order_rows,
+    reference_results,
+    run_check_kinds,
+)
+
+
+def _wh(dsn: str, **kw: Any) -> PostgresWarehouse:
+    config = PostgresWarehouseConfig(kind="postgres", dsn=SecretStr(dsn), **kw)
+    return PostgresWarehouse("pg", config)
+
+
+def _setup(dsn: str, *statements: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for s in statements:
+            conn.execute(s)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def wh(postgres_dsn: str) -> Any:
+    warehouse = _wh(postgres_dsn, statement_timeout=10.0, pool_size=2)
+    yield warehouse
+    warehouse.close()
+
+
+def test_query_with_parameters_and_timestamps(wh: PostgresWarehouse, postgres_dsn: str) -> None:
+    _setup(
+        postgres_dsn,
+        "SET TIME ZONE 'America/New_York'",
+        "CREATE TABLE orders (id int, ts timestamp, tstz timestamptz, amount numeric(10,2),"
+        " country text)",
+        "INSERT INTO orders VALUES"
+        " (1, '2026-11-01 05:30', '2026-11-01 05:30+00', 10.50, 'US'),"
+        " (2, '2026-11-01 06:30', '2026-11-01 06:30+00', 2.25, NULL),"
+        " (3, '2026-10-01 00:00', '2026-10-01 00:00+00', 1.00, 'DE')",
+    )
+    df = wh.query(
+        "SELECT id, ts, tstz, amount, country FROM orders"
+        " WHERE ts >= %(since)s AND id <> %(skip)s ORDER BY id",
+        {"since": datetime(2026, 11, 1, tzinfo=UTC), "skip": 99},
+    )
+    assert list(df.columns) == ["id", "ts", "tstz", "amount", "country"]
+    assert df["id"].tolist() == [1, 2]
+    # both timestamp kinds come back as naive UTC, whatever the server's default time zone
+    assert df["ts"].tolist() == [pd.Timestamp("2026-11-01 05:30"), pd.Timestamp("2026-11-01 06:30")]
+    assert df["tstz"].tolist() == df["ts"].tolist()
+    assert df["tstz"].dt.tz is None
+    assert df["amount"].dtype == "float64"
+    assert df["amount"].tolist() == [10.5, 2.25]
+    assert df["country"].tolist()[0] == "US" and pd.isna(df["country"].tolist()[1])
+    empty = wh.query("SELECT ts FROM orders WHERE false", {})
+    assert list(empty.columns) == ["ts"] and empty.empty
+
+
+@pytest.mark.parametrize("column_type", ["timestamp", "timestamptz"])
+def test_bucket_expression_across_dst(
+    wh: PostgresWarehouse,
+    postgres_dsn: str,
+    column_type: str,
+) -> None:
+    _setup(postgres_dsn, f"CREATE TABLE events (ts {column_type})")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        for ts, _, _ in DST_ROWS:
+            conn.execute("INSERT INTO events VALUES (%s)", (ts,))
+    d = wh.dialect
+    ts = d.quote("ts")
+    df = wh.query(
+        f"SELECT {d.utc_time(ts)} AS ts, {d.bucket(ts, 'hour', d.param('tz'))} AS hour,"
+        f" {d.bucket(ts, 'day', d.param('tz'))} AS day FROM events ORDER BY 1",
+        {"tz": "America/New_York"},
+    )
+    got = [(str(r.ts), str(r.hour), str(r.day)) for r in df.itertuples()]
+    assert got == sorted(DST_ROWS)
+
+
+def test_half_hour_offset_zone(wh: PostgresWarehouse) -> None:
+    d = wh.dialect
+    ts = "CAST('2026-06-01 05:10:00' AS timestamp)"
+    df = wh.query(f"SELECT {d.bucket(ts, 'hour', d.param('tz'))} AS b", {"tz": "Asia/Kolkata"})
+    assert df["b"].tolist() == [pd.Timestamp("2026-06-01 04:30")]  # 10:00 IST
+
+
+def test_sql_error_is_query_failed_with_the_server_message(wh: PostgresWarehouse) -> None:
+    with pytest.raises(QueryFailed, match='relation "missing_table" does not exist'):
+        wh.query("SELECT * FROM missing_table", {})
+    # the connection went back to the pool in a usable state
+    assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]
+
+
+def test_literal_percent_signs_need_no_escaping(wh: PostgresWarehouse) -> None:
+    df = wh.query(
+        "SELECT 'a%b' LIKE 'a%%' AS doubled, 'a%b' LIKE 'a%' AS single, 7 % 4 AS modulo,"
+        " %(p)s AS p, '%s' AS text",
+        {"p": "x"},
+    )
+    assert df.iloc[0].tolist() == [True, True, 3, "x", "%s"]
+    assert wh.query("SELECT 'a%b' LIKE 'a%' AS single", {})["single"].tolist() == [True]
+
+
+def test_transactions_are_read_only(wh: PostgresWarehouse) -> None:
+    with pytest.raises(QueryFailed, match="read-only transaction"):
+        wh.query("CREATE TABLE t (x int)", {})
+
+
+def test_statement_timeout(wh: PostgresWarehouse) -> None:
+    started = time.monotonic()
+    with pytest.raises(QueryTimeout, match="statement timeout"):
+        wh.query("SELECT pg_sleep(10)", {}, timeout=0.3)
+    assert time.monotonic() - started < 3
+    assert wh.query("SELECT 2 AS two", {})["two"].tolist() == [2]
+
+
+def test_close_cancels_running_statements(postgres_dsn: str) -> None:
+    wh = _wh(postgres_dsn, statement_timeout=30.0)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            wh.query("SELECT pg_sleep(20)", {})
+        except BaseException as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    _wait_for(lambda: _active_sleeps(postgres_dsn) == 1)
+    started = time.monotonic()
+    wh.close()
+    t.join(10)
+    assert not t.is_alive() and time.monotonic() - started < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], WarehouseUnavailable)
+    _wait_for(lambda: _active_sleeps(postgres_dsn) == 0)
+    with pytest.raises(WarehouseUnavailable, match="closed"):
+        wh.query("SELECT 1", {})
+
+
+def test_unreachable_server_is_unavailable() -> None:
+    wh = _wh("postgresql://postgres@127.0.0.1:9/postgres?connect_timeout=2")
+    with pytest.raises(WarehouseUnavailable, match="cannot connect"):
+        wh.ping()
+
+
+def test_dropped_pooled_connection_is_replaced(wh: PostgresWarehouse, postgres_dsn: str) -> None:
+    pid = wh.query("SELECT pg_backend_pid() AS pid", {})["pid"].tolist()[0]
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    _wait_for(lambda: not _backend_alive(postgres_dsn, pid))
+    new_pid = wh.query("SELECT pg_backend_pid() AS pid", {})["pid"].tolist()[0]
+    assert new_pid != pid
+
+
+def test_concurrent_queries_share_a_bounded_pool(wh: PostgresWarehouse, postgres_dsn: str) -> None:
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            df = wh.query("SELECT %(i)s::int AS i, pg_sleep(0.2)", {"i": i})
+            results.append(int(df["i"].tolist()[0]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    peak = 0
+    while any(t.is_alive() for t in threads):
+        peak = max(peak, _connections(postgres_dsn))
+        time.sleep(0.02)
+    assert not errors and sorted(results) == list(range(6))
+    assert peak <= 2  # pool_size
+
+
+def _wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def _scalar(dsn: str, sql: str, params: Any = None) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+
+def _active_sleeps(dsn: str) -> int:
+    return int(
+        _scalar(
+            dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND query LIKE 'SELECT pg_sleep%%' AND pid <> pg_backend_pid()",
+        )
+    )
+
+
+def _connections(dsn: str) -> int:
+    return int(
+        _scalar(
+            dsn,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kpi-monitor'",
+        )
+    )
+
+
+def _backend_alive(dsn: str, pid: int) -> bool:
+    return bool(_scalar(dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)))
+
+
+def test_every_check_kind_matches_duckdb(
+    wh: PostgresWarehouse, postgres_dsn: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        for ddl in ORDERS_DDL:
+            conn.execute(ddl)  # type: ignore[call-overload]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO analytics.fct_orders VALUES (%s, %s, %s, %s, %s)", order_rows()
+            )
+    assert run_check_kinds(wh) == reference_results(tmp_path)
+    # information_schema, as the deployment watcher reads it
+    columns = wh.columns("analytics.fct_orders")
+    assert list(columns) == ["order_ts", "loaded_at", "amount", "status", "country"]
+    assert wh.columns("analytics.no_such_table") == {}

@@ -1,0 +1,247 @@
+"""Deployment watches end to end on DuckDB: a breaking change fails and is blamed, a benign one
+passes, an intended one passes and is not alerted on, a dropped column is reported, and a restart
+keeps the watch. The clock is injected so a six-hour window takes no time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from monitor.config import Config, parse_config
+from monitor.deployments import DeploymentRequest
+from monitor.engine import Engine
+from monitor.exporter import Metrics
+from monitor.store import StateStore
+from monitor.warehouse import open_warehouses
+from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
+from tests.conftest import DEMO_NOW, demo_document
+
+DEPLOYED = DEMO_NOW - timedelta(hours=2)  # 13:20 UTC; the first run judges up to the 12:00 bucket
+
+
+class World:
+    """An engine and a watcher wired as the daemon wires them, on one state file and clock."""
+
+    def __init__(self, config: Config, state: Path, clock: list[datetime]) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = Metrics()
+        self.store = StateStore(state)
+        self.engine = Engine(
+            config,
+            open_warehouses(config),
+            self.store,
+            self.metrics,
+            channels=["slack"],
+            clock=lambda: clock[0],
+        )
+        self.watcher = DeploymentWatcher(
+            config,
+            self.store,
+            self.engine,
+            self.metrics,
+            channels=["slack"],
+            clock=lambda: clock[0],
+        )
+        self.engine.cause = self.watcher.cause
+        self.engine.after_run = self.watcher.observe
+
+    def run_all(self) -> None:
+        for check in self.config.checks:
+            self.engine.run(check.name)
+
+    def outbox(self) -> list[Any]:
+        return self.store.pending("slack")
+
+
+@pytest.fixture
+def config(demo_dir: Path) -> Config:
+    document = demo_document(demo_dir)
+    document["defaults"]["post_deploy_window"] = "6h"
+    return parse_config(document)
+
+
+@pytest.fixture
+def world(config: Config, demo_dir: Path) -> World:
+    w = World(config, demo_dir / "state.db", [DEPLOYED])
+    w.watcher.snapshot_schemas()
+    w.run_all()
+    return w
+
+
+def fan_out(demo_dir: Path, country: str, since: datetime) -> None:
+    """A join fan-out in fct_orders: every order of one country appears twice from ``since`` on."""
+    with duckdb.connect(str(demo_dir / "demo.duckdb")) as con:
+        con.execute(
+            "INSERT INTO analytics.fct_orders SELECT * FROM analytics.fct_orders"
+            " WHERE country = ? AND order_ts >= ?",
+            [country, since.replace(tzinfo=None)],
+        )
+
+
+def deploy(world: World, **fields: Any) -> str:
+    request = DeploymentRequest(
+        **{
+            "id": "run-42",
+            "environment": "production",
+            "models": ["fct_orders"],
+            "commit": "0123456789abcdef",
+            "url": "https://ci.example.com/run/42",
+            **fields,
+        }
+    )
+    return world.watcher.record(request).id
+
+
+def test_a_breaking_deployment_fails_and_its_alert_names_it(world: World, demo_dir: Path) -> None:
+    deployment_id = deploy(world)
+    recorded = world.watcher.get(deployment_id)
+    assert recorded is not None and recorded.status == "watching"
+    assert sorted(c.name for c in recorded.checks) == [
+        "average_order_value",
+        "daily_customers",
+        "orders_rows",
+        "revenue",
+    ]
+    fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
+    world.clock[0] = DEMO_NOW
+    world.run_all()
+    failed = world.watcher.get(deployment_id)
+    assert failed is not None and failed.status == "failed"
+    assert failed.reason == "revenue [US] deviated after the deployment"
+    assert [(d.check, d.segment) for d in failed.deviations] == [("revenue", "US")]
+    us = next(
+        e.notification
+        for e in world.outbox()
+        if e.kind == "alert" and e.notification.segment == "US"
+    )
+    assert us.cause == (
+        "deployment run-42 to production, commit 0123456789ab, 0 min before the deviation "
+        "began (https://ci.example.com/run/42)"
+    )
+    # the alerts already firing before the deployment are not blamed on it
+    de = next(
+        e.notification
+        for e in world.outbox()
+        if e.kind == "alert" and e.notification.segment == "DE"
+    )
+    assert de.cause is None
+    report = next(e for e in world.outbox() if e.kind == "deployment")
+    assert "run-42" in report.payload and '"status": "failed"' in report.payload
+    r = world.metrics.registry
+    assert r.get_sample_value("kpimon_deployments_total", {"environment": "production"}) == 1
+    assert (
+        r.get_sample_value(
+            "kpimon_deployment_verdicts_total", {"environment": "production", "verdict": "failed"}
+        )
+        == 1
+    )
+    assert (
+        r.get_sample_value(
+            "kpimon_last_deployment_timestamp_seconds", {"environment": "production"}
+        )
+        == DEPLOYED.timestamp()
+    )
+
+
+def test_a_benign_deployment_passes_when_the_window_ends(world: World) -> None:
+    deployment_id = deploy(world)
+    world.clock[0] = DEMO_NOW
+    world.run_all()
+    world.watcher.tick(deployment_id)
+    assert world.watcher.get(deployment_id).status == "watching"  # type: ignore[union-attr]
+    world.clock[0] = DEPLOYED + timedelta(hours=6, minutes=1)
+    world.watcher.tick(deployment_id)
+    passed = world.watcher.get(deployment_id)
+    assert passed is not None and passed.status == "passed" and passed.deviations == []
+    assert (
+        world.metrics.registry.get_sample_value(
+            "kpimon_deployment_verdicts_total", {"environment": "production", "verdict": "passed"}
+        )
+        == 1
+    )
+
+
+def test_an_intended_change_passes_and_is_not_alerted_on(world: World, demo_dir: Path) -> None:
+    deployment_id = deploy(world, expect_change=["revenue"])
+    fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
+    for hours in range(1, 7):
+        world.clock[0] = DEPLOYED + timedelta(hours=hours)
+        world.run_all()
+    world.watcher.tick(deployment_id)
+    passed = world.watcher.get(deployment_id)
+    assert passed is not None and passed.status == "passed"
+    assert not [e for e in world.outbox() if e.kind == "alert" and e.notification.segment == "US"]
+    assert world.store.rebaselines() == {"revenue": DEPLOYED}
+
+
+def test_a_dropped_column_a_check_uses_fails_the_deployment(world: World, demo_dir: Path) -> None:
+    with duckdb.connect(str(demo_dir / "demo.duckdb")) as con:
+        con.execute("ALTER TABLE analytics.fct_orders DROP COLUMN status")
+        con.execute("ALTER TABLE analytics.fct_orders ALTER COLUMN customer_id TYPE VARCHAR")
+    deployment_id = deploy(world)
+    failed = world.watcher.get(deployment_id)
+    assert failed is not None and failed.status == "failed"
+    [change] = failed.schema_changes
+    assert (change.table, change.removed, change.retyped) == (
+        "analytics.fct_orders",
+        ["status"],
+        [("customer_id", "BIGINT", "VARCHAR")],
+    )
+    assert change.broken_checks == ["average_order_value", "daily_customers", "revenue"]
+    assert (
+        failed.reason == "removed a column that average_order_value, daily_customers, revenue uses"
+    )
+
+
+def test_a_restart_mid_window_keeps_the_watch(world: World, config: Config, demo_dir: Path) -> None:
+    deployment_id = deploy(world)
+    world.store.close()
+    fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
+    restarted = World(config, demo_dir / "state.db", [DEMO_NOW])
+    assert [d.id for d in restarted.watcher.active()] == [deployment_id]
+    restarted.run_all()
+    assert restarted.watcher.get(deployment_id).status == "failed"  # type: ignore[union-attr]
+
+
+def test_deployments_are_unique_and_name_known_checks(world: World) -> None:
+    deploy(world)
+    with pytest.raises(DeploymentConflict):
+        deploy(world)
+    with pytest.raises(UnknownCheck, match="expect_change names unknown checks: nope"):
+        deploy(world, id="run-43", expect_change=["nope"])
+
+
+def test_a_deployment_touching_no_check_passes_at_once(world: World) -> None:
+    deployment_id = deploy(world, models=["dim_marketing_spend"])
+    passed = world.watcher.get(deployment_id)
+    assert passed is not None and passed.status == "passed" and passed.checks == []
+    assert passed.reason == "no check depends on the changed models"
+
+
+def test_a_manifest_diff_picks_the_checks(world: World) -> None:
+    from monitor.dbt import compact_manifest
+    from tests.test_dbt import load
+
+    def manifest(name: str) -> dict[str, Any]:
+        return {k: v.model_dump() for k, v in compact_manifest(load(name)).items()}
+
+    first = world.watcher.record(
+        DeploymentRequest(id="d1", environment="staging", manifest=manifest("manifest_v1.json"))
+    )
+    assert len(first.checks) == 6  # first deployment: every model counts as changed
+    second = world.watcher.record(
+        DeploymentRequest(id="d2", environment="staging", manifest=manifest("manifest_v2.json"))
+    )
+    assert second.models == ["fct_orders", "fct_refunds"]
+    assert sorted(c.name for c in second.checks) == [
+        "average_order_value",
+        "daily_customers",
+        "orders_freshness",
+        "orders_rows",
+        "revenue",
+    ]
