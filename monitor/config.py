@@ -232,6 +232,7 @@ class CheckConfig(_Model):
     schedule: Schedule = "5m"
     lookback: Duration | None = None
     settle: Duration = timedelta(minutes=10)
+    refetch_buckets: int = Field(default=3, ge=0, le=1000)
     sensitivity: float | None = Field(default=None, gt=0, le=100)
     direction: Direction = "both"
     min_relative_change: float = Field(default=0.05, ge=0, le=10)

@@ -57,7 +57,10 @@ _LEVEL_SWITCH = 0.9
 # included) tested against sensitivity in units of sigma / sqrt(w)
 _SUSTAINED_SUBDAILY = (2, 3, 4, 6, 12, 24)
 _SUSTAINED_DAILY = (2, 3, 5, 7)
-_SUSTAINED_POINT = 1.0  # this bucket must itself deviate by this many sigma, same sign
+_SUSTAINED_POINT = 1.0
+# the spread's tail guard: this quantile of |residual| over the normal quantile it would have
+_TAIL_QUANTILE = 0.95
+_TAIL_Z = 1.959964  # this bucket must itself deviate by this many sigma, same sign
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,23 @@ def _robust_sigma(values: FloatArray) -> float:
         return math.nan
     med = float(np.median(finite))
     return _MAD_TO_SIGMA * float(np.median(np.abs(finite - med)))
+
+
+def _spread(values: FloatArray) -> float:
+    """Robust spread that also sees heavy tails: the larger of 1.4826 x MAD and the
+    ``_TAIL_QUANTILE`` quantile of |deviation| scaled to a normal sigma. Equal for normal noise;
+    larger for intermittent or bursty series (where the MAD is 0); moved by anomalies only once
+    they fill more than 1 - _TAIL_QUANTILE of the window."""
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return math.nan
+    med = float(np.median(finite))
+    dev = np.abs(finite - med)
+    mad = _MAD_TO_SIGMA * float(np.median(dev))
+    if finite.size < 20:
+        return mad
+    tail = float(np.quantile(dev, _TAIL_QUANTILE)) / _TAIL_Z
+    return max(mad, tail)
 
 
 class Detector:
@@ -652,7 +672,7 @@ class Detector:
         q = p - (p + self._base) % geo.spread_refresh
         key = q + self._base
         if self._sigma_cache[0] != key:
-            self._sigma_cache = (key, _robust_sigma(self._e[max(q - geo.spread_window, 0) : q]))
+            self._sigma_cache = (key, _spread(self._e[max(q - geo.spread_window, 0) : q]))
         sigma = self._sigma_cache[1]
         if math.isnan(sigma):
             return None

@@ -13,14 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pandas as pd
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
-from monitor.buckets import to_utc
+from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
 from monitor.config import CheckConfig, Config
 from monitor.detect import Detector, DetectorSpec, Verdict
 from monitor.errors import (
@@ -31,7 +31,7 @@ from monitor.errors import (
 )
 from monitor.exporter import Metrics
 from monitor.freshness import assess
-from monitor.queries import freshness_query, newest_row_query, series_query
+from monitor.queries import OTHER_SEGMENT, freshness_query, newest_row_query, series_query
 from monitor.series import normalise
 from monitor.store import StateStore
 from monitor.warehouse.base import Warehouse
@@ -40,6 +40,7 @@ log = logging.getLogger("monitor.engine")
 
 Outcome = Literal["ok", "anomaly", "no_data", "error"]
 DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
+FULL_REFRESH = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class Engine:
         self._states = store.load_states()
         self._models: dict[tuple[str, str], Detector] = {}
         self._learned: dict[tuple[str, str], pd.Timestamp] = {}
+        # per check: when the last full-lookback query ran, and the segments it ranked
+        self._full: dict[str, tuple[datetime, list[str]]] = {}
         self._latest: dict[tuple[str, str], SeriesStatus] = {}
         self._last_run: dict[str, RunResult] = {}
         self._locks = {c.name: threading.Lock() for c in config.checks}
@@ -257,12 +260,23 @@ class Engine:
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
-        query = series_query(check, warehouse.dialect, now - check.effective_lookback)
+        known = {s for (c, s) in self._models if c == check.name}
+        since, segments = self._query_window(check, now, known)
+        newest = last_complete(now, check.grain, check.timezone, check.settle)
+        until = next_bucket(newest, check.grain, check.timezone)
+        query = series_query(check, warehouse.dialect, since, segments, until)
         frame = warehouse.query(query.sql, query.params)
+        found = normalise(frame, check, now, expected=known, start=since if known else None)
+        if segments is None:
+            self._full[check.name] = (now, sorted(set(found) - {OTHER_SEGMENT}))
+        elif set(found) - known:
+            # a segment seen for the first time: learn its history with a full query next run
+            self._full.pop(check.name, None)
+            found = {s: v for s, v in found.items() if s in known}
         statuses: list[SeriesStatus] = []
         notes: list[Notification] = []
         policy = alert_policy(check)
-        for segment, series in normalise(frame, check, now).items():
+        for segment, series in found.items():
             if series.empty:
                 continue
             verdicts = self._score_new(check, segment, series, policy)
@@ -271,6 +285,25 @@ class Engine:
                 statuses.append(status)
             notes.extend(new_notes)
         return statuses, notes
+
+    def _query_window(
+        self, check: CheckConfig, now: datetime, known: set[str]
+    ) -> tuple[pd.Timestamp, list[str] | None]:
+        """From when to query, and the segments an incremental query folds by.
+
+        The first run of a check (and one a day after, to re-rank segments and pick up late
+        revisions) reads the whole lookback; the others read from the newest learned bucket
+        minus ``refetch_buckets``, so a warm run returns rows for new buckets only.
+        """
+        lookback_start = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
+        full = self._full.get(check.name)
+        learned = [self._learned[k] for k in self._learned if k[0] == check.name]
+        if full is None or not known or not learned or now - full[0] >= FULL_REFRESH:
+            return lookback_start, None
+        since = min(learned)
+        for _ in range(check.refetch_buckets):
+            since = bucket_start(since - pd.Timedelta(seconds=1), check.grain, check.timezone)
+        return max(since, lookback_start), (full[1] if check.dimensions else None)
 
     def _score_new(
         self, check: CheckConfig, segment: str, series: pd.Series, policy: AlertPolicy

@@ -8,6 +8,7 @@ the config file and are used as written.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -36,9 +37,12 @@ def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
-def _filters(check: CheckConfig, dialect: Dialect) -> str:
+def _filters(check: CheckConfig, dialect: Dialect, bounded: bool = False) -> str:
     assert check.timestamp_column is not None
-    clause = f"{dialect.quote(check.timestamp_column)} >= {dialect.param('since')}"
+    column = dialect.quote(check.timestamp_column)
+    clause = f"{column} >= {dialect.param('since')}"
+    if bounded:
+        clause += f" AND {column} < {dialect.param('until')}"
     if check.where:
         clause += f" AND ({check.where})"
     return clause
@@ -51,12 +55,20 @@ def _segment(check: CheckConfig, dialect: Dialect) -> str:
     return f" || '{SEGMENT_SEPARATOR}' || ".join(parts)
 
 
-def series_query(check: CheckConfig, dialect: Dialect, since: datetime) -> Query:
+def series_query(
+    check: CheckConfig,
+    dialect: Dialect,
+    since: datetime,
+    segments: Sequence[str] | None = None,
+    until: datetime | None = None,
+) -> Query:
     """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks.
 
     ``bucket`` is the naive UTC start of the business-time bucket; ``segment`` is '' without
     dimensions, else the dimension values joined by '|' with all but the ``max_segments``
-    largest (by rows over the lookback) folded into ``__other__``.
+    largest (by rows since ``since``) folded into ``__other__``. An incremental query passes
+    the ``segments`` chosen by the last full query instead, so folding stays the same.
+    ``until`` (generated queries only) skips rows of buckets not complete yet.
     """
     params: dict[str, object] = {"since": _naive_utc(since)}
     if check.kind == "sql":
@@ -66,10 +78,12 @@ def series_query(check: CheckConfig, dialect: Dialect, since: datetime) -> Query
         raise ValueError(f"{check.kind} checks have no series query")
     assert check.table is not None and check.timestamp_column is not None
     params["tz"] = check.timezone
+    if until is not None:
+        params["until"] = _naive_utc(until)
     table = dialect.quote(check.table)
     bucket = dialect.bucket(dialect.quote(check.timestamp_column), check.grain, dialect.param("tz"))
     value = check.expression if check.kind == "metric" else "count(*)"
-    where = _filters(check, dialect)
+    where = _filters(check, dialect, bounded=until is not None)
     if not check.dimensions:
         return Query(
             f"SELECT {bucket} AS bucket, '' AS segment, {value} AS value\n"
@@ -77,6 +91,19 @@ def series_query(check: CheckConfig, dialect: Dialect, since: datetime) -> Query
             params,
         )
     segment = _segment(check, dialect)
+    if segments is not None:
+        names = [f"s{i}" for i in range(len(segments))]
+        params.update(zip(names, segments, strict=True))
+        keep = (
+            f"{segment} IN ({', '.join(dialect.param(n) for n in names)})" if names else "FALSE"
+        )
+        return Query(
+            f"SELECT {bucket} AS bucket,\n"
+            f"  CASE WHEN {keep} THEN {segment} ELSE '{OTHER_SEGMENT}' END AS segment,\n"
+            f"  {value} AS value\n"
+            f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2",
+            params,
+        )
     sql = (
         "WITH top_segments AS (\n"
         f"  SELECT {segment} AS segment FROM {table}\n"

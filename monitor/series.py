@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import numpy as np
@@ -23,13 +24,22 @@ def _utc_column(values: pd.Series, check: str) -> pd.Series:
     return stamps.dt.tz_localize("UTC")
 
 
-def normalise(frame: pd.DataFrame, check: CheckConfig, now: datetime) -> dict[str, pd.Series]:
+def normalise(
+    frame: pd.DataFrame,
+    check: CheckConfig,
+    now: datetime,
+    *,
+    expected: Iterable[str] = (),
+    start: pd.Timestamp | None = None,
+) -> dict[str, pd.Series]:
     """Per segment, values of complete buckets up to the newest complete one, sorted.
 
     Rows with a null value are dropped; a non-numeric value, a missing column or two rows for
     one bucket and segment raise MalformedResult. Checks that aggregate rows (metric, row_count,
     or ``fill_missing: zero``) get 0 for buckets without rows, from the segment's first bucket
-    to the newest complete bucket.
+    (or ``start``, the first bucket the query covered) to the newest complete bucket; so do the
+    ``expected`` segments (already known) that have no row at all: a segment whose rows stopped
+    is a series of zeros, not a series that vanished.
     """
     columns = {str(c).lower(): c for c in frame.columns}
     missing = [c for c in ("bucket", "value") if c not in columns]
@@ -67,15 +77,21 @@ def normalise(frame: pd.DataFrame, check: CheckConfig, now: datetime) -> dict[st
     data = _fold_segments(data, check.max_segments)
     out: dict[str, pd.Series] = {}
     for segment, rows in data.groupby("segment", sort=True):
-        series = pd.Series(
+        out[str(segment)] = pd.Series(
             rows["value"].to_numpy(dtype=float),
             index=pd.DatetimeIndex(rows["bucket"]),
             name="value",
         ).sort_index()
-        if check.fills_zero:
-            full = grid(series.index[0], newest, check.grain, check.timezone)
-            series = series.reindex(full.union(pd.DatetimeIndex(series.index)), fill_value=0.0)
-        out[str(segment)] = series
+    if not check.fills_zero:
+        return out
+    for segment in expected:
+        out.setdefault(segment, pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float))
+    for segment, series in out.items():
+        first = start if start is not None else (series.index[0] if len(series) else None)
+        if first is None:
+            continue
+        full = grid(first, newest, check.grain, check.timezone)
+        out[segment] = series.reindex(full.union(pd.DatetimeIndex(series.index)), fill_value=0.0)
     return out
 
 

@@ -200,3 +200,53 @@ def test_demo_is_judged_right_at_any_hour(tmp_path: Path, hours_later: int) -> N
     for check in config.checks:
         assert engine.run(check.name).outcome != "error"
     assert firing(engine, config) == INCIDENTS
+
+
+class CountingWarehouse:
+    """Wraps a real warehouse and records how many rows each query returned."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.rows: list[int] = []
+        self.sql: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def query(self, sql: str, params: object, **kw: object):  # type: ignore[no-untyped-def]
+        frame = self.inner.query(sql, params, **kw)  # type: ignore[attr-defined]
+        self.rows.append(len(frame))
+        self.sql.append(sql)
+        return frame
+
+
+def test_a_warm_run_reads_only_the_newest_buckets(demo_config: Config, demo_dir: Path) -> None:
+    clock = [DEMO_NOW - timedelta(hours=3)]
+    counting = CountingWarehouse(open_warehouses(demo_config)["default"])
+    engine = Engine(demo_config, {"default": counting}, StateStore(":memory:"), Metrics(),  # type: ignore[dict-item]
+                    clock=lambda: clock[0])
+    engine.run("revenue")
+    cold = counting.rows[-1]
+    assert cold > 7 * 8 * 24 * 6  # 7 segments x 8 weeks of hours
+    clock[0] = DEMO_NOW
+    assert engine.run("revenue").outcome == "anomaly"
+    warm = counting.rows[-1]
+    # three new hours plus three re-read for late rows, for 7 segments
+    assert warm <= 7 * (3 + 3 + 1)
+    assert "top_segments" not in counting.sql[-1] and "$s0" in counting.sql[-1]
+    de = next(s for s in engine.series("revenue") if s.segment == "DE")
+    assert de.state.firing and de.verdict.bucket.hour == 14
+
+
+def test_a_segment_whose_rows_stop_is_judged_as_zero(demo_config: Config, demo_dir: Path) -> None:
+    clock = [DEMO_NOW - timedelta(hours=6)]
+    engine = Engine(demo_config, open_warehouses(demo_config), StateStore(":memory:"), Metrics(),
+                    clock=lambda: clock[0])
+    engine.run("revenue")
+    with duckdb.connect(str(demo_dir / "demo.duckdb")) as con:
+        con.execute("DELETE FROM analytics.fct_orders WHERE country = 'GB' AND order_ts >= ?",
+                    [(DEMO_NOW - timedelta(hours=5)).replace(tzinfo=None, minute=0)])
+    clock[0] = DEMO_NOW
+    engine.run("revenue")
+    gb = next(s for s in engine.series("revenue") if s.segment == "GB")
+    assert gb.verdict.value == 0 and gb.state.firing

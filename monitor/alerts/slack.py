@@ -119,6 +119,7 @@ class SlackChannel:
             # types: say which status it answered (never the URL, a pre-signed credential).
             if isinstance(exc.__context__, urllib.error.HTTPError):
                 status = exc.__context__.code
+                exc.__context__.close()  # slack-sdk leaves the refused response's socket open
                 raise DeliveryError(f"Slack files_upload_v2: upload answered {status}") from None
             raise
 
