@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from monitor import __version__, logs
 from monitor.config import Config, json_schema, load_config
@@ -118,6 +119,115 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 EXIT_TIMEOUT = 3
+_GRAINS = {"hour": 3600, "day": 86400}
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    """Replay history through the daemon's detection and alerting, causally."""
+    if args.csv:
+        return _backtest_csv(args)
+    if not args.check:
+        raise KpiMonitorError("give --csv PATH, or -c CONFIG with --check NAME")
+    return _backtest_check(args)
+
+
+def _backtest_csv(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from monitor.alerts.state import AlertPolicy
+    from monitor.backtest import infer_bucket_seconds, replay
+    from monitor.detect import DetectorSpec
+
+    if not args.out:
+        raise KpiMonitorError("--csv needs --out OUT.csv for the scored rows")
+    try:
+        frame = pd.read_csv(args.csv)
+    except (OSError, ValueError) as exc:
+        raise KpiMonitorError(f"cannot read {args.csv}: {exc}") from None
+    for column in (args.timestamp_column, args.value_column):
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns))
+            raise KpiMonitorError(f"{args.csv} has no column {column!r} (columns: {found})")
+    if args.grain == "auto":
+        seconds = infer_bucket_seconds(frame[args.timestamp_column])
+    elif args.grain in _GRAINS:
+        seconds = _GRAINS[args.grain]
+    else:
+        seconds = int(parse_duration(args.grain).total_seconds())
+    spec_args: dict[str, object] = {"bucket_seconds": seconds}
+    if args.sensitivity is not None:
+        spec_args["sensitivity"] = args.sensitivity
+    result = replay(
+        frame,
+        DetectorSpec(**spec_args),  # type: ignore[arg-type]
+        AlertPolicy(open_after=args.alert_after, resolve_after=args.resolve_after),
+        timestamp_column=args.timestamp_column,
+        value_column=args.value_column,
+    )
+    result.rows.to_csv(args.out, index=False)
+    print(f"{len(result.rows)} rows in {seconds}s buckets -> {args.out}")
+    _print_episodes("", result.episodes)
+    return EXIT_OK
+
+
+def _backtest_check(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from monitor.backtest import replay
+    from monitor.engine import alert_policy, detector_spec
+    from monitor.queries import series_query
+    from monitor.series import normalise
+    from monitor.warehouse import open_warehouses
+
+    config = _load(args)
+    check = config.check(args.check)
+    if check is None:
+        raise ConfigError(config.source, [f"no check named {args.check!r}"])
+    if check.kind == "freshness":
+        raise KpiMonitorError(f"{check.name} is a freshness check: it has no series to replay")
+    warehouse = open_warehouses(config)[config.warehouse_of(check)]
+    now = datetime.now(UTC)
+    query = series_query(check, warehouse.dialect, now - parse_duration(args.since))
+    found = normalise(warehouse.query(query.sql, query.params), check, now)
+    if not found:
+        print(f"{check.name}: no data since {args.since} ago")
+        return EXIT_OK
+    replays = {}
+    for segment, series in found.items():
+        frame = pd.DataFrame({"timestamp": series.index, "value": series.to_numpy()})
+        replays[segment] = replay(frame, detector_spec(check), alert_policy(check), aggregate="sum")
+        _print_episodes(
+            f"{check.name} [{segment}]" if segment else check.name, replays[segment].episodes
+        )
+    if args.plot:
+        from monitor.alerts.charts import render_chart
+
+        segment = args.segment if args.segment is not None else next(iter(replays))
+        if segment not in replays:
+            raise KpiMonitorError(f"no segment {segment!r}; segments: {', '.join(replays)}")
+        buckets = replays[segment].buckets
+        png = render_chart(buckets, title=f"{check.name} [{segment}]" if segment else check.name)
+        Path(args.plot).write_bytes(png)
+        print(f"chart of {len(buckets)} buckets -> {args.plot}")
+    return EXIT_OK
+
+
+def _print_episodes(name: str, episodes: list[Any]) -> None:
+    label = f"{name}: " if name else ""
+    if not episodes:
+        print(f"{label}no alert would have fired")
+    for episode in episodes:
+        resolved = (
+            f", resolved {episode.resolved:%Y-%m-%d %H:%M}"
+            if episode.resolved is not None
+            else ", still open"
+        )
+        print(
+            f"{label}alert at {episode.opened:%Y-%m-%d %H:%M} "
+            f"(deviating since {episode.since:%Y-%m-%d %H:%M}){resolved}"
+        )
 
 
 def cmd_deployment_record(args: argparse.Namespace) -> int:
@@ -251,6 +361,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema", action="store_true", help="print the config's JSON Schema and exit"
     )
     validate.set_defaults(func=cmd_validate)
+
+    backtest = sub.add_parser(
+        "backtest", help="replay history through the detector: what would have fired"
+    )
+    backtest.add_argument("--csv", metavar="PATH", help="a CSV of timestamp,value rows")
+    backtest.add_argument("--timestamp-column", default="timestamp")
+    backtest.add_argument("--value-column", default="value")
+    backtest.add_argument(
+        "--grain", default="auto", help="auto, hour, day or a duration such as 5m"
+    )
+    backtest.add_argument(
+        "--sensitivity", type=float, help="band half-width in robust standard units"
+    )
+    backtest.add_argument(
+        "--alert-after", type=int, default=1, help="anomalous buckets that open an alert (CSV)"
+    )
+    backtest.add_argument(
+        "--resolve-after", type=int, default=2, help="normal buckets that resolve it (CSV)"
+    )
+    backtest.add_argument(
+        "--out",
+        metavar="OUT.csv",
+        help="scored rows: timestamp,value,expected,lower,upper,score,alert",
+    )
+    backtest.add_argument("-c", "--config", help="config file (default: $KPIMON_CONFIG)")
+    backtest.add_argument(
+        "--check", metavar="NAME", help="replay a configured check's warehouse history"
+    )
+    backtest.add_argument("--since", default="90d", help="how far back (default 90d)")
+    backtest.add_argument("--segment", help="the segment --plot draws (default: the first)")
+    backtest.add_argument("--plot", metavar="OUT.png", help="draw the series, band and alerts")
+    backtest.set_defaults(func=cmd_backtest)
 
     deployment = sub.add_parser(
         "deployment", help="tell a running daemon about a deployment, or ask its verdict"

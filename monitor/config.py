@@ -12,7 +12,7 @@ import os
 import re
 import zoneinfo
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from monitor.dialects import Grain, is_plain_identifier
-from monitor.durations import is_cron, parse_duration
+from monitor.durations import is_cron, parse_duration, seconds
 from monitor.errors import ConfigError
 
 CheckKind = Literal["metric", "row_count", "freshness", "sql"]
@@ -45,12 +45,18 @@ DEFAULT_PORT = 9108
 
 def _duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
-        return value
+        return seconds(value.total_seconds(), value)
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
+        return seconds(float(value))
     if isinstance(value, str):
         return parse_duration(value)
     raise ValueError("expected a duration such as 30s, 5m, 6h, 7d or 8w")
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
 
 
 def _schedule(value: str) -> str:
@@ -62,7 +68,7 @@ def _schedule(value: str) -> str:
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a valid cron expression: {exc}") from None
     else:
-        parse_duration(value)
+        _positive(parse_duration(value))
     return value
 
 
@@ -95,6 +101,7 @@ Duration = Annotated[
         }
     ),
 ]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 Identifier = Annotated[str, AfterValidator(_identifier)]
 TimeZone = Annotated[str, AfterValidator(_timezone)]
 Schedule = Annotated[str, AfterValidator(_schedule)]
@@ -163,13 +170,25 @@ class StateConfig(_Model):
         return value
 
 
+class SlackRoute(_Model):
+    """Alerts of this team and/or severity go to ``channel`` (first matching route wins)."""
+
+    team: str | None = None
+    severity: Severity | None = None
+    channel: str
+
+
 class SlackConfig(_Model):
     """Slack Web API delivery; without a token alerts go to the log only."""
 
     token: SecretStr | None = None
     channel: str = "#data-alerts"
+    routes: list[SlackRoute] = Field(default_factory=list)
     api_url: str = "https://slack.com/api/"
     timeout: float = Field(default=10.0, gt=0)
+    group_wait: Duration = timedelta(seconds=10)
+    max_messages: int = Field(default=8, ge=1, le=100)
+    chart_buckets: int = Field(default=72, ge=0, le=1000)
 
     @field_validator("token", mode="before")
     @classmethod
@@ -183,7 +202,7 @@ class AlertmanagerConfig(_Model):
 
     urls: list[str] = Field(min_length=1)
     environment: str = "production"
-    resend_interval: Duration = timedelta(minutes=1)
+    resend_interval: PositiveDuration = timedelta(minutes=1)
     timeout: float = Field(default=5.0, gt=0)
 
 
@@ -211,7 +230,7 @@ class ServerConfig(_Model):
 
 class SchedulerConfig(_Model):
     max_workers: int = Field(default=8, ge=1, le=256)
-    misfire_grace: Duration = timedelta(minutes=5)
+    misfire_grace: PositiveDuration = timedelta(minutes=5)
 
 
 class CheckConfig(_Model):
@@ -230,7 +249,7 @@ class CheckConfig(_Model):
     grain: Grain = "hour"
     timezone: TimeZone = "UTC"
     schedule: Schedule = "5m"
-    lookback: Duration | None = None
+    lookback: PositiveDuration | None = None
     settle: Duration = timedelta(minutes=10)
     refetch_buckets: int = Field(default=3, ge=0, le=1000)
     sensitivity: float | None = Field(default=None, gt=0, le=100)
@@ -239,14 +258,15 @@ class CheckConfig(_Model):
     alert_after: int | None = Field(default=None, ge=1, le=100)
     resolve_after: int = Field(default=2, ge=1, le=100)
     fill_missing: Literal["zero", "none"] | None = None
-    max_age: Duration | None = None
+    max_age: PositiveDuration | None = None
     owner: str | None = None
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
     models: list[str] = Field(default_factory=list)
     channel: str | None = None
-    post_deploy_window: Duration = timedelta(hours=6)
-    post_deploy_interval: Duration = timedelta(minutes=5)
+    mute_until: datetime | None = None
+    post_deploy_window: PositiveDuration = timedelta(hours=6)
+    post_deploy_interval: PositiveDuration = timedelta(minutes=5)
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> CheckConfig:
@@ -315,21 +335,9 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
-        if self.warehouse is not None and self.warehouses:
-            raise ValueError("give either warehouse or warehouses, not both")
-        if self.warehouse is None and not self.warehouses:
-            raise ValueError("no warehouse configured: add a warehouse section")
-        seen: set[str] = set()
-        for check in self.checks:
-            if check.name in seen:
-                raise ValueError(f"two checks are named {check.name!r}; names must be unique")
-            seen.add(check.name)
-            if self.warehouses and check.warehouse not in self.warehouses:
-                known = ", ".join(sorted(self.warehouses))
-                raise ValueError(
-                    f"check {check.name!r} names warehouse {check.warehouse!r}; "
-                    f"known warehouses: {known}"
-                )
+        problems = reference_problems(self)
+        if problems:
+            raise _ReferenceProblems(problems)
         return self
 
     def all_warehouses(
@@ -399,6 +407,9 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+_SECRET_FIELDS = {"token", "dsn", "url", "access_token", "client_secret", "password"}
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -406,9 +417,44 @@ def _describe(error: Mapping[str, Any]) -> str:
     elif error["type"] == "missing":
         message = "required field is missing"
     value = error.get("input")
-    if error["type"] not in ("missing", "extra_forbidden") and isinstance(value, str | int | float):
+    secret = bool(_SECRET_FIELDS & {str(part) for part in error["loc"]})
+    if secret:
+        # a secret's own validator may quote it: say what is wrong, never what was given
+        message = message.split(" (got ")[0].split(": '")[0]
+    elif error["type"] not in ("missing", "extra_forbidden") and isinstance(
+        value, str | int | float
+    ):
         message += f" (got {value!r})"
     return message
+
+
+class _ReferenceProblems(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def reference_problems(config: Config) -> list[str]:
+    """What no single field shows: warehouses, unique names, references between sections."""
+    problems = []
+    if config.warehouse is not None and config.warehouses:
+        problems.append("warehouses: give either warehouse or warehouses, not both")
+    if config.warehouse is None and not config.warehouses:
+        problems.append("warehouse: no warehouse configured: add a warehouse section")
+    seen: set[str] = set()
+    for i, check in enumerate(config.checks):
+        if check.name in seen:
+            problems.append(
+                f"checks[{i}].name: two checks are named {check.name!r}; names must be unique"
+            )
+        seen.add(check.name)
+        if config.warehouses and check.warehouse not in config.warehouses:
+            known = ", ".join(sorted(config.warehouses))
+            problems.append(
+                f"checks[{i}].warehouse: names warehouse {check.warehouse!r}; "
+                f"known warehouses: {known}"
+            )
+    return problems
 
 
 def parse_config(document: Any, source: str = "<memory>") -> Config:
@@ -416,7 +462,10 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     if not isinstance(document, dict):
         raise ConfigError(source, ["the file must be a YAML mapping with a checks list"])
     problems: list[str] = []
-    document = _interpolate(document, "", problems)
+    try:
+        document = _interpolate(document, "", problems)
+    except RecursionError:
+        raise ConfigError(source, ["a YAML alias refers to itself; expand it"]) from None
     if problems:
         raise ConfigError(source, problems)
     defaults = document.get("defaults") or {}
@@ -433,10 +482,14 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(
-            source,
-            [f"{_location(e['loc']) or '(top level)'}: {_describe(e)}" for e in exc.errors()],
-        ) from None
+        found = []
+        for error in exc.errors():
+            cause = error.get("ctx", {}).get("error")
+            if isinstance(cause, _ReferenceProblems):
+                found.extend(cause.problems)  # they name their own field paths
+            else:
+                found.append(f"{_location(error['loc']) or '(top level)'}: {_describe(error)}")
+        raise ConfigError(source, found) from None
     config._source = source
     return config
 

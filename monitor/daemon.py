@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 from types import FrameType
 
+from monitor.alerts.alertmanager import AlertmanagerClient
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.slack import SlackChannel
 from monitor.client import token_from_env
@@ -31,6 +33,10 @@ log = logging.getLogger("monitor.daemon")
 SHUTDOWN_GRACE_SECONDS = 7.0
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Daemon:
     def __init__(self, config: Config, *, host: str | None = None, port: int | None = None) -> None:
         self.config = config
@@ -40,10 +46,18 @@ class Daemon:
         slack = (
             SlackChannel(config.slack) if config.slack is not None and config.slack.token else None
         )
-        self.dispatcher = Dispatcher(config, self.store, self.metrics, slack)
+        alertmanager = AlertmanagerClient(config.alertmanager) if config.alertmanager else None
+        self.dispatcher = Dispatcher(
+            config, self.store, self.metrics, slack, alertmanager, clock=_now
+        )
         self.metrics.declare_channels(["log", *self.dispatcher.channels])
         self.engine = Engine(
-            config, self.warehouses, self.store, self.metrics, channels=self.dispatcher.channels
+            config,
+            self.warehouses,
+            self.store,
+            self.metrics,
+            channels=self.dispatcher.channels,
+            chart_buckets=config.slack.chart_buckets if slack and config.slack else 0,
         )
         self.watcher = DeploymentWatcher(
             config,
@@ -105,9 +119,11 @@ class Daemon:
 
     def stop(self) -> None:
         log.info("stopping")
-        self.scheduler.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
+        finished = self.scheduler.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
         for warehouse in self.warehouses.values():
-            warehouse.close()
+            warehouse.close()  # and cancels the statements still running
+        if not finished:
+            self.scheduler.wait_idle(timeout=2.0)  # their runs end as errors, state saved
         self.http.stop()
         self.store.close()
         log.info("stopped")

@@ -2,10 +2,11 @@
 
 Orders follow a daily and weekly rhythm in New York time, grow slowly, and carry Poisson and
 day-to-day noise. Three incidents are live when the demo starts: orders from Germany collapse,
-the raw events table stops loading, and signups spike. Rows are also written for the next
-24 hours (each load appears in the table at once, but is only judged once its bucket is
-complete) so the demo stays live for a day without a writer fighting the monitor for the
-DuckDB file lock.
+the raw events table stops loading, and signups spike; they end one to two hours later, so the
+alerts resolve while the demo runs. Rows are also written for the next 24 hours (each appears
+in the table at once, but buckets are judged only once complete and freshness ignores rows
+stamped in the future) so the demo stays live for a day without a writer fighting the monitor
+for the DuckDB file lock.
 """
 
 from __future__ import annotations
@@ -44,16 +45,18 @@ class DemoTimes:
         return pd.Timestamp(self.now).floor("h")
 
     @property
-    def country_outage(self) -> pd.Timestamp:
-        return self.hour - pd.Timedelta(hours=4)
+    def country_outage(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        return self.hour - pd.Timedelta(hours=4), self.hour + pd.Timedelta(hours=2)
 
     @property
-    def signup_spike(self) -> pd.Timestamp:
-        return self.hour - pd.Timedelta(hours=3)
+    def signup_spike(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        return self.hour - pd.Timedelta(hours=3), self.hour + pd.Timedelta(hours=1)
 
     @property
-    def events_stopped(self) -> pd.Timestamp:
-        return pd.Timestamp(self.now) - pd.Timedelta(hours=5)
+    def events_stopped(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """Loads stop, then resume with a catch-up load of everything missed."""
+        now = pd.Timestamp(self.now)
+        return now - pd.Timedelta(hours=5), now + pd.Timedelta(hours=1)
 
 
 def _rhythm(hours: pd.DatetimeIndex) -> np.ndarray:
@@ -125,7 +128,8 @@ def _orders(
     rate = 320.0 * rhythm * _day_noise(hours, rng, 0.04)
     per_country = rng.poisson(np.outer(rate, share))  # hours x countries
     broken = COUNTRIES.index(BROKEN_COUNTRY)
-    outage = np.asarray(hours >= times.country_outage)
+    start, end = times.country_outage
+    outage = np.asarray((hours >= start) & (hours < end))
     per_country[outage, broken] = rng.poisson(rate[outage] * share[broken] * 0.03)
     counts = per_country.sum(axis=1)
     order_ts = _timestamps(hours, counts, rng)
@@ -149,7 +153,8 @@ def _signups(
     hours: pd.DatetimeIndex, rhythm: np.ndarray, times: DemoTimes, rng: np.random.Generator
 ) -> pd.DataFrame:
     rate = 80.0 * rhythm * _day_noise(hours, rng, 0.05)
-    rate = np.where(hours >= times.signup_spike, rate * 6.0, rate)
+    start, end = times.signup_spike
+    rate = np.where((hours >= start) & (hours < end), rate * 6.0, rate)
     signup_ts = _timestamps(hours, rng.poisson(rate), rng)
     n = len(signup_ts)
     return pd.DataFrame(
@@ -166,16 +171,18 @@ def _events(
 ) -> pd.DataFrame:
     event_ts = _timestamps(hours, rng.poisson(600.0 * rhythm), rng)
     loaded = event_ts.ceil("15min") + pd.Timedelta(minutes=3)
-    keep = np.asarray(loaded <= times.events_stopped.tz_localize(None))
-    n = int(keep.sum())
+    stopped, resumed = (t.tz_convert("UTC").tz_localize(None) for t in times.events_stopped)
+    missed = np.asarray((loaded > stopped) & (loaded < resumed))
+    loaded = pd.DatetimeIndex(np.where(missed, resumed.to_datetime64(), loaded.to_numpy()))
+    n = len(event_ts)
     return pd.DataFrame(
         {
             "event_id": np.arange(1, n + 1, dtype=np.int64),
-            "event_ts": event_ts[keep],
+            "event_ts": event_ts,
             "user_id": rng.integers(1, 200_000, n),
             "event_type": rng.choice(
                 ["page_view", "add_to_cart", "checkout"], n, p=[0.8, 0.15, 0.05]
             ),
-            "loaded_at": loaded[keep],
+            "loaded_at": loaded,
         }
     )

@@ -196,29 +196,28 @@ def finish_if_due(deployment: Deployment, now: datetime) -> Deployment:
     return deployment
 
 
-def onset_after(deployment: Deployment, since: datetime, bucket: timedelta) -> bool:
-    """Did a deviation starting in the bucket at ``since`` begin after the deployment?
-
-    The bucket the deployment happened in counts: data changed within it.
+def onset_after(deployment: Deployment, since: datetime, lag: timedelta) -> bool:
+    """Could the deployment have caused a deviation whose first anomalous bucket starts at
+    ``since``? Yes when that bucket was judged after the deployment: ``lag`` is how long after
+    its start a bucket is judged (its length plus ``settle``). A rebuilt model changes rows of
+    buckets not judged yet, even ones that began before the deployment; a deviation judged
+    before it (an incident already under way) is not the deployment's.
     """
-    return since + bucket > deployment.received_at
+    return since + lag > deployment.received_at
 
 
 def likely_cause(
-    deployments: list[Deployment], check: str, since: datetime, bucket: timedelta, now: datetime
+    deployments: list[Deployment], check: str, since: datetime, lag: timedelta, now: datetime
 ) -> Deployment | None:
     """The deployment to name as the likely cause of an alert opening now.
 
-    Candidates were received before the deviation began (within its first bucket) and still
-    had a window open now; one that touched this check wins over one that did not, then the
-    nearest before the onset.
+    Candidates could have caused the deviation (:func:`onset_after`) and still had a window
+    open now; one that touched this check wins over one that did not, then the most recent.
     """
     candidates = [
         d
         for d in deployments
-        if onset_after(d, since, bucket)
-        and d.received_at <= now <= d.watch_until + bucket
-        and d.received_at <= since + bucket
+        if onset_after(d, since, lag) and d.received_at <= now <= d.watch_until + lag
     ]
     if not candidates:
         return None

@@ -1,25 +1,36 @@
 """Detection engine: a causal, robust, seasonal baseline per series and a verdict per bucket.
 
-Pure (numpy/pandas only, no I/O). The model, in the transformed space ``y`` (``log1p`` for
-non-negative series, identity otherwise):
+Pure (numpy/pandas only, no I/O). The model works in ``y = log1p(value)`` for non-negative series
+(multiplicative noise and growth become additive; a Poisson floor covers small counts) and on the
+values themselves otherwise:
 
-* **season** ``S_t``: median of the same slot over the last ``season_cycles`` cycles (hour-of-week
-  for hourly data, falling back to hour-of-day; day-of-week for daily data). A cycle is used only
-  when at least two earlier values of the slot exist, so there is no seasonal term without two full
-  cycles of history. Slots follow the business ``timezone`` (DST-safe: buckets are indexed on
-  local wall-clock time).
-* **level** ``L_t``: median of the out-of-sample seasonal residuals ``r_j = y_j - S_j`` over the
-  last ``level_window`` buckets (one day for sub-daily data, a week for daily data): growth and
-  trend move the level, so they do not alert.
-* **spread** ``sigma_t``: ``1.4826 * MAD`` of the out-of-sample residuals ``e_j = r_j - L_j`` over
-  the last four weeks, refined per time-of-day (night and day differ), with a Poisson floor for
-  count series and a tiny absolute floor.
-* **band**: ``S_t + L_t +- sensitivity * sigma_t`` mapped back to the value space, widened to at
-  least ``min_relative_change * |expected|`` (and ``min_absolute_change``) on both sides.
+* **season** ``S_t``: the median, over the last ``season_cycles`` cycles, of the *shape* of the
+  same slot: hour-of-week for hourly data (falling back to hour-of-day while fewer than two weeks
+  are known), day-of-week for daily data. A shape sample is a value minus a robust level of the
+  period around it (the median of its seven daily means; of the values themselves for a day), so
+  the seasonal medians hold the pattern only and a level shift never flips them weeks later. A
+  period applies only with two earlier cycles of its slot: no seasonal term without two full
+  cycles. Slots follow the business ``timezone`` (buckets are indexed on local wall-clock time,
+  DST-safe).
+* **level** ``L_t``: the median of the out-of-sample residuals ``y_j - S_j`` over the last three
+  days (daily data: seven buckets), so growth and trend do not alert and a day-long incident or
+  holiday does not move it; once 90% of the last day and a half lie on one side of it, the level
+  has shifted and the median of that shorter window takes over.
+* **spread** ``sigma_t``: of the out-of-sample residuals ``e_j = y_j - S_j - L_j`` over the last
+  two weeks, the larger of ``1.4826 * MAD`` and the 95% quantile of ``|e|`` scaled to a normal
+  sigma (equal for normal noise; the only sane value for intermittent series whose MAD is 0),
+  refined per time of day (night and day differ) and floored by Poisson noise for counts.
+* **band**: ``S_t + L_t +- sensitivity * sigma_t`` mapped back to values, widened to at least
+  ``min_relative_change * |expected|`` (and ``min_absolute_change``) each side. A bucket outside
+  it, in a direction the spec counts, is anomalous.
+* **sustained deviations**: a bucket inside the band is anomalous too when the mean residual of
+  the last few buckets (2 to 24 hours; 2 to 7 days), this one deviating by at least one sigma the
+  same way, is beyond ``sensitivity`` in the empirical spread of such window sums: a -40% shift on
+  a noisy hourly count is 2-3 sigma per bucket but unmistakable over four hours.
 
-Every statistic is a median, so past anomalies neither drag the baseline nor widen future bands.
+Robust statistics everywhere: past anomalies neither drag the baseline nor widen future bands.
 ``step`` scores a bucket with what was learned before it, then learns it; ``warm`` learns a block
-of history vectorised and leaves exactly the state that stepping through it would.
+of history vectorised and leaves the state stepping through it would (to float rounding).
 """
 
 from __future__ import annotations
@@ -53,14 +64,21 @@ _LEVEL_DAILY = 7
 # of it: the level has shifted, and the short window's median follows it
 _LEVEL_SHORT_DAYS = 1.5
 _LEVEL_SWITCH = 0.9
-# sustained deviations: the mean residual of the last w buckets (w in these spans, this bucket
-# included) tested against sensitivity in units of sigma / sqrt(w)
+# sustained deviations: the sum of the residuals of the last w buckets (w in these spans, this
+# bucket included) against sensitivity in units of the spread of such sums in the history
 _SUSTAINED_SUBDAILY = (2, 3, 4, 6, 12, 24)
 _SUSTAINED_DAILY = (2, 3, 5, 7)
-_SUSTAINED_POINT = 1.0
+_SUSTAINED_POINT = 1.0  # this bucket must itself deviate by this many sigma, the same way
 # the spread's tail guard: this quantile of |residual| over the normal quantile it would have
 _TAIL_QUANTILE = 0.95
-_TAIL_Z = 1.959964  # this bucket must itself deviate by this many sigma, same sign
+_TAIL_Z = 1.959964
+
+
+_NO_SCALES: tuple[int, tuple[FloatArray, IntArray, float], dict[int, float | None]] = (
+    -(2**62),
+    (np.zeros(1), np.zeros(1, dtype=np.int64), math.nan),
+    {},
+)
 
 
 @dataclass(frozen=True)
@@ -193,10 +211,14 @@ def _row_median(matrix: FloatArray) -> FloatArray:
     n, k = matrix.shape
     if n == 0 or k == 0:
         return np.full(n, np.nan)
+    if k > 4096 and not np.isnan(matrix).any():  # partition only pays off on wide rows
+        part = np.partition(matrix, [(k - 1) // 2, k // 2], axis=1)
+        out: FloatArray = 0.5 * (part[:, (k - 1) // 2] + part[:, k // 2])
+        return out
     ordered = np.sort(matrix, axis=1)  # NaN sort last
     missing = np.isnan(ordered[:, -1])
     if not missing.any():
-        out: FloatArray = 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
+        out = 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
         return out
     count = k - np.count_nonzero(np.isnan(ordered), axis=1)
     rows = np.arange(n)
@@ -250,10 +272,11 @@ def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) 
     finite = ~np.isnan(seg)
     csum = np.concatenate(([0.0], np.cumsum(np.where(finite, seg, 0.0))))
     ccount = np.concatenate(([0], np.cumsum(finite)))
+    count = ccount[sub:] - ccount[:-sub]  # per sub-window start
+    total = csum[sub:] - csum[:-sub]
+    window_mean = np.where(2 * count >= sub, total / np.maximum(count, 1), np.nan)
     starts = (centers - half - lo)[:, None] + sub * np.arange(parts, dtype=np.int64)[None, :]
-    count = ccount[starts + sub] - ccount[starts]
-    total = csum[starts + sub] - csum[starts]
-    means = np.where(2 * count >= sub, total / np.maximum(count, 1), np.nan)
+    means = window_mean[starts]
     level = _row_median(means)
     level[2 * np.count_nonzero(~np.isnan(means), axis=1) < parts] = np.nan
     return level
@@ -299,12 +322,20 @@ def _sorted_median(vals: list[float]) -> float:
     return 0.5 * (vals[(n - 1) // 2] + vals[n // 2])
 
 
+def _median(finite: FloatArray) -> float:
+    """Median of a non-empty NaN-free vector (as np.median, with less overhead)."""
+    n = finite.size
+    lo, hi = (n - 1) // 2, n // 2
+    part = np.partition(finite, [lo, hi] if hi != lo else lo)
+    return 0.5 * (float(part[lo]) + float(part[hi]))
+
+
 def _robust_sigma(values: FloatArray) -> float:
     finite = values[~np.isnan(values)]
     if finite.size == 0:
         return math.nan
-    med = float(np.median(finite))
-    return _MAD_TO_SIGMA * float(np.median(np.abs(finite - med)))
+    med = _median(finite)
+    return _MAD_TO_SIGMA * _median(np.abs(finite - med))
 
 
 def _spread(values: FloatArray) -> float:
@@ -315,12 +346,13 @@ def _spread(values: FloatArray) -> float:
     finite = values[~np.isnan(values)]
     if finite.size == 0:
         return math.nan
-    med = float(np.median(finite))
+    med = _median(finite)
     dev = np.abs(finite - med)
-    mad = _MAD_TO_SIGMA * float(np.median(dev))
+    mad = _MAD_TO_SIGMA * _median(dev)
     if finite.size < 20:
         return mad
-    tail = float(np.quantile(dev, _TAIL_QUANTILE)) / _TAIL_Z
+    k = int(_TAIL_QUANTILE * (dev.size - 1))
+    tail = float(np.partition(dev, k)[k]) / _TAIL_Z
     return max(mad, tail)
 
 
@@ -334,7 +366,7 @@ class Detector:
         self.spec = spec
         self._geo = _geometry(spec)
         self._utc = spec.timezone.upper() == "UTC"
-        capacity = 2 * self._geo.keep + 64
+        capacity = self._geo.keep + max(64, self._geo.keep // 8)
         self._raw = np.full(capacity, np.nan)
         self._y = np.full(capacity, np.nan)
         # seasonal residuals y - S per period (week, day), each with at least one earlier cycle
@@ -355,7 +387,9 @@ class Detector:
         self._integer = spec.counts is not False
         self._level_from = 0  # absolute local index where the level window may start
         self._sigma_cache: tuple[int, float] = (-(2**62), math.nan)
-        self._scale_cache: tuple[int, dict[int, float] | None] = (-(2**62), None)
+        self._scale_cache: tuple[
+            int, tuple[FloatArray, IntArray, float], dict[int, float | None]
+        ] = _NO_SCALES
 
     # ----------------------------------------------------------------- public API
     @property
@@ -395,9 +429,10 @@ class Detector:
         index, vals = index[keep], vals[keep]
         self._update_mode(vals)
         # chunks no longer than the look-back the buffer keeps, so every position sees its past
-        chunk = self._geo.keep
         lo = 0
         while lo < index.size:
+            capacity = self._raw.size
+            chunk = capacity - 1 if self._n == 0 else capacity - self._geo.keep - 1
             hi = int(np.searchsorted(index, index[lo] + chunk, side="left"))
             self._learn_block(index[lo:hi], vals[lo:hi])
             lo = hi
@@ -447,7 +482,7 @@ class Detector:
         else:
             self._level_from = int(self._local_index(pd.DatetimeIndex([_as_utc(since)]))[0])
         self._sigma_cache = (-(2**62), math.nan)
-        self._scale_cache = (-(2**62), None)
+        self._scale_cache = _NO_SCALES
         if self._n:
             # re-derive the residuals after the acknowledged point with the new level rule
             first = max(self._level_from - self._base, 0)
@@ -492,7 +527,7 @@ class Detector:
     def _retransform(self) -> None:
         n = self._n
         self._sigma_cache = (-(2**62), math.nan)
-        self._scale_cache = (-(2**62), None)
+        self._scale_cache = _NO_SCALES
         self._y[:n] = self._transform(self._raw[:n])
         for arr in (*self._res, *self._shape):
             arr[:n] = np.nan
@@ -585,19 +620,30 @@ class Detector:
             if hi < lo:
                 continue
             if hi == lo:  # one new center (stepping): the scalar twin
-                if self._y[lo] == self._y[lo]:
+                if self._y[lo] == self._y[lo] and (i == 0 or not self._weekly_at(lo)):
                     level_one = _period_level_one(self._y, lo, period, self._shape_sub[i])
                     self._shape[i][lo] = self._y[lo] - level_one
                 continue
             centers = np.arange(lo, hi + 1, dtype=np.int64)
             centers = centers[~np.isnan(self._y[centers])]
+            if i > 0 and centers.size:
+                # a shorter period's samples are only read where the longer one cannot apply yet
+                matrix = _lookback(self._shape[0], centers, self._periods[0], self._geo.cycles)
+                centers = centers[np.count_nonzero(~np.isnan(matrix), axis=1) < 2]
             if centers.size:
                 level = _period_level(self._y, centers, period, self._shape_sub[i])
                 self._shape[i][centers] = self._y[centers] - level
 
-    def _fill_residuals(
-        self, positions: IntArray, previous_last: int, lazy: bool = False
-    ) -> None:
+    def _weekly_at(self, p: int) -> bool:
+        """Whether the first (longest) period has two earlier cycles of shape at ``p``."""
+        period = self._periods[0]
+        k = min(self._geo.cycles, p // period)
+        if k < 2:
+            return False
+        vals = self._shape[0][p - k * period : p : period]
+        return int(np.count_nonzero(~np.isnan(vals))) >= 2
+
+    def _fill_residuals(self, positions: IntArray, previous_last: int, lazy: bool = False) -> None:
         """Compute the residuals of newly learned ``positions`` (increasing).
 
         ``lazy`` (warm): only what a later bucket can still read, i.e. residuals within the
@@ -605,11 +651,10 @@ class Detector:
         """
         geo = self._geo
         cutoff = -1
+        e_cut = -1
         if lazy:
-            tail = geo.spread_window + geo.level_window + geo.slot_spread_period + 2 * max(
-                geo.spread_refresh, 24
-            )
-            cutoff = self._n - tail
+            e_cut = self._n - (geo.spread_window + geo.spread_refresh + 1)
+            cutoff = e_cut - geo.level_window
             positions = positions[positions >= cutoff]
         self._finalize_shapes(previous_last, cutoff)  # first: the look-backs read them
         if not positions.size:
@@ -618,10 +663,12 @@ class Detector:
         seasons, regime = self._components(positions)
         for i, med in enumerate(seasons):
             self._res[i][positions] = y - med
+        keep = positions >= e_cut
+        positions, y, regime = positions[keep], y[keep], regime[keep]
         season = np.zeros(positions.size)
         for i, med in enumerate(seasons):
             sel = regime == i
-            season[sel] = med[sel]
+            season[sel] = med[keep][sel]
         self._e[positions] = y - season - self._level(positions, regime)
 
     def _scalar_components(self, p: int) -> tuple[list[float], int, float]:
@@ -672,7 +719,8 @@ class Detector:
         q = p - (p + self._base) % geo.spread_refresh
         key = q + self._base
         if self._sigma_cache[0] != key:
-            self._sigma_cache = (key, _spread(self._e[max(q - geo.spread_window, 0) : q]))
+            window = self._e[max(q - geo.spread_window, 0) : q]
+            self._sigma_cache = (key, _spread(window))
         sigma = self._sigma_cache[1]
         if math.isnan(sigma):
             return None
@@ -687,7 +735,7 @@ class Detector:
             slot = np.concatenate(parts) if parts else self._e[0:0]
             slot = slot[~np.isnan(slot)]
             if slot.size >= 3:
-                s_slot = _MAD_TO_SIGMA * float(np.median(np.abs(slot - np.median(slot))))
+                s_slot = _robust_sigma(slot)
                 n0 = _SLOT_PRIOR
                 sigma = math.sqrt((slot.size * s_slot**2 + n0 * sigma**2) / (slot.size + n0))
         floor = 1e-9 * max(1.0, abs(mu))
@@ -739,35 +787,33 @@ class Detector:
         anomalous = bool(up or down or sustained)
         return Verdict(ts, value, expected, lower, upper, float(score), anomalous, sustained)
 
-    def _window_scales(self, p: int, spans: tuple[int, ...]) -> dict[int, float] | None:
-        """Per span w: the robust spread of w-bucket sums of past residuals, in units of the
-        single-bucket spread (sqrt(w) for independent noise, more when residuals are correlated),
-        from the spread window; refreshed once per day (a pure function of the history)."""
+    def _window_scale(self, p: int, w: int) -> float | None:
+        """The robust spread of w-bucket sums of past residuals, in units of the single-bucket
+        spread (sqrt(w) for independent noise, more when residuals are correlated), from the
+        spread window; refreshed once per day (a pure function of the history), computed only
+        when asked. None while the history is too short."""
         geo = self._geo
         refresh = geo.day or 7
         q = p - (p + self._base) % refresh
         key = q + self._base
-        if self._scale_cache[0] == key:
-            return self._scale_cache[1]
-        window = self._e[max(q - geo.spread_window, 0) : q]
-        single = _robust_sigma(window)
-        scales: dict[int, float] | None = None
-        if single > 0:
+        if self._scale_cache[0] != key:
+            window = self._e[max(q - geo.spread_window, 0) : q]
             gap = np.isnan(window)
             csum = np.concatenate(([0.0], np.cumsum(np.where(gap, 0.0, window))))
             cgap = np.concatenate(([0], np.cumsum(gap)))
-            scales = {}
-            for w in spans:
-                if window.size < 4 * w:
-                    break
+            self._scale_cache = (key, (csum, cgap, _robust_sigma(window)), {})
+        _, (csum, cgap, single), scales = self._scale_cache
+        if w not in scales:
+            scale = None
+            n = csum.size - 1
+            if single > 0 and n >= 4 * w:
                 ok = (cgap[w:] - cgap[:-w]) == 0
                 sums = (csum[w:] - csum[:-w])[ok]
-                if sums.size < 2 * w:
-                    break
-                # never below the independent-noise value: short histories underestimate
-                scales[w] = max(_robust_sigma(sums) / single, math.sqrt(w))
-        self._scale_cache = (key, scales)
-        return scales
+                if sums.size >= 2 * w:
+                    # never below the independent-noise value: short histories underestimate
+                    scale = max(_robust_sigma(sums) / single, math.sqrt(w))
+            scales[w] = scale
+        return scales[w]
 
     def _sustained(
         self, p: int, resid: float, mu: float, sigma: float, expected: float, floor: float
@@ -776,9 +822,6 @@ class Detector:
         spec = self.spec
         spans = _SUSTAINED_DAILY if self._geo.day == 0 else _SUSTAINED_SUBDAILY
         longest = max(spans)
-        scales = self._window_scales(p, spans)
-        if scales is None:
-            return 0.0
         past = self._e[max(p - longest + 1, 0) : p][::-1]  # newest first
         total = resid
         best = 0.0
@@ -789,11 +832,16 @@ class Detector:
                 break  # a gap or an outlier (already judged on its own) ends the run
             total += x
             count += 1
-            scale = scales.get(count)
+            if count not in spans or (total > 0) != (resid > 0):
+                continue
+            # the scale is at least sqrt(w): skip the spans that cannot pass before computing it
+            if abs(total) / (sigma * math.sqrt(count)) <= max(spec.sensitivity, abs(best)):
+                continue
+            scale = self._window_scale(p, count)
             if scale is None:
                 continue
             z = total / (sigma * scale)
-            if abs(z) <= spec.sensitivity or abs(z) <= abs(best) or (z > 0) != (resid > 0):
+            if abs(z) <= spec.sensitivity or abs(z) <= abs(best):
                 continue
             if abs(self._inverse(mu + total / count) - expected) <= floor:
                 continue

@@ -17,7 +17,18 @@ def parse_duration(text: str) -> timedelta:
             f"{text!r} is not a duration; write a number and a unit s, m, h, d or w, e.g. 5m"
         )
     value, unit = match.groups()
-    return timedelta(seconds=float(value) * _UNIT_SECONDS[unit])
+    return seconds(float(value) * _UNIT_SECONDS[unit], text)
+
+
+MAX_SECONDS = 100 * 365 * 86400  # a century: longer is a typo, and past timedelta's range soon
+
+
+def seconds(value: float, text: object = None) -> timedelta:
+    """A non-negative duration of ``value`` seconds; ValueError when out of range."""
+    shown = text if text is not None else value
+    if not 0 <= value <= MAX_SECONDS:  # also refuses NaN
+        raise ValueError(f"{shown!r} is out of range: give a duration from 0 to 100 years")
+    return timedelta(seconds=value)
 
 
 def format_duration(delta: timedelta) -> str:

@@ -12,12 +12,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
+from monitor.alerts.links import render_link
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
 from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
@@ -94,6 +95,7 @@ class Engine:
         after_run: Callable[[RunResult], None] | None = None,
         announce: bool = True,
         cause: Callable[[CheckConfig, datetime, datetime], str | None] | None = None,
+        chart_buckets: int = 0,
     ) -> None:
         self.config = config
         self.warehouses = warehouses
@@ -104,6 +106,8 @@ class Engine:
         self.after_run = after_run
         self.announce = announce
         self.cause = cause
+        self.chart_buckets = chart_buckets
+        self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
         self._states = store.load_states()
         self._models: dict[tuple[str, str], Detector] = {}
@@ -199,6 +203,26 @@ class Engine:
         )
         return notes
 
+    def mute(self, name: str, until: datetime, reason: str) -> None:
+        """Send no notification for the check until ``until`` (a planned backfill); its metrics
+        and alert state go on, so what fires during the mute is visible in Prometheus."""
+        self.store.save_mute(name, until, reason)
+        with self._guard:
+            self._mutes[name] = (until, reason)
+        log.info(
+            "check muted",
+            extra={"fields": {"check": name, "until": until.isoformat(), "reason": reason}},
+        )
+
+    def muted(self, check: CheckConfig, now: datetime) -> bool:
+        until = self._mutes.get(check.name, (None, ""))[0]
+        return any(u is not None and u > now for u in (until, check.mute_until))
+
+    def firing(self) -> list[tuple[str, str, int]]:
+        """Open episodes as (check, segment, episode)."""
+        with self._guard:
+            return [(c, s, st.episode) for (c, s), st in self._states.items() if st.firing]
+
     def alert_state(self, name: str, segment: str) -> AlertState:
         with self._guard:
             return self._states.get((name, segment), AlertState())
@@ -218,12 +242,16 @@ class Engine:
                 statuses, notes = self._run_series(check, warehouse, started)
             self.metrics.warehouse_up.labels(warehouse_name).set(1)
         except WarehouseError as exc:
-            if isinstance(exc, WarehouseUnavailable | QueryTimeout):
-                self.metrics.warehouse_up.labels(warehouse_name).set(0)
+            # bad SQL or a malformed answer is the check's fault: the warehouse did answer
+            down = isinstance(exc, WarehouseUnavailable | QueryTimeout)
+            self.metrics.warehouse_up.labels(warehouse_name).set(0 if down else 1)
             return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
         except StateStoreError as exc:
+            # what was judged could not be saved: forget it, so the next run judges it again
+            self._forget(check.name)
             return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
         except Exception as exc:
+            self._forget(check.name)
             log.exception("check run failed unexpectedly", extra={"fields": labels})
             return self._finish(check, "error", started, t0, error=f"{type(exc).__name__}: {exc}")
         if not statuses:
@@ -260,7 +288,8 @@ class Engine:
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
-        known = {s for (c, s) in self._models if c == check.name}
+        with self._guard:  # other checks' runs add their models concurrently
+            known = {s for (c, s) in self._models if c == check.name}
         since, segments = self._query_window(check, now, known)
         newest = last_complete(now, check.grain, check.timezone, check.settle)
         until = next_bucket(newest, check.grain, check.timezone)
@@ -268,11 +297,27 @@ class Engine:
         frame = warehouse.query(query.sql, query.params)
         found = normalise(frame, check, now, expected=known, start=since if known else None)
         if segments is None:
-            self._full[check.name] = (now, sorted(set(found) - {OTHER_SEGMENT}))
+            with self._guard:
+                self._full[check.name] = (now, sorted(set(found) - {OTHER_SEGMENT}))
         elif set(found) - known:
             # a segment seen for the first time: learn its history with a full query next run
-            self._full.pop(check.name, None)
+            with self._guard:
+                self._full.pop(check.name, None)
             found = {s: v for s, v in found.items() if s in known}
+        history: dict[str, pd.Series] | None = found if segments is None else None
+
+        def chart(segment: str) -> list[list[Any]]:
+            # the chart of an opening alert needs the whole lookback; a warm run re-reads it
+            nonlocal history
+            if self.chart_buckets == 0:
+                return []
+            if history is None:
+                start = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
+                full = series_query(check, warehouse.dialect, start, segments, until)
+                history = normalise(warehouse.query(full.sql, full.params), check, now)
+            series = history.get(segment)
+            return self._replay(check, series) if series is not None else []
+
         statuses: list[SeriesStatus] = []
         notes: list[Notification] = []
         policy = alert_policy(check)
@@ -280,11 +325,36 @@ class Engine:
             if series.empty:
                 continue
             verdicts = self._score_new(check, segment, series, policy)
-            status, new_notes = self._judge(check, segment, verdicts, policy)
+            status, new_notes = self._judge(check, segment, verdicts, policy, chart=chart)
             if status is not None:
                 statuses.append(status)
             notes.extend(new_notes)
         return statuses, notes
+
+    def _replay(self, check: CheckConfig, series: pd.Series) -> list[list[Any]]:
+        """Verdicts of the last ``chart_buckets`` buckets, for the chart in the alert's thread."""
+        model = Detector(detector_spec(check))
+        buckets = pd.DatetimeIndex(series.index)
+        values = series.to_numpy(dtype=float)
+        cut = max(len(series) - self.chart_buckets, 0)
+        model.warm(buckets[:cut], values[:cut])
+        restarted = self._rebaselines.get(check.name)
+        if restarted is not None:
+            model.acknowledge(pd.Timestamp(restarted))
+        rows = []
+        for bucket, value in zip(buckets[cut:], values[cut:], strict=True):
+            v = model.step(bucket, float(value))
+            rows.append([bucket.isoformat(), v.value, v.expected, v.lower, v.upper, v.anomalous])
+        return rows
+
+    def _forget(self, name: str) -> None:
+        """Drop a check's models; the next run rebuilds them from the warehouse and re-judges
+        every bucket the state store has not recorded as judged."""
+        with self._guard:
+            for key in [k for k in self._models if k[0] == name]:
+                del self._models[key]
+                self._learned.pop(key, None)
+            self._full.pop(name, None)
 
     def _query_window(
         self, check: CheckConfig, now: datetime, known: set[str]
@@ -297,7 +367,8 @@ class Engine:
         """
         lookback_start = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
         full = self._full.get(check.name)
-        learned = [self._learned[k] for k in self._learned if k[0] == check.name]
+        with self._guard:
+            learned = [t for k, t in self._learned.items() if k[0] == check.name]
         if full is None or not known or not learned or now - full[0] >= FULL_REFRESH:
             return lookback_start, None
         since = min(learned)
@@ -328,9 +399,10 @@ class Engine:
             restarted = self._rebaselines.get(check.name)
             if restarted is not None:
                 model.acknowledge(pd.Timestamp(restarted))
-            self._models[key] = model
-            if cut:
-                self._learned[key] = series.index[cut - 1]
+            with self._guard:
+                self._models[key] = model
+                if cut:
+                    self._learned[key] = series.index[cut - 1]
         learned = self._learned.get(key)
         new = series if learned is None else series[series.index > learned]
         verdicts = [
@@ -338,16 +410,17 @@ class Engine:
             for bucket, value in zip(pd.DatetimeIndex(new.index), new.to_numpy(), strict=True)
         ]
         if len(new):
-            self._learned[key] = new.index[-1]
+            with self._guard:
+                self._learned[key] = new.index[-1]
         return verdicts
 
     def _run_freshness(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
-        query = freshness_query(check, warehouse.dialect, now - check.effective_lookback)
+        query = freshness_query(check, warehouse.dialect, now - check.effective_lookback, now)
         frame = warehouse.query(query.sql, query.params)
         if frame.empty or frame.iloc[:, 0].isna().all():
-            query = newest_row_query(check, warehouse.dialect)
+            query = newest_row_query(check, warehouse.dialect, now)
             frame = warehouse.query(query.sql, query.params)
         loaded = pd.DatetimeIndex(pd.to_datetime(frame.iloc[:, 0].dropna()))
         loaded = loaded.tz_localize("UTC") if loaded.tz is None else loaded.tz_convert("UTC")
@@ -365,6 +438,7 @@ class Engine:
         verdicts: list[Verdict],
         policy: AlertPolicy,
         unit: str = "",
+        chart: Callable[[str], list[list[Any]]] | None = None,
     ) -> tuple[SeriesStatus | None, list[Notification]]:
         """Feed verdicts to the series' alert state; persist state and queued notifications."""
         key = (check.name, segment)
@@ -373,11 +447,16 @@ class Engine:
         for verdict in verdicts:
             state, transition = advance(state, verdict, policy)
             if transition is not None:
-                notes.append(self._notification(check, segment, verdict, transition, unit))
+                note = self._notification(check, segment, verdict, transition, unit)
+                if note.kind == "opened" and chart is not None and self.channels:
+                    note = replace(note, history=chart(segment))
+                notes.append(note)
         labels = (check.name, segment, check.severity, check.team)
         latest = self._latest.get(key)
+        muted = self.muted(check, self.clock())
         if verdicts:
-            self.store.record(check.name, segment, state, notes, self.channels)
+            channels = [] if muted else self.channels
+            self.store.record(check.name, segment, state, notes, channels)
             verdict = verdicts[-1]
             latest = SeriesStatus(check.name, segment, verdict, state)
             self.metrics.set_series(
@@ -396,7 +475,7 @@ class Engine:
                 self._latest[key] = latest
         for note in notes if self.announce else []:
             log.warning(
-                "alert " + note.kind,
+                f"alert {note.kind}" + (" (muted)" if muted else ""),
                 extra={
                     "fields": {
                         "check": note.check,
@@ -445,4 +524,13 @@ class Engine:
             unit=unit,
             labels=dict(check.labels),
             cause=cause,
+            table=check.table,
+            links={
+                name: url
+                for name, url in (
+                    ("dashboard", render_link(self.config.links.dashboard, check.name, segment)),
+                    ("runbook", render_link(self.config.links.runbook, check.name, segment)),
+                )
+                if url
+            },
         )

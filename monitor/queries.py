@@ -94,9 +94,7 @@ def series_query(
     if segments is not None:
         names = [f"s{i}" for i in range(len(segments))]
         params.update(zip(names, segments, strict=True))
-        keep = (
-            f"{segment} IN ({', '.join(dialect.param(n) for n in names)})" if names else "FALSE"
-        )
+        keep = f"{segment} IN ({', '.join(dialect.param(n) for n in names)})" if names else "FALSE"
         return Query(
             f"SELECT {bucket} AS bucket,\n"
             f"  CASE WHEN {keep} THEN {segment} ELSE '{OTHER_SEGMENT}' END AS segment,\n"
@@ -119,24 +117,38 @@ def series_query(
     return Query(sql, params)
 
 
-def freshness_query(check: CheckConfig, dialect: Dialect, since: datetime) -> Query:
-    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first."""
+def freshness_query(
+    check: CheckConfig, dialect: Dialect, since: datetime, until: datetime | None = None
+) -> Query:
+    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first.
+
+    With ``until`` (now), rows stamped in the future (a skewed clock) prove nothing.
+    """
     assert check.timestamp_column is not None and check.table is not None
     ts = dialect.quote(check.timestamp_column)
     minute = dialect.trunc("minute", dialect.utc_time(ts))
+    params: dict[str, object] = {"since": _naive_utc(since)}
+    if until is not None:
+        params["until"] = _naive_utc(until)
     return Query(
         f"SELECT DISTINCT {minute} AS loaded\nFROM {dialect.quote(check.table)}\n"
-        f"WHERE {_filters(check, dialect)}\nORDER BY 1 DESC\nLIMIT {FRESHNESS_HISTORY_LIMIT}",
-        {"since": _naive_utc(since)},
+        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC\n"
+        f"LIMIT {FRESHNESS_HISTORY_LIMIT}",
+        params,
     )
 
 
-def newest_row_query(check: CheckConfig, dialect: Dialect) -> Query:
+def newest_row_query(check: CheckConfig, dialect: Dialect, until: datetime | None = None) -> Query:
     """The newest timestamp in the whole table, when nothing arrived within the lookback."""
     assert check.timestamp_column is not None and check.table is not None
-    ts = dialect.utc_time(dialect.quote(check.timestamp_column))
-    where = f"\nWHERE {check.where}" if check.where else ""
-    return Query(f"SELECT max({ts}) AS loaded\nFROM {dialect.quote(check.table)}{where}")
+    column = dialect.quote(check.timestamp_column)
+    conditions = [f"{column} < {dialect.param('until')}"] if until is not None else []
+    if check.where:
+        conditions.append(f"({check.where})")
+    where = f"\nWHERE {' AND '.join(conditions)}" if conditions else ""
+    params: dict[str, object] = {"until": _naive_utc(until)} if until is not None else {}
+    newest = f"max({dialect.utc_time(column)})"
+    return Query(f"SELECT {newest} AS loaded\nFROM {dialect.quote(check.table)}{where}", params)
 
 
 def columns_query(table: str, dialect: Dialect) -> Query:

@@ -29,7 +29,8 @@ log = logging.getLogger("monitor.scheduler")
 
 OUTBOX_JOB = "__outbox__"
 WATCH_JOB = "watch:"
-OUTBOX_INTERVAL_SECONDS = 30
+OUTBOX_INTERVAL_SECONDS = 10
+RESEND_JOB = "__alertmanager_resend__"
 
 
 def trigger_for(check: CheckConfig) -> BaseTrigger:
@@ -80,6 +81,13 @@ class CheckScheduler:
             id=OUTBOX_JOB,
             name="outbox delivery",
         )
+        if self.config.alertmanager is not None:
+            self._scheduler.add_job(
+                self._resend,
+                IntervalTrigger(seconds=self.config.alertmanager.resend_interval.total_seconds()),
+                id=RESEND_JOB,
+                name="alertmanager re-send",
+            )
         self._scheduler.start()
         threading.Thread(target=self.watcher.snapshot_schemas, name="schemas", daemon=True).start()
         for deployment in self.watcher.active():
@@ -139,6 +147,10 @@ class CheckScheduler:
         """Stop scheduling; wait up to ``timeout`` s for running checks. True if all finished."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        return self.wait_idle(timeout)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until no check runs; True if none does."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._running and time.monotonic() < deadline:
@@ -165,6 +177,12 @@ class CheckScheduler:
             with self._cond:
                 self._running.discard(name)
                 self._cond.notify_all()
+
+    def _resend(self) -> None:
+        try:
+            self.dispatcher.resend_firing(self.engine.firing())
+        except Exception:
+            log.exception("alertmanager re-send failed")
 
     def _deliver(self) -> None:
         try:

@@ -63,8 +63,10 @@ def normalise(
     if bad.any():
         sample = frame[columns["value"]][bad].iloc[0]
         raise MalformedResult(f"check {check.name}: value {sample!r} is not a number")
-    data = data.dropna(subset=["bucket", "value"])
-    data = data[np.isfinite(data["value"].to_numpy(dtype=float))]
+    # a row whose value is null (or infinite) is a bucket with data but no number: it is
+    # missing, never zero, so it stays NaN through zero filling and is dropped at the end
+    data = data.dropna(subset=["bucket"])
+    data.loc[~np.isfinite(data["value"].to_numpy(dtype=float)), "value"] = np.nan
     dup = data.duplicated(["bucket", "segment"])
     if dup.any():
         row = data[dup].iloc[0]
@@ -83,7 +85,7 @@ def normalise(
             name="value",
         ).sort_index()
     if not check.fills_zero:
-        return out
+        return {segment: series.dropna() for segment, series in out.items()}
     for segment in expected:
         out.setdefault(segment, pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float))
     for segment, series in out.items():
@@ -92,7 +94,7 @@ def normalise(
             continue
         full = grid(first, newest, check.grain, check.timezone)
         out[segment] = series.reindex(full.union(pd.DatetimeIndex(series.index)), fill_value=0.0)
-    return out
+    return {segment: series.dropna() for segment, series in out.items()}
 
 
 def _fold_segments(data: pd.DataFrame, limit: int) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from waitress.server import create_server
 
 from monitor.buckets import to_utc
@@ -120,6 +120,7 @@ class Api:
                 re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/rebaseline$"),
                 {"POST": self.post_rebaseline},
             ),
+            (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/mute$"), {"POST": self.post_mute}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
             (
                 re.compile(r"^/api/v1/deployments/(?P<deployment_id>.+)$"),
@@ -255,6 +256,17 @@ class Api:
         resolved = self.engine.rebaseline(name, since)
         return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
 
+    def post_mute(self, name: str, body: object) -> Response:
+        if self.engine.config.check(name) is None:
+            raise HttpError(404, f"no check named {name!r}")
+        request = _validate(MuteRequest, body)
+        if request.until.tzinfo is None:
+            raise HttpError(400, "until: give a time zone, e.g. 2026-11-27T06:00:00Z")
+        self.engine.mute(name, request.until, request.reason)
+        return _json(
+            200, {"check": name, "until": request.until.isoformat(), "reason": request.reason}
+        )
+
     def post_deployment(self, body: object) -> Response:
         request = _validate(DeploymentRequest, body)
         try:
@@ -279,6 +291,15 @@ class RebaselineRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     since: datetime | None = None
+
+
+class MuteRequest(BaseModel):
+    """Body of POST /api/v1/checks/{name}/mute: no notification until ``until``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    until: datetime
+    reason: str = Field(min_length=1, max_length=500)
 
 
 def _validate(model: type[_M], body: object) -> _M:

@@ -67,6 +67,11 @@ CREATE TABLE IF NOT EXISTS table_schemas (
     columns TEXT NOT NULL,
     captured_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS mutes (
+    check_name TEXT PRIMARY KEY,
+    until TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rebaselines (
     check_name TEXT PRIMARY KEY,
     since TEXT NOT NULL
@@ -83,6 +88,7 @@ class OutboxEntry:
     kind: str
     payload: str
     attempts: int
+    created_at: datetime
 
     @property
     def notification(self) -> Notification:
@@ -186,12 +192,14 @@ class StateStore:
 
     def pending(self, channel: str, limit: int = 100) -> list[OutboxEntry]:
         rows = self._read(
-            "SELECT id, channel, kind, payload, attempts FROM outbox WHERE status = 'pending'"
+            "SELECT id, channel, kind, payload, attempts, created_at FROM outbox"
+            " WHERE status = 'pending'"
             " AND channel = ? ORDER BY id LIMIT ?",
             (channel, limit),
         )
         return [
-            OutboxEntry(int(str(i)), str(c), str(k), str(p), int(str(a))) for i, c, k, p, a in rows
+            OutboxEntry(int(str(i)), str(c), str(k), str(p), int(str(a)), datetime.fromisoformat(t))
+            for i, c, k, p, a, t in rows
         ]
 
     def enqueue(self, key: str, kind: str, payload: str, channels: list[str]) -> None:
@@ -302,6 +310,19 @@ class StateStore:
                 "INSERT INTO rebaselines (check_name, since) VALUES (?, ?)"
                 " ON CONFLICT (check_name) DO UPDATE SET since = excluded.since",
                 (check, since.isoformat()),
+            )
+
+    def mutes(self) -> dict[str, tuple[datetime, str]]:
+        rows = self._read("SELECT check_name, until, reason FROM mutes")
+        return {str(n): (datetime.fromisoformat(str(u)), str(r)) for n, u, r in rows}
+
+    def save_mute(self, check: str, until: datetime, reason: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO mutes (check_name, until, reason) VALUES (?, ?, ?)"
+                " ON CONFLICT (check_name) DO UPDATE SET until = excluded.until,"
+                " reason = excluded.reason",
+                (check, until.isoformat(), reason),
             )
 
     def close(self) -> None:

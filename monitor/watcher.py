@@ -46,12 +46,12 @@ class UnknownCheck(KpiMonitorError):
     """``expect_change`` names a check the config does not have."""
 
 
-def bucket_of(check: CheckConfig) -> timedelta:
-    return (
-        timedelta(minutes=1)
-        if check.kind == "freshness"
-        else timedelta(seconds=check.bucket_seconds)
-    )
+def judging_lag(check: CheckConfig) -> timedelta:
+    """How long after a bucket starts it is judged: its length plus ``settle`` (a freshness
+    check judges every run, to the minute)."""
+    if check.kind == "freshness":
+        return timedelta(minutes=1)
+    return timedelta(seconds=check.bucket_seconds) + check.settle
 
 
 class DeploymentWatcher:
@@ -96,9 +96,9 @@ class DeploymentWatcher:
         """The likely-cause line for an alert on ``check`` whose deviation began at ``since``."""
         recent = [
             Deployment.from_json(doc)
-            for doc in self.store.deployments(since=now - self._longest_window - bucket_of(check))
+            for doc in self.store.deployments(since=now - self._longest_window - judging_lag(check))
         ]
-        found = likely_cause(recent, check.name, since, bucket_of(check), now)
+        found = likely_cause(recent, check.name, since, judging_lag(check), now)
         return describe_cause(found, since) if found else None
 
     # --- recording ----------------------------------------------------------------------------
@@ -232,7 +232,7 @@ class DeploymentWatcher:
         watched = deployment.watched(check.name)
         if watched is None or now > watched.until:
             return
-        if not onset_after(deployment, note.since, bucket_of(check)):
+        if not onset_after(deployment, note.since, judging_lag(check)):
             return
         deviation = Deviation(
             note.check,

@@ -43,13 +43,13 @@ def note(kind: str = "opened", episode: int = 1, **change: object) -> Notificati
 
 @pytest.fixture
 def setup(tmp_path: Path, slack: SlackServer) -> tuple[Dispatcher, StateStore, Metrics]:
-    document = demo_document(tmp_path, token=slack.token, api_url=slack.url, channel="#data-alerts")
+    document = demo_document(tmp_path, token=slack.token, api_url=slack.url, channel="#data-alerts", group_wait="0s")
     document["checks"][0]["channel"] = "#revenue"
     config = parse_config(document)
     assert config.slack is not None
     store = StateStore(tmp_path / "state.db")
     metrics = Metrics()
-    return Dispatcher(config, store, metrics, SlackChannel(config.slack)), store, metrics
+    return Dispatcher(config, store, metrics, SlackChannel(config.slack), None, lambda: datetime.now(UTC)), store, metrics
 
 
 def queue(store: StateStore, *notes: Notification) -> None:
@@ -128,29 +128,83 @@ def test_rate_limits_and_server_errors_are_retried_by_slack_sdk(setup, slack: Sl
 def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
     dispatcher, store, metrics = setup
     slack.fail_next(3, status=500)  # more than the retry handler's budget
-    queue(store, note(), note(episode=2, segment="FR"))
+    queue(store, note(), note(episode=2, segment="FR", check="orders_rows", team="platform"))
     assert dispatcher.deliver_pending() == 0
     assert [e.notification.segment for e in store.pending("slack")] == ["DE", "FR"]
-    assert (
-        metrics.registry.get_sample_value(
-            "kpimon_alerts_sent_total", {"channel": "slack", "outcome": "error"}
-        )
-        == 1
-    )
+    assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "slack", "outcome": "error"}) == 1
     assert dispatcher.deliver_pending() == 2
-    delivered = [m["text"] for m in slack.messages() if m["text"].startswith("CRITICAL")]
-    assert len(delivered) == 5  # 3 refused + 2 delivered; each episode reached Slack once
+    texts = [m["text"] for m in slack.messages()]
+    assert len(texts) == 5  # 3 refused attempts, then each alert once
+    assert sum("revenue [DE]" in t for t in texts[3:]) == 1 and sum("orders_rows [FR]" in t for t in texts[3:]) == 1
     assert store.pending("slack") == []
     assert dispatcher.deliver_pending() == 0
+
+
+def test_alerts_of_one_team_opening_together_are_one_message(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, store, _ = setup
+    queue(store, note(), note(segment="FR", episode=1), note(segment="GB", episode=1))
+    assert dispatcher.deliver_pending() == 3
+    [message] = slack.messages()
+    assert message["text"].startswith("3 series of team revenue moved unexpectedly:")
+    assert message["blocks"][0]["text"]["text"] == "3 series of team revenue moved unexpectedly:"
+    # a resolution of one of them goes to the shared thread, without marking the group resolved
+    queue(store, note("resolved", segment="FR", value=1450.0, score=-0.2))
+    dispatcher.deliver_pending()
+    reply = slack.messages()[-1]
+    assert reply["thread_ts"] and reply["text"].startswith("Resolved: revenue [FR]")
+    assert slack.messages("chat.update") == []
+
+
+def test_a_storm_becomes_one_summary(tmp_path: Path, slack: SlackServer) -> None:
+    document = demo_document(tmp_path, token=slack.token, api_url=slack.url, group_wait="0s", max_messages=2)
+    config = parse_config(document)
+    assert config.slack is not None
+    store = StateStore(tmp_path / "state.db")
+    dispatcher = Dispatcher(config, store, Metrics(), SlackChannel(config.slack), None, lambda: datetime.now(UTC))
+    teams = ["revenue", "growth", "platform", "finance"]
+    queue(store, *[note(check=f"c{i}", team=t, segment="") for i, t in enumerate(teams)])
+    assert dispatcher.deliver_pending() == 4
+    [summary] = slack.messages()
+    assert summary["text"].startswith("4 alerts opened at once; listed here instead of 4 messages:")
+    assert all(f"c{i}" in summary["text"] for i in range(4))
+
+
+def test_routes_send_by_team_and_severity(tmp_path: Path, slack: SlackServer) -> None:
+    routes = [{"team": "growth", "channel": "#growth"}, {"severity": "critical", "channel": "#pager"}]
+    config = parse_config(demo_document(tmp_path, token=slack.token, api_url=slack.url, group_wait="0s", routes=routes))
+    assert config.slack is not None
+    store = StateStore(tmp_path / "state.db")
+    dispatcher = Dispatcher(config, store, Metrics(), SlackChannel(config.slack), None, lambda: datetime.now(UTC))
+    queue(store, note(check="signups", team="growth", severity="critical", segment=""),
+          note(check="orders_rows", team="platform", severity="critical", segment=""),
+          note(check="orders_freshness", team="platform", severity="warning", segment="x"))
+    dispatcher.deliver_pending()
+    sent = {m["text"].split(" is ")[0]: m["channel"] for m in slack.messages()}
+    assert sent == {"CRITICAL: signups": "#growth", "CRITICAL: orders_rows": "#pager",
+                    "WARNING: orders_freshness [x]": "#data-alerts"}
+
+
+def test_the_chart_goes_into_the_alert_thread(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, store, _ = setup
+    history = [[f"2026-11-26T{h:02d}:00:00+00:00", 1500.0 if h < 11 else 120.0, 1500.0, 900.0, 2400.0, h >= 11]
+               for h in range(24)]
+    queue(store, note(history=history))
+    assert dispatcher.deliver_pending() == 2  # the alert, then its chart
+    [alert] = slack.messages()
+    [upload] = slack.uploads()
+    assert upload.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{upload.channel}:{upload.thread_ts}" == store.remote_id(note().key, "slack")
+    assert upload.channel == "C0REVENUE" and alert["channel"] == "#revenue"
+    assert upload.title.startswith("revenue [DE]")
 
 
 def test_a_wrong_token_is_reported_without_the_token(
     tmp_path: Path, slack: SlackServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = parse_config(demo_document(tmp_path, token="xoxb-WRONG-canary", api_url=slack.url))
+    config = parse_config(demo_document(tmp_path, token="xoxb-WRONG-canary", api_url=slack.url, group_wait="0s"))
     store = StateStore(tmp_path / "state.db")
     assert config.slack is not None
-    dispatcher = Dispatcher(config, store, Metrics(), SlackChannel(config.slack))
+    dispatcher = Dispatcher(config, store, Metrics(), SlackChannel(config.slack), None, lambda: datetime.now(UTC))
     queue(store, note())
     assert dispatcher.deliver_pending() == 0
     logged = caplog.text + " ".join(str(getattr(r, "fields", "")) for r in caplog.records)

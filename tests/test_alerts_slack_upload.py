@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from monitor.alerts.charts import render_chart
+from monitor.alerts.messages import alert_blocks, alert_text
 from monitor.alerts.notification import Notification
 from monitor.alerts.slack import DeliveryError, SlackChannel
 from monitor.config import SlackConfig
@@ -67,7 +68,7 @@ def chart() -> bytes:
 
 def test_the_chart_lands_in_the_alerts_thread(slack: SlackServer, chart: bytes) -> None:
     sink = channel(slack)
-    thread = sink.post_alert(alert(), None)
+    thread = sink.post("#revenue", alert_text(alert()), alert_blocks(alert()))
     [message] = slack.messages()
 
     sink.upload_chart(thread, chart, "revenue [DE]: last 72 hours")
@@ -92,7 +93,7 @@ def test_the_chart_lands_in_the_alerts_thread(slack: SlackServer, chart: bytes) 
 
 def test_a_rate_limited_upload_is_retried_by_slack_sdk(slack: SlackServer, chart: bytes) -> None:
     sink = channel(slack)
-    thread = sink.post_alert(alert(), None)
+    thread = sink.post("#data-alerts", alert_text(alert()), alert_blocks(alert()))
     slack.fail_next(1, status=429, retry_after=1)
 
     sink.upload_chart(thread, chart, "revenue [DE]")
@@ -106,7 +107,7 @@ def test_a_refused_upload_is_a_delivery_error_without_the_upload_url(
     slack: SlackServer, chart: bytes
 ) -> None:
     sink = channel(slack)
-    thread = sink.post_alert(alert(), None)
+    thread = sink.post("#data-alerts", alert_text(alert()), alert_blocks(alert()))
     slack.fail_next_uploads(1, status=503)
 
     with pytest.raises(DeliveryError) as caught:
@@ -120,7 +121,7 @@ def test_a_refused_upload_is_a_delivery_error_without_the_upload_url(
 
 def test_a_token_without_files_write_says_so(slack: SlackServer, chart: bytes) -> None:
     sink = channel(slack)
-    thread = sink.post_alert(alert(), None)
+    thread = sink.post("#data-alerts", alert_text(alert()), alert_blocks(alert()))
     slack.fail_next(1, status=200, error="missing_scope")
 
     with pytest.raises(DeliveryError, match=r"^Slack files_upload_v2: missing_scope$"):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from monitor.cli import main
-from tests.conftest import demo_document, write_config
-from tests.daemon_process import KPI_MONITOR
+from tests.conftest import demo_document, free_port, write_config
+from tests.daemon_process import KPI_MONITOR, DaemonProcess
+from tests.slack_server import SlackServer
 
 
 @pytest.fixture
@@ -113,3 +116,65 @@ def test_a_broken_config_stops_the_daemon_with_the_field_and_exit_2(
         "  checks[3].grain: Input should be 'hour' or 'day' (got 'fortnight')",
     ]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def _write_with_retry(path: Path, sql: str, params: list[object]) -> None:
+    """Write to the warehouse the daemon reads; it holds a read lock for a moment per query."""
+    import duckdb
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with duckdb.connect(str(path)) as con:
+                con.execute(sql, params)
+            return
+        except duckdb.Error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_a_pipeline_gate_fails_a_breaking_deployment_and_passes_a_benign_one(
+    tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CI gate end to end: `deployment record`, then `deployment verify --wait`, against a
+    daemon subprocess. The last hour's bucket is made to complete a few seconds after the
+    deployment (its settle time), as it would if the deployment had run just before it closed."""
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    document = demo_document(tmp_path, token="${SLACK_BOT_TOKEN}", api_url=slack.url, group_wait="0s")
+    document["defaults"].update(post_deploy_interval="2s", post_deploy_window="10m",
+                                settle=f"{int((now - hour).total_seconds()) + 30}s")
+    document["checks"][0].update(alert_after=1, sensitivity=3)
+    config = write_config(tmp_path / "kpi.yaml", document)
+    port, token = free_port(), "gate-token"
+    env = {"SLACK_BOT_TOKEN": slack.token, "KPIMON_API_TOKEN": token}
+    daemon = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "daemon.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        daemon.wait_ready()
+        daemon.wait_all_ran()
+        monkeypatch.setenv("KPIMON_API_TOKEN", "wrong")
+        assert main(["deployment", "record", "--url", url, "--id", "x", "--environment", "prod"]) == 2
+        monkeypatch.setenv("KPIMON_API_TOKEN", token)
+        # the deployment's join fan-out doubles US revenue in the hour not judged yet
+        _write_with_retry(tmp_path / "demo.duckdb",
+                          "INSERT INTO analytics.fct_orders SELECT * FROM analytics.fct_orders"
+                          " WHERE country = 'US' AND order_ts >= ? AND order_ts < ?",
+                          [(hour - timedelta(hours=1)).replace(tzinfo=None), hour.replace(tzinfo=None)])
+        assert main(["deployment", "record", "--url", url, "--id", "ci-1001", "--environment", "prod",
+                     "--model", "fct_orders", "--commit", "5f1e2d3c4b5a", "--link", "https://ci.example.com/1001"]) == 0
+        assert main(["deployment", "verify", "--url", url, "--id", "ci-1001", "--timeout", "1s", "--wait", "--poll", "1s"]) == 3
+        assert main(["deployment", "verify", "--url", url, "--id", "ci-1001", "--wait", "--timeout", "2m", "--poll", "1s"]) == 1
+        alert = next(m for m in slack.wait_for(1) if "revenue [US]" in m["text"])
+        assert "Likely cause: deployment ci-1001 to prod, commit 5f1e2d3c4b5a" in alert["text"]
+        report = next(m for m in slack.wait_for(2) if m["text"].startswith("Deployment ci-1001"))
+        assert "FAILED: revenue [US] deviated after the deployment" in report["text"]
+        # a deployment touching nothing watched passes at once; an unknown one is an error
+        assert main(["deployment", "record", "--url", url, "--id", "ci-1002", "--environment", "prod",
+                     "--model", "dim_marketing"]) == 0
+        assert main(["deployment", "verify", "--url", url, "--id", "ci-1002", "--wait"]) == 0
+        assert main(["deployment", "verify", "--url", url, "--id", "nope"]) == 2
+    finally:
+        assert daemon.stop()[0] == 0

@@ -115,7 +115,7 @@ def test_a_bad_field_is_refused_with_its_path(change: dict[str, object], expecte
 
 def test_duplicate_names_and_unknown_warehouses() -> None:
     assert problems({**BASE, "checks": [METRIC, METRIC]}) == [
-        "(top level): two checks are named 'revenue'; names must be unique"
+        "checks[1].name: two checks are named 'revenue'; names must be unique"
     ]
     found = problems(
         {

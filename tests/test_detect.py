@@ -423,3 +423,73 @@ def test_spec_validation() -> None:
         DetectorSpec(HOUR, direction="sideways")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         DetectorSpec(HOUR, min_relative_change=-1)
+
+
+# --------------------------------------------------------------------------- shifts, tails
+
+
+def test_a_moderate_sustained_shift_is_flagged_inside_the_band() -> None:
+    idx, v = hourly_orders(18, weeks=5, noise=0.12)
+    cut = 4 * 168 + 10  # a weekday, 10:00
+    det = warmed(DetectorSpec(HOUR), idx, v, cut)
+    verdicts = step_all(det, idx[cut : cut + 8], v[cut : cut + 8] * 0.6)
+    sustained = [x for x in verdicts if x.sustained]
+    assert sustained, [(x.score, x.anomalous) for x in verdicts]
+    assert all(x.sustained < -4 and x.anomalous for x in sustained)
+    assert any(x.lower is not None and x.value > x.lower for x in sustained)  # in the band
+
+
+def test_sustained_test_is_quiet_on_clean_data_and_after_a_spike() -> None:
+    idx, v = hourly_orders(19, weeks=6)
+    spiked = v.copy()
+    spiked[5 * 168] *= 8  # one wild bucket, then normal ones
+    det = warmed(DetectorSpec(HOUR), idx, spiked, 3 * 168)
+    verdicts = step_all(det, idx[3 * 168 :], spiked[3 * 168 :])
+    assert sum(bool(x.sustained) for x in verdicts) <= 1
+    after = verdicts[2 * 168 + 1 : 2 * 168 + 25]
+    assert not any(x.anomalous for x in after)
+
+
+def test_an_accepted_shift_does_not_come_back_weeks_later() -> None:
+    # the seasonal medians hold the shape only: when they fill with post-shift weeks nothing jumps
+    idx, v = hourly_orders(20, weeks=10)
+    shift = 3 * 168 + 12
+    v = v.copy()
+    v[shift:] = np.round(v[shift:] * 0.55)
+    det = warmed(DetectorSpec(HOUR), idx, v, shift + 8)
+    det.acknowledge(since=idx[shift])
+    verdicts = step_all(det, idx[shift + 8 :], v[shift + 8 :])
+    assert sum(x.anomalous for x in verdicts) <= 3
+
+
+def test_an_unacknowledged_shift_is_accepted_after_a_day_and_a_half() -> None:
+    idx, v = hourly_orders(21, weeks=6)
+    shift = 4 * 168 + 12
+    v = v.copy()
+    v[shift:] *= 1.8
+    det = warmed(DetectorSpec(HOUR), idx, v, shift)
+    verdicts = step_all(det, idx[shift:], v[shift:])
+    assert sum(x.anomalous for x in verdicts[:12]) >= 6
+    assert sum(x.anomalous for x in verdicts[48:]) <= 2
+
+
+def test_intermittent_series_with_bursts_stays_quiet() -> None:
+    rng = np.random.default_rng(6)
+    idx = pd.date_range("2026-01-05", periods=24 * 7 * 4, freq="h", tz="UTC")
+    v = np.where(rng.random(idx.size) < 0.12, rng.lognormal(12, 1.5, idx.size), 0.0)
+    det = warmed(DetectorSpec(HOUR), idx, v, 24 * 14)
+    verdicts = step_all(det, idx[24 * 14 :], v[24 * 14 :])
+    assert sum(x.anomalous for x in verdicts) <= 3
+
+
+def test_warm_equivalence_in_a_business_timezone_across_dst() -> None:
+    local = pd.date_range("2026-02-01", "2026-03-31", freq="h", tz="America/New_York")
+    idx = local.tz_convert("UTC")
+    rng = np.random.default_rng(8)
+    v = rng.poisson(np.where(local.hour >= 9, 80.0, 20.0)).astype(float)
+    spec = DetectorSpec(HOUR, timezone="America/New_York")
+    split = 24 * 36  # just before the March change
+    stepped = Detector(spec)
+    step_all(stepped, idx[:split], v[:split])
+    warm = warmed(spec, idx, v, split)
+    assert same(step_all(warm, idx[split:], v[split:]), step_all(stepped, idx[split:], v[split:]))

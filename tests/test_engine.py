@@ -250,3 +250,17 @@ def test_a_segment_whose_rows_stop_is_judged_as_zero(demo_config: Config, demo_d
     engine.run("revenue")
     gb = next(s for s in engine.series("revenue") if s.segment == "GB")
     assert gb.verdict.value == 0 and gb.state.firing
+
+
+def test_demo_incidents_resolve_when_the_data_recovers(demo_config: Config, demo_dir: Path) -> None:
+    clock = [DEMO_NOW]
+    store = StateStore(demo_dir / "state.db")
+    engine = Engine(demo_config, open_warehouses(demo_config), store, Metrics(), channels=["slack"],
+                    clock=lambda: clock[0])
+    for minutes in (0, 60, 120, 180, 240, 241, 242):
+        clock[0] = DEMO_NOW + timedelta(minutes=minutes)
+        for check in demo_config.checks:
+            engine.run(check.name)
+    assert firing(engine, demo_config) == set()
+    events = sorted((e.notification.check, e.notification.segment, e.notification.kind) for e in store.pending("slack"))
+    assert events == sorted([(c, s, k) for c, s in INCIDENTS for k in ("opened", "resolved")])

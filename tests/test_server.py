@@ -136,3 +136,18 @@ def test_errors_are_json_with_the_right_status(daemon: Daemon) -> None:
         daemon, "POST", "/api/v1/checks/revenue/run", body=b"x" * 70_000, token=TOKEN
     )
     assert status == 413
+
+
+def test_mute_and_rebaseline_take_effect(daemon: Daemon) -> None:
+    wait_for_run(daemon, "revenue")
+    body = json.dumps({"until": "2099-01-01T00:00:00Z", "reason": "backfill of fct_orders"}).encode()
+    status, _, answer = call(daemon, "POST", "/api/v1/checks/revenue/mute", body=body, token=TOKEN)
+    assert (status, json.loads(answer)) == (
+        200, {"check": "revenue", "until": "2099-01-01T00:00:00+00:00", "reason": "backfill of fct_orders"})
+    assert daemon.store.mutes()["revenue"][1] == "backfill of fct_orders"
+    naive = json.dumps({"until": "2099-01-01T00:00:00", "reason": "x"}).encode()
+    assert call(daemon, "POST", "/api/v1/checks/revenue/mute", body=naive, token=TOKEN)[0] == 400
+    status, _, answer = call(daemon, "POST", "/api/v1/checks/revenue/rebaseline", body=b"{}", token=TOKEN)
+    assert status == 200 and json.loads(answer)["resolved"] == 1  # DE was firing
+    de = next(s for s in json.loads(call(daemon, "GET", "/api/v1/checks/revenue")[2])["series"] if s["segment"] == "DE")
+    assert de["alert"]["status"] == "ok"

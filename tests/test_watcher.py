@@ -62,6 +62,8 @@ class World:
 def config(demo_dir: Path) -> Config:
     document = demo_document(demo_dir)
     document["defaults"]["post_deploy_window"] = "6h"
+    # revenue is the money: its owners tighten the band from 4 to 3 robust standard units
+    document["checks"][0]["sensitivity"] = 3
     return parse_config(document)
 
 

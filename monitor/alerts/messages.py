@@ -114,12 +114,56 @@ def alert_blocks(note: Notification) -> list[dict[str, Any]]:
                     "type": "mrkdwn",
                     "text": (
                         f"check `{note.check}` · episode {note.episode}"
-                        f" · bucket {when(note.bucket)}"
+                        f" · bucket {when(note.bucket)}{link_line(note)}"
                     ),
                 }
             ],
         },
     ]
+
+
+def link_line(note: Notification) -> str:
+    return "".join(f" · <{url}|{name.capitalize()}>" for name, url in sorted(note.links.items()))
+
+
+def group_text(notes: list[Notification]) -> str:
+    """One message for several series that opened together (one team or table)."""
+    first = notes[0]
+    topic = f"team {first.team}" if first.team else (first.table or first.check)
+    lines = [f"{len(notes)} series of {topic} moved unexpectedly:"]
+    lines += [f"• {alert_text(n)}" for n in notes]
+    return "\n".join(lines)
+
+
+def group_blocks(notes: list[Notification]) -> list[dict[str, Any]]:
+    text = group_text(notes)
+    header, *rest = text.split("\n")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header[:150]}}
+    ]
+    # Slack caps a section at 3000 characters and a message at 50 blocks
+    for line in rest[:45]:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line[:3000]}})
+    if len(rest) > 45:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"and {len(rest) - 45} more"}],
+            }
+        )
+    return blocks
+
+
+def summary_text(groups: list[list[Notification]]) -> str:
+    """One message instead of many when a run opens more alerts than a channel should take."""
+    total = sum(len(g) for g in groups)
+    lines = [f"{total} alerts opened at once; listed here instead of {len(groups)} messages:"]
+    for notes in groups:
+        for n in notes:
+            lines.append(
+                f"• {n.severity.upper()} {series_name(n)}: {deviation(n)} since {when(n.since)}"
+            )
+    return "\n".join(lines)
 
 
 def resolved_blocks(opened: Notification, resolved: Notification) -> list[dict[str, Any]]:

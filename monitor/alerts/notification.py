@@ -30,6 +30,10 @@ class Notification:
     labels: dict[str, str] = field(default_factory=dict)
     cause: str | None = None  # the likely cause: a deployment inside its watch window
     reason: str = ""  # why an episode ended other than by recovering, e.g. a baseline restart
+    table: str | None = None  # what the check reads, to group alerts on one table
+    links: dict[str, str] = field(default_factory=dict)  # name -> URL (dashboard, runbook)
+    # recent buckets for the chart: [bucket ISO, value, expected, lower, upper, anomalous]
+    history: list[list[Any]] = field(default_factory=list)
 
     @property
     def key(self) -> str:

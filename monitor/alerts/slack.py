@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -10,16 +12,9 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from monitor.alerts.messages import (
-    alert_blocks,
-    alert_text,
-    deployment_blocks,
-    deployment_text,
-    resolved_blocks,
-)
+from monitor.alerts.messages import alert_text, resolved_blocks
 from monitor.alerts.notification import Notification
 from monitor.config import SlackConfig
-from monitor.deployments import Deployment
 
 
 class DeliveryError(Exception):
@@ -46,56 +41,36 @@ class SlackChannel:
             ],
         )
 
-    def post_alert(self, note: Notification, channel: str | None) -> str:
-        """Post an opened episode; return ``channel_id:ts`` to thread later messages on."""
-        response = self._call(
-            "chat_postMessage",
-            channel=channel or self.default_channel,
-            text=alert_text(note),
-            blocks=alert_blocks(note),
-            unfurl_links=False,
-        )
+    def post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread: str | None = None,
+    ) -> str:
+        """Post a message (into ``thread``'s thread when given); return ``channel_id:ts``."""
+        kwargs: dict[str, object] = {"channel": channel, "text": text, "unfurl_links": False}
+        if blocks:
+            kwargs["blocks"] = blocks
+        if thread is not None:
+            channel_id, ts = thread.split(":")[:2]
+            kwargs.update(channel=channel_id, thread_ts=ts)
+        response = self._call("chat_postMessage", **kwargs)
         return f"{response['channel']}:{response['ts']}"
 
-    def post_resolution(
-        self,
-        opened: Notification | None,
-        note: Notification,
-        thread: str | None,
-        channel: str | None,
-    ) -> str:
-        """Reply in the alert's thread and mark the alert resolved; post plainly without one."""
-        if thread is None or opened is None:
-            response = self._call(
-                "chat_postMessage", channel=channel or self.default_channel, text=alert_text(note)
-            )
-            return f"{response['channel']}:{response['ts']}"
-        channel_id, ts = thread.split(":", 1)
-        response = self._call(
-            "chat_postMessage", channel=channel_id, thread_ts=ts, text=alert_text(note)
-        )
+    def mark_resolved(self, thread: str, opened: Notification, resolved: Notification) -> None:
+        """Edit the alert message to say it resolved and how long it lasted."""
+        channel_id, ts = thread.split(":")[:2]
         self._call(
             "chat_update",
             channel=channel_id,
             ts=ts,
             text=f"Resolved: {alert_text(opened)}",
-            blocks=resolved_blocks(opened, note),
+            blocks=resolved_blocks(opened, resolved),
         )
-        return f"{channel_id}:{response['ts']}"
-
-    def post_deployment(self, deployment: Deployment) -> str:
-        """Post a deployment's verdict to the default channel."""
-        response = self._call(
-            "chat_postMessage",
-            channel=self.default_channel,
-            text=deployment_text(deployment),
-            blocks=deployment_blocks(deployment),
-            unfurl_links=False,
-        )
-        return f"{response['channel']}:{response['ts']}"
 
     def upload_chart(self, thread: str, png: bytes, title: str) -> None:
-        """Upload a chart into the thread of ``thread`` (``channel_id:ts`` from ``post_alert``).
+        """Upload a chart into the thread of ``thread`` (``channel_id:ts`` as ``post`` returns).
 
         ``files_upload_v2`` makes three requests: files.getUploadURLExternal, a POST of the bytes
         to the URL it returns, files.completeUploadExternal (which shares it in the thread).

@@ -1,0 +1,1 @@
+"""Benchmarks of kpi-monitor: detection quality (NAB corpus, KPI scenario suite) and speed."""

@@ -1,0 +1,377 @@
+"""Load and soak: thousands of checks on a generated DuckDB warehouse, in compressed time.
+
+    python -m benchmarks.soak                 # the full run (on demand; see --help for sizes)
+    python -m benchmarks.soak --smoke         # a small configuration for CI (< 60 s)
+
+What runs is the daemon's own machinery, minus wall-clock waiting: one ``monitor.engine.Engine``
+over a real DuckDB file and a real SQLite state store, its clock injected and advanced one hourly
+bucket per cycle; every cycle submits every check to a thread pool of ``scheduler.max_workers``
+threads (the daemon's scheduler default unless ``--workers``), exactly as the scheduler's pool
+runs them when every check is due at once; the daemon's HTTP server (``monitor.server``, waitress)
+serves ``/metrics`` from the same registry, and a scraper thread fetches it over a socket every
+``--scrape-interval`` seconds while the cycles run, as Prometheus would.
+
+Printed (plainly; nothing here asserts on timing):
+
+- cycle time: wall time for one run of every check (median, p95, max), and per check run;
+- ``/metrics`` scrape time over HTTP (median, max) and the exposition's size;
+- peak RSS, and RSS growth between the first and the last hundred cycles (median of each; with
+  fewer than 200 cycles, the first and last fifth);
+- missed runs: a run waiting in the pool longer than ``scheduler.misfire_grace`` would be skipped
+  by APScheduler; and whether one cycle takes longer than the checks' schedule interval (the next
+  tick would find the previous one unfinished and coalesce). Both are reported for the real
+  wall-clock durations measured here.
+
+Every check is one warehouse query per run (the engine queries the whole lookback each time), so
+the full size may not fit in a short run on a small machine: the script prints how long a cycle
+takes and, with ``--budget``, stops after that many seconds, reporting what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from monitor.config import Config, SchedulerConfig, parse_config
+from monitor.durations import parse_duration
+from monitor.engine import Engine
+from monitor.exporter import Metrics
+from monitor.server import Api, HttpServer
+from monitor.store import StateStore
+from monitor.warehouse import open_warehouses
+from monitor.watcher import DeploymentWatcher
+
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; the data begins here (naive UTC in DuckDB)
+
+
+@dataclass(frozen=True)
+class Size:
+    checks: int
+    segmented: int  # checks split by a dimension: max_segments + 1 (__other__) series each
+    segments: int  # distinct dimension values in the data (more than max_segments)
+    max_segments: int
+    tables: int
+    lookback_hours: int
+    cycles: int
+
+    @property
+    def series(self) -> int:
+        return (self.checks - self.segmented) + self.segmented * (self.max_segments + 1)
+
+
+FULL = Size(
+    checks=2000,
+    segmented=900,
+    segments=25,
+    max_segments=20,
+    tables=20,
+    lookback_hours=14 * 24,
+    cycles=300,
+)
+SMOKE = Size(
+    checks=60, segmented=10, segments=8, max_segments=5, tables=4, lookback_hours=7 * 24, cycles=40
+)
+
+
+# --- the warehouse and the config ------------------------------------------------------------
+
+
+def build_warehouse(path: Path, size: Size) -> None:
+    """``kpi.t<k>(ts, seg, amount)``: one row per hour and segment, a daily and weekly rhythm
+    with noise, from START over the lookback and every cycle (plus a margin)."""
+    hours = size.lookback_hours + size.cycles + 48
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE SCHEMA kpi")
+        for k in range(size.tables):
+            con.execute(
+                f"""
+                CREATE TABLE kpi.t{k} AS
+                SELECT ts, 's' || lpad(s::VARCHAR, 2, '0') AS seg,
+                       round((100 + 10 * s + {k})
+                             * (1 + 0.4 * sin(2 * pi() * hour(ts) / 24))
+                             * (1 + 0.1 * (dayofweek(ts) IN (0, 6))::INT)
+                             * (0.9 + 0.2 * random()), 2) AS amount
+                FROM range(TIMESTAMP '{START:%Y-%m-%d %H:%M:%S}',
+                           TIMESTAMP '{START:%Y-%m-%d %H:%M:%S}' + INTERVAL {hours} HOUR,
+                           INTERVAL 1 HOUR) r(ts),
+                     range({size.segments}) g(s)
+                """
+            )
+
+
+def soak_config(directory: Path, size: Size, workers: int | None) -> Config:
+    checks: list[dict[str, Any]] = []
+    for i in range(size.checks):
+        table = f"kpi.t{i % size.tables}"
+        check: dict[str, Any] = {
+            "name": f"c{i:05d}",
+            "kind": "metric",
+            "table": table,
+            "timestamp_column": "ts",
+            "expression": "sum(amount)",
+            "lookback": f"{size.lookback_hours}h",
+            "settle": "5m",
+            "labels": {"team": f"team{i % 7}"},
+        }
+        if i < size.segmented:
+            check["dimensions"] = ["seg"]
+            check["max_segments"] = size.max_segments
+        else:
+            check["where"] = f"seg = 's{i % size.segments:02d}'"
+        checks.append(check)
+    document: dict[str, Any] = {
+        "warehouse": {"kind": "duckdb", "path": str(directory / "soak.duckdb")},
+        "state": {"path": str(directory / "soak-state.db")},
+        "defaults": {"grain": "hour", "schedule": "5m"},
+        "checks": checks,
+    }
+    if workers is not None:
+        document["scheduler"] = {"max_workers": workers}
+    return parse_config(document, "soak.yaml")
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    """Resident set size now (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+@dataclass
+class Scraper:
+    """Fetches /metrics over HTTP every ``interval`` seconds until stopped."""
+
+    url: str
+    interval: float
+    times: list[float] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    errors: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def scrape(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(self.url, timeout=60) as response:
+                body = response.read()
+        except OSError:
+            self.errors += 1
+            return
+        self.times.append(time.perf_counter() - t0)
+        self.sizes.append(len(body))
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.scrape()
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="scraper", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# --- the soak ------------------------------------------------------------------------------------
+
+
+def soak(size: Size, workers: int | None, scrape_interval: float, budget: float | None) -> int:
+    with tempfile.TemporaryDirectory(prefix="kpimon-soak-") as tmp:
+        directory = Path(tmp)
+        t0 = time.perf_counter()
+        build_warehouse(directory / "soak.duckdb", size)
+        config = soak_config(directory, size, workers)
+        built = time.perf_counter() - t0
+        max_workers = config.scheduler.max_workers
+        grace = config.scheduler.misfire_grace.total_seconds()
+        interval = parse_duration(config.checks[0].schedule).total_seconds()
+        print(
+            f"soak: {size.checks} checks ({size.segmented} split into up to "
+            f"{size.max_segments} segments + __other__), {size.series} series, "
+            f"{size.tables} tables, lookback {size.lookback_hours} h, {size.cycles} cycles, "
+            f"{max_workers} workers (default {SchedulerConfig().max_workers}), "
+            f"{os.cpu_count()} CPUs; warehouse built in {built:.1f} s",
+            flush=True,
+        )
+
+        now = [START + timedelta(hours=size.lookback_hours, minutes=10)]
+        store = StateStore(directory / "soak-state.db")
+        metrics = Metrics()
+        engine = Engine(
+            config, open_warehouses(config), store, metrics, clock=lambda: now[0], announce=False
+        )
+        watcher = DeploymentWatcher(config, store, engine, metrics, channels=[], clock=engine.clock)
+        api = Api(
+            engine,
+            metrics,
+            ready=lambda: [],
+            run_now=lambda name: None,
+            token=None,
+            deployments=watcher,
+            watch=lambda deployment: None,
+        )
+        server = HttpServer(api, "127.0.0.1", 0, threads=config.server.threads)
+        server.start()
+        scraper = Scraper(f"http://127.0.0.1:{server.port}/metrics", scrape_interval)
+        scraper_thread = scraper.start()
+
+        cycle_times: list[float] = []
+        run_times: list[float] = []
+        waits: list[float] = []
+        rss: list[int] = []
+        outcomes: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        lock = threading.Lock()
+
+        def run(name: str, submitted: float) -> None:
+            started = time.perf_counter()
+            result = engine.run(name)
+            with lock:
+                waits.append(started - submitted)
+                run_times.append(result.duration)
+                outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+                if result.error:
+                    errors[result.error] = errors.get(result.error, 0) + 1
+
+        names = [c.name for c in config.checks]
+        soak_started = time.perf_counter()
+        stopped_early = False
+        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="check") as pool:
+            for cycle in range(size.cycles):
+                c0 = time.perf_counter()
+                futures = [pool.submit(run, name, c0) for name in names]
+                for future in futures:
+                    future.result()
+                cycle_times.append(time.perf_counter() - c0)
+                rss.append(rss_bytes())
+                now[0] += timedelta(hours=1)
+                if cycle in (0, 1) or (cycle + 1) % 10 == 0:
+                    print(
+                        f"  cycle {cycle + 1}/{size.cycles}: {cycle_times[-1]:.1f} s, "
+                        f"RSS {rss[-1] / 2**20:.0f} MiB",
+                        flush=True,
+                    )
+                if budget is not None and time.perf_counter() - soak_started > budget:
+                    stopped_early = cycle + 1 < size.cycles
+                    break
+        scraper.stop()
+        scraper_thread.join(timeout=60)
+        scraper.scrape()  # one more at rest, after the last cycle
+        time.sleep(0.5)  # let waitress finish with the last connection before closing
+        server.stop()
+        store.close()
+
+    done = len(cycle_times)
+    print()
+    print(
+        f"cycles run: {done} of {size.cycles}" + (" (stopped by --budget)" if stopped_early else "")
+    )
+    tally = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+    print(f"runs: {sum(outcomes.values())} ({tally})")
+    for message, count in sorted(errors.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  error x{count}: {message}")
+    steady = cycle_times[1:] or cycle_times
+    print(
+        f"cycle time: first (models built) {cycle_times[0]:.2f} s; then median "
+        f"{statistics.median(steady):.2f} s, p95 {quantile(steady, 0.95):.2f} s, "
+        f"max {max(steady):.2f} s"
+    )
+    print(
+        f"check run: median {statistics.median(run_times) * 1000:.1f} ms, "
+        f"p95 {quantile(run_times, 0.95) * 1000:.1f} ms"
+    )
+    if scraper.times:
+        print(
+            f"/metrics scrape over HTTP: {len(scraper.times)} scrapes, median "
+            f"{statistics.median(scraper.times):.3f} s, max {max(scraper.times):.3f} s, "
+            f"{scraper.sizes[-1] / 2**20:.1f} MiB, {scraper.errors} failed"
+        )
+    window = 100 if done >= 200 else max(1, done // 5)
+    first, last = statistics.median(rss[:window]), statistics.median(rss[-window:])
+    print(
+        f"RSS: peak {peak_rss_bytes() / 2**20:.0f} MiB; median of the first {window} cycles "
+        f"{first / 2**20:.0f} MiB, of the last {window} {last / 2**20:.0f} MiB: growth "
+        f"{(last - first) / first * 100:+.1f}%"
+    )
+    late = sum(1 for w in waits if w > grace)
+    over = sum(1 for c in cycle_times if c > interval)
+    print(
+        f"missed runs for lack of workers: {late} waited longer than misfire_grace "
+        f"({grace:g} s) in the pool (max wait {max(waits):.1f} s); {over} of {done} cycles took "
+        f"longer than the {interval:g} s schedule interval"
+    )
+    sustainable = statistics.median(steady)
+    print(
+        f"=> with {max_workers} workers every check can run about every {sustainable:.0f} s "
+        f"({'within' if sustainable <= interval else 'NOT within'} its {interval:g} s schedule)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--smoke", action="store_true", help="a small configuration (< 60 s)")
+    parser.add_argument("--checks", type=int, help=f"checks (full: {FULL.checks})")
+    parser.add_argument(
+        "--segmented", type=int, help=f"checks with a dimension (full: {FULL.segmented})"
+    )
+    parser.add_argument("--cycles", type=int, help=f"cycles (full: {FULL.cycles})")
+    parser.add_argument("--workers", type=int, help="pool size (default: scheduler.max_workers)")
+    parser.add_argument(
+        "--scrape-interval", type=float, default=1.0, help="seconds between scrapes (default 1)"
+    )
+    parser.add_argument(
+        "--budget", type=float, help="stop after this many seconds of cycles and report"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.CRITICAL)  # errors are tallied and printed below
+    size = SMOKE if args.smoke else FULL
+    if args.checks is not None or args.segmented is not None or args.cycles is not None:
+        checks = args.checks if args.checks is not None else size.checks
+        segmented = args.segmented if args.segmented is not None else min(size.segmented, checks)
+        size = Size(
+            checks=checks,
+            segmented=min(segmented, checks),
+            segments=size.segments,
+            max_segments=size.max_segments,
+            tables=size.tables,
+            lookback_hours=size.lookback_hours,
+            cycles=args.cycles if args.cycles is not None else size.cycles,
+        )
+    return soak(size, args.workers, args.scrape_interval, args.budget)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

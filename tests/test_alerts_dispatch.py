@@ -1,0 +1,119 @@
+"""The outbox reaches Alertmanager: the demo's incidents arrive at the receivers the example
+routing picks, a resolution arrives with its end, and a muted check stays silent. Alertmanager
+refuses alerts that start in the future, so these tests run on the live clock."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.alerts.alertmanager import AlertmanagerClient
+from monitor.alerts.dispatch import Dispatcher
+from monitor.config import Config, parse_config
+from monitor.engine import Engine
+from monitor.exporter import Metrics
+from monitor.store import StateStore
+from monitor.warehouse import open_warehouses
+from tests.alertmanager_server import Alertmanager, Webhook, binaries, routing_config
+from tests.conftest import REPO, demo_document
+
+EXAMPLE = REPO / "config" / "alertmanager.example.yml"
+
+
+@pytest.fixture(scope="module")
+def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Alertmanager, dict[str, Webhook]]]:
+    server, _ = binaries()
+    hooks = {n: Webhook(n).start() for n in ("data-platform", "revenue-pager", "growth-webhook")}
+    am = Alertmanager(server, tmp_path_factory.mktemp("am"))
+    try:
+        yield am.start(routing_config(EXAMPLE, hooks)), hooks
+    finally:
+        am.stop()
+        for hook in hooks.values():
+            hook.stop()
+
+
+@pytest.fixture
+def live_dir(tmp_path: Path, live_demo_warehouse: Path) -> Path:
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    return tmp_path
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def setup(demo_dir: Path, am_url: str, **check_changes: Any) -> tuple[Config, Engine, Dispatcher, Metrics]:
+    document = demo_document(demo_dir)
+    document["alertmanager"] = {"urls": [am_url], "environment": "production"}
+    document["links"] = {"dashboard": "https://grafana.example.com/d/kpi?var-check={check}&var-segment={segment}"}
+    for check in document["checks"]:
+        check.update(check_changes.get(check["name"], {}))
+    config = parse_config(document)
+    assert config.alertmanager is not None
+    store, metrics = StateStore(demo_dir / "state.db"), Metrics()
+    dispatcher = Dispatcher(config, store, metrics, None, AlertmanagerClient(config.alertmanager), now)
+    engine = Engine(config, open_warehouses(config), store, metrics, channels=dispatcher.channels, clock=now)
+    return config, engine, dispatcher, metrics
+
+
+def alerts(hook: Webhook, check: str) -> list[dict[str, Any]]:
+    return [a for n in hook.notifications(check) for a in n["alerts"]]
+
+
+def test_incidents_reach_the_receivers_the_routing_picks(live_dir: Path, receivers: tuple[Alertmanager, dict[str, Webhook]]) -> None:
+    am, hooks = receivers
+    config, engine, dispatcher, metrics = setup(live_dir, am.url)
+    for check in config.checks:
+        engine.run(check.name)
+    assert dispatcher.deliver_pending() == 3
+    pager = hooks["revenue-pager"].wait_for(lambda n: len(n) >= 1, "revenue")
+    [alert] = [a for n in pager for a in n["alerts"]]
+    assert alert["status"] == "firing"
+    assert alert["labels"] == {"alertname": "KPIAnomaly", "check": "revenue", "segment": "DE", "severity": "critical",
+                               "team": "revenue", "environment": "production"}
+    assert alert["annotations"]["dashboard"] == "https://grafana.example.com/d/kpi?var-check=revenue&var-segment=DE"
+    assert re.match(r"revenue \[DE\] is \d+% below expected \(-\d+\.\d robust SD\)", alert["annotations"]["summary"])
+    hooks["growth-webhook"].wait_for(lambda n: len(n) >= 1, "signups")
+    hooks["data-platform"].wait_for(lambda n: len(n) >= 1, "events_freshness")
+    assert alerts(hooks["revenue-pager"], "signups") == []
+    assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "alertmanager", "outcome": "ok"}) == 1
+
+    # a re-send keeps one alert; the resolution (here: an acknowledged new level) ends it
+    dispatcher.resend_firing(engine.firing())
+    acknowledged = now()
+    engine.rebaseline("revenue", acknowledged)
+    assert dispatcher.deliver_pending() == 1
+    resolved = hooks["revenue-pager"].wait_for(
+        lambda n: any(a["status"] == "resolved" for x in n for a in x["alerts"]), "revenue", timeout=15)
+    [end] = [a for n in resolved for a in n["alerts"] if a["status"] == "resolved"]
+    assert end["labels"]["segment"] == "DE" and end["endsAt"] >= acknowledged.isoformat()[:16]
+
+
+def test_an_unreachable_alertmanager_keeps_the_alerts_for_later(live_dir: Path) -> None:
+    _, engine, dispatcher, metrics = setup(live_dir, "http://127.0.0.1:1")
+    engine.run("signups")
+    assert dispatcher.deliver_pending() == 0
+    assert len(engine.store.pending("alertmanager")) == 1
+    assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "alertmanager", "outcome": "error"}) == 1
+
+
+def test_a_muted_check_still_exports_but_sends_nothing(live_dir: Path) -> None:
+    start = now()
+    config, engine, _, metrics = setup(
+        live_dir, "http://127.0.0.1:1", signups={"mute_until": (start + timedelta(hours=2)).isoformat()})
+    engine.mute("revenue", start + timedelta(days=1), "backfill of fct_orders")
+    engine.run("signups")
+    engine.run("revenue")
+    assert engine.store.pending("alertmanager") == []
+    labels = {"check": "signups", "segment": "", "severity": "warning", "team": "growth"}
+    assert metrics.registry.get_sample_value("kpimon_anomaly", labels) == 1
+    assert engine.store.mutes()["revenue"] == (start + timedelta(days=1), "backfill of fct_orders")
+    # once the mute has passed, new episodes notify again
+    assert not engine.muted(config.check("revenue"), start + timedelta(days=2))  # type: ignore[arg-type]
