@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
@@ -42,3 +44,16 @@ class Warehouse(ABC):
 
     def close(self) -> None:  # noqa: B027 - adapters without a session have nothing to close
         """Release connections and cancel statements still running."""
+
+
+def bound_value(value: object) -> object:
+    """A parameter value every driver binds natively: numpy scalars unwrapped, aware datetimes
+    as naive UTC (the dialects read naive timestamps as UTC)."""
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    item = getattr(value, "item", None)
+    if item is not None and not isinstance(value, str | bytes | decimal.Decimal):
+        return item()
+    return value

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
-import decimal
 import importlib.util
 import json
 import logging
@@ -62,7 +60,7 @@ from monitor.errors import (
     WarehouseError,
     WarehouseUnavailable,
 )
-from monitor.warehouse.base import Warehouse
+from monitor.warehouse.base import Warehouse, bound_value
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +392,7 @@ class DatabricksWarehouse(Warehouse):
         limit = float(timeout if timeout is not None else self.statement_timeout)
         if limit <= 0:
             raise ValueError("timeout must be positive")
-        bound = {k: _plain(v) for k, v in params.items()}
+        bound = {k: bound_value(v) for k, v in params.items()}
         call = _Call()
         with self._lock:
             if self._closed:
@@ -623,18 +621,6 @@ class DatabricksWarehouse(Warehouse):
 def _backoff(attempt: int) -> float:
     base = min(BACKOFF_BASE_SECONDS * (2**attempt), BACKOFF_MAX_SECONDS)
     return float(base * (0.75 + random.random() / 2))  # noqa: S311 - jitter, not crypto
-
-
-def _plain(value: object) -> object:
-    """A value the connector binds natively: numpy scalars unwrapped, datetimes as naive UTC."""
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    item = getattr(value, "item", None)
-    if item is not None and not isinstance(value, (str, bytes, decimal.Decimal)):
-        return item()
-    return value
 
 
 def _fetch_frame(cursor: Any) -> pd.DataFrame:

@@ -9,8 +9,6 @@ Results come back as a DataFrame with timestamps as naive UTC and ``numeric`` as
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import decimal
 import logging
 import re
 import threading
@@ -24,7 +22,7 @@ import psycopg.errors
 from monitor.config import PostgresWarehouseConfig
 from monitor.dialects import PostgresDialect
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseError, WarehouseUnavailable
-from monitor.warehouse.base import Warehouse
+from monitor.warehouse.base import Warehouse, bound_value
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +45,6 @@ def _escape_percent(sql: str) -> str:
     as they would anywhere else; only ``%(name)s`` is a placeholder.
     """
     return _LONE_PERCENT.sub("%%", sql)
-
-
-def _plain(value: object) -> object:
-    """A value psycopg can bind: numpy scalars unwrapped, aware datetimes as naive UTC."""
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    item = getattr(value, "item", None)
-    if item is not None and not isinstance(value, (str, bytes, decimal.Decimal)):
-        return item()
-    return value
 
 
 class PostgresWarehouse(Warehouse):
@@ -144,7 +130,7 @@ class PostgresWarehouse(Warehouse):
         self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
     ) -> pd.DataFrame:
         limit = float(timeout if timeout is not None else self.statement_timeout)
-        bound = {k: _plain(v) for k, v in params.items()}
+        bound = {k: bound_value(v) for k, v in params.items()}
         deadline = time.monotonic() + limit
         conn, reused = self._checkout(limit)
         try:
