@@ -13,7 +13,7 @@ values themselves otherwise:
   cycles. Slots follow the business ``timezone`` (buckets are indexed on local wall-clock time,
   DST-safe).
 * **level** ``L_t``: the median of the out-of-sample residuals ``y_j - S_j`` over the last three
-  days (daily data: seven buckets), so growth and trend do not alert and a day-long incident or
+  days (daily data: ten buckets), so growth and trend do not alert and a day-long incident or
   holiday does not move it; once 90% of the last day and a half lie on one side of it, the level
   has shifted and the median of that shorter window takes over.
 * **spread** ``sigma_t``: of the out-of-sample residuals ``e_j = y_j - S_j - L_j`` over the last
@@ -59,7 +59,7 @@ _SLOT_PRIOR = 20.0
 # level: median residual over this many days of sub-daily buckets (a day-long incident or holiday
 # does not move it) or this many daily buckets
 _LEVEL_DAYS = 3
-_LEVEL_DAILY = 7
+_LEVEL_DAILY = 10
 # ... unless at least this fraction of the last _LEVEL_SHORT_DAYS days of residuals lie on one side
 # of it: the level has shifted, and the short window's median follows it
 _LEVEL_SHORT_DAYS = 1.5
@@ -118,6 +118,10 @@ class DetectorSpec:
             raise ValueError(f"season_cycles must be at least 2, got {self.season_cycles}")
         if self.min_history is not None and self.min_history < 2:
             raise ValueError(f"min_history must be at least 2, got {self.min_history}")
+        try:
+            pd.Timestamp(0, tz="UTC").tz_convert(self.timezone)
+        except Exception as exc:  # pandas raises several types for unknown zones
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -372,10 +376,10 @@ class Detector:
         # seasonal residuals y - S per period (week, day), each with at least one earlier cycle
         self._periods = [period for period in (self._geo.week, self._geo.day) if period]
         self._res = [np.full(capacity, np.nan) for _ in self._periods]
-        # seasonal shape samples per period: y minus a robust level around it (the median of
-        # ~25 values spread over one period centred on it, so final once the bucket half a
-        # period later is learned, always before a look-back reads it): the seasonal medians
-        # hold the shape only, and a level shift moves the level term, never the season
+        # seasonal shape samples per period: y minus a robust level of the period centred on it
+        # (the median of its 7 daily means for a week; of its hourly means for a day), final once
+        # the bucket half a period later is learned, always before a look-back reads it: the
+        # seasonal medians hold the shape only, and a level shift moves the level, not the season
         self._shape = [np.full(capacity, np.nan) for _ in self._periods]
         self._shape_sub = [_shape_sub(period, self._geo.day) for period in self._periods]
         self._e = np.full(capacity, np.nan)
@@ -405,8 +409,9 @@ class Detector:
     def warm(self, buckets: pd.DatetimeIndex, values: npt.ArrayLike) -> None:
         """Learn a block of history (sorted, tz-aware UTC, complete buckets) without verdicts.
 
-        Vectorised; leaves exactly the state stepping through the same buckets would. NaN values
-        are gaps. The block must start after everything already learned.
+        Vectorised, and only what later buckets can read is computed; the verdicts that follow are
+        those stepping through the same buckets would give (to float rounding). NaN values are
+        gaps. The block must start after everything already learned.
         """
         vals = np.asarray(values, dtype=np.float64).ravel()
         if len(buckets) != vals.size:

@@ -42,6 +42,7 @@ log = logging.getLogger("monitor.engine")
 Outcome = Literal["ok", "anomaly", "no_data", "error"]
 DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
 FULL_REFRESH = timedelta(days=1)
+FRESHNESS_OVERLAP = timedelta(hours=1)  # late rows stamped before the newest load seen
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class Engine:
         self._learned: dict[tuple[str, str], pd.Timestamp] = {}
         # per check: when the last full-lookback query ran, and the segments it ranked
         self._full: dict[str, tuple[datetime, list[str]]] = {}
+        # per freshness check: the load minutes seen over the lookback, and when fully read
+        self._loads: dict[str, tuple[pd.DatetimeIndex, datetime]] = {}
         self._latest: dict[tuple[str, str], SeriesStatus] = {}
         self._last_run: dict[str, RunResult] = {}
         self._locks = {c.name: threading.Lock() for c in config.checks}
@@ -355,6 +358,7 @@ class Engine:
                 del self._models[key]
                 self._learned.pop(key, None)
             self._full.pop(name, None)
+            self._loads.pop(name, None)
 
     def _query_window(
         self, check: CheckConfig, now: datetime, known: set[str]
@@ -417,13 +421,23 @@ class Engine:
     def _run_freshness(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
-        query = freshness_query(check, warehouse.dialect, now - check.effective_lookback, now)
-        frame = warehouse.query(query.sql, query.params)
-        if frame.empty or frame.iloc[:, 0].isna().all():
+        start = to_utc(now - check.effective_lookback)
+        with self._guard:
+            cache = self._loads.get(check.name)
+        # a warm run reads only loads since the newest one seen (less an overlap for late rows)
+        if cache is not None and len(cache[0]) and now - cache[1] < FULL_REFRESH:
+            cached, full_at = cache
+            since = cached.max() - FRESHNESS_OVERLAP
+        else:
+            cached, full_at, since = pd.DatetimeIndex([], tz="UTC"), now, start
+        query = freshness_query(check, warehouse.dialect, since, now)
+        loaded = cached[cached < since].union(_utc_index(warehouse.query(query.sql, query.params)))
+        loaded = loaded[loaded >= start]
+        with self._guard:
+            self._loads[check.name] = (loaded, full_at)
+        if len(loaded) == 0:
             query = newest_row_query(check, warehouse.dialect, now)
-            frame = warehouse.query(query.sql, query.params)
-        loaded = pd.DatetimeIndex(pd.to_datetime(frame.iloc[:, 0].dropna()))
-        loaded = loaded.tz_localize("UTC") if loaded.tz is None else loaded.tz_convert("UTC")
+            loaded = _utc_index(warehouse.query(query.sql, query.params))
         verdict = assess(loaded, now, check.sensitivity or DEFAULT_SENSITIVITY, check.max_age)
         if verdict is None:
             return [], []
@@ -534,3 +548,14 @@ class Engine:
                 if url
             },
         )
+
+
+def _utc_index(frame: pd.DataFrame) -> pd.DatetimeIndex:
+    """The first column of a freshness query as sorted, unique tz-aware UTC instants."""
+    loaded = (
+        pd.DatetimeIndex(pd.to_datetime(frame.iloc[:, 0].dropna()))
+        if len(frame.columns)
+        else pd.DatetimeIndex([])
+    )
+    loaded = loaded.tz_localize("UTC") if loaded.tz is None else loaded.tz_convert("UTC")
+    return loaded.unique().sort_values()

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.detect import Detector, DetectorSpec, Verdict
 
@@ -423,6 +425,8 @@ def test_spec_validation() -> None:
         DetectorSpec(HOUR, direction="sideways")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         DetectorSpec(HOUR, min_relative_change=-1)
+    with pytest.raises(ValueError, match="timezone"):
+        DetectorSpec(HOUR, timezone="Mars/Olympus_Mons")
 
 
 # --------------------------------------------------------------------------- shifts, tails
@@ -493,3 +497,29 @@ def test_warm_equivalence_in_a_business_timezone_across_dst() -> None:
     step_all(stepped, idx[:split], v[:split])
     warm = warmed(spec, idx, v, split)
     assert same(step_all(warm, idx[split:], v[split:]), step_all(stepped, idx[split:], v[split:]))
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    split=st.integers(1, 24 * 30),
+    drop=st.floats(0.0, 0.3),
+    daily=st.booleans(),
+)
+def test_property_warm_then_step_equals_stepping(
+    seed: int, split: int, drop: float, daily: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    if daily:
+        idx, v = daily_revenue(seed, days=120)
+        split = split % 100 + 1
+    else:
+        idx, v = hourly_orders(seed, weeks=5)
+    keep = rng.random(v.size) >= drop
+    idx, v = idx[keep], v[keep]
+    spec = DetectorSpec(DAY if daily else HOUR)
+    stepped = Detector(spec)
+    step_all(stepped, idx[:split], v[:split])
+    warm = warmed(spec, idx, v, split)
+    tail = slice(split, split + 200)
+    assert same(step_all(warm, idx[tail], v[tail]), step_all(stepped, idx[tail], v[tail]))

@@ -236,6 +236,14 @@ def test_a_warm_run_reads_only_the_newest_buckets(demo_config: Config, demo_dir:
     assert "top_segments" not in counting.sql[-1] and "$s0" in counting.sql[-1]
     de = next(s for s in engine.series("revenue") if s.segment == "DE")
     assert de.state.firing and de.verdict.bucket.hour == 14
+    # freshness reads the load minutes since the newest one it has seen, and judges the same
+    clock[0] = DEMO_NOW - timedelta(minutes=30)
+    engine.run("orders_freshness")
+    assert counting.rows[-1] > 1000  # hourly loads over 8 weeks
+    clock[0] = DEMO_NOW
+    assert engine.run("orders_freshness").outcome == "ok"
+    assert counting.rows[-1] <= 3  # the loads of the last hour and a half
+    assert engine.series("orders_freshness")[0].verdict.expected == 3600
 
 
 def test_a_segment_whose_rows_stop_is_judged_as_zero(demo_config: Config, demo_dir: Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -660,6 +661,43 @@ def test_a_locked_state_store_fails_the_run_and_the_alert_still_opens_once_it_is
     assert engine.alert_state("signups", "").firing
     assert [e.notification.check for e in store.pending("slack")] == ["signups"]
     assert series_samples(metrics, "kpimon_anomaly", "signups") == [1]
+
+
+def test_readyz_says_503_while_the_state_database_is_gone_and_recovers_by_itself(
+    tmp_path: Path, live_demo_warehouse: Path, postgres_dsn: str, postgres_server: Any
+) -> None:
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    database = postgres_dsn.rsplit("/", 1)[1]
+    password = "canary-state-password"  # the test server trusts loopback; it must not be shown
+    document = demo_document(tmp_path)
+    document["state"] = {"url": postgres_dsn.replace("postgres@", f"postgres:{password}@", 1)}
+    document["checks"] = [c for c in document["checks"] if c["name"] == "signups"]
+    daemon = Daemon(parse_config(document), host="127.0.0.1", port=0)
+    daemon.start()
+    admin = psycopg.connect(postgres_server.dsn(), autocommit=True)
+    try:
+        port = daemon.port
+        assert http_get(port, "/readyz")[0] == 200
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+        _, body = wait_until(
+            lambda: (r := http_get(port, "/readyz"))[0] == 503 and r, 15, "/readyz to say 503"
+        )
+        answer = json.loads(body)
+        assert answer["status"] == "not ready"
+        assert any("state database" in p for p in answer["problems"]), answer
+        assert password not in body.decode()
+        assert http_get(port, "/healthz")[0] == 200, "the process itself is fine"
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, "/readyz to recover")
+    finally:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.close()
+        daemon.stop()
 
 
 def test_a_corrupt_state_file_stops_the_start_with_a_clear_error_and_exit_2(
