@@ -32,7 +32,14 @@ from monitor.errors import (
 )
 from monitor.exporter import Metrics
 from monitor.freshness import assess
-from monitor.queries import OTHER_SEGMENT, freshness_query, newest_row_query, series_query
+from monitor.queries import (
+    OTHER_SEGMENT,
+    batch_column,
+    batch_key,
+    freshness_query,
+    newest_row_query,
+    series_query,
+)
 from monitor.series import normalise
 from monitor.store import StateStore
 from monitor.warehouse.base import Warehouse
@@ -43,6 +50,24 @@ Outcome = Literal["ok", "anomaly", "no_data", "error"]
 DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
 FULL_REFRESH = timedelta(days=1)
 FRESHNESS_OVERLAP = timedelta(hours=1)  # late rows stamped before the newest load seen
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a run reads: rows from ``since`` to ``until`` (the end of the newest complete
+    bucket), segments folded by ``segments`` (None: ranked anew, or no dimensions); ``full``
+    when it is the whole lookback."""
+
+    since: pd.Timestamp
+    until: pd.Timestamp
+    segments: list[str] | None
+    full: bool
+
+
+@dataclass
+class _BatchRead:
+    window: Window
+    frame: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,15 @@ class Engine:
         self._learned: dict[tuple[str, str], pd.Timestamp] = {}
         # per check: when the last full-lookback query ran, and the segments it ranked
         self._full: dict[str, tuple[datetime, list[str]]] = {}
+        # checks answered by one query, and that query's latest rows
+        groups: dict[tuple[object, ...], list[CheckConfig]] = {}
+        for c in config.checks:
+            key = batch_key(c, config.warehouse_of(c))
+            if key is not None:
+                groups.setdefault(key, []).append(c)
+        self._batches = {c.name: g for g in groups.values() if len(g) > 1 for c in g}
+        self._batch_locks = {k: threading.Lock() for k, g in groups.items() if len(g) > 1}
+        self._batch_reads: dict[tuple[object, ...], _BatchRead] = {}
         # per freshness check: the load minutes seen over the lookback, and when fully read
         self._loads: dict[str, tuple[pd.DatetimeIndex, datetime]] = {}
         self._latest: dict[tuple[str, str], SeriesStatus] = {}
@@ -291,23 +325,23 @@ class Engine:
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
-        with self._guard:  # other checks' runs add their models concurrently
-            known = {s for (c, s) in self._models if c == check.name}
-        since, segments = self._query_window(check, now, known)
-        newest = last_complete(now, check.grain, check.timezone, check.settle)
-        until = next_bucket(newest, check.grain, check.timezone)
-        query = series_query(check, warehouse.dialect, since, segments, until)
-        frame = warehouse.query(query.sql, query.params)
+        known = self._known(check.name)
+        window = self._query_window(check, now, known)
+        frame, window = self._read(check, warehouse, window, now)
+        since, segments, until = window.since, window.segments, window.until
         found = normalise(frame, check, now, expected=known, start=since if known else None)
-        if segments is None:
+        if window.full:
+            ranked = window.segments
+            if ranked is None:
+                ranked = sorted(set(found) - {OTHER_SEGMENT})
             with self._guard:
-                self._full[check.name] = (now, sorted(set(found) - {OTHER_SEGMENT}))
+                self._full[check.name] = (now, ranked)
         elif set(found) - known:
             # a segment seen for the first time: learn its history with a full query next run
             with self._guard:
                 self._full.pop(check.name, None)
             found = {s: v for s, v in found.items() if s in known}
-        history: dict[str, pd.Series] | None = found if segments is None else None
+        history: dict[str, pd.Series] | None = found if window.full else None
 
         def chart(segment: str) -> list[list[Any]]:
             # the chart of an opening alert needs the whole lookback; a warm run re-reads it
@@ -360,25 +394,74 @@ class Engine:
             self._full.pop(name, None)
             self._loads.pop(name, None)
 
-    def _query_window(
-        self, check: CheckConfig, now: datetime, known: set[str]
-    ) -> tuple[pd.Timestamp, list[str] | None]:
-        """From when to query, and the segments an incremental query folds by.
+    def _known(self, name: str) -> set[str]:
+        with self._guard:  # other checks' runs add their models concurrently
+            return {s for (c, s) in self._models if c == name}
+
+    def _read(
+        self, check: CheckConfig, warehouse: Warehouse, window: Window, now: datetime
+    ) -> tuple[pd.DataFrame, Window]:
+        """Rows for ``window``; checks of one batch share one query (see ``batch_key``).
+
+        A batch query reads what every member needs (the earliest ``since``, the whole lookback
+        if one needs it) and serves the members that run after it, until a new bucket completes.
+        """
+        members = self._batches.get(check.name)
+        if members is None:
+            query = series_query(
+                check, warehouse.dialect, window.since, window.segments, window.until
+            )
+            return warehouse.query(query.sql, query.params), window
+        key = batch_key(check, self.config.warehouse_of(check))
+        assert key is not None  # only metric and row_count checks are batched
+        with self._batch_locks[key]:
+            cached = self._batch_reads.get(key)
+            if cached is None or not _serves(cached.window, window):
+                wanted = [window] + [
+                    self._query_window(m, now, self._known(m.name))
+                    for m in members
+                    if m is not check
+                ]
+                full = any(w.full for w in wanted) or any(
+                    w.segments != window.segments for w in wanted
+                )
+                since = min(w.since for w in wanted)
+                union = Window(since, window.until, None if full else window.segments, full)
+                query = series_query(
+                    check, warehouse.dialect, union.since, union.segments, union.until, members
+                )
+                frame = warehouse.query(query.sql, query.params)
+                if full and check.dimensions and "segment" in frame.columns:
+                    ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
+                    union = Window(union.since, union.until, ranked, True)
+                cached = _BatchRead(union, frame)
+                self._batch_reads[key] = cached
+        column = batch_column(members.index(check))
+        if column not in cached.frame.columns:
+            return cached.frame, cached.window  # the warehouse answered oddly: normalise says how
+        frame = cached.frame[[c for c in ("bucket", "segment") if c in cached.frame.columns]]
+        return frame.assign(value=cached.frame[column]), cached.window
+
+    def _query_window(self, check: CheckConfig, now: datetime, known: set[str]) -> Window:
+        """What to read: from when, folding segments how.
 
         The first run of a check (and one a day after, to re-rank segments and pick up late
         revisions) reads the whole lookback; the others read from the newest learned bucket
         minus ``refetch_buckets``, so a warm run returns rows for new buckets only.
         """
+        newest = last_complete(now, check.grain, check.timezone, check.settle)
+        until = next_bucket(newest, check.grain, check.timezone)
         lookback_start = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
-        full = self._full.get(check.name)
         with self._guard:
+            full = self._full.get(check.name)
             learned = [t for k, t in self._learned.items() if k[0] == check.name]
         if full is None or not known or not learned or now - full[0] >= FULL_REFRESH:
-            return lookback_start, None
+            return Window(lookback_start, until, None, True)
         since = min(learned)
         for _ in range(check.refetch_buckets):
             since = bucket_start(since - pd.Timedelta(seconds=1), check.grain, check.timezone)
-        return max(since, lookback_start), (full[1] if check.dimensions else None)
+        segments = full[1] if check.dimensions else None
+        return Window(max(since, lookback_start), until, segments, False)
 
     def _score_new(
         self, check: CheckConfig, segment: str, series: pd.Series, policy: AlertPolicy
@@ -559,3 +642,12 @@ def _utc_index(frame: pd.DataFrame) -> pd.DatetimeIndex:
     )
     loaded = loaded.tz_localize("UTC") if loaded.tz is None else loaded.tz_convert("UTC")
     return loaded.unique().sort_values()
+
+
+def _serves(cached: Window, wanted: Window) -> bool:
+    """Can rows read for ``cached`` answer a run that wants ``wanted``?"""
+    if cached.until != wanted.until or cached.since > wanted.since:
+        return False
+    if wanted.full:
+        return cached.full
+    return cached.segments == wanted.segments

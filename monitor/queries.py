@@ -55,12 +55,37 @@ def _segment(check: CheckConfig, dialect: Dialect) -> str:
     return f" || '{SEGMENT_SEPARATOR}' || ".join(parts)
 
 
+def batch_key(check: CheckConfig, warehouse: str) -> tuple[object, ...] | None:
+    """Checks with equal keys read the same rows the same way: one query answers them all.
+    None for checks that cannot share a query (sql and freshness)."""
+    if check.kind not in ("metric", "row_count"):
+        return None
+    return (
+        warehouse,
+        check.table,
+        check.timestamp_column,
+        check.where,
+        tuple(check.dimensions),
+        check.max_segments,
+        check.grain,
+        check.timezone,
+        check.settle,
+        check.lookback,
+        check.refetch_buckets,
+    )
+
+
+def batch_column(index: int) -> str:
+    return f"value_{index}"
+
+
 def series_query(
     check: CheckConfig,
     dialect: Dialect,
     since: datetime,
     segments: Sequence[str] | None = None,
     until: datetime | None = None,
+    batch: Sequence[CheckConfig] = (),
 ) -> Query:
     """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks.
 
@@ -68,7 +93,8 @@ def series_query(
     dimensions, else the dimension values joined by '|' with all but the ``max_segments``
     largest (by rows since ``since``) folded into ``__other__``. An incremental query passes
     the ``segments`` chosen by the last full query instead, so folding stays the same.
-    ``until`` (generated queries only) skips rows of buckets not complete yet.
+    ``until`` (generated queries only) skips rows of buckets not complete yet. With ``batch``
+    (checks of one :func:`batch_key`), the value of ``batch[i]`` is column ``value_i``.
     """
     params: dict[str, object] = {"since": _naive_utc(since)}
     if check.kind == "sql":
@@ -82,11 +108,15 @@ def series_query(
         params["until"] = _naive_utc(until)
     table = dialect.quote(check.table)
     bucket = dialect.bucket(dialect.quote(check.timestamp_column), check.grain, dialect.param("tz"))
-    value = check.expression if check.kind == "metric" else "count(*)"
+    value = (
+        ",\n  ".join(f"{_aggregate(c)} AS {batch_column(i)}" for i, c in enumerate(batch))
+        if batch
+        else f"{_aggregate(check)} AS value"
+    )
     where = _filters(check, dialect, bounded=until is not None)
     if not check.dimensions:
         return Query(
-            f"SELECT {bucket} AS bucket, '' AS segment, {value} AS value\n"
+            f"SELECT {bucket} AS bucket, '' AS segment, {value}\n"
             f"FROM {table}\nWHERE {where}\nGROUP BY 1",
             params,
         )
@@ -98,7 +128,7 @@ def series_query(
         return Query(
             f"SELECT {bucket} AS bucket,\n"
             f"  CASE WHEN {keep} THEN {segment} ELSE '{OTHER_SEGMENT}' END AS segment,\n"
-            f"  {value} AS value\n"
+            f"  {value}\n"
             f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2",
             params,
         )
@@ -111,10 +141,14 @@ def series_query(
         f"SELECT {bucket} AS bucket,\n"
         f"  CASE WHEN {segment} IN (SELECT segment FROM top_segments) THEN {segment}"
         f" ELSE '{OTHER_SEGMENT}' END AS segment,\n"
-        f"  {value} AS value\n"
+        f"  {value}\n"
         f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2"
     )
     return Query(sql, params)
+
+
+def _aggregate(check: CheckConfig) -> str:
+    return check.expression if check.kind == "metric" and check.expression else "count(*)"
 
 
 def freshness_query(
