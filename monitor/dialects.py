@@ -21,6 +21,7 @@ class Dialect(ABC):
 
     name: str
     quote_char: str
+    information_schema = "information_schema"
 
     def quote(self, identifier: str) -> str:
         """Quote a possibly dotted name (``schema.table``), one part at a time."""
@@ -105,6 +106,8 @@ class DatabricksDialect(Dialect):
 
     name = "databricks"
     quote_char = "`"
+    # the columns of every catalog; a bare information_schema is the current catalog's only
+    information_schema = "system.information_schema"
 
     def param(self, name: str) -> str:
         return f":{name}"

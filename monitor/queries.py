@@ -195,7 +195,7 @@ def columns_query(table: str, dialect: Dialect) -> Query:
         f"lower({name}) = {dialect.param(f'p{i}')}" for i, name in enumerate(names)
     )
     return Query(
-        "SELECT column_name, data_type\nFROM information_schema.columns\n"
+        f"SELECT column_name, data_type\nFROM {dialect.information_schema}.columns\n"
         f"WHERE {where}\nORDER BY ordinal_position",
         params,
     )

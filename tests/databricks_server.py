@@ -102,7 +102,9 @@ def translate_sql(sql: str) -> tuple[str, list[str]]:
             return "$" + m.group("param")
         return m.group(0)
 
-    return _TOKEN.sub(repl, sql), names
+    # Unity Catalog keeps every catalog's columns in system.information_schema; DuckDB has one
+    translated = _TOKEN.sub(repl, sql).replace("system.information_schema.", "information_schema.")
+    return translated, names
 
 
 def _param_value(p: ttypes.TSparkParameter) -> object:

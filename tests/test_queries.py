@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from monitor.config import DuckDBWarehouseConfig, parse_config
-from monitor.dialects import DuckDBDialect
-from monitor.queries import freshness_query, newest_row_query, series_query
+from monitor.dialects import DatabricksDialect, DuckDBDialect
+from monitor.queries import columns_query, freshness_query, newest_row_query, series_query
 from monitor.series import normalise
 from monitor.warehouse.duckdb import DuckDBWarehouse
 
@@ -141,3 +141,81 @@ def test_day_buckets_follow_local_midnight(dst_warehouse: DuckDBWarehouse) -> No
     ]
     # 1 November is 25 hours long in New York: 150 orders, half of them US
     assert us[pd.Timestamp("2026-11-01 04:00", tz="UTC")] == 75
+
+
+# --- Databricks: the exact text each check kind sends (never run on Databricks here) ----------
+
+DBX = DatabricksDialect()
+UNTIL = datetime(2026, 11, 26, 15, tzinfo=UTC)
+DBX_HOUR = (
+    "(date_trunc('HOUR', from_utc_timestamp(CAST(`order_ts` AS TIMESTAMP), :tz)) - "
+    "(from_utc_timestamp(CAST(`order_ts` AS TIMESTAMP), :tz) - CAST(`order_ts` AS TIMESTAMP)))"
+)
+DBX_SEGMENT = "coalesce(CAST(`country` AS STRING), '(null)')"
+DBX_WHERE = "`order_ts` >= :since AND `order_ts` < :until AND (status = 'completed')"
+
+
+def dbx(**fields: object):  # type: ignore[no-untyped-def]
+    base = {"name": "revenue", "kind": "metric", "table": "main.analytics.fct_orders",
+            "timestamp_column": "order_ts", "expression": "sum(amount)", "timezone": "America/New_York",
+            "where": "status = 'completed'", "dimensions": ["country"], "max_segments": 5}
+    return parse_config({"warehouse": {"kind": "databricks"}, "checks": [{**base, **fields}]}).checks[0]
+
+
+def test_databricks_metric_full_and_incremental() -> None:
+    full = series_query(dbx(), DBX, SINCE, None, UNTIL)
+    assert full.sql == (
+        "WITH top_segments AS (\n"
+        f"  SELECT {DBX_SEGMENT} AS segment FROM `main`.`analytics`.`fct_orders`\n"
+        f"  WHERE {DBX_WHERE}\n"
+        "  GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 5\n"
+        ")\n"
+        f"SELECT {DBX_HOUR} AS bucket,\n"
+        f"  CASE WHEN {DBX_SEGMENT} IN (SELECT segment FROM top_segments) THEN {DBX_SEGMENT} ELSE '__other__' END AS segment,\n"
+        "  sum(amount) AS value\n"
+        "FROM `main`.`analytics`.`fct_orders`\n"
+        f"WHERE {DBX_WHERE}\n"
+        "GROUP BY 1, 2"
+    )
+    assert full.params == {"since": datetime(2026, 10, 1), "until": datetime(2026, 11, 26, 15), "tz": "America/New_York"}
+    warm = series_query(dbx(grain="day"), DBX, SINCE, ["US", "DE"], UNTIL)
+    assert warm.sql == (
+        "SELECT to_utc_timestamp(date_trunc('DAY', from_utc_timestamp(CAST(`order_ts` AS TIMESTAMP), :tz)), :tz) AS bucket,\n"
+        f"  CASE WHEN {DBX_SEGMENT} IN (:s0, :s1) THEN {DBX_SEGMENT} ELSE '__other__' END AS segment,\n"
+        "  sum(amount) AS value\n"
+        "FROM `main`.`analytics`.`fct_orders`\n"
+        f"WHERE {DBX_WHERE}\n"
+        "GROUP BY 1, 2"
+    )
+    assert warm.params["s0"] == "US" and warm.params["s1"] == "DE"
+
+
+def test_databricks_row_count_batch_freshness_sql_and_columns() -> None:
+    rows = series_query(dbx(kind="row_count", expression=None, dimensions=[], where=None), DBX, SINCE, None, UNTIL)
+    assert rows.sql == (
+        f"SELECT {DBX_HOUR} AS bucket, '' AS segment, count(*) AS value\n"
+        "FROM `main`.`analytics`.`fct_orders`\n"
+        "WHERE `order_ts` >= :since AND `order_ts` < :until\n"
+        "GROUP BY 1"
+    )
+    batch = [dbx(dimensions=[]), dbx(name="basket", expression="avg(amount)", dimensions=[])]
+    assert "sum(amount) AS value_0,\n  avg(amount) AS value_1\n" in series_query(batch[0], DBX, SINCE, None, UNTIL, batch).sql
+    fresh = freshness_query(dbx(kind="freshness", expression=None, dimensions=[], where=None,
+                                timestamp_column="_loaded_at"), DBX, SINCE, UNTIL)
+    assert fresh.sql == (
+        "SELECT DISTINCT date_trunc('MINUTE', CAST(`_loaded_at` AS TIMESTAMP)) AS loaded\n"
+        "FROM `main`.`analytics`.`fct_orders`\n"
+        "WHERE `_loaded_at` >= :since AND `_loaded_at` < :until\n"
+        "ORDER BY 1 DESC\nLIMIT 5000"
+    )
+    newest = newest_row_query(dbx(kind="freshness", expression=None, dimensions=[], where=None), DBX, UNTIL)
+    assert newest.sql == "SELECT max(CAST(`order_ts` AS TIMESTAMP)) AS loaded\nFROM `main`.`analytics`.`fct_orders`\nWHERE `order_ts` < :until"
+    custom = series_query(dbx(kind="sql", table=None, timestamp_column=None, expression=None, dimensions=[], where=None,
+                              sql="select date_trunc('DAY', ts) as bucket, count(*) as value from t where ts >= :since group by 1;"), DBX, SINCE)
+    assert custom.sql == "select date_trunc('DAY', ts) as bucket, count(*) as value from t where ts >= :since group by 1"
+    columns = columns_query("main.analytics.fct_orders", DBX)
+    assert columns.sql == (
+        "SELECT column_name, data_type\nFROM system.information_schema.columns\n"
+        "WHERE lower(table_catalog) = :p0 AND lower(table_schema) = :p1 AND lower(table_name) = :p2\n"
+        "ORDER BY ordinal_position"
+    )

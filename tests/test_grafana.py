@@ -1,0 +1,70 @@
+"""Deployments become Grafana annotations through its HTTP API (a local server records them)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from monitor.config import GrafanaConfig
+from monitor.deployments import Deployment
+from monitor.grafana import GrafanaAnnotator
+
+DEPLOYED = datetime(2026, 11, 26, 13, 20, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def grafana() -> Iterator[tuple[str, list[tuple[dict[str, str], Any]]]]:
+    received: list[tuple[dict[str, str], Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            received.append((dict(self.headers.items()), (self.path, body)))
+            answer = json.dumps({"id": 1, "message": "Annotation added"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+def deployment() -> Deployment:
+    return Deployment(id="ci-7", environment="production", received_at=DEPLOYED, models=["fct_orders"],
+                      checks=[], commit="0123456789abcdef", url="https://ci.example.com/7")
+
+
+def test_a_deployment_is_annotated_in_epoch_milliseconds_with_tags(grafana) -> None:  # type: ignore[no-untyped-def]
+    url, received = grafana
+    GrafanaAnnotator(GrafanaConfig(url=url, token=SecretStr("glsa_canary"), dashboard_uid="kpi"))(deployment())
+    [(headers, (path, body))] = received
+    assert path == "/api/annotations"
+    assert headers["Authorization"] == "Bearer glsa_canary"
+    assert body == {
+        "time": 1795699205000,
+        "tags": ["kpi-monitor", "deployment", "production"],
+        "text": 'Deployment ci-7 to production (commit 0123456789ab): fct_orders <a href="https://ci.example.com/7">link</a>',
+        "dashboardUID": "kpi",
+    }
+    assert body["time"] == int(DEPLOYED.timestamp() * 1000)
+
+
+def test_an_unreachable_grafana_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    GrafanaAnnotator(GrafanaConfig(url="http://127.0.0.1:1", token=SecretStr("glsa_canary"), timeout=1))(deployment())
+    assert "grafana annotation failed" in caplog.text
+    assert "glsa_canary" not in caplog.text + " ".join(str(getattr(r, "fields", "")) for r in caplog.records)
