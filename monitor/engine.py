@@ -31,7 +31,7 @@ from monitor.errors import (
     WarehouseUnavailable,
 )
 from monitor.exporter import Metrics
-from monitor.freshness import assess
+from monitor.freshness import age_history, assess
 from monitor.queries import (
     OTHER_SEGMENT,
     batch_column,
@@ -525,7 +525,14 @@ class Engine:
         if verdict is None:
             return [], []
         self.metrics.data_age.labels(check.name, "").set(verdict.value)
-        status, notes = self._judge(check, "", [verdict], alert_policy(check), unit="seconds")
+
+        def chart(_: str) -> list[list[Any]]:
+            step = timedelta(minutes=15)
+            return age_history(loaded, now, verdict, self.chart_buckets, step)
+
+        status, notes = self._judge(
+            check, "", [verdict], alert_policy(check), unit="seconds", chart=chart
+        )
         return ([status] if status else []), notes
 
     def _judge(

@@ -56,3 +56,27 @@ def assess(
     )
     score = (age - typical) / spread
     return Verdict(bucket, age, typical, 0.0, upper, score, age > upper)
+
+
+def age_history(
+    loaded: pd.DatetimeIndex, now: datetime, verdict: Verdict, points: int, step: timedelta
+) -> list[list[object]]:
+    """The data age at each of the last ``points`` steps before ``now``, against the current
+    band: the chart in a freshness alert's thread. Rows as in ``Notification.history``."""
+    if verdict.expected is None or verdict.upper is None or len(loaded) == 0:
+        return []
+    epoch = pd.Timestamp(0, tz="UTC")
+    stamps = np.unique((loaded.tz_convert("UTC") - epoch).total_seconds().to_numpy())
+    end = to_utc(now)
+    rows: list[list[object]] = []
+    for k in range(points - 1, -1, -1):
+        moment = end - k * step
+        at = (moment - epoch).total_seconds()
+        seen = stamps[stamps <= at]
+        if seen.size == 0:
+            continue
+        age = at - float(seen[-1])
+        rows.append(
+            [moment.isoformat(), age, verdict.expected, 0.0, verdict.upper, age > verdict.upper]
+        )
+    return rows
