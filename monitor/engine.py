@@ -8,6 +8,8 @@ were already judged, so nothing is alerted twice.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from monitor.alerts.links import render_link
@@ -149,6 +152,7 @@ class Engine:
         self._batches = {c.name: g for g in groups.values() if len(g) > 1 for c in g}
         self._batch_locks = {k: threading.Lock() for k, g in groups.items() if len(g) > 1}
         self._batch_reads: dict[tuple[object, ...], _BatchRead] = {}
+        self._restored: set[str] = set()
         # per freshness check: the load minutes seen over the lookback, and when fully read
         self._loads: dict[str, tuple[pd.DatetimeIndex, datetime]] = {}
         self._latest: dict[tuple[str, str], SeriesStatus] = {}
@@ -325,6 +329,9 @@ class Engine:
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
+        if check.name not in self._restored:
+            self._restored.add(check.name)
+            self._restore(check, now)
         known = self._known(check.name)
         window = self._query_window(check, now, known)
         frame, window = self._read(check, warehouse, window, now)
@@ -366,7 +373,58 @@ class Engine:
             if status is not None:
                 statuses.append(status)
             notes.extend(new_notes)
+        self._keep_history(check, now, window, found)
         return statuses, notes
+
+    def _restore(self, check: CheckConfig, now: datetime) -> None:
+        """Rebuild a check's models from the series cached in the state store, so the first
+        run after a restart reads only the buckets since, not the whole lookback."""
+        saved = self.store.load_history(check.name, fingerprint(check))
+        if saved is None:
+            return
+        full_at, ranked, cached = saved
+        if now - full_at >= FULL_REFRESH:
+            return
+        for segment, points in cached.items():
+            if len(points) < 2:
+                continue
+            index = pd.DatetimeIndex([to_utc(b) for b, _ in points])
+            values = np.array([v for _, v in points], dtype=float)
+            model = Detector(detector_spec(check))
+            # the newest bucket is left to the next run to re-score, so it is exported at once
+            model.warm(index[:-1], values[:-1])
+            restarted = self._rebaselines.get(check.name)
+            if restarted is not None:
+                model.acknowledge(pd.Timestamp(restarted))
+            with self._guard:
+                self._models[(check.name, segment)] = model
+                self._learned[(check.name, segment)] = index[-2]
+        with self._guard:
+            self._full[check.name] = (full_at, ranked or [])
+        log.info("models restored from the state store", extra={"fields": {"check": check.name}})
+
+    def _keep_history(
+        self, check: CheckConfig, now: datetime, window: Window, found: dict[str, pd.Series]
+    ) -> None:
+        """Cache what this run read, for the next start (see ``_restore``)."""
+        with self._guard:
+            full_at, ranked = self._full.get(check.name, (now, None))
+        rows = []
+        for segment, series in found.items():
+            recent = series[series.index >= window.since]
+            for bucket, value in zip(
+                pd.DatetimeIndex(recent.index), recent.to_numpy(), strict=True
+            ):
+                rows.append((segment, bucket.to_pydatetime(), float(value)))
+        self.store.save_history(
+            check.name,
+            fingerprint(check),
+            full_at,
+            ranked,
+            rows,
+            replace=window.full,
+            keep_from=bucket_start(now - check.effective_lookback, check.grain, check.timezone),
+        )
 
     def _replay(self, check: CheckConfig, series: pd.Series) -> list[list[Any]]:
         """Verdicts of the last ``chart_buckets`` buckets, for the chart in the alert's thread."""
@@ -658,3 +716,11 @@ def _serves(cached: Window, wanted: Window) -> bool:
     if wanted.full:
         return cached.full
     return cached.segments == wanted.segments
+
+
+def fingerprint(check: CheckConfig) -> str:
+    """What a check's cached series depends on: a config change invalidates the cache."""
+    fields = ("kind", "table", "timestamp_column", "expression", "where", "dimensions",
+              "max_segments", "sql", "grain", "timezone", "fill_missing", "warehouse")  # fmt: skip
+    text = json.dumps(check.model_dump(include=set(fields), mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

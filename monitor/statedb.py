@@ -24,6 +24,8 @@ Row = tuple[Any, ...]
 class Executor(Protocol):
     def execute(self, sql: str, params: tuple[object, ...] = ...) -> object: ...
 
+    def executemany(self, sql: str, params: list[tuple[object, ...]]) -> object: ...
+
 
 class Database(ABC):
     """What the state store needs from a database."""
@@ -160,6 +162,11 @@ class _Translating:
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> object:
         return self._conn.execute(_placeholders(sql), params)
+
+    def executemany(self, sql: str, params: list[tuple[object, ...]]) -> object:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_placeholders(sql), params)
+        return None
 
 
 def _placeholders(sql: str) -> str:

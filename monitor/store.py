@@ -8,6 +8,7 @@ nothing already delivered is sent again.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +67,19 @@ CREATE TABLE IF NOT EXISTS table_schemas (
     table_name TEXT PRIMARY KEY,
     columns TEXT NOT NULL,
     captured_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history_meta (
+    check_name TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    full_at TEXT NOT NULL,
+    segments TEXT
+);
+CREATE TABLE IF NOT EXISTS series_history (
+    check_name TEXT NOT NULL,
+    segment TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    value DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (check_name, segment, bucket)
 );
 CREATE TABLE IF NOT EXISTS mutes (
     check_name TEXT PRIMARY KEY,
@@ -310,6 +324,70 @@ class StateStore:
                 "INSERT INTO rebaselines (check_name, since) VALUES (?, ?)"
                 " ON CONFLICT (check_name) DO UPDATE SET since = excluded.since",
                 (check, since.isoformat()),
+            )
+
+    def load_history(
+        self, check: str, fingerprint: str
+    ) -> tuple[datetime, list[str] | None, dict[str, list[tuple[datetime, float]]]] | None:
+        """A check's cached series (when the last full read ran, the segments it ranked, and
+        per segment the judged buckets); None when absent or cached for another config."""
+        meta = self._read(
+            "SELECT fingerprint, full_at, segments FROM history_meta WHERE check_name = ?",
+            (check,),
+        )
+        if not meta or meta[0][0] != fingerprint:
+            return None
+        rows = self._read(
+            "SELECT segment, bucket, value FROM series_history WHERE check_name = ?"
+            " ORDER BY segment, bucket",
+            (check,),
+        )
+        series: dict[str, list[tuple[datetime, float]]] = {}
+        for segment, bucket, value in rows:
+            series.setdefault(str(segment), []).append(
+                (datetime.fromisoformat(str(bucket)), float(value))
+            )
+        segments = json.loads(meta[0][2]) if meta[0][2] is not None else None
+        return datetime.fromisoformat(str(meta[0][1])), segments, series
+
+    def save_history(
+        self,
+        check: str,
+        fingerprint: str,
+        full_at: datetime,
+        segments: list[str] | None,
+        rows: list[tuple[str, datetime, float]],
+        *,
+        replace: bool,
+        keep_from: datetime,
+    ) -> None:
+        """Store new or re-read buckets (all of them when ``replace``), drop those older than
+        ``keep_from``: the next start reads only what is newer."""
+        with self._transaction() as db:
+            if replace:
+                db.execute("DELETE FROM series_history WHERE check_name = ?", (check,))
+            else:
+                db.execute(
+                    "DELETE FROM series_history WHERE check_name = ? AND bucket < ?",
+                    (check, keep_from.isoformat()),
+                )
+            db.executemany(
+                "INSERT INTO series_history (check_name, segment, bucket, value)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (check_name, segment, bucket)"
+                " DO UPDATE SET value = excluded.value",
+                [(check, segment, bucket.isoformat(), value) for segment, bucket, value in rows],
+            )
+            db.execute(
+                "INSERT INTO history_meta (check_name, fingerprint, full_at, segments)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (check_name) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, full_at = excluded.full_at,"
+                " segments = excluded.segments",
+                (
+                    check,
+                    fingerprint,
+                    full_at.isoformat(),
+                    None if segments is None else json.dumps(segments),
+                ),
             )
 
     def mutes(self) -> dict[str, tuple[datetime, str]]:
