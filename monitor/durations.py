@@ -31,16 +31,6 @@ def seconds(value: float, text: object = None) -> timedelta:
     return timedelta(seconds=value)
 
 
-def format_duration(delta: timedelta) -> str:
-    """Shortest exact ``<n><unit>`` spelling, for tables and messages."""
-    seconds = int(delta.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        size = _UNIT_SECONDS[unit]
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def is_cron(text: str) -> bool:
     """A five-field crontab expression (minute hour day month weekday)."""
     return len(text.split()) == 5
