@@ -91,6 +91,13 @@ class _RecordingExecutor:
         self.log.texts.append(sql)
         return self.inner.execute(sql, params)
 
+    def executemany(self, sql: str, rows: Any) -> object:
+        self.log.texts.append(sql)
+        return self.inner.executemany(sql, rows)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:  # anything else the store uses, unrecorded
+        return getattr(self.inner, name)
+
 
 class RecordingSQLite(SQLiteDatabase):
     def __init__(self, path: str | Path, log: SqlLog) -> None:
