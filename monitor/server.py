@@ -17,6 +17,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from waitress import wasyncore
 from waitress.server import create_server
 
 from monitor.buckets import to_utc
@@ -342,6 +343,14 @@ class HttpServer:
             self._server.run()
 
     def stop(self) -> None:
-        self._server.close()
+        """Close the sockets from inside the server loop's own thread (closing them from here
+        while the loop polls them races: EBADF in the loop); an empty map ends the loop."""
+        trigger = getattr(self._server, "trigger", None)
+        sockets = getattr(self._server, "_map", None)
+        if trigger is not None and sockets is not None and self._thread.is_alive():
+            trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
+            self._thread.join(timeout=3)
+        else:
+            self._server.close()
         self._server.task_dispatcher.shutdown(timeout=2)
         self._thread.join(timeout=3)
