@@ -211,22 +211,16 @@ class Engine:
                 assert state.since is not None
                 latest = self._latest.get((name, segment))
                 closed = AlertState(episode=state.episode, last_bucket=state.last_bucket)
-                note = Notification(
-                    kind="resolved",
-                    check=name,
-                    segment=segment,
-                    episode=state.episode,
-                    since=state.since,
-                    bucket=state.last_bucket or since,
-                    value=latest.verdict.value if latest else float("nan"),
-                    expected=latest.verdict.expected if latest else None,
-                    lower=latest.verdict.lower if latest else None,
-                    upper=latest.verdict.upper if latest else None,
-                    score=latest.verdict.score if latest else 0.0,
-                    severity=check.severity,
-                    owner=check.owner,
-                    team=check.team,
-                    labels=dict(check.labels),
+                bucket = state.last_bucket or since
+                # after a restart the episode may have no verdict in memory yet
+                verdict = (
+                    latest.verdict
+                    if latest is not None
+                    else Verdict(pd.Timestamp(bucket), float("nan"), None, None, None, 0.0, False)
+                )
+                transition = Transition("resolved", state.episode, state.since, bucket)
+                note = replace(
+                    self._notification(check, segment, verdict, transition),
                     reason=f"baseline restarted from {since.isoformat()} (an intended change)",
                 )
                 self.store.record(name, segment, closed, [note], self.channels)
@@ -589,7 +583,7 @@ class Engine:
             return age_history(loaded, now, verdict, self.chart_buckets, step)
 
         status, notes = self._judge(
-            check, "", [verdict], alert_policy(check), unit="seconds", chart=chart
+            check, "", [verdict], alert_policy(check), chart=chart
         )
         return ([status] if status else []), notes
 
@@ -599,7 +593,6 @@ class Engine:
         segment: str,
         verdicts: list[Verdict],
         policy: AlertPolicy,
-        unit: str = "",
         chart: Callable[[str], list[list[Any]]] | None = None,
     ) -> tuple[SeriesStatus | None, list[Notification]]:
         """Feed verdicts to the series' alert state; persist state and queued notifications."""
@@ -609,7 +602,7 @@ class Engine:
         for verdict in verdicts:
             state, transition = advance(state, verdict, policy)
             if transition is not None:
-                note = self._notification(check, segment, verdict, transition, unit)
+                note = self._notification(check, segment, verdict, transition)
                 if note.kind == "opened" and chart is not None and self.channels:
                     note = replace(note, history=chart(segment))
                 notes.append(note)
@@ -663,7 +656,6 @@ class Engine:
         segment: str,
         verdict: Verdict,
         transition: Transition,
-        unit: str,
     ) -> Notification:
         cause = None
         if transition.kind == "opened" and self.cause is not None:
@@ -683,7 +675,7 @@ class Engine:
             severity=check.severity,
             owner=check.owner,
             team=check.team,
-            unit=unit,
+            unit="seconds" if check.kind == "freshness" else "",  # a freshness value is an age
             labels=dict(check.labels),
             cause=cause,
             table=check.table,
