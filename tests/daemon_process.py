@@ -66,6 +66,15 @@ class DaemonProcess:
             time.sleep(0.2)
         raise AssertionError("not every check ran")
 
+    def wait_firing(self, timeout: float = 60) -> set[tuple[str, str]]:
+        """Once every check ran: the (check, segment) pairs whose alert is firing."""
+        return {
+            (c["name"], s["segment"])
+            for c in self.wait_all_ran(timeout)
+            for s in c["series"]
+            if s["alert"]["status"] == "firing"
+        }
+
     def metrics(self) -> str:
         return self.get("/metrics")[1].decode()
 

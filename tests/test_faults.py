@@ -812,14 +812,7 @@ def test_sigkill_and_restart_deliver_every_alert_exactly_once_and_restore_firing
     third = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "third.log")
     try:
         third.wait_ready()
-        checks = third.wait_all_ran()
-        firing = {
-            (c["name"], s["segment"])
-            for c in checks
-            for s in c["series"]
-            if s["alert"]["status"] == "firing"
-        }
-        assert firing == INCIDENTS
+        assert third.wait_firing() == INCIDENTS
         samples = scrape(port)
         for check, segment in INCIDENTS:
             assert sample_of(samples, "kpimon_anomaly", check=check, segment=segment) == 1
