@@ -33,6 +33,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput --smoke
 	$(BIN)/python -m benchmarks.warehouse --smoke
 	$(BIN)/python -m benchmarks.soak --smoke
+	$(BIN)/python -m benchmarks.exposition --smoke
 
 schema: $(STAMP)
 	$(BIN)/kpi-monitor validate --schema > config/kpi-monitor.schema.json

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import time
@@ -13,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon
+from monitor.server import _accepts_gzip
 from tests.conftest import demo_document
 
 TOKEN = "s3cret-api-token"
@@ -82,6 +85,36 @@ def test_metrics_show_the_demo_incidents(daemon: Daemon) -> None:
     assert 'kpimon_build_info{version="0.1.0"} 1.0' in text
 
 
+def test_metrics_are_gzipped_for_a_scraper_that_accepts_it(daemon: Daemon) -> None:
+    wait_for_run(daemon, "revenue")
+    _, plain_headers, plain = call(daemon, "GET", "/metrics")
+    status, headers, body = call(daemon, "GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert headers["Vary"] == "Accept-Encoding" and int(headers["Content-Length"]) == len(body)
+    assert "Content-Encoding" not in plain_headers
+    text = gzip.decompress(body).decode()
+    names = [f.name for f in text_string_to_metric_families(text)]
+    assert names == [f.name for f in text_string_to_metric_families(plain.decode())]
+    assert "kpimon_anomaly" in names and "kpimon_check_duration_seconds" in names
+    assert len(body) < len(plain) / 4
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("deflate, GZIP;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0", False),
+        ("identity", False),
+        ("", False),
+        ("gzip;q=x", False),
+    ],
+)
+def test_accept_encoding_is_read_with_its_quality(header: str, accepted: bool) -> None:
+    assert _accepts_gzip(header) is accepted
+
+
 def test_checks_api_lists_verdicts_and_alert_state(daemon: Daemon) -> None:
     found = wait_for_run(daemon, "revenue")
     assert found["kind"] == "metric" and found["owner"] == "@revenue-oncall"
@@ -140,14 +173,28 @@ def test_errors_are_json_with_the_right_status(daemon: Daemon) -> None:
 
 def test_mute_and_rebaseline_take_effect(daemon: Daemon) -> None:
     wait_for_run(daemon, "revenue")
-    body = json.dumps({"until": "2099-01-01T00:00:00Z", "reason": "backfill of fct_orders"}).encode()
+    body = json.dumps(
+        {"until": "2099-01-01T00:00:00Z", "reason": "backfill of fct_orders"}
+    ).encode()
     status, _, answer = call(daemon, "POST", "/api/v1/checks/revenue/mute", body=body, token=TOKEN)
     assert (status, json.loads(answer)) == (
-        200, {"check": "revenue", "until": "2099-01-01T00:00:00+00:00", "reason": "backfill of fct_orders"})
+        200,
+        {
+            "check": "revenue",
+            "until": "2099-01-01T00:00:00+00:00",
+            "reason": "backfill of fct_orders",
+        },
+    )
     assert daemon.store.mutes()["revenue"][1] == "backfill of fct_orders"
     naive = json.dumps({"until": "2099-01-01T00:00:00", "reason": "x"}).encode()
     assert call(daemon, "POST", "/api/v1/checks/revenue/mute", body=naive, token=TOKEN)[0] == 400
-    status, _, answer = call(daemon, "POST", "/api/v1/checks/revenue/rebaseline", body=b"{}", token=TOKEN)
+    status, _, answer = call(
+        daemon, "POST", "/api/v1/checks/revenue/rebaseline", body=b"{}", token=TOKEN
+    )
     assert status == 200 and json.loads(answer)["resolved"] == 1  # DE was firing
-    de = next(s for s in json.loads(call(daemon, "GET", "/api/v1/checks/revenue")[2])["series"] if s["segment"] == "DE")
+    de = next(
+        s
+        for s in json.loads(call(daemon, "GET", "/api/v1/checks/revenue")[2])["series"]
+        if s["segment"] == "DE"
+    )
     assert de["alert"]["status"] == "ok"
