@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         counting = Counting(open_warehouses(config)["default"])
         clock = [now - timedelta(hours=warm_cycles)]
         engine = Engine(
-            config, {"default": counting}, StateStore(":memory:"), Metrics(), announce=False,
+            config,
+            {"default": counting},
+            StateStore(":memory:"),
+            Metrics(),
+            announce=False,
             clock=lambda: clock[0],
         )
         names = [c.name for c in config.checks]

@@ -117,6 +117,9 @@ class DuckDBWarehouseConfig(_Model):
     kind: Literal["duckdb"]
     path: str
     statement_timeout: float = 300.0
+    # seconds the file stays open after the last query: a writer in another process cannot
+    # take the file while it is open, but reopening costs tens of milliseconds a query
+    keep_open: float = Field(default=1.0, ge=0, le=3600)
 
 
 class PostgresWarehouseConfig(_Model):

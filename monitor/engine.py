@@ -74,6 +74,16 @@ class _BatchRead:
 
 
 @dataclass(frozen=True)
+class _Judged:
+    """One series' outcome of a run, before it is saved."""
+
+    segment: str
+    verdicts: list[Verdict]
+    state: AlertState
+    notes: list[Notification]
+
+
+@dataclass(frozen=True)
 class SeriesStatus:
     """The latest verdict and alert state of one (check, segment)."""
 
@@ -139,8 +149,9 @@ class Engine:
         self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
         self._states = store.load_states()
-        self._models: dict[tuple[str, str], Detector] = {}
-        self._learned: dict[tuple[str, str], pd.Timestamp] = {}
+        # per check, per segment: the model, and the newest bucket it has learned
+        self._models: dict[str, dict[str, Detector]] = {c.name: {} for c in config.checks}
+        self._learned: dict[str, dict[str, pd.Timestamp]] = {c.name: {} for c in config.checks}
         # per check: when the last full-lookback query ran, and the segments it ranked
         self._full: dict[str, tuple[datetime, list[str]]] = {}
         # checks answered by one query, and that query's latest rows
@@ -202,9 +213,9 @@ class Engine:
             self.store.save_rebaseline(name, since)
             with self._guard:
                 self._rebaselines[name] = since
-                models = [(k, m) for k, m in self._models.items() if k[0] == name]
+                models = list(self._models[name].values())
                 states = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
-            for _, model in models:
+            for model in models:
                 model.acknowledge(pd.Timestamp(since))
             notes = []
             for (_, segment), state in states.items():
@@ -356,17 +367,15 @@ class Engine:
             series = history.get(segment)
             return self._replay(check, series) if series is not None else []
 
-        statuses: list[SeriesStatus] = []
-        notes: list[Notification] = []
         policy = alert_policy(check)
-        for segment, series in found.items():
-            if series.empty:
-                continue
-            verdicts = self._score_new(check, segment, series, policy)
-            status, new_notes = self._judge(check, segment, verdicts, policy, chart=chart)
-            if status is not None:
-                statuses.append(status)
-            notes.extend(new_notes)
+        judged = [
+            self._judge(
+                check, segment, self._score_new(check, segment, series, policy), policy, chart
+            )
+            for segment, series in found.items()
+            if not series.empty
+        ]
+        statuses, notes = self._commit(check, judged)
         self._keep_history(check, now, window, found)
         return statuses, notes
 
@@ -391,8 +400,8 @@ class Engine:
             if restarted is not None:
                 model.acknowledge(pd.Timestamp(restarted))
             with self._guard:
-                self._models[(check.name, segment)] = model
-                self._learned[(check.name, segment)] = index[-2]
+                self._models[check.name][segment] = model
+                self._learned[check.name][segment] = index[-2]
         with self._guard:
             self._full[check.name] = (full_at, ranked or [])
         log.info("models restored from the state store", extra={"fields": {"check": check.name}})
@@ -440,15 +449,14 @@ class Engine:
         """Drop a check's models; the next run rebuilds them from the warehouse and re-judges
         every bucket the state store has not recorded as judged."""
         with self._guard:
-            for key in [k for k in self._models if k[0] == name]:
-                del self._models[key]
-                self._learned.pop(key, None)
+            self._models[name].clear()
+            self._learned[name].clear()
             self._full.pop(name, None)
             self._loads.pop(name, None)
 
     def _known(self, name: str) -> set[str]:
         with self._guard:  # other checks' runs add their models concurrently
-            return {s for (c, s) in self._models if c == name}
+            return set(self._models[name])
 
     def _read(
         self, check: CheckConfig, warehouse: Warehouse, window: Window, now: datetime
@@ -506,7 +514,7 @@ class Engine:
         lookback_start = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
         with self._guard:
             full = self._full.get(check.name)
-            learned = [t for k, t in self._learned.items() if k[0] == check.name]
+            learned = list(self._learned[check.name].values())
         if full is None or not known or not learned or now - full[0] >= FULL_REFRESH:
             return Window(lookback_start, until, None, True)
         since = min(learned)
@@ -519,8 +527,8 @@ class Engine:
         self, check: CheckConfig, segment: str, series: pd.Series, policy: AlertPolicy
     ) -> list[Verdict]:
         """Verdicts for buckets not judged before; builds the model on first sight."""
-        key = (check.name, segment)
-        model = self._models.get(key)
+        models, learned_by_segment = self._models[check.name], self._learned[check.name]
+        model = models.get(segment)
         if model is None:
             model = Detector(detector_spec(check))
             judged = self.alert_state(check.name, segment).last_bucket
@@ -539,10 +547,10 @@ class Engine:
             if restarted is not None:
                 model.acknowledge(pd.Timestamp(restarted))
             with self._guard:
-                self._models[key] = model
+                models[segment] = model
                 if cut:
-                    self._learned[key] = series.index[cut - 1]
-        learned = self._learned.get(key)
+                    learned_by_segment[segment] = series.index[cut - 1]
+        learned = learned_by_segment.get(segment)
         new = series if learned is None else series[series.index > learned]
         verdicts = [
             model.step(bucket, float(value))
@@ -550,7 +558,7 @@ class Engine:
         ]
         if len(new):
             with self._guard:
-                self._learned[key] = new.index[-1]
+                learned_by_segment[segment] = new.index[-1]
         return verdicts
 
     def _run_freshness(
@@ -582,10 +590,7 @@ class Engine:
             step = timedelta(minutes=15)
             return age_history(loaded, now, verdict, self.chart_buckets, step)
 
-        status, notes = self._judge(
-            check, "", [verdict], alert_policy(check), chart=chart
-        )
-        return ([status] if status else []), notes
+        return self._commit(check, [self._judge(check, "", [verdict], alert_policy(check), chart)])
 
     def _judge(
         self,
@@ -594,9 +599,8 @@ class Engine:
         verdicts: list[Verdict],
         policy: AlertPolicy,
         chart: Callable[[str], list[list[Any]]] | None = None,
-    ) -> tuple[SeriesStatus | None, list[Notification]]:
-        """Feed verdicts to the series' alert state; persist state and queued notifications."""
-        key = (check.name, segment)
+    ) -> _Judged:
+        """Feed verdicts to the series' alert state: its new state and notifications."""
         state = self.alert_state(check.name, segment)
         notes: list[Notification] = []
         for verdict in verdicts:
@@ -606,28 +610,42 @@ class Engine:
                 if note.kind == "opened" and chart is not None and self.channels:
                     note = replace(note, history=chart(segment))
                 notes.append(note)
-        labels = (check.name, segment, check.severity, check.team)
-        latest = self._latest.get(key)
+        return _Judged(segment, verdicts, state, notes)
+
+    def _commit(
+        self, check: CheckConfig, judged: list[_Judged]
+    ) -> tuple[list[SeriesStatus], list[Notification]]:
+        """Persist a run's states and queued notifications in one transaction, then (only once
+        they are saved) publish them: memory, metrics and log."""
         muted = self.muted(check, self.clock())
-        if verdicts:
-            channels = [] if muted else self.channels
-            self.store.record(check.name, segment, state, notes, channels)
-            verdict = verdicts[-1]
-            latest = SeriesStatus(check.name, segment, verdict, state)
-            self.metrics.set_series(
-                labels,
-                value=verdict.value,
-                expected=verdict.expected,
-                lower=verdict.lower,
-                upper=verdict.upper,
-                score=verdict.score,
-                firing=state.firing,
-                bucket_seconds=to_utc(verdict.bucket).timestamp(),
-            )
-        with self._guard:
-            self._states[key] = state
+        saved = [(j.segment, j.state, j.notes) for j in judged if j.verdicts]
+        if saved:
+            self.store.record_all(check.name, saved, [] if muted else self.channels)
+        statuses: list[SeriesStatus] = []
+        notes: list[Notification] = []
+        for j in judged:
+            key = (check.name, j.segment)
+            latest = self._latest.get(key)
+            if j.verdicts:
+                verdict = j.verdicts[-1]
+                latest = SeriesStatus(check.name, j.segment, verdict, j.state)
+                self.metrics.set_series(
+                    (check.name, j.segment, check.severity, check.team),
+                    value=verdict.value,
+                    expected=verdict.expected,
+                    lower=verdict.lower,
+                    upper=verdict.upper,
+                    score=verdict.score,
+                    firing=j.state.firing,
+                    bucket_seconds=to_utc(verdict.bucket).timestamp(),
+                )
+            with self._guard:
+                self._states[key] = j.state
+                if latest is not None:
+                    self._latest[key] = latest
             if latest is not None:
-                self._latest[key] = latest
+                statuses.append(latest)
+            notes.extend(j.notes)
         for note in notes if self.announce else []:
             log.warning(
                 f"alert {note.kind}" + (" (muted)" if muted else ""),
@@ -648,7 +666,7 @@ class Engine:
                 },
             )
             self.metrics.alerts_sent.labels("log", "ok").inc()
-        return latest, notes
+        return statuses, notes
 
     def _notification(
         self,

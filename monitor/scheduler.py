@@ -1,4 +1,5 @@
-"""The schedule: one APScheduler job per check, plus the outbox's retry job.
+"""The schedule: one APScheduler job per check, plus the outbox's retry job and the table schema
+snapshot.
 
 Jobs never overlap (``max_instances=1``), missed runs collapse into one (``coalesce``), and a run
 that was due while the pool was busy still starts within the misfire grace time. A "run now"
@@ -31,6 +32,8 @@ OUTBOX_JOB = "__outbox__"
 WATCH_JOB = "watch:"
 OUTBOX_INTERVAL_SECONDS = 10
 RESEND_JOB = "__alertmanager_resend__"
+SCHEMAS_JOB = "__schemas__"
+SCHEMAS_INTERVAL_SECONDS = 900
 
 
 def trigger_for(check: CheckConfig) -> BaseTrigger:
@@ -88,8 +91,14 @@ class CheckScheduler:
                 id=RESEND_JOB,
                 name="alertmanager re-send",
             )
+        self._scheduler.add_job(
+            self.watcher.snapshot_schemas,
+            IntervalTrigger(seconds=SCHEMAS_INTERVAL_SECONDS),
+            id=SCHEMAS_JOB,
+            name="table schema snapshot",
+            next_run_time=now,
+        )
         self._scheduler.start()
-        threading.Thread(target=self.watcher.snapshot_schemas, name="schemas", daemon=True).start()
         for deployment in self.watcher.active():
             self.watch(deployment)
         log.info("scheduler started", extra={"fields": {"checks": len(self.config.checks)}})

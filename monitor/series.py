@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from monitor.buckets import grid, last_complete
 from monitor.config import CheckConfig
 from monitor.errors import MalformedResult
 from monitor.queries import OTHER_SEGMENT
+
+Points = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+"""A segment's buckets (UTC nanoseconds, ascending) and their values (NaN: missing)."""
 
 
 def _utc_column(values: pd.Series, check: str) -> pd.Series:
@@ -48,63 +52,112 @@ def normalise(
             f"check {check.name}: the query returned no {' or '.join(missing)} column "
             f"(got {', '.join(map(str, frame.columns)) or 'no columns'})"
         )
-    data = pd.DataFrame(
-        {
-            "bucket": _utc_column(frame[columns["bucket"]], check.name),
-            "segment": (
-                frame[columns["segment"]].fillna("(null)").astype(str)
-                if "segment" in columns
-                else ""
-            ),
-            "value": pd.to_numeric(frame[columns["value"]], errors="coerce"),
-        }
-    )
-    bad = frame[columns["value"]].notna() & data["value"].isna()
+    found = _split(*_rows(frame, columns, check.name), check.name)
+    newest = last_complete(now, check.grain, check.timezone, check.settle)
+    found = {segment: _until(*points, newest.value) for segment, points in found.items()}
+    found = dict(sorted(_fold_segments(found, check.max_segments).items()))
+    if not check.fills_zero:
+        return {segment: _series(*points) for segment, points in found.items()}
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    for segment in expected:
+        found.setdefault(segment, empty)
+    grids: dict[int, npt.NDArray[np.int64]] = {}
+    out: dict[str, pd.Series] = {}
+    for segment, (buckets, points) in found.items():
+        first = start.value if start is not None else (buckets[0] if len(buckets) else None)
+        if first is None:
+            out[segment] = _series(buckets, points)
+            continue
+        if first not in grids:
+            grids[first] = (
+                grid(pd.Timestamp(first, tz="UTC"), newest, check.grain, check.timezone)
+                .as_unit("ns")
+                .asi8
+            )
+        full = grids[first]
+        at = np.searchsorted(full, buckets)
+        if (at == len(full)).any() or (full[np.minimum(at, len(full) - 1)] != buckets).any():
+            full = np.union1d(full, buckets)  # rows off the grid (a revised bucket start)
+            at = np.searchsorted(full, buckets)
+        filled = np.zeros(len(full))
+        filled[at] = points
+        out[segment] = _series(full, filled)
+    return out
+
+
+def _series(buckets: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> pd.Series:
+    """A series of the buckets (UTC nanoseconds) whose value is not missing."""
+    known = ~np.isnan(values)
+    index = pd.DatetimeIndex(buckets[known].view("M8[ns]")).tz_localize("UTC")
+    return pd.Series(values[known], index=index, name="value")
+
+
+def _rows(
+    frame: pd.DataFrame, columns: Mapping[str, object], check: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.object_], npt.NDArray[np.float64]]:
+    """The rows as bucket, segment and value arrays; rows without a bucket dropped."""
+    stamps = pd.DatetimeIndex(_utc_column(frame[columns["bucket"]], check)).as_unit("ns")
+    raw = frame[columns["value"]]
+    numbers = pd.to_numeric(raw, errors="coerce")
+    bad = raw.notna().to_numpy() & numbers.isna().to_numpy()
     if bad.any():
-        sample = frame[columns["value"]][bad].iloc[0]
-        raise MalformedResult(f"check {check.name}: value {sample!r} is not a number")
+        raise MalformedResult(f"check {check}: value {raw[bad].iloc[0]!r} is not a number")
     # a row whose value is null (or infinite) is a bucket with data but no number: it is
     # missing, never zero, so it stays NaN through zero filling and is dropped at the end
-    data = data.dropna(subset=["bucket"])
-    data.loc[~np.isfinite(data["value"].to_numpy(dtype=float)), "value"] = np.nan
-    dup = data.duplicated(["bucket", "segment"])
-    if dup.any():
-        row = data[dup].iloc[0]
+    values = numbers.to_numpy(dtype=float, na_value=np.nan, copy=True)
+    values[~np.isfinite(values)] = np.nan
+    segments = (
+        frame[columns["segment"]].fillna("(null)").astype(str).to_numpy(dtype=object)
+        if "segment" in columns
+        else np.full(len(frame), "", dtype=object)
+    )
+    dated = stamps.notna()
+    return stamps.asi8[dated], segments[dated], values[dated]
+
+
+def _split(
+    ns: npt.NDArray[np.int64],
+    segments: npt.NDArray[np.object_],
+    values: npt.NDArray[np.float64],
+    check: str,
+) -> dict[str, Points]:
+    """Per segment (in the order the query returned them), its rows sorted by bucket."""
+    codes, names = pd.factorize(segments)
+    order = np.lexsort((ns, codes))
+    ns, codes, values = ns[order], codes[order], values[order]
+    again = np.flatnonzero((np.diff(ns) == 0) & (np.diff(codes) == 0)) + 1
+    if len(again):
+        row = again[np.argmin(order[again])]  # the first repeat in the query's order
         raise MalformedResult(
-            f"check {check.name}: the query returned several rows for bucket "
-            f"{row['bucket'].isoformat()} segment {row['segment']!r}; group by bucket"
+            f"check {check}: the query returned several rows for bucket "
+            f"{pd.Timestamp(int(ns[row]), tz='UTC').isoformat()} segment "
+            f"{names[codes[row]]!r}; group by bucket"
         )
-    newest = last_complete(now, check.grain, check.timezone, check.settle)
-    data = data[data["bucket"] <= newest]
-    data = _fold_segments(data, check.max_segments)
-    out: dict[str, pd.Series] = {}
-    for segment, rows in data.groupby("segment", sort=True):
-        out[str(segment)] = pd.Series(
-            rows["value"].to_numpy(dtype=float),
-            index=pd.DatetimeIndex(rows["bucket"]),
-            name="value",
-        ).sort_index()
-    if not check.fills_zero:
-        return {segment: series.dropna() for segment, series in out.items()}
-    for segment in expected:
-        out.setdefault(segment, pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype=float))
-    for segment, series in out.items():
-        first = start if start is not None else (series.index[0] if len(series) else None)
-        if first is None:
-            continue
-        full = grid(first, newest, check.grain, check.timezone)
-        out[segment] = series.reindex(full.union(pd.DatetimeIndex(series.index)), fill_value=0.0)
-    return {segment: series.dropna() for segment, series in out.items()}
+    bounds = np.searchsorted(codes, np.arange(len(names) + 1))
+    return {
+        str(name): (ns[bounds[i] : bounds[i + 1]], values[bounds[i] : bounds[i + 1]])
+        for i, name in enumerate(names)
+    }
 
 
-def _fold_segments(data: pd.DataFrame, limit: int) -> pd.DataFrame:
-    """Keep at most ``limit`` segments (most rows first); add the rest into __other__.
+def _until(buckets: npt.NDArray[np.int64], values: npt.NDArray[np.float64], last: int) -> Points:
+    keep = int(np.searchsorted(buckets, last, side="right"))
+    return buckets[:keep], values[:keep]
 
-    Generated queries fold in SQL already; this bounds what custom ``sql`` checks return.
-    """
-    counts = data["segment"].value_counts().drop(OTHER_SEGMENT, errors="ignore")
+
+def _fold_segments(found: dict[str, Points], limit: int) -> dict[str, Points]:
+    """Keep at most ``limit`` segments (most rows first, ties in the query's order); add the
+    rest into __other__. Generated queries fold in SQL already; this bounds what custom ``sql``
+    checks return."""
+    counts = {segment: len(points[0]) for segment, points in found.items()}
+    counts.pop(OTHER_SEGMENT, None)
     if len(counts) <= limit:
-        return data
-    keep = set(counts.index[:limit])
-    folded = data.assign(segment=data["segment"].where(data["segment"].isin(keep), OTHER_SEGMENT))
-    return folded.groupby(["bucket", "segment"], as_index=False).agg(value=("value", "sum"))
+        return found
+    keep = sorted(counts, key=lambda segment: -counts[segment])[:limit]
+    rest = [points for segment, points in found.items() if segment not in keep]
+    buckets, inverse = np.unique(np.concatenate([b for b, _ in rest]), return_inverse=True)
+    # a sum over rows: a null value adds nothing
+    values = np.nan_to_num(np.concatenate([v for _, v in rest]), nan=0.0)
+    sums = np.bincount(inverse, weights=values, minlength=len(buckets)).astype(np.float64)
+    folded: Points = (buckets.astype(np.int64), sums)
+    return {**{segment: found[segment] for segment in keep}, OTHER_SEGMENT: folded}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -45,7 +46,15 @@ class Database(ABC):
         """All statements run inside commit together or not at all."""
 
     @abstractmethod
+    def ping(self, timeout: float) -> None:
+        """Raise StateStoreError unless the database answers and a write could start now,
+        waiting at most about ``timeout`` seconds for a lock; writes nothing."""
+
+    @abstractmethod
     def close(self) -> None: ...
+
+
+BUSY_TIMEOUT_SECONDS = 10.0  # how long a statement waits for another connection's lock
 
 
 class SQLiteDatabase(Database):
@@ -58,7 +67,7 @@ class SQLiteDatabase(Database):
             if str(path) != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                path, check_same_thread=False, timeout=10.0, isolation_level=None
+                path, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -87,6 +96,34 @@ class SQLiteDatabase(Database):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def ping(self, timeout: float) -> None:
+        # A save of ours that waits for another connection's lock holds self._lock for up to the
+        # busy timeout: a ping waiting that long would outlast the readiness probe's own timeout.
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=timeout):
+            raise StateStoreError(
+                f"state store {self.name} cannot be written now: a statement of ours has waited "
+                f"over {timeout:g} s, most likely for another connection's write lock"
+            )
+        try:
+            with _errors(self.name):
+                self._db.execute("SELECT count(*) FROM meta").fetchall()
+                wait = max(deadline - time.monotonic(), 0.0)
+                self._db.execute(f"PRAGMA busy_timeout = {round(wait * 1000)}")
+                try:
+                    # the write lock that every save takes (in WAL mode, reads go on while another
+                    # connection holds it); rolled back at once, it writes nothing
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error as exc:
+                    raise StateStoreError(
+                        f"state store {self.name} cannot be written: {exc}"
+                    ) from None
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_SECONDS * 1000)}")
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -149,6 +186,14 @@ class PostgresDatabase(Database):
                     yield _Translating(conn)
             except psycopg.Error as exc:
                 raise StateStoreError(f"state database {self.name}: {_first_line(exc)}") from None
+
+    def ping(self, timeout: float) -> None:
+        # an UPDATE that matches no row still needs a writable database (not a read-only
+        # transaction or a standby) and the table's row lock mode; it changes nothing
+        with self.transaction() as tx:
+            tx.execute(f"SET LOCAL lock_timeout = {round(timeout * 1000)}")
+            tx.execute("SELECT count(*) FROM meta")
+            tx.execute("UPDATE meta SET value = value WHERE 1 = 0")
 
     def close(self) -> None:
         with self._lock:

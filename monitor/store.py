@@ -9,7 +9,7 @@ nothing already delivered is sent again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +21,7 @@ from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
 SCHEMA_VERSION = 1
+PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -146,7 +147,9 @@ class StateStore:
         return self._db.read(sql, params)
 
     def ping(self) -> None:
-        self._read("SELECT count(*) FROM meta")
+        """Raise StateStoreError unless the store can be read and written now: another process
+        holding SQLite's write lock leaves reads working while every save fails."""
+        self._db.ping(PING_TIMEOUT_SECONDS)
 
     def load_states(self, check: str | None = None) -> dict[tuple[str, str], AlertState]:
         sql = (
@@ -175,34 +178,52 @@ class StateStore:
         channels: list[str],
     ) -> None:
         """Save a series' state and queue its notifications on every channel, atomically."""
+        self.record_all(check, [(segment, state, notifications)], channels)
+
+    def record_all(
+        self,
+        check: str,
+        series: Sequence[tuple[str, AlertState, list[Notification]]],
+        channels: list[str],
+    ) -> None:
+        """:meth:`record` for several series of one check run, in one transaction."""
         now = datetime.now(UTC).isoformat()
+        states: list[tuple[object, ...]] = [
+            (
+                check,
+                segment,
+                state.status,
+                state.anomalous_run,
+                state.normal_run,
+                _iso(state.since),
+                state.episode,
+                _iso(state.last_bucket),
+                now,
+            )
+            for segment, state, _ in series
+        ]
+        outbox: list[tuple[object, ...]] = [
+            (note.key, channel, note.to_json(), now)
+            for _, _, notifications in series
+            for note in notifications
+            for channel in channels
+        ]
         with self._transaction() as db:
-            db.execute(
+            db.executemany(
                 "INSERT INTO series_state (check_name, segment, status, anomalous_run, normal_run,"
                 " since, episode, last_bucket, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (check_name, segment) DO UPDATE SET status = excluded.status,"
                 " anomalous_run = excluded.anomalous_run, normal_run = excluded.normal_run,"
                 " since = excluded.since, episode = excluded.episode,"
                 " last_bucket = excluded.last_bucket, updated_at = excluded.updated_at",
-                (
-                    check,
-                    segment,
-                    state.status,
-                    state.anomalous_run,
-                    state.normal_run,
-                    _iso(state.since),
-                    state.episode,
-                    _iso(state.last_bucket),
-                    now,
-                ),
+                states,
             )
-            for note in notifications:
-                for channel in channels:
-                    db.execute(
-                        "INSERT INTO outbox (notification_key, channel, payload, created_at)"
-                        " VALUES (?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
-                        (note.key, channel, note.to_json(), now),
-                    )
+            if outbox:
+                db.executemany(
+                    "INSERT INTO outbox (notification_key, channel, payload, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
+                    outbox,
+                )
 
     def pending(self, channel: str, limit: int = 100) -> list[OutboxEntry]:
         rows = self._read(

@@ -31,7 +31,7 @@ from monitor.deployments import (
     start,
 )
 from monitor.engine import Engine, RunResult
-from monitor.errors import KpiMonitorError, WarehouseError
+from monitor.errors import KpiMonitorError, StateStoreError, WarehouseError
 from monitor.exporter import Metrics
 from monitor.store import StateStore
 
@@ -200,15 +200,17 @@ class DeploymentWatcher:
 
     def snapshot_schemas(self) -> None:
         """Remember the columns of every checked table not seen yet (the 'before' of the first
-        deployment); later deployments refresh what they touched."""
+        deployment); later deployments refresh what they touched. Runs at start and then
+        periodically, so a table missed while the warehouse or state store was down is caught
+        up."""
         for table, check in {c.table: c for c in self.config.checks if c.table}.items():
-            if self.store.table_schema(table) is not None:
-                continue
             try:
+                if self.store.table_schema(table) is not None:
+                    continue
                 self.store.save_table_schema(table, json.dumps(self._read_columns(check)))
-            except WarehouseError as exc:
+            except (WarehouseError, StateStoreError) as exc:
                 log.warning(
-                    "cannot read table columns",
+                    "cannot snapshot table columns; retried later",
                     extra={"fields": {"table": table, "error": str(exc)}},
                 )
 

@@ -16,6 +16,7 @@ from monitor.exporter import Metrics
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from tests.conftest import DEMO_NOW, demo_document
+from tests.duckdb_writes import write
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -251,9 +252,9 @@ def test_a_segment_whose_rows_stop_is_judged_as_zero(demo_config: Config, demo_d
     engine = Engine(demo_config, open_warehouses(demo_config), StateStore(":memory:"), Metrics(),
                     clock=lambda: clock[0])
     engine.run("revenue")
-    with duckdb.connect(str(demo_dir / "demo.duckdb")) as con:
-        con.execute("DELETE FROM analytics.fct_orders WHERE country = 'GB' AND order_ts >= ?",
-                    [(DEMO_NOW - timedelta(hours=5)).replace(tzinfo=None, minute=0)])
+    write(demo_dir / "demo.duckdb",
+          "DELETE FROM analytics.fct_orders WHERE country = 'GB' AND order_ts >= ?",
+          [(DEMO_NOW - timedelta(hours=5)).replace(tzinfo=None, minute=0)])
     clock[0] = DEMO_NOW
     engine.run("revenue")
     gb = next(s for s in engine.series("revenue") if s.segment == "GB")

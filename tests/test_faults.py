@@ -10,6 +10,7 @@ logic is driven through the Engine with an injected clock wherever that suffices
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -697,6 +698,65 @@ def test_readyz_says_503_while_the_state_database_is_gone_and_recovers_by_itself
     finally:
         admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
         admin.close()
+        daemon.stop()
+
+
+# Another process holding the SQLite write lock of a state file until its stdin closes.
+LOCK_HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+db.execute("ROLLBACK")
+"""
+
+
+def test_readyz_says_503_while_another_process_holds_the_state_stores_write_lock(
+    tmp_path: Path, live_demo_warehouse: Path
+) -> None:
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    document = demo_document(tmp_path)
+    document["checks"] = [c for c in document["checks"] if c["name"] == "signups"]
+    daemon = Daemon(parse_config(document), host="127.0.0.1", port=0)
+    daemon.start()
+    holder: subprocess.Popen[str] | None = None
+    try:
+        port = daemon.port
+        wait_until(lambda: http_get(port, "/readyz")[0] == 200, 15, "/readyz to say ready")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", LOCK_HOLDER, document["state"]["path"]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with contextlib.closing(sqlite3.connect(document["state"]["path"])) as reader:
+            # reads still work (WAL): a read alone would call the store healthy
+            assert reader.execute("SELECT count(*) FROM meta").fetchone() == (1,)
+        started = time.monotonic()
+        status, body = http_get(port, "/readyz")
+        assert time.monotonic() - started < 4, "/readyz answers within a probe's timeout"
+        answer = json.loads(body)
+        assert status == 503 and answer["status"] == "not ready", answer
+        assert any("state store" in p and "cannot be written" in p for p in answer["problems"]), (
+            answer
+        )
+        assert http_get(port, "/healthz")[0] == 200, "the process itself is fine"
+        assert holder.stdin is not None
+        holder.stdin.close()  # the other process lets go of the lock
+        assert holder.wait(timeout=10) == 0
+        status, body = wait_until(
+            lambda: (r := http_get(port, "/readyz"))[0] == 200 and r, 15, "/readyz to recover"
+        )
+        assert json.loads(body) == {"status": "ready"}
+    finally:
+        if holder is not None:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait(timeout=10)
+            if holder.stdout is not None:
+                holder.stdout.close()
         daemon.stop()
 
 

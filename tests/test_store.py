@@ -3,10 +3,13 @@ SQLite and in a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from monitor.alerts.notification import Notification
@@ -87,3 +90,40 @@ def test_an_unreachable_database_is_named_without_its_password() -> None:
         StateStore.open(config)
     assert "postgresql://kpi:***@127.0.0.1:1/state" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_ping_fails_fast_while_another_connection_holds_the_sqlite_write_lock(
+    tmp_path: Path,
+) -> None:
+    store = StateStore(tmp_path / "s.db")
+    store.ping()
+    locker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # reads go on in WAL mode; writes wait for this lock
+    try:
+        assert store.load_states() == {}
+        started = time.monotonic()
+        with pytest.raises(StateStoreError, match=r"state store .*s\.db cannot be written"):
+            store.ping()
+        assert time.monotonic() - started < 3, "not the 10 s a save waits for the lock"
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    store.ping()  # the lock is gone
+    store.record("revenue", "DE", AlertState("firing", 2, 0, T, 1, T), [], ["slack"])
+    store.close()
+
+
+def test_ping_fails_while_another_session_locks_the_postgres_state_tables(
+    request: pytest.FixtureRequest,
+) -> None:
+    dsn = request.getfixturevalue("postgres_dsn")
+    store = StateStore.open(StateConfig(url=dsn))
+    store.ping()
+    with psycopg.connect(dsn) as locker:  # a transaction until the block ends
+        locker.execute("LOCK TABLE meta IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(StateStoreError, match="lock timeout"):
+            store.ping()
+        assert time.monotonic() - started < 3
+    store.ping()  # the lock is gone
+    store.close()

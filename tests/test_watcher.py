@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 from monitor.config import Config, parse_config
@@ -19,6 +18,7 @@ from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 from tests.conftest import DEMO_NOW, demo_document
+from tests.duckdb_writes import write
 
 DEPLOYED = DEMO_NOW - timedelta(hours=2)  # 13:20 UTC; the first run judges up to the 12:00 bucket
 
@@ -77,12 +77,12 @@ def world(config: Config, demo_dir: Path) -> World:
 
 def fan_out(demo_dir: Path, country: str, since: datetime) -> None:
     """A join fan-out in fct_orders: every order of one country appears twice from ``since`` on."""
-    with duckdb.connect(str(demo_dir / "demo.duckdb")) as con:
-        con.execute(
-            "INSERT INTO analytics.fct_orders SELECT * FROM analytics.fct_orders"
-            " WHERE country = ? AND order_ts >= ?",
-            [country, since.replace(tzinfo=None)],
-        )
+    write(
+        demo_dir / "demo.duckdb",
+        "INSERT INTO analytics.fct_orders SELECT * FROM analytics.fct_orders"
+        " WHERE country = ? AND order_ts >= ?",
+        [country, since.replace(tzinfo=None)],
+    )
 
 
 def deploy(world: World, **fields: Any) -> str:
@@ -182,9 +182,11 @@ def test_an_intended_change_passes_and_is_not_alerted_on(world: World, demo_dir:
 
 
 def test_a_dropped_column_a_check_uses_fails_the_deployment(world: World, demo_dir: Path) -> None:
-    with duckdb.connect(str(demo_dir / "demo.duckdb")) as con:
-        con.execute("ALTER TABLE analytics.fct_orders DROP COLUMN status")
-        con.execute("ALTER TABLE analytics.fct_orders ALTER COLUMN customer_id TYPE VARCHAR")
+    write(demo_dir / "demo.duckdb", "ALTER TABLE analytics.fct_orders DROP COLUMN status")
+    write(
+        demo_dir / "demo.duckdb",
+        "ALTER TABLE analytics.fct_orders ALTER COLUMN customer_id TYPE VARCHAR",
+    )
     deployment_id = deploy(world)
     failed = world.watcher.get(deployment_id)
     assert failed is not None and failed.status == "failed"
