@@ -87,6 +87,18 @@ def unit_score(verdict: Verdict, spec: DetectorSpec) -> float:
     return q / (1.0 + q) if math.isfinite(q) else 1.0
 
 
+def alert_score(verdict: Verdict, spec: DetectorSpec, *, opened: bool) -> float:
+    """The ``score`` column: how strongly this bucket says "send a new alert now", in [0, 1].
+
+    ``unit_score`` of the bucket that opens an episode (at least 0.5: it is outside the band or
+    sustained), half of it anywhere else (below 0.5): inside the band, while a run is pending,
+    and once the episode is open, when the daemon has already alerted and sends nothing new. So
+    ``score >= 0.5`` is exactly the ``alert`` column, higher thresholds keep the clearer alerts,
+    and for a given alert state the score is monotone in the size of the deviation."""
+    unit = unit_score(verdict, spec)
+    return unit if opened else 0.5 * unit
+
+
 def bucket_starts(timestamps: pd.Series, spec: DetectorSpec) -> pd.Series:
     """Start (UTC) of the bucket each timestamp falls in, cut in the spec's time zone."""
     ts = _utc(timestamps)
@@ -172,7 +184,7 @@ def replay(
         out["upper"][i] = _nan(verdict.upper)
         out["z"][i] = verdict.score
         out["sustained"][i] = verdict.sustained
-        out["score"][i] = unit_score(verdict, spec)
+        out["score"][i] = alert_score(verdict, spec, opened=bool(alert[i]))
         anomalous[i] = verdict.anomalous
         firing[i] = state.firing
 
@@ -206,8 +218,9 @@ def backtest(
 ) -> pd.DataFrame:
     """One row per input row: ``timestamp,value,expected,lower,upper,score,alert``.
 
-    ``score`` is in [0, 1], monotone in the size of the deviation (0.5 on the band edge);
-    ``alert`` is 1 on the first row of the bucket where the daemon would send a new alert.
+    ``score`` is in [0, 1], monotone in the size of the deviation for a given alert state, and
+    at least 0.5 only on the rows of a bucket that opens an alert (see ``alert_score``); ``alert``
+    is 1 on the first row of the bucket where the daemon would send a new alert.
     """
     return replay(
         frame,

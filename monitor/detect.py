@@ -26,11 +26,21 @@ values themselves otherwise:
 * **sustained deviations**: a bucket inside the band is anomalous too when the mean residual of
   the last few buckets (2 to 24 hours; 2 to 7 days), this one deviating by at least one sigma the
   same way, is beyond ``sensitivity`` in the empirical spread of such window sums: a -40% shift on
-  a noisy hourly count is 2-3 sigma per bucket but unmistakable over four hours.
+  a noisy hourly count is 2-3 sigma per bucket but unmistakable over four hours. An anomalous
+  bucket's ``span`` is the longest such window beyond the band ending at it (its own residual
+  capped at the band edge, the buckets before it averaging 80% of it), so a deviation that is
+  clear over its first two hours counts as two anomalous buckets for the alert state machine
+  even when its first bucket stayed inside the band; so does one bucket four times beyond it.
+* **quiet period**: for a day after a deviation that lasted long enough to alert (two buckets
+  below daily grain), a new deviation (one after a bucket that was not anomalous) is judged
+  against a band ``quiet_factor`` times wider; the incident's own run keeps the normal band.
+  The aftermath of an incident (recovery, overshoot, flicker) is not a new incident. Daily and
+  coarser grains have no quiet period (the next bucket is already a day later).
 
 Robust statistics everywhere: past anomalies neither drag the baseline nor widen future bands.
 ``step`` scores a bucket with what was learned before it, then learns it; ``warm`` learns a block
-of history vectorised and leaves the state stepping through it would (to float rounding).
+of history vectorised and leaves the state stepping through it would (to float rounding), except
+the quiet period, which follows judged buckets and ``warm`` judges none.
 """
 
 from __future__ import annotations
@@ -69,9 +79,18 @@ _LEVEL_SWITCH = 0.9
 _SUSTAINED_SUBDAILY = (2, 3, 4, 6, 12, 24)
 _SUSTAINED_DAILY = (2, 3, 5, 7)
 _SUSTAINED_POINT = 1.0  # this bucket must itself deviate by this many sigma, the same way
+# a deviation this many times beyond the band is as clear as two anomalous buckets in a row
+_EXTREME = 4.0
+# a window spans the buckets before an anomalous one only if they average this fraction of the
+# band the same way: a chance wobble before an outlier is not the start of an incident
+_SPAN_EARLIER = 0.8
 # the spread's tail guard: this quantile of |residual| over the normal quantile it would have
 _TAIL_QUANTILE = 0.95
 _TAIL_Z = 1.959964
+# quiet period (DetectorSpec.quiet_factor): its length, and the run of anomalous buckets that
+# starts it (the daemon's default alert_after for hourly checks)
+_QUIET_SECONDS = _DAY
+_QUIET_RUN = 2
 
 
 _NO_SCALES: tuple[int, tuple[FloatArray, IntArray, float], dict[int, float | None]] = (
@@ -104,6 +123,11 @@ class DetectorSpec:
     """How many past cycles of the same slot the seasonal median looks at."""
     min_history: int | None = None
     """Buckets to learn before judging; ``None``: one day of sub-daily buckets, else 14."""
+    quiet_factor: float = 2.0
+    """Quiet period: for a day after a deviation that lasted long enough to alert (two buckets),
+    a new deviation must leave a band this many times wider (the aftermath of an incident is not
+    a new incident); 1 disables it, and it has no effect at daily grain. It follows stepped
+    verdicts: ``warm`` learns history without judging it, so it starts none."""
 
     def __post_init__(self) -> None:
         if self.bucket_seconds <= 0:
@@ -116,6 +140,8 @@ class DetectorSpec:
             raise ValueError("min_relative_change and min_absolute_change must be >= 0")
         if self.season_cycles < 2:
             raise ValueError(f"season_cycles must be at least 2, got {self.season_cycles}")
+        if not self.quiet_factor >= 1:
+            raise ValueError(f"quiet_factor must be at least 1, got {self.quiet_factor}")
         if self.min_history is not None and self.min_history < 2:
             raise ValueError(f"min_history must be at least 2, got {self.min_history}")
         try:
@@ -145,6 +171,13 @@ class Verdict:
     """Signed deviation of the mean of the last few buckets (this one included) in robust
     standard units of that mean, when it alone makes the bucket anomalous: a shift that is
     moderate in every bucket but beyond ``sensitivity`` taken together; else 0.0."""
+    span: int = 0
+    """How many anomalous buckets in a row this one is worth: the longest window of the
+    sustained test ending here that is beyond the band (see ``_sustained``), 1 for a lone
+    outlier, at least 2 for one four times beyond the band; 0 when not anomalous. The alert
+    state machine counts an anomalous run as at least this long, so a deviation that is clear
+    over its first two hours opens an episode at the second even when its first bucket alone
+    stayed inside the band, and a collapse to zero opens one at once."""
 
     @property
     def deviation_pct(self) -> float | None:
@@ -394,6 +427,11 @@ class Detector:
         self._scale_cache: tuple[
             int, tuple[FloatArray, IntArray, float], dict[int, float | None]
         ] = _NO_SCALES
+        # quiet period (stepped verdicts only: warm() judges nothing): the current run of
+        # anomalous verdicts and the local index before which a new deviation needs the wider band
+        self._run = 0
+        self._quiet_span = _QUIET_SECONDS // spec.bucket_seconds
+        self._quiet_until = -(2**62)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -472,8 +510,10 @@ class Detector:
         self._update_mode(v)
         self._ensure(index, index)
         position = index - self._base
-        verdict = self._judge(ts, v, self._predict(position), position)
+        quiet = self._run == 0 and index < self._quiet_until
+        verdict = self._judge(ts, v, self._predict(position), position, quiet)
         self._learn_one(position, v)
+        self._remember(index, verdict)
         return verdict
 
     def acknowledge(self, since: pd.Timestamp | None = None) -> None:
@@ -497,6 +537,19 @@ class Detector:
                 self._fill_residuals(positions, self._n - 1)
 
     # ----------------------------------------------------------------- internals
+    def _remember(self, index: int, verdict: Verdict) -> None:
+        """Track the run of anomalous verdicts as the alert state machine counts it; a run long
+        enough to alert starts the quiet period."""
+        if verdict.expected is None:
+            return  # no baseline: neither normal nor anomalous
+        if not verdict.anomalous:
+            self._run = 0
+            return
+        before = self._run
+        self._run = max(before + 1, verdict.span)
+        if before < _QUIET_RUN <= self._run:
+            self._quiet_until = index + self._quiet_span
+
     def _last_index(self) -> int:
         return self._base + self._n - 1 if self._n else -(2**62)
 
@@ -751,18 +804,20 @@ class Detector:
 
     def _learn_one(self, p: int, value: float) -> None:
         """Scalar twin of ``_learn_block`` for one new position."""
-        seasons, regime, level = self._scalar_components(p)
         y = float(self._transform(np.array([value]))[0])
         self._raw[p] = value
         self._y[p] = y
+        previous_last = self._n - 1
+        self._n = p + 1
+        self._learned += 1
+        # first, as in _fill_residuals: after a gap, p's arrival completes shape samples its own
+        # seasonal look-back reads
+        self._finalize_shapes(previous_last)
+        seasons, regime, level = self._scalar_components(p)
         for i, med in enumerate(seasons):
             self._res[i][p] = y - med
         season = seasons[regime] if regime < len(seasons) else 0.0
         self._e[p] = y - season - level
-        previous_last = self._n - 1
-        self._n = p + 1
-        self._learned += 1
-        self._finalize_shapes(previous_last)
 
     def _judge(
         self,
@@ -770,13 +825,15 @@ class Detector:
         value: float,
         prediction: tuple[float, float] | None,
         position: int | None = None,
+        quiet: bool = False,
     ) -> Verdict:
         if prediction is None:
             return Verdict(ts, value, None, None, None, 0.0, False)
         mu, sigma = prediction
         spec = self.spec
+        level = spec.sensitivity * (spec.quiet_factor if quiet else 1.0)
         expected = self._inverse(mu)
-        half = spec.sensitivity * sigma
+        half = level * sigma
         lower = self._inverse(mu - half)
         upper = self._inverse(mu + half)
         floor = max(spec.min_relative_change * abs(expected), spec.min_absolute_change)
@@ -787,10 +844,16 @@ class Detector:
         up = value > upper and spec.direction in ("both", "up")
         down = value < lower and spec.direction in ("both", "down")
         sustained = 0.0
-        if not (up or down) and position is not None and abs(score) >= _SUSTAINED_POINT:
-            sustained = self._sustained(position, y - mu, mu, sigma, expected, floor)
+        span = 0
+        if position is not None and (up or down):
+            span = max(self._sustained(position, y - mu, mu, sigma, expected, floor, level)[1], 1)
+            if abs(score) >= _EXTREME * level:
+                span = max(span, 2)
+        elif position is not None and abs(score) >= _SUSTAINED_POINT:
+            sustained, span = self._sustained(position, y - mu, mu, sigma, expected, floor, level)
+            span = max(span, 1) if sustained else 0
         anomalous = bool(up or down or sustained)
-        return Verdict(ts, value, expected, lower, upper, float(score), anomalous, sustained)
+        return Verdict(ts, value, expected, lower, upper, float(score), anomalous, sustained, span)
 
     def _window_scale(self, p: int, w: int) -> float | None:
         """The robust spread of w-bucket sums of past residuals, in units of the single-bucket
@@ -821,17 +884,30 @@ class Detector:
         return scales[w]
 
     def _sustained(
-        self, p: int, resid: float, mu: float, sigma: float, expected: float, floor: float
-    ) -> float:
-        """Strongest windowed mean deviation beyond the band with this bucket's sign; else 0."""
+        self,
+        p: int,
+        resid: float,
+        mu: float,
+        sigma: float,
+        expected: float,
+        floor: float,
+        level: float,
+    ) -> tuple[float, int]:
+        """Windowed mean deviations beyond ``level`` with this bucket's sign (this bucket's
+        residual capped at ``level``): the strongest (0.0 if none) and the length of the longest
+        such window whose earlier buckets average ``_SPAN_EARLIER`` of the band (0 if none)."""
         spec = self.spec
         spans = _SUSTAINED_DAILY if self._geo.day == 0 else _SUSTAINED_SUBDAILY
         longest = max(spans)
         past = self._e[max(p - longest + 1, 0) : p][::-1]  # newest first
-        total = resid
+        limit = level * sigma
+        # an outlier counts as at the band edge: a window passes on what the buckets before it add
+        own = min(max(resid, -limit), limit)
+        total = own
+        earlier_limit = _SPAN_EARLIER * limit
         best = 0.0
+        widest = 0
         count = 1
-        limit = spec.sensitivity * sigma
         for x in past.tolist():
             if x != x or abs(x) > limit:
                 break  # a gap or an outlier (already judged on its own) ends the run
@@ -840,20 +916,23 @@ class Detector:
             if count not in spans or (total > 0) != (resid > 0):
                 continue
             # the scale is at least sqrt(w): skip the spans that cannot pass before computing it
-            if abs(total) / (sigma * math.sqrt(count)) <= max(spec.sensitivity, abs(best)):
+            if abs(total) / (sigma * math.sqrt(count)) <= level:
                 continue
             scale = self._window_scale(p, count)
             if scale is None:
                 continue
             z = total / (sigma * scale)
-            if abs(z) <= spec.sensitivity or abs(z) <= abs(best):
+            if abs(z) <= level:
                 continue
             if abs(self._inverse(mu + total / count) - expected) <= floor:
                 continue
             if (z > 0 and spec.direction == "down") or (z < 0 and spec.direction == "up"):
                 continue
-            best = z
-        return best
+            if abs(total - own) >= (count - 1) * earlier_limit:
+                widest = count
+            if abs(z) > abs(best):
+                best = z
+        return best, widest
 
 
 def _as_utc(bucket: pd.Timestamp) -> pd.Timestamp:

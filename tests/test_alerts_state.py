@@ -15,6 +15,7 @@ class V:
     bucket: datetime
     expected: float | None
     anomalous: bool
+    span: int = 0
 
 
 def feed(
@@ -75,3 +76,11 @@ def test_numbering_continues_across_episodes() -> None:
     state, events = feed("x.x.", AlertPolicy(open_after=1, resolve_after=1))
     assert events == ["opened@0", "resolved@1", "opened@2", "resolved@3"]
     assert state.episode == 2
+
+
+def test_a_deviation_spanning_two_buckets_counts_as_a_run_of_two() -> None:
+    policy = AlertPolicy(open_after=2, resolve_after=2)
+    state, transition = advance(AlertState(), V(T0, 1.0, True, span=2), policy)
+    assert transition is not None and transition.kind == "opened" and state.firing
+    state, transition = advance(AlertState(), V(T0, 1.0, True, span=1), policy)
+    assert transition is None and state.status == "pending"

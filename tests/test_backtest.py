@@ -9,6 +9,7 @@ import pytest
 from monitor.alerts.state import AlertPolicy
 from monitor.backtest import (
     OUTPUT_COLUMNS,
+    alert_score,
     bucket_starts,
     infer_bucket_seconds,
     replay,
@@ -46,12 +47,14 @@ def test_an_incident_alerts_once_at_its_onset() -> None:
     result = replay(frame, DetectorSpec(HOUR), policy)
     out = result.rows
     assert out["alert"].sum() == 1
-    assert out.index[out["alert"] == 1][0] == 501  # the second anomalous bucket opens it
+    assert out.index[out["alert"] == 1][0] == 500  # far beyond the band: opens at once
     assert len(result.episodes) == 1
     episode = result.episodes[0]
     assert episode.since == frame["timestamp"][500]
     assert episode.resolved is not None and episode.resolved > frame["timestamp"][509]
-    assert (out.loc[500:509, "score"] > 0.5).all()
+    # far outside the band throughout; only the bucket that sends the alert scores 0.5 or more
+    assert (out.loc[500:509, "score"] > 0.25).all()
+    assert list(out.index[out["score"] >= 0.5]) == [500]
 
 
 def test_replay_matches_the_daemon_path_step_by_step() -> None:
@@ -63,7 +66,8 @@ def test_replay_matches_the_daemon_path_step_by_step() -> None:
         verdict = detector.step(ts, value)
         expected = np.nan if verdict.expected is None else verdict.expected
         assert np.isclose(out["expected"][i], expected, equal_nan=True)
-        assert out["score"][i] == pytest.approx(unit_score(verdict, spec))
+        opened = bool(out["alert"][i])
+        assert out["score"][i] == pytest.approx(alert_score(verdict, spec, opened=opened))
 
 
 def test_replay_is_causal() -> None:
@@ -142,6 +146,16 @@ def test_unit_score_is_monotone_and_half_on_the_band_edge() -> None:
     assert unit_score(verdict(1000.0), DetectorSpec(HOUR, direction="down")) == 0.0
     no_baseline = Verdict(ts, 5.0, None, None, None, 0.0, False)
     assert unit_score(no_baseline, spec) == 0.0
+
+
+def test_alert_score_is_half_the_unit_score_unless_the_bucket_opens_an_alert() -> None:
+    spec = DetectorSpec(HOUR)
+    ts = pd.Timestamp("2026-01-01", tz="UTC")
+    outside = Verdict(ts, 200.0, 100.0, 80.0, 130.0, 9.0, True)
+    unit = unit_score(outside, spec)
+    assert alert_score(outside, spec, opened=True) == unit > 0.5
+    halved = alert_score(outside, spec, opened=False)
+    assert halved == pytest.approx(unit / 2) and halved < 0.5
 
 
 def test_acknowledging_an_intended_shift_stops_alerting() -> None:

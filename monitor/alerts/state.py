@@ -1,8 +1,10 @@
 """The alert state machine of one series: ok -> pending -> firing -> ok. Pure.
 
-An episode opens after ``open_after`` anomalous buckets in a row, stays open while the deviation
-lasts, and resolves after ``resolve_after`` normal buckets in a row. A verdict without a baseline
-(not enough history yet) changes nothing: missing knowledge is neither normal nor anomalous.
+An episode opens after ``open_after`` anomalous buckets in a row (a verdict's ``span`` counts:
+a deviation the detector sees lasting two buckets is a run of two), stays open while the
+deviation lasts, and resolves after ``resolve_after`` normal buckets in a row. A verdict without
+a baseline (not enough history yet) changes nothing: missing knowledge is neither normal nor
+anomalous.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class Scored(Protocol):
 
     @property
     def anomalous(self) -> bool: ...
+
+    @property
+    def span(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,9 @@ def advance(
         return state, None
     if verdict.anomalous:
         since = state.since if state.anomalous_run or state.firing else verdict.bucket
-        state = replace(state, anomalous_run=state.anomalous_run + 1, normal_run=0, since=since)
+        # a deviation the detector sees lasting `span` buckets counts as a run at least that long
+        run = max(state.anomalous_run + 1, verdict.span)
+        state = replace(state, anomalous_run=run, normal_run=0, since=since)
         if state.firing:
             return state, None
         if state.anomalous_run >= policy.open_after:
