@@ -57,6 +57,7 @@ Direction = Literal["both", "up", "down"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 _DAY = 86_400
 _WEEK = 7 * _DAY
@@ -242,27 +243,66 @@ def _geometry(spec: DetectorSpec) -> _Geometry:
     )
 
 
+def _row_count(mask: BoolArray) -> IntArray:
+    """True entries per row of a 2-D mask: a matrix-vector product, several times faster than
+    ``np.count_nonzero(axis=1)`` on the short rows used here (exact: sums of 0/1 floats)."""
+    ones = np.ones(mask.shape[1])
+    out: IntArray = (mask @ ones).astype(np.int64)
+    return out
+
+
 def _row_median(matrix: FloatArray) -> FloatArray:
     """Median of each row ignoring NaN (NaN for an all-NaN row): ``0.5 * (lo + hi)`` of the
     middle order statistics, exactly as ``_sorted_median`` computes it."""
+    return _row_median_count(matrix)[0]
+
+
+def _row_median_count(matrix: FloatArray) -> tuple[FloatArray, IntArray]:
+    """``_row_median`` and the number of non-NaN values per row, which the sort yields cheaply."""
     n, k = matrix.shape
     if n == 0 or k == 0:
-        return np.full(n, np.nan)
+        return np.full(n, np.nan), np.zeros(n, dtype=np.int64)
     if k > 4096 and not np.isnan(matrix).any():  # partition only pays off on wide rows
         part = np.partition(matrix, [(k - 1) // 2, k // 2], axis=1)
         out: FloatArray = 0.5 * (part[:, (k - 1) // 2] + part[:, k // 2])
-        return out
+        return out, np.full(n, k, dtype=np.int64)
     ordered = np.sort(matrix, axis=1)  # NaN sort last
-    missing = np.isnan(ordered[:, -1])
-    if not missing.any():
-        out = 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
-        return out
-    count = k - np.count_nonzero(np.isnan(ordered), axis=1)
-    rows = np.arange(n)
-    lo = ordered[rows, np.maximum(count - 1, 0) // 2]
-    hi = ordered[rows, np.minimum(count // 2, k - 1)]
-    out = 0.5 * (lo + hi)
-    out[count == 0] = np.nan
+    out = 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
+    count = np.full(n, k, dtype=np.int64)
+    # a full row ends with a number; only the rows with a NaN (usually few) need their count
+    # and their own middle positions, read from a flat copy (cheaper than 2-D fancy indexing)
+    rows = np.flatnonzero(np.isnan(ordered[:, -1]))
+    if rows.size:
+        part = ordered if rows.size == n else ordered[rows]
+        have = k - _row_count(np.isnan(part))
+        start = k * np.arange(rows.size)
+        flat = part.ravel()
+        lo = flat[start + np.maximum(have - 1, 0) // 2]
+        hi = flat[start + np.minimum(have // 2, k - 1)]
+        mid = 0.5 * (lo + hi)
+        mid[have == 0] = np.nan
+        out[rows] = mid
+        count[rows] = have
+    return out, count
+
+
+def _strided_rows(padded: FloatArray, positions: IntArray, width: int, step: int) -> FloatArray:
+    """``padded[p : p + width : step]`` per position as a matrix: a read-only view when the
+    positions are consecutive (the usual block of history; the median's sort copies anyway),
+    else a gathered copy. ``padded`` must be contiguous (the callers build it)."""
+    size = padded.strides[0]
+    # the ndarray constructor checks the bounds like as_strided, at a tenth of its overhead
+    view: FloatArray = np.ndarray(
+        (padded.size - width + 1, -(-width // step)),
+        dtype=np.float64,
+        buffer=padded,
+        strides=(size, step * size),
+    )
+    view.flags.writeable = False
+    if positions.size and int(positions[-1]) - int(positions[0]) == positions.size - 1:
+        rows: FloatArray = view[int(positions[0]) : int(positions[-1]) + 1]
+        return rows
+    out: FloatArray = view[positions]
     return out
 
 
@@ -271,9 +311,7 @@ def _lookback(values: FloatArray, positions: IntArray, period: int, cycles: int)
     span = period * cycles
     top = int(positions[-1]) if positions.size else 0
     padded = np.concatenate((np.full(span, np.nan), values[:top]))
-    view = np.lib.stride_tricks.sliding_window_view(padded, span)[:, ::period]
-    out: FloatArray = view[positions]
-    return out
+    return _strided_rows(padded, positions, span, period)
 
 
 def _window(values: FloatArray, positions: IntArray, width: int, start: int) -> FloatArray:
@@ -282,9 +320,7 @@ def _window(values: FloatArray, positions: IntArray, width: int, start: int) -> 
     padded = np.concatenate((np.full(width, np.nan), values[:top]))
     if start > 0:
         padded[width : width + min(start, top)] = np.nan
-    view = np.lib.stride_tricks.sliding_window_view(padded, width)
-    out: FloatArray = view[positions]
-    return out
+    return _strided_rows(padded, positions, width, 1)
 
 
 def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) -> FloatArray:
@@ -302,9 +338,9 @@ def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) 
     if src_hi > src_lo:
         seg[src_lo - lo : src_hi - lo] = values[src_lo:src_hi]
     if sub == 1:  # the median of the values themselves
-        window = np.lib.stride_tricks.sliding_window_view(seg, period)[centers - half - lo]
-        level = _row_median(window)
-        level[2 * np.count_nonzero(~np.isnan(window), axis=1) < parts] = np.nan
+        window = _strided_rows(seg, centers - half - lo, period, 1)
+        level, valid = _row_median_count(window)
+        level[2 * valid < parts] = np.nan
         return level
     finite = ~np.isnan(seg)
     csum = np.concatenate(([0.0], np.cumsum(np.where(finite, seg, 0.0))))
@@ -312,11 +348,42 @@ def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) 
     count = ccount[sub:] - ccount[:-sub]  # per sub-window start
     total = csum[sub:] - csum[:-sub]
     window_mean = np.where(2 * count >= sub, total / np.maximum(count, 1), np.nan)
-    starts = (centers - half - lo)[:, None] + sub * np.arange(parts, dtype=np.int64)[None, :]
-    means = window_mean[starts]
-    level = _row_median(means)
-    level[2 * np.count_nonzero(~np.isnan(means), axis=1) < parts] = np.nan
+    means = _strided_rows(window_mean, centers - half - lo, (parts - 1) * sub + 1, sub)
+    if parts != _SORT7_SIZE:
+        level, valid = _row_median_count(means)
+        level[2 * valid < parts] = np.nan
+        return level
+    # the week of seven daily means (every sub-daily series): a sorting network over the columns
+    # is several times cheaper than sorting each short row; the rows with a NaN (NaN there) get
+    # the NaN-aware median
+    level = _median7([means[:, j] for j in range(_SORT7_SIZE)])
+    rows = np.flatnonzero(np.isnan(level))
+    if rows.size:
+        some, valid = _row_median_count(means[rows])
+        some[2 * valid < parts] = np.nan
+        level[rows] = some
     return level
+
+
+# a sorting network for seven values (16 comparators); the median ends on the middle wire
+_SORT7_SIZE = 7
+_SORT7 = (
+    (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
+    (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
+)  # fmt: skip
+
+
+def _median7(columns: list[FloatArray]) -> FloatArray:
+    """Element-wise median of seven equal-length vectors, the value ``_row_median`` gives a row
+    of them. A NaN reaches every output of a sorting network (min and max propagate it), so the
+    result is NaN exactly where an input is."""
+    wires = list(columns)
+    for i, j in _SORT7:
+        a, b = wires[i], wires[j]
+        wires[i], wires[j] = np.minimum(a, b), np.maximum(a, b)
+    middle = wires[3]
+    out: FloatArray = 0.5 * (middle + middle)  # as _row_median averages the middle pair
+    return out
 
 
 def _period_level_one(values: FloatArray, center: int, period: int, sub: int) -> float:
@@ -385,11 +452,14 @@ def _spread(values: FloatArray) -> float:
         return math.nan
     med = _median(finite)
     dev = np.abs(finite - med)
-    mad = _MAD_TO_SIGMA * _median(dev)
     if finite.size < 20:
-        return mad
-    k = int(_TAIL_QUANTILE * (dev.size - 1))
-    tail = float(np.partition(dev, k)[k]) / _TAIL_Z
+        return _MAD_TO_SIGMA * _median(dev)
+    # the MAD's middle order statistics and the tail quantile's in one partition
+    n = dev.size
+    lo, hi, k = (n - 1) // 2, n // 2, int(_TAIL_QUANTILE * (n - 1))
+    part = np.partition(dev, sorted({lo, hi, k}))
+    mad = _MAD_TO_SIGMA * (0.5 * (float(part[lo]) + float(part[hi])))
+    tail = float(part[k]) / _TAIL_Z
     return max(mad, tail)
 
 
@@ -418,12 +488,16 @@ class Detector:
         self._e = np.full(capacity, np.nan)
         self._n = 0  # positions used
         self._base = 0  # local bucket index of position 0
-        self._last_utc: pd.Timestamp | None = None
+        # the newest bucket seen, in UTC nanoseconds: compared as an int (boxing a Timestamp
+        # out of an index costs more than the comparison)
+        self._last_ns: int | None = None
         self._learned = 0
         self._log: bool | None = None if spec.counts is None else spec.counts
         self._integer = spec.counts is not False
         self._level_from = 0  # absolute local index where the level window may start
         self._sigma_cache: tuple[int, float] = (-(2**62), math.nan)
+        # the last _predict's (position, seasons, regime, level), which _learn_one may reuse
+        self._predicted: tuple[int, list[float], int, float] | None = None
         self._scale_cache: tuple[
             int, tuple[FloatArray, IntArray, float], dict[int, float | None]
         ] = _NO_SCALES
@@ -459,17 +533,23 @@ class Detector:
         utc = _as_utc_index(buckets)
         if not utc.is_monotonic_increasing or not utc.is_unique:
             raise ValueError("warm() needs strictly increasing buckets")
-        if self._last_utc is not None and utc[0] <= self._last_utc:
+        nanos = _UNIT_NANOS[str(utc.unit)]
+        stamps = utc.asi8
+        if self._last_ns is not None and int(stamps[0]) * nanos <= self._last_ns:
             raise ValueError("warm() buckets must come after everything already learned")
-        self._last_utc = utc[-1]
+        self._last_ns = int(stamps[-1]) * nanos
+        # (the filters below copy only when they drop something, which is rare)
+        index = self._local_index(utc)
         finite = np.isfinite(vals)
-        index, vals = self._local_index(utc)[finite], vals[finite]
+        if not finite.all():
+            index, vals = index[finite], vals[finite]
         # a repeated local hour (DST fall-back) is not learned twice, as in step()
         prev = np.concatenate(([self._last_index()], index[:-1]))
         keep = index > prev
         if not keep.any():
             return
-        index, vals = index[keep], vals[keep]
+        if not keep.all():
+            index, vals = index[keep], vals[keep]
         self._update_mode(vals)
         # chunks no longer than the look-back the buffer keeps, so every position sees its past
         lo = 0
@@ -497,9 +577,10 @@ class Detector:
         learned.
         """
         ts = _as_utc(bucket)
-        if self._last_utc is not None and ts <= self._last_utc:
-            raise ValueError(f"step({ts}) is not after the last learned bucket {self._last_utc}")
-        self._last_utc = ts
+        if self._last_ns is not None and ts.value <= self._last_ns:
+            last = pd.Timestamp(self._last_ns, tz="UTC")
+            raise ValueError(f"step({ts}) is not after the last learned bucket {last}")
+        self._last_ns = ts.value
         v = float(value)
         index = self._scalar_index(ts)
         if not math.isfinite(v):
@@ -554,10 +635,10 @@ class Detector:
         return self._base + self._n - 1 if self._n else -(2**62)
 
     def _local_index(self, utc: pd.DatetimeIndex) -> IntArray:
-        seconds = utc.as_unit("s").asi8
-        if not self._utc:
-            local = utc.tz_convert(self.spec.timezone).tz_localize(None).as_unit("s").asi8
-            seconds = local
+        if self._utc:
+            seconds = _epoch_seconds(utc)
+        else:
+            seconds = _epoch_seconds(utc.tz_convert(self.spec.timezone).tz_localize(None))
         b = self.spec.bucket_seconds
         return np.asarray((seconds + b // 2) // b, dtype=np.int64)
 
@@ -570,16 +651,20 @@ class Detector:
         return int((seconds + b // 2) // b)
 
     def _update_mode(self, value: float | FloatArray) -> None:
-        vals = np.asarray(value, dtype=np.float64)
+        """``value``: one finite value (step) or a non-empty block of them (warm)."""
+        # a step's float is checked with plain float arithmetic, no array round trip
+        negative = value < 0 if isinstance(value, float) else bool(value.min() < 0)
         if self.spec.counts is None:
             if self._log is None:
-                self._log = bool(np.all(vals >= 0))
-            elif self._log and bool(np.any(vals < 0)):
+                self._log = not negative
+            elif self._log and negative:
                 self._log = False
                 self._retransform()
-            if self._integer and not bool(np.all(vals == np.round(vals))):
-                self._integer = False
-        elif self.spec.counts and bool(np.any(vals < 0)):
+            if self._integer and isinstance(value, float):
+                self._integer = value.is_integer()
+            elif self._integer and not isinstance(value, float):
+                self._integer = bool((value == np.round(value)).all())
+        elif self.spec.counts and negative:
             raise ValueError("counts=True but a negative value arrived")
 
     def _retransform(self) -> None:
@@ -636,9 +721,9 @@ class Detector:
             med = np.full(positions.size, np.nan)
             if todo.any():
                 matrix = _lookback(self._shape[i], positions[todo], period, self._geo.cycles)
-                med[todo] = _row_median(matrix)
+                med[todo], valid = _row_median_count(matrix)
                 ok = np.zeros(positions.size, dtype=bool)
-                ok[todo] = np.count_nonzero(~np.isnan(matrix), axis=1) >= 2
+                ok[todo] = valid >= 2
                 regime[ok] = i
                 todo &= ~ok
             seasons.append(med)
@@ -648,17 +733,22 @@ class Detector:
         """Median residual of the regime's model over the level window before each position."""
         level = np.full(positions.size, np.nan)
         start_at = self._level_from - self._base
-        for i in np.unique(regime):
+        for i in range(len(self._periods) + 1):
             sel = regime == i
+            if not sel.any():
+                continue
             source = self._res[i] if i < len(self._periods) else self._y
             window = _window(source, positions[sel], self._geo.level_window, start_at)
-            long = _row_median(window)
+            long, count = _row_median_count(window)
             short_span = self._geo.level_short
             if short_span:
                 recent = window[:, -short_span:]
-                valid = np.count_nonzero(~np.isnan(recent), axis=1)
-                above = np.count_nonzero(recent > long[:, None], axis=1)
-                below = np.count_nonzero(recent < long[:, None], axis=1)
+                if count.min() == window.shape[1]:  # no gap in any window: nothing to count
+                    valid = np.full(long.size, recent.shape[1], dtype=np.int64)
+                else:
+                    valid = _row_count(~np.isnan(recent))
+                above = _row_count(recent > long[:, None])
+                below = _row_count(recent < long[:, None])
                 switch = (2 * valid >= short_span) & (
                     (above >= _LEVEL_SWITCH * valid) | (below >= _LEVEL_SWITCH * valid)
                 )
@@ -685,9 +775,18 @@ class Detector:
             centers = np.arange(lo, hi + 1, dtype=np.int64)
             centers = centers[~np.isnan(self._y[centers])]
             if i > 0 and centers.size:
-                # a shorter period's samples are only read where the longer one cannot apply yet
-                matrix = _lookback(self._shape[0], centers, self._periods[0], self._geo.cycles)
-                centers = centers[np.count_nonzero(~np.isnan(matrix), axis=1) < 2]
+                # a shorter period's samples are only read where the longer one cannot apply yet;
+                # the two newest cycles of the longer one present settle it without the look-back
+                longer, shape = self._periods[0], self._shape[0]
+                sure = centers >= 2 * longer
+                sure[sure] = ~(
+                    np.isnan(shape[centers[sure] - longer])
+                    | np.isnan(shape[centers[sure] - 2 * longer])
+                )
+                centers = centers[~sure]
+                if centers.size:
+                    matrix = _lookback(shape, centers, longer, self._geo.cycles)
+                    centers = centers[_row_count(~np.isnan(matrix)) < 2]
             if centers.size:
                 level = _period_level(self._y, centers, period, self._shape_sub[i])
                 self._shape[i][centers] = self._y[centers] - level
@@ -764,9 +863,11 @@ class Detector:
 
     def _predict(self, p: int) -> tuple[float, float] | None:
         """(mu, sigma) in model space for position ``p``, or None without enough history."""
+        self._predicted = None
         if self._learned < self._geo.min_history:
             return None
         seasons, regime, level = self._scalar_components(p)
+        self._predicted = (p, seasons, regime, level)
         season = seasons[regime] if regime < len(seasons) else 0.0
         mu = season + level
         if math.isnan(mu):
@@ -813,7 +914,13 @@ class Detector:
         # first, as in _fill_residuals: after a gap, p's arrival completes shape samples its own
         # seasonal look-back reads
         self._finalize_shapes(previous_last)
-        seasons, regime, level = self._scalar_components(p)
+        predicted, self._predicted = self._predicted, None
+        if predicted is not None and predicted[0] == p and previous_last == p - 1:
+            # right after the previous bucket, the shapes just completed (p minus less than a
+            # period) are not in p's look-back: the components _predict computed still hold
+            _, seasons, regime, level = predicted
+        else:
+            seasons, regime, level = self._scalar_components(p)
         for i, med in enumerate(seasons):
             self._res[i][p] = y - med
         season = seasons[regime] if regime < len(seasons) else 0.0
@@ -935,6 +1042,23 @@ class Detector:
         return best, widest
 
 
+_UNIT_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+_UNIT_NANOS = {unit: 10**9 // per for unit, per in _UNIT_PER_SECOND.items()}
+
+
+def _epoch_seconds(idx: pd.DatetimeIndex) -> IntArray:
+    """``idx.as_unit("s").asi8``, without building a new index when it holds whole seconds."""
+    per = _UNIT_PER_SECOND.get(str(idx.unit), 0)
+    raw = idx.asi8
+    if per == 1:
+        return raw
+    if per and not (raw % per).any():
+        out: IntArray = raw // per
+        return out
+    exact: IntArray = idx.as_unit("s").asi8
+    return exact
+
+
 def _as_utc(bucket: pd.Timestamp) -> pd.Timestamp:
     ts = pd.Timestamp(bucket)
     if ts.tzinfo is None:
@@ -943,6 +1067,8 @@ def _as_utc(bucket: pd.Timestamp) -> pd.Timestamp:
 
 
 def _as_utc_index(buckets: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    if isinstance(buckets, pd.DatetimeIndex) and str(buckets.tz) == "UTC":
+        return buckets  # already what we need: no copy (and its cached monotonicity is kept)
     idx = pd.DatetimeIndex(buckets)
     if idx.tz is None:
         return idx.tz_localize("UTC")

@@ -569,3 +569,27 @@ def test_property_warm_then_step_equals_stepping(
     warm = warmed(spec, idx, v, split)
     tail = slice(split, split + 200)
     assert same(step_all(warm, idx[tail], v[tail]), step_all(stepped, idx[tail], v[tail]))
+
+
+def test_vectorised_medians_match_the_scalar_rule() -> None:
+    """The fast paths of warm() (a sorting network for the week's seven daily means, per-row
+    medians that count NaN only where there is one) give the very numbers of the plain rule."""
+    from monitor.detect import _median7, _row_median_count
+
+    rng = np.random.default_rng(7)
+    matrix = rng.normal(size=(400, 7))
+    matrix[rng.random(matrix.shape) < 0.1] = np.nan
+    matrix[::9, 1] = np.inf
+    matrix[5] = np.nan
+    median, count = _row_median_count(matrix)
+    for row, med, n in zip(matrix, median, count, strict=True):
+        finite = np.sort(row[~np.isnan(row)])
+        assert n == finite.size
+        if finite.size:
+            assert med == 0.5 * (finite[(n - 1) // 2] + finite[n // 2])
+        else:
+            assert math.isnan(med)
+    network = _median7([matrix[:, j] for j in range(7)])
+    full = ~np.isnan(matrix).any(axis=1)
+    assert np.array_equal(network[full], median[full])
+    assert np.isnan(network[~full]).all()
