@@ -15,10 +15,12 @@ exposition's size, after checking that the three texts carry the same samples.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,16 +30,20 @@ from monitor.exporter import Metrics
 START = 1_767_571_200.0  # 2026-01-05, a bucket start
 
 
-class Both:
-    """The new ``Metrics`` and prometheus_client metrics of the same names, filled alike."""
+class Reference:
+    """prometheus_client's own Gauge, Counter and Histogram under the exporter's names, filled
+    through the same calls as ``Metrics``: how the exporter kept these metrics before."""
 
-    def __init__(self) -> None:
-        self.metrics = m = Metrics()
-        self.plain = r = CollectorRegistry()
+    def __init__(self, metrics: Metrics) -> None:
+        m = metrics
+        self.registry = r = CollectorRegistry()
         self.gauges = {
             g.name: Gauge(g.name, g.documentation, g.labelnames, registry=r)
             for g in (m.value, m.expected, m.lower, m.upper, m.score, m.anomaly, m.bucket_ts)
         }
+        self.data_age = Gauge(
+            m.data_age.name, m.data_age.documentation, m.data_age.labelnames, registry=r
+        )
         self.runs = Counter(m.runs.name, m.runs.documentation, m.runs.labelnames, registry=r)
         self.duration = Histogram(
             m.duration.name,
@@ -47,37 +53,76 @@ class Both:
             registry=r,
         )
         self.last_success = Gauge(
-            m.last_success.name, m.last_success.documentation, ("check",), registry=r
+            m.last_success.name,
+            m.last_success.documentation,
+            m.last_success.labelnames,
+            registry=r,
         )
 
+    def set_series(
+        self,
+        labels: tuple[str, str, str, str],
+        *,
+        value: float,
+        expected: float | None,
+        lower: float | None,
+        upper: float | None,
+        score: float,
+        firing: bool,
+        bucket_seconds: float,
+    ) -> None:
+        """As ``Metrics.set_series``: without a band, the band's gauges are removed."""
+        g = self.gauges
+        g["kpimon_value"].labels(*labels).set(value)
+        g["kpimon_bucket_timestamp_seconds"].labels(*labels).set(bucket_seconds)
+        g["kpimon_anomaly"].labels(*labels).set(1 if firing else 0)
+        band = (
+            "kpimon_expected",
+            "kpimon_lower_bound",
+            "kpimon_upper_bound",
+            "kpimon_anomaly_score",
+        )
+        if expected is None or lower is None or upper is None:
+            for name in band:
+                with contextlib.suppress(KeyError):
+                    g[name].remove(*labels)
+            return
+        for name, band_value in zip(band, (expected, lower, upper, score), strict=True):
+            g[name].labels(*labels).set(band_value)
+
+
+class Both:
+    """The new ``Metrics`` and its ``Reference``, filled alike."""
+
+    def __init__(self) -> None:
+        self.metrics = Metrics()
+        self.reference = Reference(self.metrics)
+
     def check_run(self, check: str, segments: int, seconds: float) -> None:
-        m = self.metrics
+        m, r = self.metrics, self.reference
         m.declare_check(check)
         m.runs.labels(check, "ok").inc()
-        self.runs.labels(check, "ok").inc()
+        r.runs.labels(check, "ok").inc()
         for outcome in ("anomaly", "no_data", "error"):
-            self.runs.labels(check, outcome)
+            r.runs.labels(check, outcome)
         m.duration.labels(check).observe(seconds)
-        self.duration.labels(check).observe(seconds)
+        r.duration.labels(check).observe(seconds)
         m.last_success.labels(check).set(START + seconds)
-        self.last_success.labels(check).set(START + seconds)
+        r.last_success.labels(check).set(START + seconds)
         for s in range(segments):
             labels = (check, f"segment_{s}", "warning", "growth")
             value = 1000.0 + len(check) * 0.37 + s * 11.3
-            band = (value * 0.98, value * 0.9, value * 1.1, (value - 1000) / 7)
-            m.set_series(
-                labels,
-                value=value,
-                expected=band[0],
-                lower=band[1],
-                upper=band[2],
-                score=band[3],
-                firing=s == 0,
-                bucket_seconds=START + 3600 * s,
-            )
-            samples = (value, *band, 1.0 if s == 0 else 0.0, START + 3600 * s)
-            for gauge, sample in zip(self.gauges.values(), samples, strict=True):
-                gauge.labels(*labels).set(sample)
+            series: dict[str, Any] = {
+                "value": value,
+                "expected": value * 0.98,
+                "lower": value * 0.9,
+                "upper": value * 1.1,
+                "score": (value - 1000) / 7,
+                "firing": s == 0,
+                "bucket_seconds": START + 3600 * s,
+            }
+            m.set_series(labels, **series)
+            r.set_series(labels, **series)
 
 
 def samples_of(text: bytes, names: set[str] | None = None) -> list[str]:
@@ -110,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     both = Both()
     for c in range(checks):
         both.check_run(f"check_{c:04d}", segments, 0.01 * (c % 50))
-    metrics, plain = both.metrics, both.plain
+    metrics, plain = both.metrics, both.reference.registry
     fast = metrics.exposition()
     if samples_of(fast) != samples_of(generate_latest(metrics.registry)):
         print("the fast exposition differs from generate_latest's", file=sys.stderr)

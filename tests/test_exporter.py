@@ -6,16 +6,16 @@ would expose for the same calls (label values that need escaping, NaN and infini
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.exposition import Reference
 from monitor.exporter import Metrics
 
 AWKWARD = (
@@ -30,51 +30,6 @@ AWKWARD = (
 VALUES = (0.0, -0.0, 1.0, -2.5, 1e20, 1.5e-9, 123456789.125, math.nan, math.inf, -math.inf)
 
 
-class Reference:
-    """prometheus_client's own metrics under the exporter's names: how they were kept before."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        m = metrics
-        self.registry = r = CollectorRegistry()
-        self.gauges = {
-            g.name: Gauge(g.name, g.documentation, g.labelnames, registry=r)
-            for g in (m.value, m.expected, m.lower, m.upper, m.score, m.anomaly, m.bucket_ts)
-        }
-        self.data_age = Gauge(
-            m.data_age.name, m.data_age.documentation, m.data_age.labelnames, registry=r
-        )
-        self.runs = Counter(m.runs.name, m.runs.documentation, m.runs.labelnames, registry=r)
-        self.duration = Histogram(
-            m.duration.name,
-            m.duration.documentation,
-            m.duration.labelnames,
-            buckets=m.duration.buckets,
-            registry=r,
-        )
-        self.last_success = Gauge(
-            m.last_success.name,
-            m.last_success.documentation,
-            m.last_success.labelnames,
-            registry=r,
-        )
-
-    def set_series(
-        self, labels: tuple[str, str, str, str], value: float, band: tuple[float, ...] | None
-    ) -> None:
-        g = self.gauges
-        g["kpimon_value"].labels(*labels).set(value)
-        g["kpimon_bucket_timestamp_seconds"].labels(*labels).set(1_767_571_200)
-        g["kpimon_anomaly"].labels(*labels).set(1)
-        names = ("kpimon_expected", "kpimon_lower_bound", "kpimon_upper_bound")
-        for name in (*names, "kpimon_anomaly_score"):
-            if band is None:
-                with contextlib.suppress(KeyError):  # as the exporter removed them before
-                    g[name].remove(*labels)
-        if band is not None:
-            for name, band_value in zip((*names, "kpimon_anomaly_score"), band, strict=True):
-                g[name].labels(*labels).set(band_value)
-
-
 def set_both(
     metrics: Metrics,
     reference: Reference,
@@ -83,17 +38,17 @@ def set_both(
     band: tuple[float, float, float, float] | None,
 ) -> None:
     expected, lower, upper, score = band if band else (None, None, None, 0.0)
-    metrics.set_series(
-        labels,
-        value=value,
-        expected=expected,
-        lower=lower,
-        upper=upper,
-        score=score,
-        firing=True,
-        bucket_seconds=1_767_571_200,
-    )
-    reference.set_series(labels, value, band)
+    for target in (metrics, reference):
+        target.set_series(
+            labels,
+            value=value,
+            expected=expected,
+            lower=lower,
+            upper=upper,
+            score=score,
+            firing=True,
+            bucket_seconds=1_767_571_200,
+        )
 
 
 def populated() -> tuple[Metrics, Reference]:
