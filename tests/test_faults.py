@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -533,21 +533,28 @@ def slack_engine(
         )
     )
     assert config.slack is not None
+    channel = SlackChannel(config.slack)
+    engine, dispatcher = run_demo(config, demo_dir, channel, None, clock=lambda: DEMO_NOW)
+    return engine, engine.metrics, dispatcher, channel
+
+
+def run_demo(
+    config: Config,
+    demo_dir: Path,
+    slack: SlackChannel | None,
+    alertmanager: AlertmanagerClient | None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> tuple[Engine, Dispatcher]:
+    """Every check run once, its notifications queued for the given sinks."""
     store = StateStore(demo_dir / "state.db")
     metrics = Metrics()
-    channel = SlackChannel(config.slack)
-    dispatcher = Dispatcher(config, store, metrics, channel, None, lambda: datetime.now(UTC))
+    dispatcher = Dispatcher(config, store, metrics, slack, alertmanager, lambda: datetime.now(UTC))
     engine = Engine(
-        config,
-        open_warehouses(config),
-        store,
-        metrics,
-        channels=dispatcher.channels,
-        clock=lambda: DEMO_NOW,
+        config, open_warehouses(config), store, metrics, channels=dispatcher.channels, clock=clock
     )
     for check in config.checks:
         engine.run(check.name)
-    return engine, metrics, dispatcher, channel
+    return engine, dispatcher
 
 
 def incident_of(text: str) -> tuple[str, str]:
@@ -603,19 +610,9 @@ def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
         }
     )
     assert config.alertmanager is not None
-    store = StateStore(demo_dir / "state.db")
-    metrics = Metrics()
     client = AlertmanagerClient(config.alertmanager)
-    dispatcher = Dispatcher(config, store, metrics, None, client, lambda: datetime.now(UTC))
-    engine = Engine(
-        config,
-        open_warehouses(config),
-        store,
-        metrics,
-        channels=dispatcher.channels,
-    )
-    for check in config.checks:
-        engine.run(check.name)
+    engine, dispatcher = run_demo(config, demo_dir, None, client)
+    store, metrics = engine.store, engine.metrics
     assert dispatcher.deliver_pending() == 0  # nobody listens
     assert len(store.pending("alertmanager")) == len(INCIDENTS)
     assert value(metrics, "kpimon_alerts_sent_total", channel="alertmanager", outcome="error") == 1
