@@ -101,6 +101,7 @@ class SlackServer:
     def wait_for(
         self, count: int, method: str = "chat.postMessage", timeout: float = 30.0
     ) -> list[dict[str, Any]]:
+        """The calls of ``method`` once there are at least ``count`` of them."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.messages(method)
@@ -108,6 +109,18 @@ class SlackServer:
                 return found
             time.sleep(0.05)
         raise AssertionError(f"expected {count} {method} calls, got {len(self.messages(method))}")
+
+    def wait_for_text(self, text: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The first message posted whose text contains ``text``, once there is one (other
+        messages, such as alerts of unrelated checks, may come before or after it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for message in self.messages():
+                if text in message.get("text", ""):
+                    return message
+            time.sleep(0.05)
+        posted = [m.get("text", "")[:80] for m in self.messages()]
+        raise AssertionError(f"no message containing {text!r} within {timeout:g} s: {posted}")
 
     def _answer(
         self, method: str, args: dict[str, Any], token: str

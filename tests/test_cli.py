@@ -152,9 +152,10 @@ def test_a_pipeline_gate_fails_a_breaking_deployment_and_passes_a_benign_one(
                      "--model", "fct_orders", "--commit", "5f1e2d3c4b5a", "--link", "https://ci.example.com/1001"]) == 0
         assert main(["deployment", "verify", "--url", url, "--id", "ci-1001", "--timeout", "1s", "--wait", "--poll", "1s"]) == 3
         assert main(["deployment", "verify", "--url", url, "--id", "ci-1001", "--wait", "--timeout", "2m", "--poll", "1s"]) == 1
-        alert = next(m for m in slack.wait_for(1) if "revenue [US]" in m["text"])
+        alert = slack.wait_for_text("revenue [US]")
         assert "Likely cause: deployment ci-1001 to prod, commit 5f1e2d3c4b5a" in alert["text"]
-        report = next(m for m in slack.wait_for(2) if m["text"].startswith("Deployment ci-1001"))
+        report = slack.wait_for_text("Deployment ci-1001")
+        assert report["text"].startswith("Deployment ci-1001")
         assert "FAILED: revenue [US] deviated after the deployment" in report["text"]
         # a deployment touching nothing watched passes at once; an unknown one is an error
         assert main(["deployment", "record", "--url", url, "--id", "ci-1002", "--environment", "prod",
