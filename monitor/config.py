@@ -258,6 +258,7 @@ class CheckConfig(_Model):
     sensitivity: float | None = Field(default=None, gt=0, le=100)
     direction: Direction = "both"
     min_relative_change: float = Field(default=0.05, ge=0, le=10)
+    quiet_factor: float = Field(default=2.0, ge=1, le=100)
     alert_after: int | None = Field(default=None, ge=1, le=100)
     resolve_after: int = Field(default=2, ge=1, le=100)
     fill_missing: Literal["zero", "none"] | None = None

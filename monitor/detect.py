@@ -40,7 +40,7 @@ values themselves otherwise:
 Robust statistics everywhere: past anomalies neither drag the baseline nor widen future bands.
 ``step`` scores a bucket with what was learned before it, then learns it; ``warm`` learns a block
 of history vectorised and leaves the state stepping through it would (to float rounding), except
-the quiet period, which follows judged buckets and ``warm`` judges none.
+the quiet period, which follows judged buckets and ``warm`` judges none (``resume`` restores it).
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ class DetectorSpec:
     """Quiet period: for a day after a deviation that lasted long enough to alert (two buckets),
     a new deviation must leave a band this many times wider (the aftermath of an incident is not
     a new incident); 1 disables it, and it has no effect at daily grain. It follows stepped
-    verdicts: ``warm`` learns history without judging it, so it starts none."""
+    verdicts: ``warm`` learns history without judging it, so it starts none; ``resume`` carries
+    one over from an earlier detector of the series."""
 
     def __post_init__(self) -> None:
         if self.bucket_seconds <= 0:
@@ -506,6 +507,8 @@ class Detector:
         self._run = 0
         self._quiet_span = _QUIET_SECONDS // spec.bucket_seconds
         self._quiet_until = -(2**62)
+        self._quiet_start: pd.Timestamp | None = None
+        self._counted_ns = -(2**62)  # verdicts up to this bucket are in the resumed run
 
     # ----------------------------------------------------------------- public API
     @property
@@ -597,6 +600,25 @@ class Detector:
         self._remember(index, verdict)
         return verdict
 
+    @property
+    def quiet_start(self) -> pd.Timestamp | None:
+        """The bucket whose verdict started the latest quiet period (None before any). With the
+        alert state's anomalous run, it is what :meth:`resume` needs after a restart."""
+        return self._quiet_start
+
+    def resume(self, run: int, quiet_start: pd.Timestamp | None, judged: pd.Timestamp) -> None:
+        """Carry on from an earlier detector of this series (the daemon restarted): ``run`` is
+        the anomalous run the alert state counted up to the bucket ``judged`` (the detector
+        counts it the same way; verdicts up to that bucket, stepped again, do not count twice)
+        and ``quiet_start`` that detector's :attr:`quiet_start`. ``warm`` judges nothing, so
+        without this a restart would forget a quiet period in progress and judge the aftermath
+        of an incident as a new one."""
+        self._run = max(run, 0)
+        self._counted_ns = _as_utc(judged).value
+        self._quiet_start = None if quiet_start is None else _as_utc(quiet_start)
+        if self._quiet_start is not None:
+            self._quiet_until = self._scalar_index(self._quiet_start) + self._quiet_span
+
     def acknowledge(self, since: pd.Timestamp | None = None) -> None:
         """Accept the current level as normal (an intended change, e.g. after a deployment).
 
@@ -621,8 +643,8 @@ class Detector:
     def _remember(self, index: int, verdict: Verdict) -> None:
         """Track the run of anomalous verdicts as the alert state machine counts it; a run long
         enough to alert starts the quiet period."""
-        if verdict.expected is None:
-            return  # no baseline: neither normal nor anomalous
+        if verdict.expected is None or verdict.bucket.value <= self._counted_ns:
+            return  # no baseline (neither normal nor anomalous), or counted before a restart
         if not verdict.anomalous:
             self._run = 0
             return
@@ -630,6 +652,7 @@ class Detector:
         self._run = max(before + 1, verdict.span)
         if before < _QUIET_RUN <= self._run:
             self._quiet_until = index + self._quiet_span
+            self._quiet_start = verdict.bucket
 
     def _last_index(self) -> int:
         return self._base + self._n - 1 if self._n else -(2**62)

@@ -111,6 +111,7 @@ def detector_spec(check: CheckConfig) -> DetectorSpec:
         direction=check.direction,
         min_relative_change=check.min_relative_change,
         timezone=check.timezone,
+        quiet_factor=check.quiet_factor,
     )
 
 
@@ -368,13 +369,13 @@ class Engine:
             return self._replay(check, series) if series is not None else []
 
         policy = alert_policy(check)
-        judged = [
-            self._judge(
-                check, segment, self._score_new(check, segment, series, policy), policy, chart
-            )
-            for segment, series in found.items()
-            if not series.empty
-        ]
+        judged = []
+        for segment, series in found.items():
+            if series.empty:
+                continue
+            verdicts = self._score_new(check, segment, series, policy)
+            quiet = self._models[check.name][segment].quiet_start
+            judged.append(self._judge(check, segment, verdicts, policy, chart, quiet))
         statuses, notes = self._commit(check, judged)
         self._keep_history(check, now, window, found)
         return statuses, notes
@@ -393,12 +394,8 @@ class Engine:
                 continue
             index = pd.DatetimeIndex([to_utc(b) for b, _ in points])
             values = np.array([v for _, v in points], dtype=float)
-            model = Detector(detector_spec(check))
             # the newest bucket is left to the next run to re-score, so it is exported at once
-            model.warm(index[:-1], values[:-1])
-            restarted = self._rebaselines.get(check.name)
-            if restarted is not None:
-                model.acknowledge(pd.Timestamp(restarted))
+            model = self._warmed(check, segment, index[:-1], values[:-1])
             with self._guard:
                 self._models[check.name][segment] = model
                 self._learned[check.name][segment] = index[-2]
@@ -428,6 +425,22 @@ class Engine:
             replace=window.full,
             keep_from=bucket_start(now - check.effective_lookback, check.grain, check.timezone),
         )
+
+    def _warmed(
+        self, check: CheckConfig, segment: str, buckets: pd.DatetimeIndex, values: np.ndarray
+    ) -> Detector:
+        """A new model that has learned this history, with the rebaseline and the alert state
+        saved before a restart (the quiet period in progress)."""
+        model = Detector(detector_spec(check))
+        model.warm(buckets, values)
+        restarted = self._rebaselines.get(check.name)
+        if restarted is not None:
+            model.acknowledge(pd.Timestamp(restarted))
+        state = self.alert_state(check.name, segment)
+        if state.last_bucket is not None:
+            quiet = None if state.quiet_start is None else pd.Timestamp(state.quiet_start)
+            model.resume(state.anomalous_run, quiet, pd.Timestamp(state.last_bucket))
+        return model
 
     def _replay(self, check: CheckConfig, series: pd.Series) -> list[list[Any]]:
         """Verdicts of the last ``chart_buckets`` buckets, for the chart in the alert's thread."""
@@ -530,7 +543,6 @@ class Engine:
         models, learned_by_segment = self._models[check.name], self._learned[check.name]
         model = models.get(segment)
         if model is None:
-            model = Detector(detector_spec(check))
             judged = self.alert_state(check.name, segment).last_bucket
             # a fresh start judges only the newest buckets that can open or close an episode;
             # a restart also catches up on buckets that arrived while it was down, as far
@@ -542,10 +554,7 @@ class Engine:
             # the alert state ignores buckets it has already judged
             cut = min(cut, len(series) - 1)
             buckets = pd.DatetimeIndex(series.index)
-            model.warm(buckets[:cut], series.to_numpy()[:cut])
-            restarted = self._rebaselines.get(check.name)
-            if restarted is not None:
-                model.acknowledge(pd.Timestamp(restarted))
+            model = self._warmed(check, segment, buckets[:cut], series.to_numpy()[:cut])
             with self._guard:
                 models[segment] = model
                 if cut:
@@ -599,9 +608,13 @@ class Engine:
         verdicts: list[Verdict],
         policy: AlertPolicy,
         chart: Callable[[str], list[list[Any]]] | None = None,
+        quiet_start: pd.Timestamp | None = None,
     ) -> _Judged:
-        """Feed verdicts to the series' alert state: its new state and notifications."""
+        """Feed verdicts to the series' alert state: its new state and notifications; the
+        detector's quiet period is saved with it."""
         state = self.alert_state(check.name, segment)
+        if quiet_start is not None:
+            state = replace(state, quiet_start=quiet_start.to_pydatetime())
         notes: list[Notification] = []
         for verdict in verdicts:
             state, transition = advance(state, verdict, policy)

@@ -39,6 +39,10 @@ class Database(ABC):
         """Run schema statements (idempotent)."""
 
     @abstractmethod
+    def add_column(self, table: str, column: str, ddl_type: str) -> None:
+        """Add a nullable column unless the table has it (a store made by an older version)."""
+
+    @abstractmethod
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]: ...
 
     @abstractmethod
@@ -81,6 +85,13 @@ class SQLiteDatabase(Database):
     def script(self, ddl: str) -> None:
         with self._lock, _errors(self.name):
             self._db.executescript(ddl)
+
+    def add_column(self, table: str, column: str, ddl_type: str) -> None:
+        with self._lock, _errors(self.name):
+            # SQLite has no ADD COLUMN IF NOT EXISTS
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl_type}")
 
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
         with self._lock, _errors(self.name):
@@ -165,6 +176,10 @@ class PostgresDatabase(Database):
         with self.transaction() as tx:
             for statement in filter(str.strip, ddl.split(";")):
                 tx.execute(statement)
+
+    def add_column(self, table: str, column: str, ddl_type: str) -> None:
+        with self.transaction() as tx:
+            tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {ddl_type}")
 
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
         import psycopg

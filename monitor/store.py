@@ -20,7 +20,7 @@ from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: series_state.quiet_start
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS series_state (
     episode INTEGER NOT NULL,
     last_bucket TEXT,
     updated_at TEXT NOT NULL,
+    quiet_start TEXT,
     PRIMARY KEY (check_name, segment)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -125,10 +126,12 @@ class StateStore:
         self._db = database if isinstance(database, Database) else SQLiteDatabase(database)
         self.path = self._db.name
         self._db.script(_SCHEMA.replace("{serial}", self._db.serial))
+        # a store created by version 1 has every table but lacks this column
+        self._db.add_column("series_state", "quiet_start", "TEXT")
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
-                " ON CONFLICT (key) DO NOTHING",
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
 
@@ -154,11 +157,11 @@ class StateStore:
     def load_states(self, check: str | None = None) -> dict[tuple[str, str], AlertState]:
         sql = (
             "SELECT check_name, segment, status, anomalous_run, normal_run, since, episode,"
-            " last_bucket FROM series_state"
+            " last_bucket, quiet_start FROM series_state"
         )
         rows = self._read(sql + " WHERE check_name = ?", (check,)) if check else self._read(sql)
         states = {}
-        for name, segment, status, a_run, n_run, since, episode, last in rows:
+        for name, segment, status, a_run, n_run, since, episode, last, quiet in rows:
             states[(str(name), str(segment))] = AlertState(
                 status=status,
                 anomalous_run=int(a_run),
@@ -166,6 +169,7 @@ class StateStore:
                 since=_parse(since),
                 episode=int(episode),
                 last_bucket=_parse(last),
+                quiet_start=_parse(quiet),
             )
         return states
 
@@ -199,6 +203,7 @@ class StateStore:
                 state.episode,
                 _iso(state.last_bucket),
                 now,
+                _iso(state.quiet_start),
             )
             for segment, state, _ in series
         ]
@@ -211,11 +216,13 @@ class StateStore:
         with self._transaction() as db:
             db.executemany(
                 "INSERT INTO series_state (check_name, segment, status, anomalous_run, normal_run,"
-                " since, episode, last_bucket, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " since, episode, last_bucket, updated_at, quiet_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (check_name, segment) DO UPDATE SET status = excluded.status,"
                 " anomalous_run = excluded.anomalous_run, normal_run = excluded.normal_run,"
                 " since = excluded.since, episode = excluded.episode,"
-                " last_bucket = excluded.last_bucket, updated_at = excluded.updated_at",
+                " last_bucket = excluded.last_bucket, updated_at = excluded.updated_at,"
+                " quiet_start = excluded.quiet_start",
                 states,
             )
             if outbox:

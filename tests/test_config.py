@@ -105,6 +105,7 @@ def test_missing_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"colour": "red"}, "checks[1].colour: unknown field"),
         ({"expression": None}, "checks[1]: a metric check needs expression"),
         ({"sensitivity": -1}, "checks[1].sensitivity: Input should be greater than 0"),
+        ({"quiet_factor": 0.5}, "checks[1].quiet_factor: Input should be greater than or equal to 1"),
     ],
 )
 def test_a_bad_field_is_refused_with_its_path(change: dict[str, object], expected: str) -> None:

@@ -473,6 +473,38 @@ def test_a_new_deviation_within_a_day_of_an_incident_needs_a_wider_band() -> Non
     assert quiet[26].upper == plain[26].upper  # a day later the band is back
 
 
+@pytest.mark.parametrize("restart_after", [1, 2, 5])
+def test_a_restarted_detector_resumes_the_quiet_period(restart_after: int) -> None:
+    idx, v = hourly_orders(23, weeks=5)
+    cut = 4 * 168 + 10
+    v = v.copy()
+    v[cut : cut + 3] = 0.0  # the incident of the test above, and its dip 8 hours later
+    v[cut + 8] = np.round(v[cut + 8] * 0.25)
+    end = cut + 30
+    running = warmed(DetectorSpec(HOUR), idx, v, cut)
+    before = step_all(running, idx[cut : cut + restart_after], v[cut : cut + restart_after])
+    saved = running.quiet_start
+    after = step_all(running, idx[cut + restart_after : end], v[cut + restart_after : end])
+    # the daemon saved the run the alert state counts and the quiet start, then restarted;
+    # it steps the newest judged bucket again, as the engine does
+    run = 0
+    for verdict in before:
+        run = max(run + 1, verdict.span) if verdict.anomalous else 0
+    start = cut + restart_after - 1
+    restarted = warmed(DetectorSpec(HOUR), idx, v, start)
+    restarted.resume(run, saved, idx[start])
+    assert restarted.step(idx[start], v[start]).anomalous == before[-1].anomalous
+    resumed = step_all(restarted, idx[cut + restart_after : end], v[cut + restart_after : end])
+    assert [x.anomalous for x in resumed] == [x.anomalous for x in after]
+    assert [x.upper for x in resumed] == pytest.approx([x.upper for x in after], rel=1e-9)
+    dip = 8 - restart_after
+    assert after[dip].value < v[cut + 8 - 1] and not after[dip].anomalous
+    if restart_after > 3:  # the incident was over: a detector that forgot it alerts on the dip
+        forgetful = warmed(DetectorSpec(HOUR), idx, v, start + 1)
+        forgot = step_all(forgetful, idx[cut + restart_after : end], v[cut + restart_after : end])
+        assert forgot[dip].anomalous
+
+
 # --------------------------------------------------------------------------- shifts, tails
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.config import Config, parse_config
 from monitor.demo import INCIDENTS
+from monitor.detect import Verdict
 from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.store import StateStore
@@ -273,6 +275,38 @@ def test_demo_incidents_resolve_when_the_data_recovers(demo_config: Config, demo
     assert firing(engine, demo_config) == set()
     events = sorted((e.notification.check, e.notification.segment, e.notification.kind) for e in store.pending("slack"))
     assert events == sorted([(c, s, k) for c, s in INCIDENTS for k in ("opened", "resolved")])
+
+
+def band_in_sigmas(verdict: Verdict) -> float:
+    """Half-width of the upper band in the detector's robust standard units (log1p space)."""
+    assert verdict.expected is not None and verdict.upper is not None
+    sigma = (math.log1p(verdict.value) - math.log1p(verdict.expected)) / verdict.score
+    return (math.log1p(verdict.upper) - math.log1p(verdict.expected)) / sigma
+
+
+def test_a_restart_keeps_the_quiet_period_after_an_incident(demo_config: Config, demo_dir: Path) -> None:
+    """For a day after DE's outage a new deviation must leave a band twice as wide; a daemon
+    restarted after the outage ended still knows."""
+    clock = [DEMO_NOW]
+    state = demo_dir / "state.db"
+
+    def engine(store: StateStore) -> Engine:
+        return Engine(demo_config, open_warehouses(demo_config), store, Metrics(), clock=lambda: clock[0])
+
+    running = engine(StateStore(state))
+    for hours in (0, 4):  # by 4 h the outage is over
+        clock[0] = DEMO_NOW + timedelta(hours=hours)
+        running.run("revenue")
+    clock[0] = DEMO_NOW + timedelta(hours=6)
+    restarted = engine(StateStore(state))
+    never_saw_it = engine(StateStore(":memory:"))  # judges only the hours since the outage
+    widths = {}
+    for name, daemon in (("running", running), ("restarted", restarted), ("new", never_saw_it)):
+        daemon.run("revenue")
+        de = next(s for s in daemon.series("revenue") if s.segment == "DE")
+        assert not de.state.firing and not de.verdict.anomalous
+        widths[name] = band_in_sigmas(de.verdict)
+    assert widths == pytest.approx({"running": 8.0, "restarted": 8.0, "new": 4.0})
 
 
 def test_checks_on_one_table_share_one_query(demo_dir: Path) -> None:

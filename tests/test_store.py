@@ -35,13 +35,48 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], S
 
 def test_state_and_outbox_survive_reopening(open_store: Callable[[], StateStore]) -> None:
     store = open_store()
-    state = AlertState("firing", 2, 0, T, 1, T)
+    state = AlertState("firing", 2, 0, T, 1, T, quiet_start=T)
     store.record("revenue", "DE", state, [NOTE], ["slack"])
     store.close()
     reopened = open_store()
     assert reopened.load_states() == {("revenue", "DE"): state}
     [entry] = reopened.pending("slack")
     assert entry.notification == NOTE
+    reopened.close()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_a_store_made_by_schema_version_1_is_upgraded_in_place(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    old_series_state = (
+        "CREATE TABLE series_state (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
+        " status TEXT NOT NULL, anomalous_run INTEGER NOT NULL, normal_run INTEGER NOT NULL,"
+        " since TEXT, episode INTEGER NOT NULL, last_bucket TEXT, updated_at TEXT NOT NULL,"
+        " PRIMARY KEY (check_name, segment))"
+    )
+    row = (
+        "INSERT INTO series_state VALUES ('revenue', 'DE', 'firing', 2, 0,"
+        f" '{T.isoformat()}', 1, '{T.isoformat()}', '{T.isoformat()}')"
+    )
+    if database == "sqlite":
+        config = StateConfig(path=str(tmp_path / "old.db"))
+        with sqlite3.connect(tmp_path / "old.db") as db:
+            db.execute(old_series_state)
+            db.execute(row)
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        config = StateConfig(url=dsn)
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(old_series_state)
+            db.execute(row)
+    store = StateStore.open(config)
+    assert store.load_states() == {("revenue", "DE"): AlertState("firing", 2, 0, T, 1, T)}
+    upgraded = AlertState("firing", 3, 0, T, 1, T, quiet_start=T)
+    store.record("revenue", "DE", upgraded, [], ["slack"])
+    store.close()
+    reopened = StateStore.open(config)  # the upgrade is idempotent
+    assert reopened.load_states() == {("revenue", "DE"): upgraded}
     reopened.close()
 
 

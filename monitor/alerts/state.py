@@ -46,6 +46,9 @@ class AlertState:
     since: datetime | None = None  # first anomalous bucket of the pending run or open episode
     episode: int = 0  # how many episodes this series has opened; the open one's number
     last_bucket: datetime | None = None  # newest bucket fed in, so none is counted twice
+    # the detector's quiet period (Detector.quiet_start), saved with the alert state so that a
+    # restarted detector resumes it; the state machine itself never reads it
+    quiet_start: datetime | None = None
 
     @property
     def firing(self) -> bool:
