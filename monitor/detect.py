@@ -45,6 +45,7 @@ the quiet period, which follows judged buckets and ``warm`` judges none (``resum
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -206,6 +207,7 @@ class _Geometry:
     keep: int  # positions the buffer keeps behind the newest bucket
 
 
+@functools.lru_cache(maxsize=256)  # detectors of one spec share it (both are frozen)
 def _geometry(spec: DetectorSpec) -> _Geometry:
     b = spec.bucket_seconds
     per_day = _DAY // b if (b <= _DAY and _DAY % b == 0) else 0
@@ -244,6 +246,11 @@ def _geometry(spec: DetectorSpec) -> _Geometry:
     )
 
 
+def _scale_refresh(geo: _Geometry) -> int:
+    """How often (in buckets) the sustained test's window scales are refreshed: daily."""
+    return geo.day or 7
+
+
 def _row_count(mask: BoolArray) -> IntArray:
     """True entries per row of a 2-D mask: a matrix-vector product, several times faster than
     ``np.count_nonzero(axis=1)`` on the short rows used here (exact: sums of 0/1 floats)."""
@@ -269,22 +276,39 @@ def _row_median_count(matrix: FloatArray) -> tuple[FloatArray, IntArray]:
         return out, np.full(n, k, dtype=np.int64)
     ordered = np.sort(matrix, axis=1)  # NaN sort last
     out = 0.5 * (ordered[:, (k - 1) // 2] + ordered[:, k // 2])
-    count = np.full(n, k, dtype=np.int64)
     # a full row ends with a number; only the rows with a NaN (usually few) need their count
-    # and their own middle positions, read from a flat copy (cheaper than 2-D fancy indexing)
-    rows = np.flatnonzero(np.isnan(ordered[:, -1]))
-    if rows.size:
-        part = ordered if rows.size == n else ordered[rows]
-        have = k - _row_count(np.isnan(part))
-        start = k * np.arange(rows.size)
-        flat = part.ravel()
-        lo = flat[start + np.maximum(have - 1, 0) // 2]
-        hi = flat[start + np.minimum(have // 2, k - 1)]
-        mid = 0.5 * (lo + hi)
-        mid[have == 0] = np.nan
-        out[rows] = mid
-        count[rows] = have
+    # and their own middle positions
+    gap = np.isnan(ordered[:, -1])
+    if not gap.any():
+        return out, np.full(n, k, dtype=np.int64)
+    if gap.all():
+        return _gap_median_count(ordered)
+    out[gap], have = _gap_median_count(ordered[gap])
+    count = np.full(n, k, dtype=np.int64)
+    count[gap] = have
     return out, count
+
+
+def _gap_median_count(ordered: FloatArray) -> tuple[FloatArray, IntArray]:
+    """``_row_median_count`` of rows already sorted (NaN last) that each end with a NaN: the
+    count is where the first NaN is, the middle positions are read from a flat copy (cheaper
+    than 2-D fancy indexing)."""
+    k = ordered.shape[1]
+    have: IntArray = np.isnan(ordered).argmax(axis=1)
+    start = np.arange(0, ordered.size, k)
+    flat = ordered.ravel()
+    # an all-NaN row reads NaN at its start for hi, so its median is NaN whatever lo reads
+    out: FloatArray = 0.5 * (flat[start + (have - 1) // 2] + flat[start + have // 2])
+    return out, have
+
+
+def _regime_rows(regime: IntArray, count: int) -> list[tuple[int, slice | BoolArray]]:
+    """The regimes (``0 .. count - 1``) present and their rows: a mask each, or ``slice(None)``
+    when one regime holds every row (the usual case: nothing to gather or scatter)."""
+    sizes: list[int] = np.bincount(regime, minlength=count).tolist()
+    if regime.size and regime.size in sizes:
+        return [(sizes.index(regime.size), slice(None))]
+    return [(i, regime == i) for i, size in enumerate(sizes) if size]
 
 
 def _strided_rows(padded: FloatArray, positions: IntArray, width: int, step: int) -> FloatArray:
@@ -344,8 +368,10 @@ def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) 
         level[2 * valid < parts] = np.nan
         return level
     finite = ~np.isnan(seg)
-    csum = np.concatenate(([0.0], np.cumsum(np.where(finite, seg, 0.0))))
-    ccount = np.concatenate(([0], np.cumsum(finite)))
+    csum = np.zeros(seg.size + 1)
+    np.cumsum(np.where(finite, seg, 0.0), out=csum[1:])
+    ccount = np.zeros(seg.size + 1, dtype=np.int64)
+    np.cumsum(finite, out=ccount[1:])
     count = ccount[sub:] - ccount[:-sub]  # per sub-window start
     total = csum[sub:] - csum[:-sub]
     window_mean = np.where(2 * count >= sub, total / np.maximum(count, 1), np.nan)
@@ -360,28 +386,36 @@ def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) 
     level = _median7([means[:, j] for j in range(_SORT7_SIZE)])
     rows = np.flatnonzero(np.isnan(level))
     if rows.size:
-        some, valid = _row_median_count(means[rows])
+        # (each of these rows holds a NaN: the network passed it on)
+        some, valid = _gap_median_count(np.sort(means[rows], axis=1))
         some[2 * valid < parts] = np.nan
         level[rows] = some
     return level
 
 
-# a sorting network for seven values (16 comparators); the median ends on the middle wire
+# the median of seven values: a 16-comparator sorting network pruned to what its middle wire
+# needs (14 comparators; a min or max no later comparator reads is skipped): (i, j, min to wire
+# i, max to wire j)
 _SORT7_SIZE = 7
-_SORT7 = (
-    (0, 6), (2, 3), (4, 5), (0, 2), (1, 4), (3, 6), (0, 1), (2, 5),
-    (3, 4), (1, 2), (4, 6), (2, 3), (4, 5), (1, 2), (3, 4), (5, 6),
+_MEDIAN7 = (
+    (0, 6, True, True), (2, 3, True, True), (4, 5, True, True), (0, 2, True, True),
+    (1, 4, True, True), (3, 6, True, True), (0, 1, False, True), (2, 5, True, True),
+    (3, 4, True, True), (1, 2, False, True), (4, 6, True, False), (2, 3, False, True),
+    (4, 5, True, False), (3, 4, True, False),
 )  # fmt: skip
 
 
 def _median7(columns: list[FloatArray]) -> FloatArray:
     """Element-wise median of seven equal-length vectors, the value ``_row_median`` gives a row
-    of them. A NaN reaches every output of a sorting network (min and max propagate it), so the
-    result is NaN exactly where an input is."""
+    of them. A NaN reaches the middle wire of a sorting network (min and max propagate it), so
+    the result is NaN exactly where an input is."""
     wires = list(columns)
-    for i, j in _SORT7:
+    for i, j, low, high in _MEDIAN7:
         a, b = wires[i], wires[j]
-        wires[i], wires[j] = np.minimum(a, b), np.maximum(a, b)
+        if low:
+            wires[i] = np.minimum(a, b)
+        if high:
+            wires[j] = np.maximum(a, b)
     middle = wires[3]
     out: FloatArray = 0.5 * (middle + middle)  # as _row_median averages the middle pair
     return out
@@ -401,10 +435,14 @@ def _period_level_one(values: FloatArray, center: int, period: int, sub: int) ->
             return math.nan
         return _sorted_median(sorted(finite.tolist()))
     matrix = seg.reshape(parts, sub)
-    ok = ~np.isnan(matrix)
-    count = ok.sum(axis=1)
-    sums = np.where(ok, matrix, 0.0).sum(axis=1)
-    means = [t / c for t, c in zip(sums.tolist(), count.tolist(), strict=True) if 2 * c >= sub]
+    gaps = np.isnan(matrix)
+    if gaps.any():
+        ok = ~gaps
+        count = ok.sum(axis=1)
+        sums = np.where(ok, matrix, 0.0).sum(axis=1)
+        means = [t / c for t, c in zip(sums.tolist(), count.tolist(), strict=True) if 2 * c >= sub]
+    else:  # every sub-window full (the usual case): the same sums without the masking
+        means = [t / sub for t in matrix.sum(axis=1).tolist()]
     if 2 * len(means) < parts:
         return math.nan
     return _sorted_median(sorted(means))
@@ -428,17 +466,23 @@ def _sorted_median(vals: list[float]) -> float:
 
 
 def _median(finite: FloatArray) -> float:
-    """Median of a non-empty NaN-free vector (as np.median, with less overhead)."""
+    """Median of a non-empty NaN-free vector (as np.median, with less overhead). Partitions it
+    in place: callers pass a copy of their own."""
     n = finite.size
     lo, hi = (n - 1) // 2, n // 2
-    part = np.partition(finite, [lo, hi] if hi != lo else lo)
-    return 0.5 * (float(part[lo]) + float(part[hi]))
+    finite.partition([lo, hi] if hi != lo else lo)
+    return 0.5 * (float(finite[lo]) + float(finite[hi]))
 
 
 def _robust_sigma(values: FloatArray) -> float:
     finite = values[~np.isnan(values)]
     if finite.size == 0:
         return math.nan
+    return _mad_sigma(finite)
+
+
+def _mad_sigma(finite: FloatArray) -> float:
+    """``1.4826 * MAD`` of a non-empty NaN-free vector of the caller's own (reordered)."""
     med = _median(finite)
     return _MAD_TO_SIGMA * _median(np.abs(finite - med))
 
@@ -458,9 +502,9 @@ def _spread(values: FloatArray) -> float:
     # the MAD's middle order statistics and the tail quantile's in one partition
     n = dev.size
     lo, hi, k = (n - 1) // 2, n // 2, int(_TAIL_QUANTILE * (n - 1))
-    part = np.partition(dev, sorted({lo, hi, k}))
-    mad = _MAD_TO_SIGMA * (0.5 * (float(part[lo]) + float(part[hi])))
-    tail = float(part[k]) / _TAIL_Z
+    dev.partition(sorted({lo, hi, k}))
+    mad = _MAD_TO_SIGMA * (0.5 * (float(dev[lo]) + float(dev[hi])))
+    tail = float(dev[k]) / _TAIL_Z
     return max(mad, tail)
 
 
@@ -475,18 +519,19 @@ class Detector:
         self._geo = _geometry(spec)
         self._utc = spec.timezone.upper() == "UTC"
         capacity = self._geo.keep + max(64, self._geo.keep // 8)
-        self._raw = np.full(capacity, np.nan)
-        self._y = np.full(capacity, np.nan)
-        # seasonal residuals y - S per period (week, day), each with at least one earlier cycle
         self._periods = [period for period in (self._geo.week, self._geo.day) if period]
-        self._res = [np.full(capacity, np.nan) for _ in self._periods]
+        # every buffer a row of one block: a single allocation
+        n_periods = len(self._periods)
+        buffers = np.full((3 + 2 * n_periods, capacity), np.nan)
+        self._raw, self._y, self._e = buffers[0], buffers[1], buffers[2]
+        # seasonal residuals y - S per period (week, day), each with at least one earlier cycle
+        self._res: list[FloatArray] = list(buffers[3 : 3 + n_periods])
         # seasonal shape samples per period: y minus a robust level of the period centred on it
         # (the median of its 7 daily means for a week; of its hourly means for a day), final once
         # the bucket half a period later is learned, always before a look-back reads it: the
         # seasonal medians hold the shape only, and a level shift moves the level, not the season
-        self._shape = [np.full(capacity, np.nan) for _ in self._periods]
+        self._shape: list[FloatArray] = list(buffers[3 + n_periods :])
         self._shape_sub = [_shape_sub(period, self._geo.day) for period in self._periods]
-        self._e = np.full(capacity, np.nan)
         self._n = 0  # positions used
         self._base = 0  # local bucket index of position 0
         # the newest bucket seen, in UTC nanoseconds: compared as an int (boxing a Timestamp
@@ -534,10 +579,12 @@ class Detector:
         if vals.size == 0:
             return
         utc = _as_utc_index(buckets)
-        if not utc.is_monotonic_increasing or not utc.is_unique:
+        stamps = utc.asi8
+        # strictly increasing, no NaT (the smallest int64: it could only come first); on the
+        # integers, several times cheaper than the index's monotonicity and uniqueness checks
+        if stamps[0] == _NAT or not (stamps[1:] > stamps[:-1]).all():
             raise ValueError("warm() needs strictly increasing buckets")
         nanos = _UNIT_NANOS[str(utc.unit)]
-        stamps = utc.asi8
         if self._last_ns is not None and int(stamps[0]) * nanos <= self._last_ns:
             raise ValueError("warm() buckets must come after everything already learned")
         self._last_ns = int(stamps[-1]) * nanos
@@ -658,12 +705,12 @@ class Detector:
         return self._base + self._n - 1 if self._n else -(2**62)
 
     def _local_index(self, utc: pd.DatetimeIndex) -> IntArray:
-        if self._utc:
-            seconds = _epoch_seconds(utc)
-        else:
-            seconds = _epoch_seconds(utc.tz_convert(self.spec.timezone).tz_localize(None))
+        local = utc if self._utc else utc.tz_convert(self.spec.timezone).tz_localize(None)
+        per = _UNIT_PER_SECOND[str(local.unit)]
         b = self.spec.bucket_seconds
-        return np.asarray((seconds + b // 2) // b, dtype=np.int64)
+        # (seconds + b // 2) // b of the floored whole seconds (as ``as_unit("s")`` floors): floor
+        # divisions compose, so one on the raw stamps does it
+        return np.asarray((local.asi8 + b // 2 * per) // (b * per), dtype=np.int64)
 
     def _scalar_index(self, ts: pd.Timestamp) -> int:
         seconds = ts.value // 1_000_000_000
@@ -686,7 +733,7 @@ class Detector:
             if self._integer and isinstance(value, float):
                 self._integer = value.is_integer()
             elif self._integer and not isinstance(value, float):
-                self._integer = bool((value == np.round(value)).all())
+                self._integer = bool((value == np.rint(value)).all())  # np.round's own
         elif self.spec.counts and negative:
             raise ValueError("counts=True but a negative value arrived")
 
@@ -737,18 +784,25 @@ class Detector:
         the slot, or ``len(periods)`` for none. A period's median is computed (at least one
         earlier cycle, else NaN) only where no earlier period already applies.
         """
-        regime = np.full(positions.size, len(self._periods), dtype=np.int64)
+        n = positions.size
+        regime = np.full(n, len(self._periods), dtype=np.int64)
         seasons: list[FloatArray] = []
-        todo = np.ones(positions.size, dtype=bool)
+        todo: IntArray | None = None  # the rows no period applies to yet (None: all of them)
         for i, period in enumerate(self._periods):
-            med = np.full(positions.size, np.nan)
-            if todo.any():
-                matrix = _lookback(self._shape[i], positions[todo], period, self._geo.cycles)
-                med[todo], valid = _row_median_count(matrix)
-                ok = np.zeros(positions.size, dtype=bool)
-                ok[todo] = valid >= 2
+            if todo is None:  # the first period: every row, no subsets to gather or scatter
+                matrix = _lookback(self._shape[i], positions, period, self._geo.cycles)
+                med, valid = _row_median_count(matrix)
+                ok = valid >= 2
                 regime[ok] = i
-                todo &= ~ok
+                todo = np.flatnonzero(~ok)
+            else:
+                med = np.full(n, np.nan)
+                if todo.size:
+                    matrix = _lookback(self._shape[i], positions[todo], period, self._geo.cycles)
+                    med[todo], valid = _row_median_count(matrix)
+                    ok = valid >= 2
+                    regime[todo[ok]] = i
+                    todo = todo[~ok]
             seasons.append(med)
         return seasons, regime
 
@@ -756,28 +810,30 @@ class Detector:
         """Median residual of the regime's model over the level window before each position."""
         level = np.full(positions.size, np.nan)
         start_at = self._level_from - self._base
-        for i in range(len(self._periods) + 1):
-            sel = regime == i
-            if not sel.any():
-                continue
+        short_span = self._geo.level_short
+        for i, rows in _regime_rows(regime, len(self._periods) + 1):
             source = self._res[i] if i < len(self._periods) else self._y
-            window = _window(source, positions[sel], self._geo.level_window, start_at)
+            window = _window(source, positions[rows], self._geo.level_window, start_at)
             long, count = _row_median_count(window)
-            short_span = self._geo.level_short
             if short_span:
                 recent = window[:, -short_span:]
-                if count.min() == window.shape[1]:  # no gap in any window: nothing to count
-                    valid = np.full(long.size, recent.shape[1], dtype=np.int64)
+                # compared on the transposed view, whose rows are contiguous (one offset across
+                # every window): several times faster than row by row
+                later = recent.T
+                above = np.add.reduce(later > long, axis=0, dtype=np.int64)
+                below = np.add.reduce(later < long, axis=0, dtype=np.int64)
+                full = recent.shape[1]
+                if count.min() == window.shape[1] and 2 * full >= short_span:
+                    # no gap in any window: every recent value counts
+                    switch = (above >= _LEVEL_SWITCH * full) | (below >= _LEVEL_SWITCH * full)
                 else:
                     valid = _row_count(~np.isnan(recent))
-                above = _row_count(recent > long[:, None])
-                below = _row_count(recent < long[:, None])
-                switch = (2 * valid >= short_span) & (
-                    (above >= _LEVEL_SWITCH * valid) | (below >= _LEVEL_SWITCH * valid)
-                )
+                    switch = (2 * valid >= short_span) & (
+                        (above >= _LEVEL_SWITCH * valid) | (below >= _LEVEL_SWITCH * valid)
+                    )
                 if switch.any():
                     long[switch] = _row_median(recent[switch])
-            level[sel] = long
+            level[rows] = long
         return level
 
     def _finalize_shapes(self, previous_last: int, cutoff: int = -1) -> None:
@@ -795,12 +851,19 @@ class Detector:
                     level_one = _period_level_one(self._y, lo, period, self._shape_sub[i])
                     self._shape[i][lo] = self._y[lo] - level_one
                 continue
-            centers = np.arange(lo, hi + 1, dtype=np.int64)
-            centers = centers[~np.isnan(self._y[centers])]
-            if i > 0 and centers.size:
+            if i > 0:
                 # a shorter period's samples are only read where the longer one cannot apply yet;
-                # the two newest cycles of the longer one present settle it without the look-back
+                # the two newest cycles of the longer one present settle it without the look-back,
+                # for every center at once when none of them is missing (the usual case)
                 longer, shape = self._periods[0], self._shape[0]
+                newest_two = shape[lo - 2 * longer : hi + 1 - longer] if lo >= 2 * longer else None
+                if newest_two is not None and not np.isnan(newest_two).any():
+                    continue
+            centers = np.arange(lo, hi + 1, dtype=np.int64)
+            gaps = np.isnan(self._y[lo : hi + 1])
+            if gaps.any():
+                centers = centers[~gaps]
+            if i > 0 and centers.size:
                 sure = centers >= 2 * longer
                 sure[sure] = ~(
                     np.isnan(shape[centers[sure] - longer])
@@ -820,8 +883,8 @@ class Detector:
         k = min(self._geo.cycles, p // period)
         if k < 2:
             return False
-        vals = self._shape[0][p - k * period : p : period]
-        return int(np.count_nonzero(~np.isnan(vals))) >= 2
+        vals = self._shape[0][p - k * period : p : period].tolist()
+        return sum(1 for x in vals if x == x) >= 2
 
     def _fill_residuals(self, positions: IntArray, previous_last: int, lazy: bool = False) -> None:
         """Compute the residuals of newly learned ``positions`` (increasing).
@@ -833,7 +896,8 @@ class Detector:
         cutoff = -1
         e_cut = -1
         if lazy:
-            e_cut = self._n - (geo.spread_window + geo.spread_refresh + 1)
+            # the spread and the window scales read the spread window before their refresh
+            e_cut = self._n - (geo.spread_window + max(geo.spread_refresh, _scale_refresh(geo)) + 1)
             cutoff = e_cut - geo.level_window
             positions = positions[positions >= cutoff]
         self._finalize_shapes(previous_last, cutoff)  # first: the look-backs read them
@@ -843,12 +907,12 @@ class Detector:
         seasons, regime = self._components(positions)
         for i, med in enumerate(seasons):
             self._res[i][positions] = y - med
-        keep = positions >= e_cut
-        positions, y, regime = positions[keep], y[keep], regime[keep]
+        keep = int(np.searchsorted(positions, e_cut))  # positions increase: a slice, no copy
+        positions, y, regime = positions[keep:], y[keep:], regime[keep:]
         season = np.zeros(positions.size)
-        for i, med in enumerate(seasons):
-            sel = regime == i
-            season[sel] = med[keep][sel]
+        for i, rows in _regime_rows(regime, len(seasons) + 1):
+            if i < len(seasons):
+                season[rows] = seasons[i][keep:][rows]
         self._e[positions] = y - season - self._level(positions, regime)
 
     def _scalar_components(self, p: int) -> tuple[list[float], int, float]:
@@ -870,18 +934,18 @@ class Detector:
                 break
         source = self._res[regime] if regime < len(self._periods) else self._y
         start = max(self._level_from - self._base, 0)
-        lo = max(p - geo.level_window, start)
-        window = source[lo:p]
-        level = _sorted_median(sorted(window[~np.isnan(window)].tolist()))
+        # a few dozen values: plain Python beats numpy's per-call overhead
+        window = source[max(p - geo.level_window, start) : p].tolist()
+        level = _sorted_median(sorted([x for x in window if x == x]))
         if geo.level_short and level == level:
-            recent = source[max(p - geo.level_short, start) : p]
-            recent = recent[~np.isnan(recent)]
-            valid = recent.size
+            recent = source[max(p - geo.level_short, start) : p].tolist()
+            recent = [x for x in recent if x == x]
+            valid = len(recent)
             if 2 * valid >= geo.level_short:
-                above = int(np.count_nonzero(recent > level))
-                below = int(np.count_nonzero(recent < level))
+                above = sum(1 for x in recent if x > level)
+                below = sum(1 for x in recent if x < level)
                 if above >= _LEVEL_SWITCH * valid or below >= _LEVEL_SWITCH * valid:
-                    level = _sorted_median(sorted(recent.tolist()))
+                    level = _sorted_median(sorted(recent))
         return seasons, regime, level
 
     def _predict(self, p: int) -> tuple[float, float] | None:
@@ -917,7 +981,7 @@ class Detector:
             slot = np.concatenate(parts) if parts else self._e[0:0]
             slot = slot[~np.isnan(slot)]
             if slot.size >= 3:
-                s_slot = _robust_sigma(slot)
+                s_slot = _mad_sigma(slot)
                 n0 = _SLOT_PRIOR
                 sigma = math.sqrt((slot.size * s_slot**2 + n0 * sigma**2) / (slot.size + n0))
         floor = 1e-9 * max(1.0, abs(mu))
@@ -928,7 +992,7 @@ class Detector:
 
     def _learn_one(self, p: int, value: float) -> None:
         """Scalar twin of ``_learn_block`` for one new position."""
-        y = float(self._transform(np.array([value]))[0])
+        y = float(np.log1p(value)) if self._log else value  # as _transform computes it
         self._raw[p] = value
         self._y[p] = y
         previous_last = self._n - 1
@@ -991,7 +1055,7 @@ class Detector:
         spread window; refreshed once per day (a pure function of the history), computed only
         when asked. None while the history is too short."""
         geo = self._geo
-        refresh = geo.day or 7
+        refresh = _scale_refresh(geo)
         q = p - (p + self._base) % refresh
         key = q + self._base
         if self._scale_cache[0] != key:
@@ -1065,24 +1129,15 @@ class Detector:
         return best, widest
 
 
+_UTC = pd.Timestamp(0, tz="UTC").tzinfo
+_NAT = np.iinfo(np.int64).min  # NaT in an index's int64 stamps
 _UNIT_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 _UNIT_NANOS = {unit: 10**9 // per for unit, per in _UNIT_PER_SECOND.items()}
 
 
-def _epoch_seconds(idx: pd.DatetimeIndex) -> IntArray:
-    """``idx.as_unit("s").asi8``, without building a new index when it holds whole seconds."""
-    per = _UNIT_PER_SECOND.get(str(idx.unit), 0)
-    raw = idx.asi8
-    if per == 1:
-        return raw
-    if per and not (raw % per).any():
-        out: IntArray = raw // per
-        return out
-    exact: IntArray = idx.as_unit("s").asi8
-    return exact
-
-
 def _as_utc(bucket: pd.Timestamp) -> pd.Timestamp:
+    if type(bucket) is pd.Timestamp and bucket.tzinfo is _UTC:
+        return bucket  # what tz_convert("UTC") would build anew (Timestamps are immutable)
     ts = pd.Timestamp(bucket)
     if ts.tzinfo is None:
         return ts.tz_localize("UTC")

@@ -65,6 +65,7 @@ def same(a: list[Verdict], b: list[Verdict]) -> bool:
     return len(a) == len(b) and all(
         u.bucket == v.bucket
         and u.anomalous == v.anomalous
+        and u.span == v.span
         and all(
             close(getattr(u, f), getattr(v, f))
             for f in ("value", "expected", "lower", "upper", "score", "sustained")
@@ -208,6 +209,18 @@ def test_warm_then_step_equals_stepping_everything(split: int) -> None:
     warm = warmed(DetectorSpec(HOUR, quiet_factor=NO_QUIET), idx, v, split)
     assert warm.history_size == stepped.history_size
     assert same(step_all(warm, idx[split:], v[split:]), step_all(stepped, idx[split:], v[split:]))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_warm_then_step_equals_stepping_through_a_sustained_shift(seed: int) -> None:
+    # the sustained test reads residuals a day before the spread window: warm must learn them
+    idx, v = hourly_orders(seed, weeks=8)
+    v[-6:] = np.round(v[-6:] * 0.6)
+    stepped = warmed(DetectorSpec(HOUR, quiet_factor=NO_QUIET), idx, v, 300)
+    warm = warmed(DetectorSpec(HOUR, quiet_factor=NO_QUIET), idx, v, len(v) - 6)
+    through = step_all(stepped, idx[300:], v[300:])[-6:]
+    assert any(x.sustained for x in through)
+    assert same(step_all(warm, idx[-6:], v[-6:]), through)
 
 
 def test_warm_equivalence_survives_buffer_wrap_and_long_gaps() -> None:
