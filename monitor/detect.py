@@ -11,7 +11,11 @@ values themselves otherwise:
   the seasonal medians hold the pattern only and a level shift never flips them weeks later. A
   period applies only with two earlier cycles of its slot: no seasonal term without two full
   cycles. Slots follow the business ``timezone`` (buckets are indexed on local wall-clock time,
-  DST-safe).
+  DST-safe). Below a quarter-hour grain a slot's median pools the samples of the slots within ten
+  minutes either side (five times the samples for 5-minute data, whose few noisy samples per slot
+  would make the expected value jump from bucket to bucket), unless every sample of the slot's
+  own lies clear of that pooled median, farther than their own range: a job at a fixed minute of
+  the day stays part of the profile.
 * **level** ``L_t``: the median of the out-of-sample residuals ``y_j - S_j`` over the last three
   days (daily data: ten buckets), so growth and trend do not alert and a day-long incident or
   holiday does not move it; once 90% of the last day and a half lie on one side of it, the level
@@ -89,6 +93,13 @@ _SPAN_EARLIER = 0.8
 # the spread's tail guard: this quantile of |residual| over the normal quantile it would have
 _TAIL_QUANTILE = 0.95
 _TAIL_Z = 1.959964
+# a seasonal slot's median pools the shape samples of the slots within this many seconds either
+# side of it (5-minute data: +-2 slots, 1-minute data: +-10; none from a quarter-hour grain on):
+# the profile is resolved to about 20 minutes and a slot's median rests on 5x more samples, so the
+# noise of a few samples per 5-minute slot does not make the expected value jump from one bucket
+# to the next. A slot whose own samples all lie clear of the pooled median (farther than their own
+# range) keeps its own median: a job at a fixed minute of the day is a pattern, not noise.
+_SEASON_POOL_SECONDS = 600
 # quiet period (DetectorSpec.quiet_factor): its length, and the run of anomalous buckets that
 # starts it (the daemon's default alert_after for hourly checks)
 _QUIET_SECONDS = _DAY
@@ -197,6 +208,7 @@ class _Geometry:
     week: int  # 0 when the grain has no weekly slot
     day: int  # 0 when the grain has no time-of-day slot (daily grain and coarser)
     cycles: int
+    pool: int  # seasonal slots pooled either side of a slot (0: none)
     level_window: int
     level_short: int  # 0: no switch to a shorter window after a level shift
     spread_window: int
@@ -225,8 +237,9 @@ def _geometry(spec: DetectorSpec) -> _Geometry:
     min_history = spec.min_history
     if min_history is None:
         min_history = day if day else 14
+    pool = _SEASON_POOL_SECONDS // b if day else 0
     keep = max(
-        spec.season_cycles * max(week, day, 1),
+        spec.season_cycles * max(week, day, 1) + pool,
         spread_window,
         level_window,
         slot_period * slot_cycles,
@@ -235,6 +248,7 @@ def _geometry(spec: DetectorSpec) -> _Geometry:
         week=week,
         day=day,
         cycles=spec.season_cycles,
+        pool=pool,
         level_window=level_window,
         level_short=int(day * _LEVEL_SHORT_DAYS) if day else 0,
         spread_window=spread_window,
@@ -782,7 +796,8 @@ class Detector:
 
         The regime is the index of the first period (week, then day) with two earlier cycles of
         the slot, or ``len(periods)`` for none. A period's median is computed (at least one
-        earlier cycle, else NaN) only where no earlier period already applies.
+        earlier cycle, else NaN) only where no earlier period already applies; below a
+        quarter-hour grain it pools the neighbouring slots (see ``_SEASON_POOL_SECONDS``).
         """
         n = positions.size
         regime = np.full(n, len(self._periods), dtype=np.int64)
@@ -790,21 +805,32 @@ class Detector:
         todo: IntArray | None = None  # the rows no period applies to yet (None: all of them)
         for i, period in enumerate(self._periods):
             if todo is None:  # the first period: every row, no subsets to gather or scatter
-                matrix = _lookback(self._shape[i], positions, period, self._geo.cycles)
-                med, valid = _row_median_count(matrix)
+                med, valid = self._season(i, positions, period)
                 ok = valid >= 2
                 regime[ok] = i
                 todo = np.flatnonzero(~ok)
             else:
                 med = np.full(n, np.nan)
                 if todo.size:
-                    matrix = _lookback(self._shape[i], positions[todo], period, self._geo.cycles)
-                    med[todo], valid = _row_median_count(matrix)
+                    med[todo], valid = self._season(i, positions[todo], period)
                     ok = valid >= 2
                     regime[todo[ok]] = i
                     todo = todo[~ok]
             seasons.append(med)
         return seasons, regime
+
+    def _season(self, i: int, positions: IntArray, period: int) -> tuple[FloatArray, IntArray]:
+        """The seasonal median of period ``i`` at each position (NaN without an earlier cycle;
+        pooled with the neighbouring slots below a quarter-hour grain) and the number of the
+        slot's own samples."""
+        matrix = _lookback(self._shape[i], positions, period, self._geo.cycles)
+        med, valid = _row_median_count(matrix)
+        if self._geo.pool:
+            pooled = _row_median(self._pooled(matrix, i, positions, period))
+            lo, hi = np.fmin.reduce(matrix, axis=1), np.fmax.reduce(matrix, axis=1)
+            own = (lo - pooled > hi - lo) | (pooled - hi > hi - lo)
+            med = np.where(own, med, pooled)
+        return med, valid
 
     def _level(self, positions: IntArray, regime: IntArray) -> FloatArray:
         """Median residual of the regime's model over the level window before each position."""
@@ -842,7 +868,8 @@ class Detector:
         last = self._n - 1
         for i, period in enumerate(self._periods):
             reach = period - period // 2 - 1  # newest offset a center's window reads
-            lo = max(previous_last - reach + 1, cutoff - self._geo.cycles * period, 0)
+            back = self._geo.cycles * period + self._geo.pool  # the look-back, pooled slots too
+            lo = max(previous_last - reach + 1, cutoff - back, 0)
             hi = last - reach
             if hi < lo:
                 continue
@@ -876,6 +903,28 @@ class Detector:
             if centers.size:
                 level = _period_level(self._y, centers, period, self._shape_sub[i])
                 self._shape[i][centers] = self._y[centers] - level
+
+    def _pooled(self, own: FloatArray, i: int, positions: IntArray, period: int) -> FloatArray:
+        """``own`` (the look-back of ``positions`` in period ``i``) beside the look-backs of the
+        ``pool`` slots either side (NaN where a slot has none); rows without one of their own
+        stay without (a period applies only where its slot has history)."""
+        parts = [own]
+        for d in range(-self._geo.pool, self._geo.pool + 1):
+            if d:
+                shifted = np.maximum(positions + d, 0)  # before 0: the look-back is all NaN
+                parts.append(_lookback(self._shape[i], shifted, period, self._geo.cycles))
+        matrix = np.hstack(parts)
+        matrix[_row_count(~np.isnan(own)) == 0] = np.nan
+        return matrix
+
+    def _pooled_one(self, i: int, p: int, period: int) -> list[float]:
+        """Scalar twin of ``_pooled``: the neighbours' shape samples of position ``p``."""
+        out: list[float] = []
+        for d in range(-self._geo.pool, self._geo.pool + 1):
+            k = min(self._geo.cycles, (p + d) // period) if p + d >= 0 else 0
+            if d and k > 0:
+                out += self._shape[i][p + d - k * period : p + d : period].tolist()
+        return out
 
     def _weekly_at(self, p: int) -> bool:
         """Whether the first (longest) period has two earlier cycles of shape at ``p``."""
@@ -927,8 +976,16 @@ class Detector:
             k = min(geo.cycles, p // period)
             vals = self._shape[i][p - k * period : p : period].tolist() if k else []
             vals = sorted(x for x in vals if x == x)
-            seasons.append(_sorted_median(vals))
-            if len(vals) >= 2:
+            own = len(vals)
+            med = _sorted_median(vals)
+            if geo.pool and own:
+                lo, hi = vals[0], vals[-1]
+                pooled = sorted(vals + [x for x in self._pooled_one(i, p, period) if x == x])
+                pooled_med = _sorted_median(pooled)
+                if not (lo - pooled_med > hi - lo or pooled_med - hi > hi - lo):
+                    med = pooled_med
+            seasons.append(med)
+            if own >= 2:
                 regime = i
                 seasons.extend([math.nan] * (len(self._periods) - i - 1))
                 break
