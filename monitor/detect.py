@@ -387,10 +387,12 @@ def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) 
     src_lo, src_hi = max(lo, 0), min(hi, values.size)
     if src_hi > src_lo:
         seg[src_lo - lo : src_hi - lo] = values[src_lo:src_hi]
+    # where each center's last sub-window starts in seg; bottleneck's moving median (NaN
+    # ignored, NaN below min_count numbers) ends its window there
+    ends = centers - half - lo + (parts - 1) * sub
+    need = -(-parts // 2)
     if sub == 1:  # the median of the values themselves
-        window = _strided_rows(seg, centers - half - lo, period, 1)
-        level, valid = _row_median_count(window)
-        level[2 * valid < parts] = np.nan
+        level: FloatArray = bn.move_median(seg, parts, min_count=need)[ends]
         return level
     finite = ~np.isnan(seg)
     csum = np.zeros(seg.size + 1)
@@ -399,51 +401,14 @@ def _period_level(values: FloatArray, centers: IntArray, period: int, sub: int) 
     np.cumsum(finite, out=ccount[1:])
     count = ccount[sub:] - ccount[:-sub]  # per sub-window start
     total = csum[sub:] - csum[:-sub]
-    window_mean = np.where(2 * count >= sub, total / np.maximum(count, 1), np.nan)
-    means = _strided_rows(window_mean, centers - half - lo, (parts - 1) * sub + 1, sub)
-    if parts != _SORT7_SIZE:
-        level, valid = _row_median_count(means)
-        level[2 * valid < parts] = np.nan
-        return level
-    # the week of seven daily means (every sub-daily series): a sorting network over the columns
-    # is several times cheaper than sorting each short row; the rows with a NaN (NaN there) get
-    # the NaN-aware median
-    level = _median7([means[:, j] for j in range(_SORT7_SIZE)])
-    rows = np.flatnonzero(np.isnan(level))
-    if rows.size:
-        # (each of these rows holds a NaN: the network passed it on)
-        some, valid = _gap_median_count(np.sort(means[rows], axis=1))
-        some[2 * valid < parts] = np.nan
-        level[rows] = some
+    # the sub-window means in rows of `sub`: a center's means, `sub` apart, are `parts`
+    # consecutive rows of one column, so a moving median down the columns gives every level
+    rows = -(-count.size // sub)
+    grid = np.full(rows * sub, np.nan)
+    np.divide(total, np.maximum(count, 1), out=grid[: count.size], where=2 * count >= sub)
+    medians = bn.move_median(grid.reshape(rows, sub), parts, min_count=need, axis=0)
+    level = medians.ravel()[ends]
     return level
-
-
-# the median of seven values: a 16-comparator sorting network pruned to what its middle wire
-# needs (14 comparators; a min or max no later comparator reads is skipped): (i, j, min to wire
-# i, max to wire j)
-_SORT7_SIZE = 7
-_MEDIAN7 = (
-    (0, 6, True, True), (2, 3, True, True), (4, 5, True, True), (0, 2, True, True),
-    (1, 4, True, True), (3, 6, True, True), (0, 1, False, True), (2, 5, True, True),
-    (3, 4, True, True), (1, 2, False, True), (4, 6, True, False), (2, 3, False, True),
-    (4, 5, True, False), (3, 4, True, False),
-)  # fmt: skip
-
-
-def _median7(columns: list[FloatArray]) -> FloatArray:
-    """Element-wise median of seven equal-length vectors, the value ``_row_median`` gives a row
-    of them. A NaN reaches the middle wire of a sorting network (min and max propagate it), so
-    the result is NaN exactly where an input is."""
-    wires = list(columns)
-    for i, j, low, high in _MEDIAN7:
-        a, b = wires[i], wires[j]
-        if low:
-            wires[i] = np.minimum(a, b)
-        if high:
-            wires[j] = np.maximum(a, b)
-    middle = wires[3]
-    out: FloatArray = 0.5 * (middle + middle)  # as _row_median averages the middle pair
-    return out
 
 
 def _period_level_one(values: FloatArray, center: int, period: int, sub: int) -> float:

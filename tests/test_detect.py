@@ -617,9 +617,9 @@ def test_property_warm_then_step_equals_stepping(
 
 
 def test_vectorised_medians_match_the_scalar_rule() -> None:
-    """The fast paths of warm() (a sorting network for the week's seven daily means, per-row
-    medians that count NaN only where there is one) give the very numbers of the plain rule."""
-    from monitor.detect import _median7, _row_median_count
+    """The fast paths of warm() (per-row medians that count NaN only where there is one, moving
+    medians of a period's sub-window means) give the very numbers of the plain rule."""
+    from monitor.detect import _period_level, _period_level_one, _row_median_count
 
     rng = np.random.default_rng(7)
     matrix = rng.normal(size=(400, 7))
@@ -634,10 +634,16 @@ def test_vectorised_medians_match_the_scalar_rule() -> None:
             assert med == 0.5 * (finite[(n - 1) // 2] + finite[n // 2])
         else:
             assert math.isnan(med)
-    network = _median7([matrix[:, j] for j in range(7)])
-    full = ~np.isnan(matrix).any(axis=1)
-    assert np.array_equal(network[full], median[full])
-    assert np.isnan(network[~full]).all()
+    values = rng.normal(size=1200)
+    values[rng.random(values.size) < 0.2] = np.nan
+    values[300:340] = np.nan  # a sub-window missing, and centers short of half their values
+    for period, sub in ((168, 24), (24, 1), (2016, 288), (14, 1)):
+        # every center whose window has ended, the early ones reaching before the data
+        centers = np.arange(0, values.size - period + period // 2 + 1, dtype=np.int64)
+        vectorised = _period_level(values, centers, period, sub)
+        scalar = [_period_level_one(values, int(c), period, sub) for c in centers]
+        assert vectorised == pytest.approx(scalar, rel=1e-12, nan_ok=True)
+        assert np.isnan(vectorised).any() and not np.isnan(vectorised).all()
 
 
 # --------------------------------------------------------------------------- sub-hourly grains
