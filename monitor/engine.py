@@ -426,16 +426,23 @@ class Engine:
             keep_from=bucket_start(now - check.effective_lookback, check.grain, check.timezone),
         )
 
-    def _warmed(
-        self, check: CheckConfig, segment: str, buckets: pd.DatetimeIndex, values: np.ndarray
+    def _fitted(
+        self, check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray
     ) -> Detector:
-        """A new model that has learned this history, with the rebaseline and the alert state
-        saved before a restart (the quiet period in progress)."""
+        """A new model that has learned this history, re-based at the check's rebaseline."""
         model = Detector(detector_spec(check))
         model.warm(buckets, values)
         restarted = self._rebaselines.get(check.name)
         if restarted is not None:
             model.acknowledge(pd.Timestamp(restarted))
+        return model
+
+    def _warmed(
+        self, check: CheckConfig, segment: str, buckets: pd.DatetimeIndex, values: np.ndarray
+    ) -> Detector:
+        """``_fitted``, carrying on from the alert state saved before a restart (the quiet
+        period in progress)."""
+        model = self._fitted(check, buckets, values)
         state = self.alert_state(check.name, segment)
         if state.last_bucket is not None:
             quiet = None if state.quiet_start is None else pd.Timestamp(state.quiet_start)
@@ -444,14 +451,10 @@ class Engine:
 
     def _replay(self, check: CheckConfig, series: pd.Series) -> list[list[Any]]:
         """Verdicts of the last ``chart_buckets`` buckets, for the chart in the alert's thread."""
-        model = Detector(detector_spec(check))
         buckets = pd.DatetimeIndex(series.index)
         values = series.to_numpy(dtype=float)
         cut = max(len(series) - self.chart_buckets, 0)
-        model.warm(buckets[:cut], values[:cut])
-        restarted = self._rebaselines.get(check.name)
-        if restarted is not None:
-            model.acknowledge(pd.Timestamp(restarted))
+        model = self._fitted(check, buckets[:cut], values[:cut])
         rows = []
         for bucket, value in zip(buckets[cut:], values[cut:], strict=True):
             v = model.step(bucket, float(value))
