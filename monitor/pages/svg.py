@@ -51,9 +51,9 @@ def sparkline(values: Sequence[float], *, firing: bool, label: str) -> Markup:
 class _Scale:
     """Data to SVG coordinates for one chart, over round value ticks."""
 
-    def __init__(self, points: Sequence[Point], unit: str) -> None:
+    def __init__(self, points: Sequence[Point], unit: str, until: float) -> None:
         self.start = points[0].bucket.timestamp()
-        self.end = points[-1].bucket.timestamp()
+        self.end = max(points[-1].bucket.timestamp(), until)
         ys = [
             y
             for p in points
@@ -135,7 +135,9 @@ def chart(
     points = series.points
     if not points:
         return Markup('<p class="empty">No history yet: the check has not read this series.</p>')
-    s = _Scale(points, series.unit)
+    # a deployment newer than the newest complete bucket still shows, at the right
+    newest = max((to_utc(m.at).timestamp() for m in markers), default=0.0)
+    s = _Scale(points, series.unit, newest)
     fmt = duration_label if series.unit == "seconds" else compact_number
     parts: list[str] = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img"'
