@@ -134,8 +134,8 @@ class Replays:
         points: list[tuple[datetime, float]],
         buckets: int,
     ) -> _Replay:
-        index = pd.DatetimeIndex([to_utc(b) for b, _ in points])
-        values = np.array([v for _, v in points], dtype=float)
+        index = pd.DatetimeIndex(pd.to_datetime([b for b, _ in points], utc=True))
+        values = np.fromiter((v for _, v in points), dtype=float, count=len(points))
         if replay is not None and replay.newest in index:
             # only buckets completed since; a re-read value of a judged bucket changes nothing,
             # as in the daemon
