@@ -20,7 +20,7 @@ from typing import Any
 from monitor import __version__, logs
 from monitor.config import Config, json_schema, load_config
 from monitor.durations import parse_duration
-from monitor.errors import ConfigError, KpiMonitorError
+from monitor.errors import ConfigError, KpiMonitorError, WarehouseError
 
 EXIT_OK = 0
 EXIT_ANOMALY = 1
@@ -112,9 +112,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             warehouse.ping()
             warehouse.close()
             print(f"warehouse {name} ({settings.kind}): ok")
-        except KpiMonitorError as exc:
+        except WarehouseError as exc:
             failed = True
-            print(f"warehouse {name} ({settings.kind}): FAILED: {exc}")
+            print(f"warehouse {name} ({settings.kind}): FAILED: {exc.detail}")
     return EXIT_ERROR if failed else EXIT_OK
 
 

@@ -74,7 +74,7 @@ def test_check_exits_2_on_an_error_or_unknown_check(
     document["warehouse"]["path"] = str(tmp_path / "gone.duckdb")
     broken = write_config(tmp_path / "gone.yaml", document)
     assert main(["check", "-c", str(broken), "--check", "signups"]) == 2
-    assert "ERROR: DuckDB file" in capsys.readouterr().out
+    assert "ERROR: warehouse 'default': DuckDB file" in capsys.readouterr().out
 
 
 def test_validate_and_connect(
