@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,6 +118,27 @@ def test_a_broken_config_stops_the_daemon_with_the_field_and_exit_2(
         "  checks[3].grain: Input should be 'hour' or 'day' (got 'fortnight')",
     ]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_run_on_a_port_in_use_says_so_in_one_line_and_exits_2(live_config: Path) -> None:
+    """Issue 14, item 25: the daemon died with a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [KPI_MONITOR, "run", "-c", str(live_config), "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "KPIMON_LOG_FORMAT": "json"},
+            check=False,
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"kpi-monitor: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(use another --port or server.port)"
+    ]
 
 
 def test_a_pipeline_gate_fails_a_breaking_deployment_and_passes_a_benign_one(
