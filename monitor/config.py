@@ -352,6 +352,9 @@ class CheckConfig(_Model):
     dimensions: list[Identifier] = Field(default_factory=list, max_length=4)
     max_segments: int = Field(default=20, ge=1, le=500)
     sql: str | None = None
+    # sql checks: the warehouse stops after one row more, and more than this is that check's
+    # error (an unaggregated query once read 5 million rows into 1 GB)
+    max_rows: int = Field(default=200_000, ge=1, le=10_000_000)
     grain: Grain = "hour"
     timezone: TimeZone = "UTC"
     schedule: Schedule = "5m"
