@@ -562,8 +562,11 @@ def test_settings_fall_back_to_the_environment(
     wh.close()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Any:
+    """The protocol server over HTTPS with a self-signed certificate: (server, certificate)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -575,16 +578,40 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
         capture_output=True,
     )  # fmt: skip
     srv = DatabricksProtocolServer(tmp_path / "tls.duckdb", tls=(str(cert), str(key)))
-    try:
-        assert srv.connection_uri.startswith("https://")
-        wh = DatabricksWarehouse("dbx", _config(srv, tls_trusted_ca_file=str(cert)))
-        assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]
-        wh.close()
-        untrusted = DatabricksWarehouse("dbx", _config(srv, retries=0))
-        with pytest.raises(WarehouseUnavailable):
-            untrusted.query("SELECT 1", {})
-    finally:
-        srv.close()
+    yield srv, cert
+    srv.close()
+
+
+def test_tls_with_a_self_signed_certificate(tls_server: tuple[Server, Path]) -> None:
+    srv, cert = tls_server
+    assert srv.connection_uri.startswith("https://")
+    wh = DatabricksWarehouse("dbx", _config(srv, tls_trusted_ca_file=str(cert)))
+    assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]
+    wh.close()
+    untrusted = DatabricksWarehouse("dbx", _config(srv, retries=0))
+    with pytest.raises(WarehouseUnavailable):
+        untrusted.query("SELECT 1", {})
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "https://127.0.0.1:{port}/"])
+def test_a_port_in_server_hostname_is_used(
+    tls_server: tuple[Server, Path], form: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14, item 26: host:8443 failed with "Port could not be cast to integer value" and
+    tracebacks from the connector's Connection.__del__."""
+    srv, cert = tls_server
+    config = DatabricksWarehouseConfig(
+        kind="databricks",
+        server_hostname=form.format(port=srv.port),
+        http_path=srv.http_path,
+        access_token=SecretStr(srv.token),
+        tls_trusted_ca_file=str(cert),
+        retries=0,
+    )
+    wh = DatabricksWarehouse("dbx", config)
+    assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]
+    wh.close()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_column_based_results_without_pyarrow(databricks_server: Server) -> None:
