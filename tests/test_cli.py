@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import yaml
 
 from monitor.cli import main
 from tests.conftest import demo_document, free_port, write_config
-from tests.daemon_process import KPI_MONITOR, DaemonProcess
+from tests.daemon_process import KPI_MONITOR, DaemonProcess, run_kpi_monitor
 from tests.duckdb_writes import write
 from tests.slack_server import SlackServer
 
@@ -126,13 +125,8 @@ def test_run_on_a_port_in_use_says_so_in_one_line_and_exits_2(live_config: Path)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [KPI_MONITOR, "run", "-c", str(live_config), "--host", "127.0.0.1", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "KPIMON_LOG_FORMAT": "json"},
-            check=False,
+        result = run_kpi_monitor(
+            "run", "-c", str(live_config), "--host", "127.0.0.1", "--port", str(port)
         )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

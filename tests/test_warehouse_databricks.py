@@ -37,8 +37,8 @@ from monitor.config import DatabricksWarehouseConfig
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
 from monitor.logs import TextFormatter
 from monitor.warehouse.databricks import DatabricksWarehouse
-from tests.conftest import free_port, write_config
-from tests.daemon_process import KPI_MONITOR, DaemonProcess
+from tests.conftest import free_port, query_in_thread, write_config
+from tests.daemon_process import DaemonProcess, run_kpi_monitor
 from tests.databricks_server import DatabricksProtocolServer, databricks_server  # noqa: F401
 from tests.test_dialects import (
     DST_ROWS,
@@ -343,23 +343,6 @@ def test_hanging_warehouse_hits_the_client_deadline(
     assert time.monotonic() - started < 4  # 1 s timeout + 2 s grace
 
 
-def _query_in_thread(
-    wh: DatabricksWarehouse, sql: str, timeout: float | None = None
-) -> tuple[threading.Thread, list[Any]]:
-    """Run ``wh.query(sql)`` on a thread; the list gets its frame or its exception."""
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append(wh.query(sql, {}, timeout=timeout))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
 def _wait_until(condition: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -375,7 +358,7 @@ def test_close_cancels_a_running_statement_at_once_although_its_session_long_pol
     databricks_server.long_poll = 5.0
     wh = DatabricksWarehouse("dbx", _config(databricks_server, statement_timeout=30))
     databricks_server.hang_statement("long", seconds=30)
-    thread, outcome = _query_in_thread(wh, "SELECT 'long' AS x")
+    thread, outcome = query_in_thread(wh, "SELECT 'long' AS x")
     _wait_until(lambda: databricks_server.count("GetOperationStatus") >= 1)  # id known, polling
     started = time.monotonic()
     wh.close()
@@ -397,7 +380,7 @@ def test_close_while_execute_statement_still_waits_stops_the_statement_by_closin
     databricks_server.direct_results_wait = 30.0
     wh = DatabricksWarehouse("dbx", _config(databricks_server, statement_timeout=30))
     databricks_server.hang_statement("long", seconds=30)
-    thread, outcome = _query_in_thread(wh, "SELECT 'long' AS x")
+    thread, outcome = query_in_thread(wh, "SELECT 'long' AS x")
     _wait_until(lambda: bool(databricks_server.running_operations()))
     started = time.monotonic()
     wh.close()
@@ -415,7 +398,7 @@ def test_sessions_stuck_in_a_hung_network_free_their_pool_slots_at_the_deadline(
     "all 4 sessions stayed busy" until the stuck requests' 60 s socket timeout."""
     wh = DatabricksWarehouse("dbx", _config(databricks_server, retries=0), max_sessions=2)
     databricks_server.inject("ExecuteStatement", hang=True, times=2)
-    stuck = [_query_in_thread(wh, f"SELECT {i} AS i", timeout=1) for i in range(2)]
+    stuck = [query_in_thread(wh, f"SELECT {i} AS i", timeout=1) for i in range(2)]
     for thread, outcome in stuck:
         thread.join(10)
         assert not thread.is_alive()
@@ -485,14 +468,7 @@ def test_validate_connect_with_a_refused_token_says_so_in_one_line_without_conne
     """Issue 14, item 25: "FAILED: warehouse 'default': ...: : Invalid access token.." on
     stdout and the connector's empty "attempt_request: Exception:" lines on stderr."""
     config = _daemon_config(tmp_path, databricks_server, access_token="dapi-wrong")
-    result = subprocess.run(
-        [KPI_MONITOR, "validate", "-c", str(config), "--connect"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "KPIMON_LOG_FORMAT": "text"},
-        check=False,
-    )
+    result = run_kpi_monitor("validate", "-c", str(config), "--connect", log_format="text")
     assert result.returncode == 2
     assert result.stdout.splitlines()[-1] == (
         "warehouse default (databricks): FAILED: credentials refused (HTTP 403 on OpenSession): "

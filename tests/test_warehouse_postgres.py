@@ -21,6 +21,7 @@ import monitor.warehouse.postgres as adapter
 from monitor.config import PostgresWarehouseConfig
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
 from monitor.warehouse.postgres import PostgresWarehouse
+from tests.conftest import query_in_thread
 from tests.postgres_server import (  # noqa: F401  (fixtures)
     PostgresServer,
     postgres_dsn,
@@ -144,16 +145,7 @@ def test_statement_timeout(wh: PostgresWarehouse) -> None:
 
 def test_close_cancels_running_statements(postgres_dsn: str) -> None:
     wh = _wh(postgres_dsn, statement_timeout=30.0)
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            wh.query("SELECT pg_sleep(20)", {})
-        except BaseException as exc:
-            outcome.append(exc)
-
-    t = threading.Thread(target=run)
-    t.start()
+    t, outcome = query_in_thread(wh, "SELECT pg_sleep(20)")
     _wait_for(lambda: _active_sleeps(postgres_dsn) == 1)
     started = time.monotonic()
     wh.close()
@@ -174,20 +166,11 @@ def test_a_connection_hung_in_the_network_is_cut_at_its_deadline_and_frees_its_p
     proxy = TcpProxy(postgres_server.host, postgres_server.port)
     proxied = postgres_dsn.replace(f":{postgres_server.port}/", f":{proxy.port}/")
     wh = _wh(proxied, statement_timeout=1.0, pool_size=1)
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            wh.query("SELECT 2 AS two", {})
-        except BaseException as exc:
-            outcome.append(exc)
-
     try:
         assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]  # pooled, via the proxy
         assert proxy.freeze() == 1
         started = time.monotonic()
-        hung = threading.Thread(target=run)
-        hung.start()
+        hung, outcome = query_in_thread(wh, "SELECT 2 AS two")
         hung.join(15)
         took = time.monotonic() - started
         assert not hung.is_alive(), "the query still waits on the hung connection"
