@@ -391,13 +391,14 @@ def test_close_while_execute_statement_still_waits_stops_the_statement_by_closin
     assert "CloseSession" in databricks_server.calls
 
 
+@pytest.mark.parametrize("stuck_in", ["ExecuteStatement", "OpenSession"])
 def test_sessions_stuck_in_a_hung_network_free_their_pool_slots_at_the_deadline(
-    databricks_server: Server,
+    databricks_server: Server, stuck_in: str
 ) -> None:
     """Issue 14, item 23: after a hang, the next cycle failed against a healthy warehouse with
     "all 4 sessions stayed busy" until the stuck requests' 60 s socket timeout."""
     wh = DatabricksWarehouse("dbx", _config(databricks_server, retries=0), max_sessions=2)
-    databricks_server.inject("ExecuteStatement", hang=True, times=2)
+    databricks_server.inject(stuck_in, hang=True, times=2)
     stuck = [query_in_thread(wh, f"SELECT {i} AS i", timeout=1) for i in range(2)]
     for thread, outcome in stuck:
         thread.join(10)

@@ -402,9 +402,13 @@ class DatabricksWarehouse(Warehouse):
         statement_timeout: int,
         deadline: float,
     ) -> pd.DataFrame:
-        wait = max(deadline - time.monotonic(), 0.0)
-        lease = self._pool.checkout(wait, lambda: self._open(statement_timeout))
-        call.lease = lease
+        lease = self._pool.reserve(max(deadline - time.monotonic(), 0.0))
+        call.lease = lease  # from here on, giving up on the call frees the slot
+        try:
+            self._pool.fill(lease, lambda: self._open(statement_timeout))
+        except BaseException:
+            call.lease = None
+            raise
         session = lease.session
         healthy = False
         started = time.monotonic()
@@ -470,14 +474,15 @@ class DatabricksWarehouse(Warehouse):
         def interrupt() -> None:
             deadline = time.monotonic() + STATEMENT_ID_PATIENCE_SECONDS
             while not call.done.is_set():
-                lease, cursor = call.lease, call.cursor
+                session = call.lease.opened if call.lease is not None else None
+                cursor = call.cursor
                 statement = _statement_id(cursor) if cursor is not None else None
                 late = time.monotonic() >= deadline
-                if lease is not None and (statement is not None or late):
-                    self._stop_statement(lease.session, statement)
+                if session is not None and (statement is not None or late):
+                    self._stop_statement(session, statement)
                     return
                 if late:
-                    return  # between attempts: nothing runs, and the worker stops by itself
+                    return  # no session (opening one, or between attempts): nothing to stop
                 call.done.wait(0.05)
 
         threading.Thread(target=interrupt, name="kpimon-databricks-cancel", daemon=True).start()

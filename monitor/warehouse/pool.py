@@ -2,9 +2,10 @@
 
 At most ``size`` sessions are in use at once; idle ones are kept for the next query. A checkout
 is a :class:`Lease` whose slot is released exactly once: when the session is given back, or at
-once when its user gives up waiting for it (:meth:`SessionPool.abandon`). A session stuck in a
-hung network call thus never holds a slot until the driver's socket timeout: the next query gets
-a fresh session, and the stuck one is closed whenever its call returns.
+once when its user gives up waiting for it (:meth:`SessionPool.abandon`), even while the session
+is still being opened. A session stuck in a hung network call thus never holds a slot until the
+driver's socket timeout: the next query gets a fresh session, and the stuck one is closed
+whenever its call returns.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ S = TypeVar("S")
 
 @dataclass(eq=False)
 class Lease(Generic[S]):
-    """One checkout of a session."""
+    """A slot of the pool, and the session checked out into it."""
 
-    session: S
+    opened: S | None = None  # None until a session is in the lease
     reused: bool = False  # an idle session (the server may have dropped it meanwhile)
     holds_slot: bool = True
     abandoned: bool = False  # given up on: closed when given back, never reused
+
+    @property
+    def session(self) -> S:
+        assert self.opened is not None, "no session was checked out into this lease"
+        return self.opened
 
 
 class SessionPool(Generic[S]):
@@ -59,13 +65,32 @@ class SessionPool(Generic[S]):
         return self._closed
 
     def checkout(self, wait: float, open_session: Callable[[], S]) -> Lease[S]:
-        """An idle session, or a new one from ``open_session``, once a slot is free.
+        """:meth:`reserve` a slot and :meth:`fill` it."""
+        lease = self.reserve(wait)
+        self.fill(lease, open_session)
+        return lease
+
+    def reserve(self, wait: float) -> Lease[S]:
+        """A lease holding a free slot, without a session yet.
 
         :raises QueryTimeout: no slot came free within ``wait`` seconds.
-        :raises WarehouseUnavailable: the pool is closed (or ``open_session`` failed).
+        :raises WarehouseUnavailable: the pool is closed.
         """
         if not self._slots.acquire(timeout=max(wait, 0.0)):
             raise QueryTimeout(f"all {self.size} {self._noun} stayed busy for {wait:.1f}s")
+        lease: Lease[S] = Lease()
+        with self._lock:
+            refused = self._closed
+            if not refused:
+                self._leases.add(lease)
+        if refused:
+            self._slots.release()
+            self.refuse_if_closed()
+        return lease
+
+    def fill(self, lease: Lease[S], open_session: Callable[[], S]) -> None:
+        """Put an idle session, or a new one from ``open_session``, into a reserved lease; when
+        that fails, the lease is given back and the error raised."""
         try:
             stale: list[S] = []
             session: S | None = None
@@ -79,36 +104,32 @@ class SessionPool(Generic[S]):
                         stale.append(candidate)
             for old in stale:
                 self._close_session(old)
-            reused = session is not None
-            lease = Lease(session if session is not None else open_session(), reused)
-            with self._lock:
-                refused = self._closed  # closed while the session was being opened
-                if not refused:
-                    self._leases.add(lease)
-            if refused:
-                self._close_session(lease.session)
-                self.refuse_if_closed()
-            return lease
+            lease.reused = session is not None
+            lease.opened = session if session is not None else open_session()
         except BaseException:
-            self._slots.release()
+            self.checkin(lease, healthy=False)
             raise
+        if self._closed:  # closed while the session was being opened
+            self.checkin(lease, healthy=False)
+            self.refuse_if_closed()
 
     def checkin(self, lease: Lease[S], healthy: bool) -> None:
-        """Give a session back: kept for reuse when ``healthy``, else closed."""
+        """Give a lease back: its session kept for reuse when ``healthy``, else closed."""
         with self._lock:
             self._leases.discard(lease)
             keep = healthy and not lease.abandoned and not self._closed
-            if keep:
-                self._idle.append(lease.session)
+            session, lease.opened = lease.opened, None
+            if keep and session is not None:
+                self._idle.append(session)
             release, lease.holds_slot = lease.holds_slot, False
-        if not keep:
-            self._close_session(lease.session)
+        if not keep and session is not None:
+            self._close_session(session)
         if release:
             self._slots.release()
 
     def abandon(self, lease: Lease[S]) -> None:
-        """Stop waiting for a lease whose call hangs: its slot is free at once, and the session
-        is closed (never reused) when the call gives it back."""
+        """Stop waiting for a lease whose call hangs: its slot is free at once, and its session
+        is closed (never reused) when the call gives the lease back."""
         with self._lock:
             lease.abandoned = True
             release, lease.holds_slot = lease.holds_slot, False
@@ -121,7 +142,7 @@ class SessionPool(Generic[S]):
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-            busy = [lease.session for lease in self._leases]
+            busy = [lease.opened for lease in self._leases if lease.opened is not None]
         for session in idle:
             self._close_session(session)
         return busy
