@@ -170,7 +170,7 @@ def test_one_session_reused_with_timeout_and_utc(
     wh.query("SELECT 1 AS one", {}, timeout=7)
     assert databricks_server.statements.count("SET STATEMENT_TIMEOUT = 7") == 1
     assert session.conf["STATEMENT_TIMEOUT"] == "7"
-    assert wh._connect_kwargs(10)["enable_telemetry"] is False
+    assert wh._endpoint.session_kwargs(10, 60.0, None)["enable_telemetry"] is False
 
 
 def test_bad_token_is_refused_without_retrying_in_one_readable_line(databricks_server: Server) -> None:

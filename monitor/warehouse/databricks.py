@@ -35,7 +35,8 @@ Authentication: a personal access token (``access_token`` / ``DATABRICKS_TOKEN``
 machine-to-machine client credentials (``client_id`` + ``client_secret`` /
 ``DATABRICKS_CLIENT_ID`` + ``DATABRICKS_CLIENT_SECRET``), exchanged at the workspace's
 ``/oidc/v1/token`` endpoint and refreshed before they expire
-(:mod:`monitor.warehouse.databricks_auth`).
+(:mod:`monitor.warehouse.databricks_auth`). Where and how to connect:
+:mod:`monitor.warehouse.databricks_endpoint`.
 """
 
 from __future__ import annotations
@@ -44,18 +45,16 @@ import contextlib
 import importlib.util
 import logging
 import math
-import os
 import random
 import threading
 import time
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from monitor.config import DatabricksWarehouseConfig, split_server_hostname
+from monitor.config import DatabricksWarehouseConfig
 from monitor.dialects import DatabricksDialect
 from monitor.errors import (
     MalformedResult,
@@ -65,7 +64,7 @@ from monitor.errors import (
     WarehouseUnavailable,
 )
 from monitor.warehouse.base import Warehouse, bound_value
-from monitor.warehouse.databricks_auth import OAuthClientCredentials
+from monitor.warehouse.databricks_endpoint import Endpoint
 from monitor.warehouse.databricks_errors import (
     CredentialsRefused,
     classify,
@@ -100,64 +99,6 @@ BACKOFF_MAX_SECONDS = 8.0
 def _grace(timeout: float) -> float:
     """Extra seconds the client waits past the statement timeout before giving up itself."""
     return min(max(2.0, 0.1 * timeout), 30.0)
-
-
-@dataclass(frozen=True)
-class _Settings:
-    host: str | None
-    port: int | None
-    http_path: str | None
-    token: str | None
-    client_id: str | None
-    client_secret: str | None
-    connection_uri: str | None
-    catalog: str | None
-    schema: str | None
-    ca_file: str | None
-
-
-def _settings(name: str, config: DatabricksWarehouseConfig) -> _Settings:
-    env = os.environ
-
-    def secret(value: Any) -> str | None:
-        return value.get_secret_value() if value is not None else None
-
-    problems = []
-    host = port = None
-    raw_host = config.server_hostname or env.get("DATABRICKS_HOST") or None
-    if raw_host:
-        try:
-            host, port = split_server_hostname(raw_host)
-        except ValueError as exc:
-            problems.append(f"server_hostname (or DATABRICKS_HOST) {exc}")
-    s = _Settings(
-        host=host,
-        port=port,
-        http_path=config.http_path or env.get("DATABRICKS_HTTP_PATH") or None,
-        token=secret(config.access_token) or env.get("DATABRICKS_TOKEN") or None,
-        client_id=config.client_id or env.get("DATABRICKS_CLIENT_ID") or None,
-        client_secret=secret(config.client_secret) or env.get("DATABRICKS_CLIENT_SECRET") or None,
-        connection_uri=config.connection_uri,
-        catalog=config.catalog,
-        schema=config.schema_,
-        ca_file=config.tls_trusted_ca_file,
-    )
-    missing = []
-    if not s.connection_uri:
-        if not raw_host:
-            missing.append("server_hostname (or DATABRICKS_HOST)")
-        if not s.http_path:
-            missing.append("http_path (or DATABRICKS_HTTP_PATH)")
-    if not s.token and not (s.client_id and s.client_secret):
-        missing.append(
-            "access_token (or DATABRICKS_TOKEN), or client_id and client_secret "
-            "(or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET)"
-        )
-    if missing:
-        problems.insert(0, "missing " + "; ".join(missing))
-    if problems:
-        raise WarehouseUnavailable("not configured: " + "; ".join(problems), warehouse=name)
-    return s
 
 
 @dataclass(eq=False)
@@ -210,7 +151,8 @@ class DatabricksWarehouse(Warehouse):
     ) -> None:
         super().__init__(name)
         quiet_connector_logs()
-        self._settings = _settings(name, config)
+        self._endpoint = Endpoint.from_config(name, config)
+        self._credentials = self._endpoint.credentials()
         self.statement_timeout = float(config.statement_timeout)
         self.retries = max(0, int(config.retries))
         self.max_sessions = max(1, int(max_sessions))
@@ -222,78 +164,18 @@ class DatabricksWarehouse(Warehouse):
         )
         self._lock = threading.Lock()
         self._calls: set[_Call] = set()
-        self._credentials: OAuthClientCredentials | None = None
-        s = self._settings
-        if not s.token and s.client_id and s.client_secret:
-            self._credentials = OAuthClientCredentials(
-                self._token_url(), s.client_id, s.client_secret, s.ca_file
-            )
-
-    def _token_url(self) -> str:
-        s = self._settings
-        if s.connection_uri:
-            parts = urllib.parse.urlsplit(s.connection_uri)
-            return f"{parts.scheme}://{parts.netloc}/oidc/v1/token"
-        assert s.host is not None
-        port = f":{s.port}" if s.port else ""
-        return f"https://{s.host}{port}/oidc/v1/token"
 
     # -- sessions ------------------------------------------------------------------------------
-
-    def _transport_kwargs(self, socket_timeout: float) -> dict[str, Any]:
-        """Connector settings of the HTTP transport, for sessions and cancellations alike."""
-        s = self._settings
-        kwargs: dict[str, Any] = {
-            "_socket_timeout": socket_timeout,
-            # The adapter retries on a new session with its own backoff and deadline, and honours
-            # Retry-After. The connector's retry policy (urllib3-based, "v3") would re-send
-            # ExecuteStatement after a socket read timeout, sleep at least 5 s before a 429/503
-            # retry, and, when refused a retry, raise without the status or Retry-After. Without
-            # it the connector sends each request once and reports the status, the Thrift call
-            # and the Retry-After (as "bounded-retry-delay", bounded by these two delays) in the
-            # error's context. tests/test_warehouse_databricks.py pins each of these.
-            "_enable_v3_retries": False,
-            "_retry_stop_after_attempts_count": 1,
-            "_retry_delay_min": 0.1,
-            "_retry_delay_max": 3600.0,
-        }
-        if s.port:
-            kwargs["_port"] = s.port
-        if s.connection_uri:
-            kwargs["_connection_uri"] = s.connection_uri
-        if s.ca_file:
-            kwargs["_tls_trusted_ca_file"] = s.ca_file
-        return kwargs
-
-    def _connect_kwargs(self, statement_timeout: int) -> dict[str, Any]:
-        s = self._settings
-        kwargs: dict[str, Any] = {
-            "server_hostname": s.host or "localhost",
-            "http_path": s.http_path or "",
-            "session_configuration": {
-                "STATEMENT_TIMEOUT": str(statement_timeout),
-                "TIMEZONE": "UTC",
-            },
-            "enable_telemetry": False,
-            "user_agent_entry": "kpi-monitor",
-            "use_cloud_fetch": False,
-            **self._transport_kwargs(SOCKET_TIMEOUT_SECONDS),
-        }
-        if s.catalog:
-            kwargs["catalog"] = s.catalog
-        if s.schema:
-            kwargs["schema"] = s.schema
-        if self._credentials is not None:
-            kwargs["credentials_provider"] = self._credentials
-        else:
-            kwargs["access_token"] = s.token
-        return kwargs
 
     def _open(self, statement_timeout: int) -> _Session:
         from databricks import sql as dbsql
 
         try:
-            conn = dbsql.connect(**self._connect_kwargs(statement_timeout))
+            conn = dbsql.connect(
+                **self._endpoint.session_kwargs(
+                    statement_timeout, SOCKET_TIMEOUT_SECONDS, self._credentials
+                )
+            )
         except Exception as exc:
             error = classify(exc, opening=True)
             if isinstance(error, CredentialsRefused):
@@ -489,7 +371,7 @@ class DatabricksWarehouse(Warehouse):
 
     def _stop_statement(self, session: _Session, statement: object) -> None:
         try:
-            channel = self._side_channel(session)
+            channel = self._endpoint.side_channel(session.conn, CANCEL_TIMEOUT_SECONDS)
             if statement is not None:
                 channel.cancel_command(statement)
             else:
@@ -500,24 +382,6 @@ class DatabricksWarehouse(Warehouse):
                 "statement timeout",
                 extra={"fields": {"warehouse": self.name, "error": describe(exc)}},
             )
-
-    def _side_channel(self, session: _Session) -> Any:
-        """A connector backend of its own, sharing the session's host, auth and TLS settings:
-        the session's backend sends one request at a time, under a lock that its running
-        call holds through each long poll (seconds on Databricks)."""
-        from databricks.sql.backend.thrift_backend import ThriftDatabricksClient
-
-        own = session.conn.session
-        return ThriftDatabricksClient(
-            server_hostname=own.host,
-            port=own.port,
-            http_path=own.http_path,
-            http_headers=[("User-Agent", own.useragent_header)],
-            auth_provider=own.auth_provider,
-            ssl_options=own.ssl_options,
-            http_client=own.http_client,
-            **self._transport_kwargs(CANCEL_TIMEOUT_SECONDS),
-        )
 
     def ping(self) -> None:
         self.query("SELECT 1 AS ok", {}, timeout=min(self.statement_timeout, 60.0))
