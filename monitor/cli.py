@@ -112,9 +112,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             warehouse.ping()
             warehouse.close()
             print(f"warehouse {name} ({settings.kind}): ok")
-        except WarehouseError as exc:
+        except KpiMonitorError as exc:
             failed = True
-            print(f"warehouse {name} ({settings.kind}): FAILED: {exc.detail}")
+            # the line names the warehouse already
+            problem = exc.detail if isinstance(exc, WarehouseError) else str(exc)
+            print(f"warehouse {name} ({settings.kind}): FAILED: {problem}")
     return EXIT_ERROR if failed else EXIT_OK
 
 
