@@ -20,7 +20,7 @@ from typing import Any
 from monitor import __version__, logs
 from monitor.config import Config, json_schema, load_config
 from monitor.durations import parse_duration
-from monitor.errors import ConfigError, KpiMonitorError
+from monitor.errors import ConfigError, KpiMonitorError, WarehouseError
 
 EXIT_OK = 0
 EXIT_ANOMALY = 1
@@ -115,7 +115,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"warehouse {name} ({settings.kind}): ok")
         except KpiMonitorError as exc:
             failed = True
-            print(f"warehouse {name} ({settings.kind}): FAILED: {exc}")
+            # the line names the warehouse already
+            problem = exc.detail if isinstance(exc, WarehouseError) else str(exc)
+            print(f"warehouse {name} ({settings.kind}): FAILED: {problem}")
     return EXIT_ERROR if failed else EXIT_OK
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -116,20 +117,84 @@ class DuckDBWarehouseConfig(_Model):
     """An embedded DuckDB file, opened read-only."""
 
     kind: Literal["duckdb"]
-    path: str
-    statement_timeout: float = 300.0
-    # seconds the file stays open after the last query: a writer in another process cannot
-    # take the file while it is open, but reopening costs tens of milliseconds a query
-    keep_open: float = Field(default=1.0, ge=0, le=3600)
+    path: str = Field(description="the DuckDB file, opened read-only while a query runs")
+    statement_timeout: float = Field(
+        default=300.0, gt=0, description="seconds a query may run before it is interrupted"
+    )
+    # a writer in another process cannot take the file while it is open, but reopening costs
+    # tens of milliseconds a query
+    keep_open: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="seconds the file stays open after the last query, for the next one",
+    )
 
 
 class PostgresWarehouseConfig(_Model):
     """A PostgreSQL database reached through psycopg 3."""
 
     kind: Literal["postgres"]
-    dsn: SecretStr
-    statement_timeout: float = 300.0
-    pool_size: int = Field(default=4, ge=1, le=64)
+    dsn: SecretStr = Field(
+        description="libpq connection string or postgresql:// URL (the password never appears "
+        "in messages)"
+    )
+    statement_timeout: float = Field(
+        default=300.0, gt=0, description="seconds a query may run; the server cancels it after"
+    )
+    pool_size: int = Field(default=4, ge=1, le=64, description="connections kept open at most")
+
+
+def split_server_hostname(value: str) -> tuple[str, int | None]:
+    """A Databricks server hostname as ``(host, port)``.
+
+    Takes what the warehouse's connection details show (``adb-1.2.azuredatabricks.net``), with
+    an optional port (``host:8443``) or as a URL (``https://host[:port]/``).
+    """
+    text = value.strip()
+    parts = urllib.parse.urlsplit(text if "//" in text else f"//{text}")
+    if parts.scheme not in ("", "https"):
+        raise ValueError(f"{value!r}: Databricks is reached over https only")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: give the host (and port) only; the path goes in http_path")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r}: the port is not a number from 1 to 65535") from None
+    if not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} is not a host name, host:port or https://host URL")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return host, port
+
+
+def _server_hostname(value: str | None) -> str | None:
+    if value:
+        split_server_hostname(value)
+    return value or None
+
+
+def _connection_uri(value: str | None) -> str | None:
+    if not value:
+        return None
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s):// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises for a bad port
+    except ValueError:
+        raise ValueError(f"{value!r}: the port is not a number from 1 to 65535") from None
+    return value.strip()
+
+
+def _readable_file(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+    return value
 
 
 class DatabricksWarehouseConfig(_Model):
@@ -138,17 +203,55 @@ class DatabricksWarehouseConfig(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     kind: Literal["databricks"]
-    server_hostname: str | None = None
-    http_path: str | None = None
-    access_token: SecretStr | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    catalog: str | None = None
-    schema_: str | None = Field(default=None, alias="schema")
-    statement_timeout: float = 300.0
-    retries: int = Field(default=3, ge=0, le=10)
-    connection_uri: str | None = None
-    tls_trusted_ca_file: str | None = None
+    server_hostname: Annotated[str | None, AfterValidator(_server_hostname)] = Field(
+        default=None,
+        description="the warehouse's Server hostname, with an optional port (host:8443) "
+        "(default: DATABRICKS_HOST)",
+    )
+    http_path: str | None = Field(
+        default=None,
+        description="the warehouse's HTTP path, /sql/1.0/warehouses/<id> "
+        "(default: DATABRICKS_HTTP_PATH)",
+    )
+    access_token: SecretStr | None = Field(
+        default=None, description="a personal access token (default: DATABRICKS_TOKEN)"
+    )
+    client_id: str | None = Field(
+        default=None,
+        description="a service principal's OAuth client id, with client_secret, instead of a "
+        "token (default: DATABRICKS_CLIENT_ID)",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        description="the service principal's OAuth secret (default: DATABRICKS_CLIENT_SECRET)",
+    )
+    catalog: str | None = Field(default=None, description="initial catalog of each session")
+    schema_: str | None = Field(
+        default=None, alias="schema", description="initial schema of each session"
+    )
+    statement_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a query may take, retries and waits included; the warehouse "
+        "cancels the statement after (STATEMENT_TIMEOUT)",
+    )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="retries of a query after a network error or HTTP 429/5xx, within the "
+        "statement timeout",
+    )
+    connection_uri: Annotated[str | None, AfterValidator(_connection_uri)] = Field(
+        default=None,
+        description="the full URL of the warehouse's HTTP path, instead of server_hostname and "
+        "http_path: an https:// (or http://) endpoint such as a proxy in front of the warehouse",
+    )
+    tls_trusted_ca_file: Annotated[str | None, AfterValidator(_readable_file)] = Field(
+        default=None,
+        description="a PEM file of the certificate authorities to trust instead of the "
+        "system's (a private CA, a TLS-inspecting proxy)",
+    )
 
 
 WarehouseConfig = Annotated[
@@ -250,6 +353,9 @@ class CheckConfig(_Model):
     dimensions: list[Identifier] = Field(default_factory=list, max_length=4)
     max_segments: int = Field(default=20, ge=1, le=500)
     sql: str | None = None
+    # sql checks: the warehouse stops after one row more, and more than this is that check's
+    # error (an unaggregated query once read 5 million rows into 1 GB)
+    max_rows: int = Field(default=200_000, ge=1, le=10_000_000)
     grain: Grain = "hour"
     timezone: TimeZone = "UTC"
     schedule: Schedule = "5m"

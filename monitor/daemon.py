@@ -19,7 +19,7 @@ from monitor.alerts.slack import SlackChannel
 from monitor.client import token_from_env
 from monitor.config import Config
 from monitor.engine import Engine
-from monitor.errors import StateStoreError
+from monitor.errors import KpiMonitorError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.grafana import GrafanaAnnotator
 from monitor.scheduler import CheckScheduler
@@ -80,12 +80,17 @@ class Daemon:
             deployments=self.watcher,
             watch=self.scheduler.watch,
         )
-        self.http = HttpServer(
-            self.api,
-            host or config.server.host,
-            port if port is not None else config.server.port,
-            threads=config.server.threads,
-        )
+        try:
+            self.http = HttpServer(
+                self.api,
+                host or config.server.host,
+                port if port is not None else config.server.port,
+                threads=config.server.threads,
+            )
+        except KpiMonitorError:
+            self._close_warehouses()
+            self.store.close()
+            raise
         self._stop = threading.Event()
 
     @property
@@ -120,13 +125,24 @@ class Daemon:
     def stop(self) -> None:
         log.info("stopping")
         finished = self.scheduler.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
-        for warehouse in self.warehouses.values():
-            warehouse.close()  # and cancels the statements still running
+        self._close_warehouses()
         if not finished:
             self.scheduler.wait_idle(timeout=2.0)  # their runs end as errors, state saved
         self.http.stop()
         self.store.close()
         log.info("stopped")
+
+    def _close_warehouses(self) -> None:
+        """Close every warehouse, cancelling the statements still running. Each close waits up
+        to a few seconds for its statements to stop: side by side, that wait is paid once."""
+        closers = [
+            threading.Thread(target=warehouse.close, name=f"close-{name}")
+            for name, warehouse in self.warehouses.items()
+        ]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop.set()

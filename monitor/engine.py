@@ -322,7 +322,9 @@ class Engine:
             # bad SQL or a malformed answer is the check's fault: the warehouse did answer
             down = isinstance(exc, WarehouseUnavailable | QueryTimeout)
             self.metrics.warehouse_up.labels(warehouse_name).set(0 if down else 1)
-            return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
+            # the log line names the warehouse in its own field; the run's error names it itself
+            fields = {**labels, "error": exc.detail}
+            return self._finish(check, "error", started, t0, error=str(exc), fields=fields)
         except StateStoreError as exc:
             # what was judged could not be saved: forget it, so the next run judges it again
             self._forget(check.name)
@@ -358,7 +360,7 @@ class Engine:
         if error is not None:
             log.warning(
                 "check run failed",
-                extra={"fields": {**(fields or {}), "check": check.name, "error": error}},
+                extra={"fields": {"check": check.name, "error": error, **(fields or {})}},
             )
         return RunResult(check.name, outcome, started, elapsed, error, statuses or [], notes or [])
 

@@ -87,7 +87,8 @@ def series_query(
     until: datetime | None = None,
     batch: Sequence[CheckConfig] = (),
 ) -> Query:
-    """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks.
+    """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks
+    (an sql check's own query, limited to ``max_rows`` + 1 rows).
 
     ``bucket`` is the naive UTC start of the business-time bucket; ``segment`` is '' without
     dimensions, else the dimension values joined by '|' with all but the ``max_segments``
@@ -99,7 +100,12 @@ def series_query(
     params: dict[str, object] = {"since": _naive_utc(since)}
     if check.kind == "sql":
         assert check.sql is not None
-        return Query(_SINCE.sub(dialect.param("since"), check.sql.strip().rstrip(";")), params)
+        sql = _SINCE.sub(dialect.param("since"), check.sql.strip().rstrip(";"))
+        # one row past max_rows tells a result that is too big (normalise refuses it) from one
+        # that just fits, and the warehouse stops there instead of sending millions of rows
+        return Query(
+            f"SELECT * FROM (\n{sql}\n) AS kpimon_sql LIMIT {int(check.max_rows) + 1}", params
+        )
     if check.kind not in ("metric", "row_count"):
         raise ValueError(f"{check.kind} checks have no series query")
     assert check.table is not None and check.timestamp_column is not None

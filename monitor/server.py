@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hmac
 import json
@@ -25,6 +26,7 @@ from waitress.server import create_server
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
+from monitor.errors import KpiMonitorError
 from monitor.exporter import Metrics
 from monitor.pages import render
 from monitor.pages.collect import PageData
@@ -426,15 +428,22 @@ class HttpServer:
     """waitress on its own thread; ``stop`` closes the listening socket and the workers."""
 
     def __init__(self, app: Api, host: str, port: int, threads: int = 8) -> None:
-        self._server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            ident="kpi-monitor",
-            max_request_body_size=MAX_DEPLOYMENT_BYTES,
-            clear_untrusted_proxy_headers=True,
-        )
+        """:raises KpiMonitorError: the address cannot be listened on (port in use, bad host)."""
+        try:
+            self._server = create_server(
+                app,
+                host=host,
+                port=port,
+                threads=threads,
+                ident="kpi-monitor",
+                max_request_body_size=MAX_DEPLOYMENT_BYTES,
+                clear_untrusted_proxy_headers=True,
+            )
+        except OSError as exc:
+            raise KpiMonitorError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                + (" (use another --port or server.port)" if exc.errno == errno.EADDRINUSE else "")
+            ) from None
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 
 from monitor.cli import main
 from tests.conftest import demo_document, free_port, write_config
-from tests.daemon_process import KPI_MONITOR, DaemonProcess
+from tests.daemon_process import KPI_MONITOR, DaemonProcess, run_kpi_monitor
 from tests.duckdb_writes import write
 from tests.slack_server import SlackServer
 
@@ -74,7 +75,7 @@ def test_check_exits_2_on_an_error_or_unknown_check(
     document["warehouse"]["path"] = str(tmp_path / "gone.duckdb")
     broken = write_config(tmp_path / "gone.yaml", document)
     assert main(["check", "-c", str(broken), "--check", "signups"]) == 2
-    assert "ERROR: DuckDB file" in capsys.readouterr().out
+    assert "ERROR: warehouse 'default': DuckDB file" in capsys.readouterr().out
 
 
 def test_validate_and_connect(
@@ -116,6 +117,22 @@ def test_a_broken_config_stops_the_daemon_with_the_field_and_exit_2(
         "  checks[3].grain: Input should be 'hour' or 'day' (got 'fortnight')",
     ]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_run_on_a_port_in_use_says_so_in_one_line_and_exits_2(live_config: Path) -> None:
+    """Issue 14, item 25: the daemon died with a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_kpi_monitor(
+            "run", "-c", str(live_config), "--host", "127.0.0.1", "--port", str(port)
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"kpi-monitor: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(use another --port or server.port)"
+    ]
 
 
 def test_a_pipeline_gate_fails_a_breaking_deployment_and_passes_a_benign_one(

@@ -147,3 +147,16 @@ def test_bad_defaults_key() -> None:
 def test_committed_json_schema_is_current() -> None:
     committed = json.loads((REPO / "config" / "kpi-monitor.schema.json").read_text())
     assert committed == json_schema(), "run `make schema` and commit config/kpi-monitor.schema.json"
+
+
+WAREHOUSE_MODELS = ("DuckDBWarehouseConfig", "PostgresWarehouseConfig", "DatabricksWarehouseConfig")
+
+
+def test_every_warehouse_field_is_described_in_the_schema_and_the_readme() -> None:
+    """Issue 14, item 26: connection_uri and tls_trusted_ca_file were documented nowhere."""
+    definitions = json_schema()["$defs"]
+    readme = (REPO / "README.md").read_text()
+    for model in WAREHOUSE_MODELS:
+        fields = {k: v for k, v in definitions[model]["properties"].items() if k != "kind"}
+        assert [k for k, v in fields.items() if not v.get("description")] == [], model
+        assert [k for k in fields if f"`{k}`" not in readme] == [], model

@@ -180,7 +180,8 @@ def test_sql_checks_cannot_write(demo_dir: Path) -> None:
         {
             "name": "sneaky",
             "kind": "sql",
-            "sql": "delete from analytics.signups where signup_ts >= :since returning signup_ts as bucket, 1 as value",
+            # closes the LIMIT wrapper around the check's query to slip a DELETE in between
+            "sql": "select 1); delete from analytics.signups; select * from (select :since as bucket, 1 as value",
         }
     ]
     config = parse_config(document)
