@@ -1,4 +1,4 @@
-"""The ``kpi-monitor`` command: run, check, validate, demo.
+"""The kpi-monitor command line: run, demo, check, validate, backtest, deployment.
 
 Exit codes: 0 success (``check``: all normal), 1 an anomaly (``check``), 2 an error (bad config,
 unreachable warehouse, failed check).
@@ -7,6 +7,7 @@ unreachable warehouse, failed check).
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import os
@@ -14,11 +15,12 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from monitor import __version__, logs
-from monitor.config import Config, json_schema, load_config
+from monitor.config import CheckConfig, Config, json_schema, load_config
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError, KpiMonitorError
 
@@ -38,6 +40,20 @@ def _config_path(arg: str | None) -> str:
 
 def _load(args: argparse.Namespace) -> Config:
     return load_config(_config_path(args.config))
+
+
+def _named_checks(config: Config, names: Sequence[str]) -> list[CheckConfig]:
+    """The configured checks of these names; an unknown one is an error listing the names."""
+    known = [c.name for c in config.checks]
+    unknown = [n for n in names if config.check(n) is None]
+    if unknown:
+        problems = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"no check named {name!r}{hint}; the checks are: {', '.join(known)}")
+        raise ConfigError(config.source, problems)
+    return [c for n in names for c in [config.check(n)] if c is not None]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -75,20 +91,23 @@ def _demo_config() -> Path:
 def cmd_check(args: argparse.Namespace) -> int:
     from monitor.engine import Engine
     from monitor.exporter import Metrics
-    from monitor.report import render_table
+    from monitor.report import render_sql, render_table
     from monitor.store import StateStore
     from monitor.warehouse import open_warehouses
 
     config = _load(args)
-    names = args.check or [c.name for c in config.checks]
-    unknown = [n for n in names if config.check(n) is None]
-    if unknown:
-        raise ConfigError(config.source, [f"no check named {n!r}" for n in unknown])
+    checks = _named_checks(config, args.check or [c.name for c in config.checks])
+    if args.show_sql:
+        print("\n\n".join(render_sql(config, check, datetime.now(UTC)) for check in checks))
+        return EXIT_OK
     # a one-off pass: judged in memory, so it neither alerts nor disturbs a daemon's state
-    engine = Engine(
-        config, open_warehouses(config), StateStore(":memory:"), Metrics(), announce=False
-    )
-    results = [engine.run(name) for name in names]
+    warehouses = open_warehouses(config)
+    try:
+        engine = Engine(config, warehouses, StateStore(":memory:"), Metrics(), announce=False)
+        results = [engine.run(check.name) for check in checks]
+    finally:
+        for warehouse in warehouses.values():
+            warehouse.close()
     print(render_table(results, engine))
     if any(r.outcome == "error" for r in results):
         return EXIT_ERROR
@@ -101,20 +120,42 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     config = _load(args)
     print(f"{config.source}: valid, {len(config.checks)} checks")
+    for check in config.checks:
+        print(f"  {check.name} ({check.kind}): {config.origin(check.name)}")
     if not args.connect:
         return EXIT_OK
+    from monitor.queries import probe_query
     from monitor.warehouse import open_warehouse
 
     failed = False
+    now = datetime.now(UTC)
     for name, settings in config.all_warehouses().items():
+        warehouse = open_warehouse(name, settings)
         try:
-            warehouse = open_warehouse(name, settings)
-            warehouse.ping()
-            warehouse.close()
+            try:
+                warehouse.ping()
+            except KpiMonitorError as exc:
+                failed = True
+                print(f"warehouse {name} ({settings.kind}): FAILED: {exc}")
+                for check in config.checks:
+                    if config.warehouse_of(check) == name:
+                        print(f"check {check.name}: not tried: its warehouse is unreachable")
+                continue
             print(f"warehouse {name} ({settings.kind}): ok")
-        except KpiMonitorError as exc:
-            failed = True
-            print(f"warehouse {name} ({settings.kind}): FAILED: {exc}")
+            for check in config.checks:
+                if config.warehouse_of(check) != name:
+                    continue
+                # the check's own query, made to return no rows: a missing table or column, a
+                # typo in `expression` or `where`, or a missing grant fails here, not at 3 am
+                query = probe_query(check, warehouse.dialect, now)
+                try:
+                    warehouse.query(query.sql, query.params)
+                    print(f"check {check.name}: ok")
+                except KpiMonitorError as exc:
+                    failed = True
+                    print(f"check {check.name}: FAILED: {exc}")
+        finally:
+            warehouse.close()
     return EXIT_ERROR if failed else EXIT_OK
 
 
@@ -316,7 +357,16 @@ def cmd_deployment_verify(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kpi-monitor", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="kpi-monitor",
+        description=(
+            "KPI anomaly monitor: learns a seasonal baseline per warehouse metric, exports "
+            "Prometheus metrics and sends one alert per episode."
+        ),
+        epilog=(
+            "The config file is -c PATH or $KPIMON_CONFIG. Exit codes: 0 ok, 1 an anomaly "
+            "(check) or a failed deployment, 2 an error, 3 no deployment verdict in time. "
+            "`kpi-monitor COMMAND --help` describes a command."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"kpi-monitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -350,12 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--check", action="append", metavar="NAME", help="only this check (repeatable)"
     )
+    check.add_argument(
+        "--show-sql",
+        action="store_true",
+        help="print the SQL each check sends (its first, full-lookback run) and run nothing",
+    )
     check.set_defaults(func=cmd_check)
 
     validate = sub.add_parser("validate", help="validate the config file")
     with_config(validate)
     validate.add_argument(
-        "--connect", action="store_true", help="also check that each warehouse answers"
+        "--connect",
+        action="store_true",
+        help="also check that each warehouse answers and that each check's query runs there "
+        "(as a query returning no rows)",
     )
     validate.add_argument(
         "--schema", action="store_true", help="print the config's JSON Schema and exit"

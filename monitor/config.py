@@ -8,13 +8,16 @@ an error naming it.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
 import zoneinfo
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -31,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.dbt import ArtifactError
+from monitor.dbt_checks import DeclaredCheck, declared_checks
 from monitor.dialects import Grain, is_plain_identifier
 from monitor.durations import is_cron, parse_duration, seconds
 from monitor.errors import ConfigError
@@ -123,12 +128,18 @@ class DuckDBWarehouseConfig(_Model):
 
 
 class PostgresWarehouseConfig(_Model):
-    """A PostgreSQL database reached through psycopg 3."""
+    """A PostgreSQL database reached through psycopg 3 (``kind: postgresql`` is the same)."""
 
-    kind: Literal["postgres"]
+    kind: Literal["postgres", "postgresql"]
     dsn: SecretStr
     statement_timeout: float = 300.0
     pool_size: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("kind")
+    @classmethod
+    def _one_name(cls, value: str) -> Literal["postgres"]:
+        # the state URL says postgresql://, so users write it here too
+        return "postgres"
 
 
 class DatabricksWarehouseConfig(_Model):
@@ -263,6 +274,8 @@ class CheckConfig(_Model):
     resolve_after: int = Field(default=2, ge=1, le=100)
     fill_missing: Literal["zero", "none"] | None = None
     max_age: PositiveDuration | None = None
+    min: float | None = None
+    max: float | None = None
     owner: str | None = None
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
@@ -285,6 +298,10 @@ class CheckConfig(_Model):
             raise ValueError(f"a {self.kind} check needs {', '.join(missing)}")
         if self.kind in ("freshness", "sql") and self.dimensions:
             raise ValueError(f"a {self.kind} check takes no dimensions")
+        if self.kind == "freshness" and (self.min is not None or self.max is not None):
+            raise ValueError("a freshness check takes no min or max: give max_age")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g})")
         if self.kind == "sql" and self.sql is not None and ":since" not in self.sql:
             raise ValueError("the sql must filter on :since so each run reads only the lookback")
         return self
@@ -316,6 +333,17 @@ class CheckConfig(_Model):
         return self.labels.get("team", "")
 
 
+class DbtConfig(_Model):
+    """Checks declared in a dbt project, next to its models (README: Checks in dbt)."""
+
+    manifest: str
+    """The project's compiled ``target/manifest.json``; a relative path is read from the config
+    file's directory."""
+    semantic_metrics: Literal["tagged", "all"] = "tagged"
+    """Which simple metrics of the semantic layer become checks: those whose meta has
+    ``kpi_monitor``, or all of them."""
+
+
 class Config(_Model):
     """The whole validated configuration."""
 
@@ -329,13 +357,25 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     defaults: dict[str, Any] = Field(default_factory=dict)
-    checks: list[CheckConfig] = Field(min_length=1)
+    dbt: DbtConfig | None = None
+    checks: list[CheckConfig] = Field(default_factory=list)
     _source: str = PrivateAttr(default="<memory>")
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _manifest: Path | None = PrivateAttr(default=None)
 
     @property
     def source(self) -> str:
         """The file this config was read from, for messages."""
         return self._source
+
+    @property
+    def manifest_path(self) -> Path | None:
+        """The dbt manifest the checks were read from, if any (resolved)."""
+        return self._manifest
+
+    def origin(self, name: str) -> str:
+        """Where a check is declared: the config file and its index, or the dbt node and file."""
+        return self._origins.get(name, self._source)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -403,7 +443,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("duckdb", "postgres", "databricks", "function-after", "function-before"):
+        elif part in _WAREHOUSE_KINDS or part in ("function-after", "function-before"):
             # pydantic's discriminator and validator tags are not part of the user's document
             continue
         else:
@@ -412,12 +452,123 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 _SECRET_FIELDS = {"token", "dsn", "url", "access_token", "client_secret", "password"}
+_WAREHOUSE_KINDS: dict[str, type[BaseModel]] = {
+    "duckdb": DuckDBWarehouseConfig,
+    "postgres": PostgresWarehouseConfig,
+    "postgresql": PostgresWarehouseConfig,
+    "databricks": DatabricksWarehouseConfig,
+}
+
+
+def _unwrap(node: Any) -> Any:
+    """``node`` without Annotated metadata and an Optional's None (None for other unions)."""
+    while True:
+        origin = get_origin(node)
+        if origin is Annotated:
+            node = get_args(node)[0]
+        elif origin in (Union, UnionType):
+            members = [a for a in get_args(node) if a is not type(None)]
+            if len(members) != 1:
+                return None
+            node = members[0]
+        else:
+            return node
+
+
+def _step(node: Any, part: int | str) -> Any:
+    """The type found at ``part`` inside the type ``node`` (None when it cannot be told)."""
+    if isinstance(part, str) and part in _WAREHOUSE_KINDS:
+        return _WAREHOUSE_KINDS[part]  # pydantic's tag of the union member it tried
+    node = _unwrap(node)
+    origin = get_origin(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        field = node.model_fields.get(str(part))
+        if field is None:
+            by_alias = {f.alias: f for f in node.model_fields.values() if f.alias}
+            field = by_alias.get(str(part))
+        return None if field is None else field.annotation
+    args = get_args(node)
+    if origin is list and isinstance(part, int) and args:
+        return args[0]
+    if origin is dict and isinstance(part, str) and len(args) == 2:
+        return args[1]
+    return None
+
+
+def field_names(model: type[BaseModel]) -> list[str]:
+    """The names a user writes for ``model``'s fields (aliases where they have one)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
+    """The valid field names next to the unknown one at ``loc``."""
+    node: Any = Config
+    for part in loc[:-1]:
+        node = _step(node, part)
+        if node is None:
+            return []
+    node = _unwrap(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return field_names(node)
+    return []
+
+
+def unknown_field(name: str, known: list[str]) -> str:
+    """"unknown field", with the nearest valid name when one is close."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field; did you mean {close[0]!r}?"
+    return "unknown field (check the spelling; the README lists every field)"
+
+
+def default_problems(defaults: Mapping[str, Any]) -> list[str]:
+    """What is wrong in ``defaults``, each said once at ``defaults.<field>`` (not once for every
+    check it would be copied into)."""
+    settable = [n for n in CheckConfig.model_fields if n not in ("name", "kind")]
+    problems = [
+        f"defaults.{key}: not a check field that can have a default"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        for key in defaults
+        if key not in settable
+        for close in [difflib.get_close_matches(str(key), settable, n=1, cutoff=0.6)]
+    ]
+    if problems:
+        return problems
+    # the values, on a check that needs nothing else (what a kind needs is each check's matter)
+    probe = {"name": "defaults", "kind": "sql", "sql": "select :since", **defaults}
+    try:
+        CheckConfig.model_validate(probe)
+    except ValidationError as exc:
+        return [
+            f"{_join('defaults', _where(error))}: {_describe(error)}"
+            for error in exc.errors()
+            if error["loc"] and error["loc"][0] in defaults
+        ]
+    return []
+
+
+def _where(error: Mapping[str, Any]) -> str:
+    """The user's path to a pydantic error: a warehouse without a known kind is at ``.kind``."""
+    where = _location(tuple(error["loc"]))
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        where = _join(where, "kind")
+    return where
 
 
 def _describe(error: Mapping[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown field (check the spelling; the README lists every field)"
+        message = unknown_field(str(error["loc"][-1]), _known_fields(tuple(error["loc"])))
+    elif error["type"] == "union_tag_invalid":
+        tag = str(error.get("ctx", {}).get("tag", ""))
+        close = difflib.get_close_matches(tag, list(_WAREHOUSE_KINDS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return (
+            f"unknown warehouse kind {tag!r}: use duckdb, postgres (or postgresql) "
+            f"or databricks{hint}"
+        )
+    elif error["type"] == "union_tag_not_found":
+        return "required field is missing: duckdb, postgres or databricks"
     elif error["type"] == "missing":
         message = "required field is missing"
     value = error.get("input")
@@ -445,6 +596,8 @@ def reference_problems(config: Config) -> list[str]:
         problems.append("warehouses: give either warehouse or warehouses, not both")
     if config.warehouse is None and not config.warehouses:
         problems.append("warehouse: no warehouse configured: add a warehouse section")
+    if not config.checks:
+        problems.append("checks: no checks: list them here, or declare them in dbt (dbt.manifest)")
     seen: set[str] = set()
     for i, check in enumerate(config.checks):
         if check.name in seen:
@@ -452,6 +605,11 @@ def reference_problems(config: Config) -> list[str]:
                 f"checks[{i}].name: two checks are named {check.name!r}; names must be unique"
             )
         seen.add(check.name)
+        if config.warehouse is not None and check.warehouse not in (None, "default"):
+            problems.append(
+                f"checks[{i}].warehouse: names warehouse {check.warehouse!r}, but only one "
+                "(default) is configured"
+            )
         if config.warehouses and check.warehouse not in config.warehouses:
             known = ", ".join(sorted(config.warehouses))
             problems.append(
@@ -475,14 +633,19 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(source, ["defaults: must be a mapping of check fields"])
-    for key in defaults:
-        if key not in CheckConfig.model_fields or key in ("name", "kind"):
-            problems.append(f"defaults.{key}: not a check field that can have a default")
+    problems = default_problems(defaults)
     if problems:
         raise ConfigError(source, problems)
     checks = document.get("checks")
+    written = [{**defaults, **c} if isinstance(c, dict) else c for c in checks or []]
     if isinstance(checks, list):
-        document["checks"] = [{**defaults, **c} if isinstance(c, dict) else c for c in checks]
+        document["checks"] = written
+    manifest, declared = _dbt_checks(document.get("dbt"), source)
+    problems = _declared_problems(declared, written, defaults)
+    if problems:
+        raise ConfigError(source, problems)
+    if declared:
+        document["checks"] = [*written, *({**defaults, **d.document} for d in declared)]
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
@@ -492,10 +655,78 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
             if isinstance(cause, _ReferenceProblems):
                 found.extend(cause.problems)  # they name their own field paths
             else:
-                found.append(f"{_location(error['loc']) or '(top level)'}: {_describe(error)}")
-        raise ConfigError(source, found) from None
+                found.append(f"{_where(error) or '(top level)'}: {_describe(error)}")
+        # a check from dbt is named by its node, not by where it landed in the list
+        origins = {f"checks[{len(written) + i}]": d.origin for i, d in enumerate(declared)}
+        raise ConfigError(source, [_renamed(p, origins) for p in found]) from None
     config._source = source
+    config._manifest = manifest
+    config._origins = {
+        **{c.name: f"{source}, checks[{i}]" for i, c in enumerate(config.checks[: len(written)])},
+        **{c.name: d.origin for c, d in zip(config.checks[len(written) :], declared, strict=True)},
+    }
     return config
+
+
+def _renamed(problem: str, origins: Mapping[str, str]) -> str:
+    head, dot, rest = problem.partition(".")
+    head, colon, tail = (head, "", "") if dot else problem.partition(":")
+    origin = origins.get(head)
+    if origin is None:
+        return problem
+    return f"{origin}: meta.kpi_monitor.{rest}" if dot else f"{origin}{colon}{tail}"
+
+
+def _dbt_checks(section: object, source: str) -> tuple[Path | None, list[DeclaredCheck]]:
+    """The checks declared in the dbt manifest that ``dbt:`` names (none without one)."""
+    if section is None:
+        return None, []
+    try:
+        dbt = DbtConfig.model_validate(section)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("dbt", *e["loc"])} for e in exc.errors()]
+        problems = [f"{_where(e)}: {_describe(e)}" for e in errors]
+        raise ConfigError(source, problems) from None
+    path = Path(dbt.manifest)
+    if not path.is_absolute() and source != "<memory>":
+        path = Path(source).parent / path
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(source, [f"dbt.manifest: cannot read {path}: {exc.strerror}"]) from None
+    except ValueError as exc:
+        raise ConfigError(source, [f"dbt.manifest: {path} is not JSON: {exc}"]) from None
+    try:
+        declared, refused = declared_checks(manifest, dbt.semantic_metrics)
+    except ArtifactError as exc:
+        raise ConfigError(source, [f"dbt.manifest: {path}: {exc}"]) from None
+    if refused:
+        raise ConfigError(source, [str(exc) for exc in refused])
+    return path, declared
+
+
+def _declared_problems(
+    declared: list[DeclaredCheck], written: list[Any], defaults: Mapping[str, Any]
+) -> list[str]:
+    """Checks from dbt that clash by name with another, or are not valid checks."""
+    seen = {c.get("name"): f"checks[{i}]" for i, c in enumerate(written) if isinstance(c, dict)}
+    problems = []
+    for check in declared:
+        name = check.document.get("name")
+        if name in seen:
+            problems.append(
+                f"{check.origin}: meta.kpi_monitor.name: a check named {name!r} is also "
+                f"declared at {seen[name]}; names must be unique"
+            )
+        seen[name] = check.origin
+        try:
+            CheckConfig.model_validate({**defaults, **check.document})
+        except ValidationError as exc:
+            problems.extend(
+                f"{check.origin}: {_join('meta.kpi_monitor', _where(e))}: {_describe(e)}"
+                for e in exc.errors()
+            )
+    return problems
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

@@ -43,6 +43,7 @@ from monitor.queries import (
     newest_row_query,
     series_query,
 )
+from monitor.rules import Bounds, apply_bounds
 from monitor.series import normalise
 from monitor.store import StateStore
 from monitor.warehouse.base import Warehouse
@@ -373,7 +374,11 @@ class Engine:
         for segment, series in found.items():
             if series.empty:
                 continue
-            verdicts = self._score_new(check, segment, series, policy)
+            bounds = Bounds(check.min, check.max)
+            verdicts = [
+                apply_bounds(v, bounds, policy.open_after)
+                for v in self._score_new(check, segment, series, policy)
+            ]
             quiet = self._models[check.name][segment].quiet_start
             judged.append(self._judge(check, segment, verdicts, policy, chart, quiet))
         statuses, notes = self._commit(check, judged)
@@ -691,9 +696,11 @@ class Engine:
         verdict: Verdict,
         transition: Transition,
     ) -> Notification:
-        cause = None
-        if transition.kind == "opened" and self.cause is not None:
-            cause = self.cause(check, to_utc(transition.since).to_pydatetime(), self.clock())
+        cause, reason = None, ""
+        if transition.kind == "opened":
+            reason = Bounds(check.min, check.max).reason(verdict.value)
+            if self.cause is not None:
+                cause = self.cause(check, to_utc(transition.since).to_pydatetime(), self.clock())
         return Notification(
             kind=transition.kind,
             check=check.name,
@@ -712,6 +719,7 @@ class Engine:
             unit="seconds" if check.kind == "freshness" else "",  # a freshness value is an age
             labels=dict(check.labels),
             cause=cause,
+            reason=reason,
             table=check.table,
             links={
                 name: url
