@@ -7,7 +7,6 @@ unreachable warehouse, failed check).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import os
@@ -17,10 +16,9 @@ import urllib.parse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from monitor import __version__, logs
-from monitor.config import CheckConfig, Config, json_schema, load_config
+from monitor.config import Config, json_schema, load_config
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError, KpiMonitorError
 
@@ -40,20 +38,6 @@ def _config_path(arg: str | None) -> str:
 
 def _load(args: argparse.Namespace) -> Config:
     return load_config(_config_path(args.config))
-
-
-def _named_checks(config: Config, names: Sequence[str]) -> list[CheckConfig]:
-    """The configured checks of these names; an unknown one is an error listing the names."""
-    known = [c.name for c in config.checks]
-    unknown = [n for n in names if config.check(n) is None]
-    if unknown:
-        problems = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"no check named {name!r}{hint}; the checks are: {', '.join(known)}")
-        raise ConfigError(config.source, problems)
-    return [c for n in names for c in [config.check(n)] if c is not None]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -96,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from monitor.warehouse import open_warehouses
 
     config = _load(args)
-    checks = _named_checks(config, args.check or [c.name for c in config.checks])
+    checks = config.checks_named(args.check or [c.name for c in config.checks])
     if args.show_sql:
         print("\n\n".join(render_sql(config, check, datetime.now(UTC)) for check in checks))
         return EXIT_OK
@@ -160,115 +144,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 EXIT_TIMEOUT = 3
-_GRAINS = {"hour": 3600, "day": 86400}
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Replay history through the daemon's detection and alerting, causally."""
+    from monitor import cli_backtest
+
     if args.csv:
-        return _backtest_csv(args)
+        return cli_backtest.backtest_csv(args)
     if not args.check:
         raise KpiMonitorError("give --csv PATH, or -c CONFIG with --check NAME")
-    return _backtest_check(args)
-
-
-def _backtest_csv(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from monitor.alerts.state import AlertPolicy
-    from monitor.backtest import infer_bucket_seconds, replay
-    from monitor.detect import DetectorSpec
-
-    if not args.out:
-        raise KpiMonitorError("--csv needs --out OUT.csv for the scored rows")
-    try:
-        frame = pd.read_csv(args.csv)
-    except (OSError, ValueError) as exc:
-        raise KpiMonitorError(f"cannot read {args.csv}: {exc}") from None
-    for column in (args.timestamp_column, args.value_column):
-        if column not in frame.columns:
-            found = ", ".join(map(str, frame.columns))
-            raise KpiMonitorError(f"{args.csv} has no column {column!r} (columns: {found})")
-    if args.grain == "auto":
-        seconds = infer_bucket_seconds(frame[args.timestamp_column])
-    elif args.grain in _GRAINS:
-        seconds = _GRAINS[args.grain]
-    else:
-        seconds = int(parse_duration(args.grain).total_seconds())
-    spec_args: dict[str, object] = {"bucket_seconds": seconds}
-    if args.sensitivity is not None:
-        spec_args["sensitivity"] = args.sensitivity
-    result = replay(
-        frame,
-        DetectorSpec(**spec_args),  # type: ignore[arg-type]
-        AlertPolicy(open_after=args.alert_after, resolve_after=args.resolve_after),
-        timestamp_column=args.timestamp_column,
-        value_column=args.value_column,
-    )
-    result.rows.to_csv(args.out, index=False)
-    print(f"{len(result.rows)} rows in {seconds}s buckets -> {args.out}")
-    _print_episodes("", result.episodes)
-    return EXIT_OK
-
-
-def _backtest_check(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    import pandas as pd
-
-    from monitor.backtest import replay
-    from monitor.engine import alert_policy, detector_spec
-    from monitor.queries import series_query
-    from monitor.series import normalise
-    from monitor.warehouse import open_warehouses
-
     config = _load(args)
-    check = config.check(args.check)
-    if check is None:
-        raise ConfigError(config.source, [f"no check named {args.check!r}"])
-    if check.kind == "freshness":
-        raise KpiMonitorError(f"{check.name} is a freshness check: it has no series to replay")
-    warehouse = open_warehouses(config)[config.warehouse_of(check)]
-    now = datetime.now(UTC)
-    query = series_query(check, warehouse.dialect, now - parse_duration(args.since))
-    found = normalise(warehouse.query(query.sql, query.params), check, now)
-    if not found:
-        print(f"{check.name}: no data since {args.since} ago")
-        return EXIT_OK
-    replays = {}
-    for segment, series in found.items():
-        frame = pd.DataFrame({"timestamp": series.index, "value": series.to_numpy()})
-        replays[segment] = replay(frame, detector_spec(check), alert_policy(check), aggregate="sum")
-        _print_episodes(
-            f"{check.name} [{segment}]" if segment else check.name, replays[segment].episodes
-        )
-    if args.plot:
-        from monitor.alerts.charts import render_chart
-
-        segment = args.segment if args.segment is not None else next(iter(replays))
-        if segment not in replays:
-            raise KpiMonitorError(f"no segment {segment!r}; segments: {', '.join(replays)}")
-        buckets = replays[segment].buckets
-        png = render_chart(buckets, title=f"{check.name} [{segment}]" if segment else check.name)
-        Path(args.plot).write_bytes(png)
-        print(f"chart of {len(buckets)} buckets -> {args.plot}")
-    return EXIT_OK
-
-
-def _print_episodes(name: str, episodes: list[Any]) -> None:
-    label = f"{name}: " if name else ""
-    if not episodes:
-        print(f"{label}no alert would have fired")
-    for episode in episodes:
-        resolved = (
-            f", resolved {episode.resolved:%Y-%m-%d %H:%M}"
-            if episode.resolved is not None
-            else ", still open"
-        )
-        print(
-            f"{label}alert at {episode.opened:%Y-%m-%d %H:%M} "
-            f"(deviating since {episode.since:%Y-%m-%d %H:%M}){resolved}"
-        )
+    [check] = config.checks_named([args.check])
+    return cli_backtest.backtest_check(config, check, args)
 
 
 def cmd_deployment_record(args: argparse.Namespace) -> int:
@@ -423,33 +311,41 @@ def build_parser() -> argparse.ArgumentParser:
     backtest = sub.add_parser(
         "backtest", help="replay history through the detector: what would have fired"
     )
-    backtest.add_argument("--csv", metavar="PATH", help="a CSV of timestamp,value rows")
-    backtest.add_argument("--timestamp-column", default="timestamp")
-    backtest.add_argument("--value-column", default="value")
-    backtest.add_argument(
-        "--grain", default="auto", help="auto, hour, day or a duration such as 5m"
-    )
-    backtest.add_argument(
-        "--sensitivity", type=float, help="band half-width in robust standard units"
-    )
-    backtest.add_argument(
-        "--alert-after", type=int, default=1, help="anomalous buckets that open an alert (CSV)"
-    )
-    backtest.add_argument(
-        "--resolve-after", type=int, default=2, help="normal buckets that resolve it (CSV)"
-    )
-    backtest.add_argument(
-        "--out",
-        metavar="OUT.csv",
-        help="scored rows: timestamp,value,expected,lower,upper,score,alert",
-    )
-    backtest.add_argument("-c", "--config", help="config file (default: $KPIMON_CONFIG)")
-    backtest.add_argument(
+    source = backtest.add_argument_group("what to replay")
+    source.add_argument("--csv", metavar="PATH", help="a CSV of timestamp,value rows")
+    source.add_argument("-c", "--config", help="config file (default: $KPIMON_CONFIG)")
+    source.add_argument(
         "--check", metavar="NAME", help="replay a configured check's warehouse history"
     )
-    backtest.add_argument("--since", default="90d", help="how far back (default 90d)")
-    backtest.add_argument("--segment", help="the segment --plot draws (default: the first)")
-    backtest.add_argument("--plot", metavar="OUT.png", help="draw the series, band and alerts")
+    source.add_argument(
+        "--since",
+        default="90d",
+        help="the window reported for --check (default 90d); the model learns from the "
+        "check's lookback before it",
+    )
+    source.add_argument("--segment", help="only this segment in --plot (default: those alerted)")
+    csv = backtest.add_argument_group("CSV options")
+    csv.add_argument("--timestamp-column", default="timestamp")
+    csv.add_argument("--value-column", default="value")
+    csv.add_argument("--grain", default="auto", help="auto, hour, day or a duration such as 5m")
+    csv.add_argument("--sensitivity", type=float, help="band half-width in robust standard units")
+    csv.add_argument(
+        "--alert-after", type=int, default=1, help="anomalous buckets that open an alert"
+    )
+    csv.add_argument("--resolve-after", type=int, default=2, help="normal buckets that resolve it")
+    csv.add_argument("--min", type=float, help="a fixed lower bound (a check's `min`)")
+    csv.add_argument("--max", type=float, help="a fixed upper bound (a check's `max`)")
+    output = backtest.add_argument_group("output")
+    output.add_argument(
+        "--out",
+        metavar="OUT.csv",
+        help="scored rows: [segment,]timestamp,value,expected,lower,upper,score,alert",
+    )
+    output.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="draw what alerted: values, band, anomalies, alert episodes, deployments",
+    )
     backtest.set_defaults(func=cmd_backtest)
 
     deployment = sub.add_parser(

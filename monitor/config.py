@@ -13,7 +13,7 @@ import json
 import os
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import UnionType
@@ -396,6 +396,18 @@ class Config(_Model):
 
     def check(self, name: str) -> CheckConfig | None:
         return next((c for c in self.checks if c.name == name), None)
+
+    def checks_named(self, names: Sequence[str]) -> list[CheckConfig]:
+        """The checks of these names; an unknown one is a ConfigError listing the names."""
+        known = [c.name for c in self.checks]
+        problems = []
+        for name in (n for n in names if self.check(n) is None):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"no check named {name!r}{hint}; the checks are: {', '.join(known)}")
+        if problems:
+            raise ConfigError(self.source, problems)
+        return [c for n in names for c in [self.check(n)] if c is not None]
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -153,9 +153,14 @@ def _aggregate(check: CheckConfig) -> str:
 
 
 def freshness_query(
-    check: CheckConfig, dialect: Dialect, since: datetime, until: datetime | None = None
+    check: CheckConfig,
+    dialect: Dialect,
+    since: datetime,
+    until: datetime | None = None,
+    limit: int | None = FRESHNESS_HISTORY_LIMIT,
 ) -> Query:
-    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first.
+    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first: the
+    newest ``limit`` of them (None: all, for a backtest).
 
     With ``until`` (now), rows stamped in the future (a skewed clock) prove nothing.
     """
@@ -167,8 +172,8 @@ def freshness_query(
         params["until"] = _naive_utc(until)
     return Query(
         f"SELECT DISTINCT {minute} AS loaded\nFROM {dialect.quote(check.table)}\n"
-        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC\n"
-        f"LIMIT {FRESHNESS_HISTORY_LIMIT}",
+        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC"
+        + (f"\nLIMIT {int(limit)}" if limit is not None else ""),
         params,
     )
 
