@@ -288,11 +288,10 @@ class Engine:
                 statuses, notes = self._run_freshness(check, warehouse, started)
             else:
                 statuses, notes = self._run_series(check, warehouse, started)
-            self.metrics.warehouse_up.labels(warehouse_name).set(1)
+            self._reached(warehouse, True)
         except WarehouseError as exc:
             # bad SQL or a malformed answer is the check's fault: the warehouse did answer
-            down = isinstance(exc, WarehouseUnavailable | QueryTimeout)
-            self.metrics.warehouse_up.labels(warehouse_name).set(0 if down else 1)
+            self._reached(warehouse, not isinstance(exc, WarehouseUnavailable | QueryTimeout))
             return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
         except StateStoreError as exc:
             # what was judged could not be saved: forget it, so the next run judges it again
@@ -310,6 +309,13 @@ class Engine:
             outcome = "ok"
         self.metrics.last_success.labels(check.name).set(time.time())
         return self._finish(check, outcome, started, t0, statuses=statuses, notes=notes)
+
+    def _reached(self, warehouse: Warehouse, up: bool) -> None:
+        """Export whether a warehouse answered, and log when it comes back (its failure is in
+        the failed run's own log line)."""
+        self.metrics.warehouse_up.labels(warehouse.name).set(1 if up else 0)
+        if warehouse.mark_reachable(up) is False and up:
+            log.info("warehouse is back", extra={"fields": {"warehouse": warehouse.name}})
 
     def _finish(
         self,
@@ -668,7 +674,9 @@ class Engine:
                 statuses.append(latest)
             notes.extend(j.notes)
         for note in notes if self.announce else []:
-            log.warning(
+            # an opening asks for attention; a resolution is news, not a warning
+            log.log(
+                logging.WARNING if note.kind == "opened" else logging.INFO,
                 f"alert {note.kind}" + (" (muted)" if muted else ""),
                 extra={
                     "fields": {
