@@ -49,7 +49,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    daemon.run_forever()
+    watch = getattr(args, "watch_config", None)
+    daemon.run_forever(watch_config=parse_duration(watch) if watch else None)
     return EXIT_OK
 
 
@@ -266,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(run)
     run.add_argument("--port", type=int, help="HTTP port (default: server.port, 9108)")
     run.add_argument("--host", help="listen address (default: server.host, 0.0.0.0)")
+    run.add_argument(
+        "--watch-config",
+        metavar="INTERVAL",
+        help="reload when the config file or its dbt manifest changes, looked for this often "
+        "(e.g. 10s; a Kubernetes ConfigMap update). SIGHUP and POST /-/reload always reload",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(

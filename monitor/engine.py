@@ -105,6 +105,27 @@ class RunResult:
     notifications: list[Notification] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class CheckMemory:
+    """Everything an engine holds about one check between runs, handed whole from one engine
+    to the next when the config is reloaded (``Engine.release`` / ``Engine.adopt``)."""
+
+    name: str
+    models: dict[str, Detector]
+    learned: dict[str, pd.Timestamp]
+    full: tuple[datetime, list[str]] | None
+    loads: tuple[pd.DatetimeIndex, datetime] | None
+    restored: bool
+    states: dict[str, AlertState]
+    latest: dict[str, SeriesStatus]
+    last_run: RunResult | None
+
+    def without_models(self) -> CheckMemory:
+        """The check's alert state and latest verdicts only: its settings changed, so its
+        models are rebuilt (from the series cached in the state store when still valid)."""
+        return replace(self, models={}, learned={}, full=None, loads=None, restored=False)
+
+
 def detector_spec(check: CheckConfig) -> DetectorSpec:
     return DetectorSpec(
         bucket_seconds=check.bucket_seconds,
@@ -216,38 +237,98 @@ class Engine:
             with self._guard:
                 self._rebaselines[name] = since
                 models = list(self._models[name].values())
-                states = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
             for model in models:
                 model.acknowledge(pd.Timestamp(since))
-            notes = []
-            for (_, segment), state in states.items():
-                assert state.since is not None
-                latest = self._latest.get((name, segment))
-                closed = AlertState(episode=state.episode, last_bucket=state.last_bucket)
-                bucket = state.last_bucket or since
-                # after a restart the episode may have no verdict in memory yet
-                verdict = (
-                    latest.verdict
-                    if latest is not None
-                    else Verdict(pd.Timestamp(bucket), float("nan"), None, None, None, 0.0, False)
-                )
-                transition = Transition("resolved", state.episode, state.since, bucket)
-                note = replace(
-                    self._notification(check, segment, verdict, transition),
-                    reason=f"baseline restarted from {since.isoformat()} (an intended change)",
-                )
-                self.store.record(name, segment, closed, [note], self.channels)
-                with self._guard:
-                    self._states[(name, segment)] = closed
-                    if latest is not None:
-                        self._latest[(name, segment)] = SeriesStatus(
-                            name, segment, latest.verdict, closed
-                        )
-                labels = (name, segment, check.severity, check.team)
-                self.metrics.set_firing(labels, False)
-                notes.append(note)
+            notes = self._close_episodes(
+                check, f"baseline restarted from {since.isoformat()} (an intended change)", since
+            )
         log.info(
             "baseline restarted", extra={"fields": {"check": name, "since": since.isoformat()}}
+        )
+        return notes
+
+    def _close_episodes(
+        self, check: CheckConfig, reason: str, fallback: datetime
+    ) -> list[Notification]:
+        """Resolve the check's open episodes, saying why (not a recovery); call with the
+        check's lock held. ``fallback``: the bucket named when a series has judged none."""
+        name = check.name
+        with self._guard:
+            firing = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
+        notes = []
+        for (_, segment), state in firing.items():
+            assert state.since is not None
+            latest = self._latest.get((name, segment))
+            closed = AlertState(episode=state.episode, last_bucket=state.last_bucket)
+            bucket = state.last_bucket or fallback
+            # after a restart the episode may have no verdict in memory yet
+            verdict = (
+                latest.verdict
+                if latest is not None
+                else Verdict(pd.Timestamp(bucket), float("nan"), None, None, None, 0.0, False)
+            )
+            transition = Transition("resolved", state.episode, state.since, bucket)
+            note = replace(self._notification(check, segment, verdict, transition), reason=reason)
+            self.store.record(name, segment, closed, [note], self.channels)
+            with self._guard:
+                self._states[(name, segment)] = closed
+                if latest is not None:
+                    self._latest[(name, segment)] = SeriesStatus(
+                        name, segment, latest.verdict, closed
+                    )
+            self.metrics.set_firing((name, segment, check.severity, check.team), False)
+            notes.append(note)
+        return notes
+
+    # --- a config reload ------------------------------------------------------------------
+
+    def release(self, name: str) -> CheckMemory:
+        """Take out everything held about a check, for the engine of a reloaded config; this
+        engine must not run the check again."""
+        with self._locks[name], self._guard:
+            return CheckMemory(
+                name=name,
+                models=dict(self._models[name]),
+                learned=dict(self._learned[name]),
+                full=self._full.get(name),
+                loads=self._loads.get(name),
+                restored=name in self._restored,
+                states={s: st for (c, s), st in self._states.items() if c == name},
+                latest={s: st for (c, s), st in self._latest.items() if c == name},
+                last_run=self._last_run.get(name),
+            )
+
+    def adopt(self, memory: CheckMemory) -> None:
+        """Carry on a check from another engine's ``release``: its models, alert state and
+        latest verdicts, as if it had run here."""
+        name = memory.name
+        with self._locks[name], self._guard:
+            self._models[name] = dict(memory.models)
+            self._learned[name] = dict(memory.learned)
+            if memory.full is not None:
+                self._full[name] = memory.full
+            if memory.loads is not None:
+                self._loads[name] = memory.loads
+            if memory.restored:
+                self._restored.add(name)
+            self._states.update({(name, s): st for s, st in memory.states.items()})
+            self._latest.update({(name, s): st for s, st in memory.latest.items()})
+            if memory.last_run is not None:
+                self._last_run[name] = memory.last_run
+
+    def retire(self, name: str, reason: str) -> list[Notification]:
+        """A check removed from the config, or redefined so that its series are other ones:
+        its open alerts resolve, saying ``reason``, and its metrics go (a series that is gone
+        must not keep an alert rule firing)."""
+        check = self.config.check(name)
+        if check is None:
+            raise KeyError(name)
+        with self._locks[name]:
+            notes = self._close_episodes(check, reason, self.clock())
+            self.metrics.forget_check(name)
+        log.info(
+            "check retired",
+            extra={"fields": {"check": name, "reason": reason, "resolved": len(notes)}},
         )
         return notes
 
