@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from monitor.alerts.charts import RENDER_LOCK, value_axis
+from monitor.alerts.charts import RENDER_LOCK, finish_axes
 from monitor.backtest import Episode
 
 WIDTH_PX = 1200
@@ -138,9 +138,4 @@ def _panel(
     if len(x):
         ax.set_xlim(x[0], x[-1])
     ax.set_xlabel(f"time ({timezone})", fontsize=8, color="#374151")
-    value_axis(ax, [value, expected, lower, upper], unit)
-    ax.grid(True, axis="y", color="#e5e7eb", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=8, colors="#374151")
+    finish_axes(ax, [value, expected, lower, upper], unit, labelsize=8)

@@ -32,6 +32,10 @@ def pixels_like(png: bytes, rgb: np.ndarray, tolerance: float = 0.04) -> int:
     return int((np.abs(image - rgb).max(axis=-1) < tolerance).sum())
 
 
+def backtest(config: Path, check: str, since: str, *options: str) -> int:
+    return main(["backtest", "-c", str(config), "--check", check, "--since", since, *options])
+
+
 @pytest.fixture
 def live_config(tmp_path: Path, live_demo_warehouse: Path) -> Path:
     shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
@@ -83,8 +87,7 @@ def test_check_out_writes_every_segments_rows_of_the_window(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "revenue.csv"
-    assert main(["backtest", "-c", str(live_config), "--check", "revenue", "--since", "2d",
-                 "--out", str(out)]) == 0
+    assert backtest(live_config, "revenue", "2d", "--out", str(out)) == 0
     rows = pd.read_csv(out, keep_default_na=False)
     assert list(rows.columns) == ["segment", "timestamp", "value", "expected", "lower", "upper", "score", "alert"]
     assert {"DE", "US", "__other__"} <= set(rows["segment"])
@@ -101,8 +104,7 @@ def test_since_limits_what_is_shown_not_what_the_model_learns(
 ) -> None:
     short, long = tmp_path / "short.csv", tmp_path / "long.csv"
     for since, out in (("1d", short), ("6d", long)):
-        assert main(["backtest", "-c", str(live_config), "--check", "signups", "--since", since,
-                     "--out", str(out)]) == 0
+        assert backtest(live_config, "signups", since, "--out", str(out)) == 0
     a, b = pd.read_csv(short), pd.read_csv(long)
     overlap = b[b["timestamp"].isin(a["timestamp"])].reset_index(drop=True)
     assert len(overlap) == len(a) >= 20
@@ -113,8 +115,7 @@ def test_the_plot_shows_the_segment_that_alerted(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plot = tmp_path / "revenue.png"
-    assert main(["backtest", "-c", str(live_config), "--check", "revenue", "--since", "1d",
-                 "--plot", str(plot)]) == 0
+    assert backtest(live_config, "revenue", "1d", "--plot", str(plot)) == 0
     out = capsys.readouterr().out
     assert "chart of revenue [DE], 0 deployments marked ->" in out  # not the first segment (BR)
     assert "revenue [DE]: alert at " in out and " EST" in out  # UTC and the business zone
@@ -138,8 +139,7 @@ def test_deployments_that_watched_the_check_are_marked(
         store.save_deployment(deployment.id, "prod", "passed", deployment.received_at, deployment.to_json())
     store.close()
     plot = tmp_path / "revenue.png"
-    assert main(["backtest", "-c", str(live_config), "--check", "revenue", "--since", "1d",
-                 "--plot", str(plot)]) == 0
+    assert backtest(live_config, "revenue", "1d", "--plot", str(plot)) == 0
     assert "1 deployments marked" in capsys.readouterr().out
     assert pixels_like(plot.read_bytes(), DEPLOYMENT_RGB, 0.08) > 20
 
@@ -148,8 +148,7 @@ def test_a_freshness_check_replays_its_data_age(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, plot = tmp_path / "fresh.csv", tmp_path / "fresh.png"
-    assert main(["backtest", "-c", str(live_config), "--check", "events_freshness", "--since", "1d",
-                 "--out", str(out), "--plot", str(plot)]) == 0
+    assert backtest(live_config, "events_freshness", "1d", "--out", str(out), "--plot", str(plot)) == 0
     printed = capsys.readouterr().out
     assert "events_freshness: alert at " in printed and "still open" in printed
     rows = pd.read_csv(out)
@@ -157,7 +156,7 @@ def test_a_freshness_check_replays_its_data_age(
     assert rows["alert"].sum() == 1
     assert rows["value"].iloc[-1] > 4 * 3600  # the raw events stopped loading hours ago
     assert rows["upper"].iloc[-1] < 3600  # against a learned limit of minutes, not hours
-    assert main(["backtest", "-c", str(live_config), "--check", "orders_freshness", "--since", "1d"]) == 0
+    assert backtest(live_config, "orders_freshness", "1d") == 0
     assert capsys.readouterr().out == "orders_freshness: no alert would have fired\n"
 
 

@@ -133,12 +133,7 @@ def _draw(
         centre = x[0]
         ax.set_xlim(centre - np.timedelta64(12, "h"), centre + np.timedelta64(12, "h"))
 
-    value_axis(ax, [value, expected, lower, upper], unit)
-    ax.grid(True, axis="y", color="#e5e7eb", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=9, colors="#374151")
+    finish_axes(ax, [value, expected, lower, upper], unit, labelsize=9)
 
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=_DPI, facecolor="white")
@@ -169,6 +164,19 @@ def value_limits(
     # Non-negative data (counts, money, ages) keeps a floor at zero rather than below it.
     bottom = max(low - pad, 0.0) if low >= 0 else low - pad
     return bottom, high + pad
+
+
+def finish_axes(
+    ax: Any, series: Sequence[np.ndarray[Any, Any]], unit: str, *, labelsize: int
+) -> None:
+    """The house style of a chart's axes: the value axis (``value_axis``), light horizontal
+    grid lines behind the data, no top or right frame."""
+    value_axis(ax, series, unit)
+    ax.grid(True, axis="y", color="#e5e7eb", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=labelsize, colors="#374151")
 
 
 def value_axis(ax: Any, series: Sequence[np.ndarray[Any, Any]], unit: str) -> None:
