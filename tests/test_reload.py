@@ -25,7 +25,7 @@ from monitor.exporter import Metrics
 from monitor.reload import plan_reload, restart_problems
 from monitor.store import StateStore
 from monitor.warehouse import Warehouse, open_warehouses
-from tests.conftest import DEMO_NOW, demo_document, free_port, write_config
+from tests.conftest import DEMO_NOW, REPO, demo_document, free_port, write_config
 from tests.daemon_process import DaemonProcess
 from tests.slack_server import SlackServer
 
@@ -237,21 +237,35 @@ def kubelet_configmap(directory: Path, files: dict[str, str], generation: int) -
 
 @pytest.mark.slow
 def test_a_configmap_update_is_reloaded_without_a_restart(tmp_path: Path, live_demo_warehouse: Path) -> None:
+    """The config and the dbt manifest, each a ConfigMap volume as the chart mounts them."""
     shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    manifest = json.loads((REPO / "examples" / "dbt-shop" / "target" / "manifest.json").read_text())
     document = demo_document(tmp_path)
     document["checks"] = document["checks"][:2]
-    mounted = tmp_path / "etc-kpi-monitor"
-    mounted.mkdir()
-    kubelet_configmap(mounted, {"config.yaml": yaml.safe_dump(document)}, 1)
+    mounted, dbt = tmp_path / "etc-kpi-monitor", tmp_path / "etc-kpi-monitor-dbt"
+    document["dbt"] = {"manifest": str(dbt / "manifest.json")}
+    for directory, name, text in ((mounted, "config.yaml", yaml.safe_dump(document)),
+                                  (dbt, "manifest.json", json.dumps(manifest))):
+        directory.mkdir()
+        kubelet_configmap(directory, {name: text}, 1)
     daemon = DaemonProcess(["run", "-c", str(mounted / "config.yaml"), "--watch-config", "1s"], free_port(),
                            log=tmp_path / "daemon.log")
+
+    def names() -> list[str]:
+        return [c["name"] for c in daemon.checks()]
+
     try:
         daemon.wait_ready()
         pid = daemon.process.pid
-        assert [c["name"] for c in daemon.checks()] == ["revenue", "average_order_value"]
+        assert names() == ["revenue", "average_order_value", "orders_loaded", "order_amount", "completed_orders"]
         document["checks"] = document["checks"][:1]
         kubelet_configmap(mounted, {"config.yaml": yaml.safe_dump(document)}, 2)
-        wait_until(lambda: [c["name"] for c in daemon.checks()] == ["revenue"], 30, "the watch reloaded")
+        wait_until(lambda: names() == ["revenue", "orders_loaded", "order_amount", "completed_orders"], 30,
+                   "the config's update reloaded")
+        for node in manifest["metrics"].values():  # the dbt CI drops the metric's check
+            node["meta"], node["config"]["meta"] = {}, {}
+        kubelet_configmap(dbt, {"manifest.json": json.dumps(manifest)}, 2)
+        wait_until(lambda: names() == ["revenue", "orders_loaded", "order_amount"], 30, "the manifest's update reloaded")
         assert daemon.process.pid == pid and daemon.process.poll() is None
     finally:
         code, _ = daemon.stop()
