@@ -35,7 +35,7 @@ from monitor.reload import ReloadBusy, ReloadPlan, plan_reload, restart_problems
 from monitor.scheduler import CheckScheduler
 from monitor.server import Api, HttpServer
 from monitor.store import StateStore
-from monitor.warehouse import Warehouse, open_warehouse
+from monitor.warehouse import Warehouse, open_warehouse, open_warehouses
 from monitor.watcher import DeploymentWatcher
 
 log = logging.getLogger("monitor.daemon")
@@ -68,10 +68,7 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.store = StateStore.open(config.state)
-        self.warehouses = {
-            name: open_warehouse(name, settings)
-            for name, settings in config.all_warehouses().items()
-        }
+        self.warehouses = open_warehouses(config)
         self.dispatcher = Dispatcher(
             config, self.store, self.metrics, _slack(config), _alertmanager(config), clock=_now
         )
