@@ -74,6 +74,7 @@ ALERT_NAMES = (
     "KPICheckStale",
     "KPICheckFailing",
     "KPIWarehouseDown",
+    "KPIConfigReloadFailed",
     "KPIAlertDeliveryFailing",
     "KPIDeploymentFailed",
 )
