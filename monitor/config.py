@@ -8,7 +8,6 @@ an error naming it.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -16,8 +15,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -34,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.config_errors import Wording, did_you_mean, join, nearest
 from monitor.dbt import ArtifactError
 from monitor.dbt_checks import DeclaredCheck, declared_checks
 from monitor.dialects import Grain, is_plain_identifier
@@ -402,12 +401,26 @@ class Config(_Model):
         known = [c.name for c in self.checks]
         problems = []
         for name in (n for n in names if self.check(n) is None):
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = nearest(name, known)
+            hint = f" (did you mean {close!r}?)" if close else ""
             problems.append(f"no check named {name!r}{hint}; the checks are: {', '.join(known)}")
         if problems:
             raise ConfigError(self.source, problems)
         return [c for n in names for c in [self.check(n)] if c is not None]
+
+
+_WORDING = Wording(
+    Config,
+    {
+        "duckdb": DuckDBWarehouseConfig,
+        "postgres": PostgresWarehouseConfig,
+        "postgresql": PostgresWarehouseConfig,
+        "databricks": DatabricksWarehouseConfig,
+    },
+    tag_field="kind",
+    tag_name="warehouse kind",
+    tag_choices="duckdb, postgres (or postgresql) or databricks",
+)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -417,7 +430,7 @@ _VAR = re.compile(r"\$\{([^}]*)\}")
 
 def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
     if isinstance(node, dict):
-        return {k: _interpolate(v, _join(path, str(k)), problems) for k, v in node.items()}
+        return {k: _interpolate(v, join(path, str(k)), problems) for k, v in node.items()}
     if isinstance(node, list):
         return [_interpolate(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
     if not isinstance(node, str):
@@ -446,103 +459,15 @@ def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
     return _VAR.sub(replace, node)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in _WAREHOUSE_KINDS or part in ("function-after", "function-before"):
-            # pydantic's discriminator and validator tags are not part of the user's document
-            continue
-        else:
-            out = _join(out, part)
-    return out
-
-
-_SECRET_FIELDS = {"token", "dsn", "url", "access_token", "client_secret", "password"}
-_WAREHOUSE_KINDS: dict[str, type[BaseModel]] = {
-    "duckdb": DuckDBWarehouseConfig,
-    "postgres": PostgresWarehouseConfig,
-    "postgresql": PostgresWarehouseConfig,
-    "databricks": DatabricksWarehouseConfig,
-}
-
-
-def _unwrap(node: Any) -> Any:
-    """``node`` without Annotated metadata and an Optional's None (None for other unions)."""
-    while True:
-        origin = get_origin(node)
-        if origin is Annotated:
-            node = get_args(node)[0]
-        elif origin in (Union, UnionType):
-            members = [a for a in get_args(node) if a is not type(None)]
-            if len(members) != 1:
-                return None
-            node = members[0]
-        else:
-            return node
-
-
-def _step(node: Any, part: int | str) -> Any:
-    """The type found at ``part`` inside the type ``node`` (None when it cannot be told)."""
-    if isinstance(part, str) and part in _WAREHOUSE_KINDS:
-        return _WAREHOUSE_KINDS[part]  # pydantic's tag of the union member it tried
-    node = _unwrap(node)
-    origin = get_origin(node)
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        field = node.model_fields.get(str(part))
-        if field is None:
-            by_alias = {f.alias: f for f in node.model_fields.values() if f.alias}
-            field = by_alias.get(str(part))
-        return None if field is None else field.annotation
-    args = get_args(node)
-    if origin is list and isinstance(part, int) and args:
-        return args[0]
-    if origin is dict and isinstance(part, str) and len(args) == 2:
-        return args[1]
-    return None
-
-
-def field_names(model: type[BaseModel]) -> list[str]:
-    """The names a user writes for ``model``'s fields (aliases where they have one)."""
-    return [field.alias or name for name, field in model.model_fields.items()]
-
-
-def _known_fields(loc: tuple[int | str, ...]) -> list[str]:
-    """The valid field names next to the unknown one at ``loc``."""
-    node: Any = Config
-    for part in loc[:-1]:
-        node = _step(node, part)
-        if node is None:
-            return []
-    node = _unwrap(node)
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return field_names(node)
-    return []
-
-
-def unknown_field(name: str, known: list[str]) -> str:
-    """"unknown field", with the nearest valid name when one is close."""
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if close:
-        return f"unknown field; did you mean {close[0]!r}?"
-    return "unknown field (check the spelling; the README lists every field)"
-
-
 def default_problems(defaults: Mapping[str, Any]) -> list[str]:
     """What is wrong in ``defaults``, each said once at ``defaults.<field>`` (not once for every
     check it would be copied into)."""
     settable = [n for n in CheckConfig.model_fields if n not in ("name", "kind")]
     problems = [
         f"defaults.{key}: not a check field that can have a default"
-        + (f"; did you mean {close[0]!r}?" if close else "")
+        + did_you_mean(str(key), settable)
         for key in defaults
         if key not in settable
-        for close in [difflib.get_close_matches(str(key), settable, n=1, cutoff=0.6)]
     ]
     if problems:
         return problems
@@ -552,47 +477,11 @@ def default_problems(defaults: Mapping[str, Any]) -> list[str]:
         CheckConfig.model_validate(probe)
     except ValidationError as exc:
         return [
-            f"{_join('defaults', _where(error))}: {_describe(error)}"
+            _WORDING.problem(error, "defaults")
             for error in exc.errors()
             if error["loc"] and error["loc"][0] in defaults
         ]
     return []
-
-
-def _where(error: Mapping[str, Any]) -> str:
-    """The user's path to a pydantic error: a warehouse without a known kind is at ``.kind``."""
-    where = _location(tuple(error["loc"]))
-    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        where = _join(where, "kind")
-    return where
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = unknown_field(str(error["loc"][-1]), _known_fields(tuple(error["loc"])))
-    elif error["type"] == "union_tag_invalid":
-        tag = str(error.get("ctx", {}).get("tag", ""))
-        close = difflib.get_close_matches(tag, list(_WAREHOUSE_KINDS), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return (
-            f"unknown warehouse kind {tag!r}: use duckdb, postgres (or postgresql) "
-            f"or databricks{hint}"
-        )
-    elif error["type"] == "union_tag_not_found":
-        return "required field is missing: duckdb, postgres or databricks"
-    elif error["type"] == "missing":
-        message = "required field is missing"
-    value = error.get("input")
-    secret = bool(_SECRET_FIELDS & {str(part) for part in error["loc"]})
-    if secret:
-        # a secret's own validator may quote it: say what is wrong, never what was given
-        message = message.split(" (got ")[0].split(": '")[0]
-    elif error["type"] not in ("missing", "extra_forbidden") and isinstance(
-        value, str | int | float
-    ):
-        message += f" (got {value!r})"
-    return message
 
 
 class _ReferenceProblems(ValueError):
@@ -649,7 +538,10 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     if problems:
         raise ConfigError(source, problems)
     checks = document.get("checks")
-    written = [{**defaults, **c} if isinstance(c, dict) else c for c in checks or []]
+    written = [
+        {**defaults, **c} if isinstance(c, dict) else c
+        for c in (checks if isinstance(checks, list) else [])
+    ]
     if isinstance(checks, list):
         document["checks"] = written
     manifest, declared = _dbt_checks(document.get("dbt"), source)
@@ -667,7 +559,7 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
             if isinstance(cause, _ReferenceProblems):
                 found.extend(cause.problems)  # they name their own field paths
             else:
-                found.append(f"{_where(error) or '(top level)'}: {_describe(error)}")
+                found.append(_WORDING.problem(error))
         # a check from dbt is named by its node, not by where it landed in the list
         origins = {f"checks[{len(written) + i}]": d.origin for i, d in enumerate(declared)}
         raise ConfigError(source, [_renamed(p, origins) for p in found]) from None
@@ -696,8 +588,7 @@ def _dbt_checks(section: object, source: str) -> tuple[Path | None, list[Declare
     try:
         dbt = DbtConfig.model_validate(section)
     except ValidationError as exc:
-        errors = [{**e, "loc": ("dbt", *e["loc"])} for e in exc.errors()]
-        problems = [f"{_where(e)}: {_describe(e)}" for e in errors]
+        problems = [_WORDING.problem({**e, "loc": ("dbt", *e["loc"])}) for e in exc.errors()]
         raise ConfigError(source, problems) from None
     path = Path(dbt.manifest)
     if not path.is_absolute() and source != "<memory>":
@@ -735,8 +626,7 @@ def _declared_problems(
             CheckConfig.model_validate({**defaults, **check.document})
         except ValidationError as exc:
             problems.extend(
-                f"{check.origin}: {_join('meta.kpi_monitor', _where(e))}: {_describe(e)}"
-                for e in exc.errors()
+                f"{check.origin}: {_WORDING.problem(e, 'meta.kpi_monitor')}" for e in exc.errors()
             )
     return problems
 

@@ -76,9 +76,9 @@ def declared_checks(
     checks: list[DeclaredCheck] = []
     problems: list[DeclarationError] = []
     groups = manifest.get("groups") if isinstance(manifest.get("groups"), dict) else {}
-    for node in manifest["nodes"].values():
+    for uid, node in manifest["nodes"].items():
         if isinstance(node, dict) and node.get("resource_type") == "model":
-            _collect(_model_checks(node, groups or {}), checks, problems)
+            _collect(uid, _model_checks(node, groups or {}), checks, problems)
     models = {
         uid: node
         for uid, node in manifest["nodes"].items()
@@ -87,27 +87,32 @@ def declared_checks(
     semantic = manifest.get("semantic_models")
     by_measure: dict[str, dict[str, Any]] = {}
     for semantic_model in (semantic or {}).values() if isinstance(semantic, dict) else []:
+        if not isinstance(semantic_model, dict):
+            continue
         for measure in _list(semantic_model.get("measures")):
             if isinstance(measure, dict) and isinstance(measure.get("name"), str):
                 by_measure[measure["name"]] = semantic_model
     metrics = manifest.get("metrics")
-    for metric in (metrics or {}).values() if isinstance(metrics, dict) else []:
+    for uid, metric in (metrics or {}).items() if isinstance(metrics, dict) else []:
         if isinstance(metric, dict):
-            _collect(
-                _metric_checks(metric, by_measure, models, groups or {}, semantic_metrics),
-                checks,
-                problems,
-            )
+            found = _metric_checks(metric, by_measure, models, groups or {}, semantic_metrics)
+            _collect(uid, found, checks, problems)
     return checks, problems
 
 
 def _collect(
-    found: Iterator[DeclaredCheck], checks: list[DeclaredCheck], problems: list[DeclarationError]
+    uid: str,
+    found: Iterator[DeclaredCheck],
+    checks: list[DeclaredCheck],
+    problems: list[DeclarationError],
 ) -> None:
     try:
         checks.extend(found)
     except DeclarationError as exc:
         problems.append(exc)
+    except (AttributeError, TypeError, KeyError, StopIteration):
+        # a field of another type than dbt writes: say which node, not a traceback
+        problems.append(DeclarationError(f"dbt {uid}", "is not what dbt writes in a manifest"))
 
 
 def _meta(node: Mapping[str, Any]) -> dict[str, Any]:

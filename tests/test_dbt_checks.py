@@ -237,3 +237,25 @@ def test_the_committed_manifest_is_a_real_dbt_manifest() -> None:
     document = manifest()
     assert document["metadata"]["dbt_schema_version"].startswith("https://schemas.getdbt.com/dbt/manifest/v")
     assert set(document["semantic_models"]) == {"semantic_model.shop.orders"}
+
+
+@pytest.mark.parametrize("path", [
+    ("nodes", "model.shop.fct_orders", "columns"),
+    ("nodes", "model.shop.fct_orders", "config"),
+    ("semantic_models", "semantic_model.shop.orders", "dimensions"),
+    ("semantic_models", "semantic_model.shop.orders"),
+    ("metrics", "metric.shop.completed_orders", "type_params"),
+    ("metrics", "metric.shop.completed_orders", "filter"),
+])
+@pytest.mark.parametrize("odd", [7, "text", [1, 2], None])
+def test_a_manifest_field_of_another_type_is_refused_by_node_never_a_traceback(
+    path: tuple[str, ...], odd: object
+) -> None:
+    document = manifest()
+    holder = document
+    for key in path[:-1]:
+        holder = holder[key]
+    holder[path[-1]] = odd
+    found, refused = declared_checks(document)  # raises nothing
+    assert {c.document["name"] for c in found} <= {"orders_loaded", "order_amount", "completed_orders"}
+    assert all(str(e).startswith("dbt ") for e in refused)
