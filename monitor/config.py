@@ -612,16 +612,21 @@ def _declared_problems(
     declared: list[DeclaredCheck], written: list[Any], defaults: Mapping[str, Any]
 ) -> list[str]:
     """Checks from dbt that clash by name with another, or are not valid checks."""
-    seen = {c.get("name"): f"checks[{i}]" for i, c in enumerate(written) if isinstance(c, dict)}
+    seen = {
+        c["name"]: f"checks[{i}]"
+        for i, c in enumerate(written)
+        if isinstance(c, dict) and isinstance(c.get("name"), str)
+    }
     problems = []
     for check in declared:
         name = check.document.get("name")
-        if name in seen:
+        if isinstance(name, str) and name in seen:
             problems.append(
                 f"{check.origin}: meta.kpi_monitor.name: a check named {name!r} is also "
                 f"declared at {seen[name]}; names must be unique"
             )
-        seen[name] = check.origin
+        if isinstance(name, str):
+            seen[name] = check.origin
         try:
             CheckConfig.model_validate({**defaults, **check.document})
         except ValidationError as exc:
