@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from monitor.buckets import bucket_start, last_complete, next_bucket
 from monitor.config import CheckConfig
 from monitor.dialects import Dialect
 
@@ -158,9 +159,14 @@ def _aggregate(check: CheckConfig) -> str:
 
 
 def freshness_query(
-    check: CheckConfig, dialect: Dialect, since: datetime, until: datetime | None = None
+    check: CheckConfig,
+    dialect: Dialect,
+    since: datetime,
+    until: datetime | None = None,
+    limit: int | None = FRESHNESS_HISTORY_LIMIT,
 ) -> Query:
-    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first.
+    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first: the
+    newest ``limit`` of them (None: all, for a backtest).
 
     With ``until`` (now), rows stamped in the future (a skewed clock) prove nothing.
     """
@@ -172,8 +178,8 @@ def freshness_query(
         params["until"] = _naive_utc(until)
     return Query(
         f"SELECT DISTINCT {minute} AS loaded\nFROM {dialect.quote(check.table)}\n"
-        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC\n"
-        f"LIMIT {FRESHNESS_HISTORY_LIMIT}",
+        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC"
+        + (f"\nLIMIT {int(limit)}" if limit is not None else ""),
         params,
     )
 
@@ -189,6 +195,23 @@ def newest_row_query(check: CheckConfig, dialect: Dialect, until: datetime | Non
     params: dict[str, object] = {"until": _naive_utc(until)} if until is not None else {}
     newest = f"max({dialect.utc_time(column)})"
     return Query(f"SELECT {newest} AS loaded\nFROM {dialect.quote(check.table)}{where}", params)
+
+
+def cold_query(check: CheckConfig, dialect: Dialect, now: datetime) -> Query:
+    """The query of a check's first run: its whole lookback, up to the newest complete bucket
+    (freshness: the load minutes over the lookback)."""
+    if check.kind == "freshness":
+        return freshness_query(check, dialect, now - check.effective_lookback, now)
+    newest = last_complete(now, check.grain, check.timezone, check.settle)
+    until = next_bucket(newest, check.grain, check.timezone)
+    since = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
+    return series_query(check, dialect, since, until=until)
+
+
+def probe_query(check: CheckConfig, dialect: Dialect, now: datetime) -> Query:
+    """The check's first query made to return no rows (``validate --connect``)."""
+    query = cold_query(check, dialect, now)
+    return Query(dialect.no_rows(query.sql), query.params)
 
 
 def columns_query(table: str, dialect: Dialect) -> Query:

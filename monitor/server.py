@@ -26,11 +26,12 @@ from waitress.server import create_server
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
-from monitor.errors import KpiMonitorError
+from monitor.errors import ConfigError, KpiMonitorError
 from monitor.exporter import Metrics
 from monitor.pages import render
 from monitor.pages.collect import PageData
 from monitor.pages.model import DeploymentPage, Filters
+from monitor.reload import ReloadBusy, ReloadPlan
 from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 
 log = logging.getLogger("monitor.server")
@@ -53,6 +54,7 @@ _STATUS = {
     405: "405 Method Not Allowed",
     409: "409 Conflict",
     413: "413 Payload Too Large",
+    422: "422 Unprocessable Content",
     500: "500 Internal Server Error",
     503: "503 Service Unavailable",
 }
@@ -132,8 +134,10 @@ class Api:
         token: str | None,
         deployments: DeploymentWatcher,
         watch: Callable[[Deployment], None],
+        reload: Callable[[], ReloadPlan] | None = None,
     ) -> None:
         self.engine = engine
+        self.reload = reload
         self.metrics = metrics
         self.ready = ready
         self.run_now = run_now
@@ -154,6 +158,7 @@ class Api:
             ),
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/mute$"), {"POST": self.post_mute}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
+            (re.compile(r"^/-/reload$"), {"POST": self.post_reload}),
             (
                 re.compile(r"^/api/v1/deployments/(?P<deployment_id>.+)$"),
                 {"GET": self.get_deployment},
@@ -326,6 +331,22 @@ class Api:
             raise HttpError(400, str(exc)) from None
         self.watch(deployment)
         return _json(201, summary(deployment))
+
+    def post_reload(self, body: object) -> Response:
+        """Re-read the config file and the dbt manifest (as SIGHUP does)."""
+        if body not in (None, {}):
+            raise HttpError(400, "this call takes no body")
+        if self.reload is None:
+            raise HttpError(404, "this server cannot reload a config")
+        try:
+            plan = self.reload()
+        except ConfigError as exc:
+            raise HttpError(422, exc.render()) from None
+        except ReloadBusy as exc:
+            raise HttpError(
+                503, f"not reloaded: {exc}; try again", [("Retry-After", "10")]
+            ) from None
+        return _json(200, {"status": "reloaded", **plan.summary()})
 
     def get_deployment(self, deployment_id: str) -> Response:
         deployment = self.deployments.get(deployment_id)

@@ -273,3 +273,41 @@ def test_every_check_kind_matches_duckdb(
     columns = wh.columns("analytics.fct_orders")
     assert list(columns) == ["order_ts", "loaded_at", "amount", "status", "country"]
     assert wh.columns("analytics.no_such_table") == {}
+
+
+def test_the_postgres_example_connects_with_each_dsn_form_and_probes_each_check(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config/postgres.example.yaml as shipped, against a real server: the URL and the
+    key=value DSN both connect; `validate --connect` then runs every check's query as a query
+    returning no rows, so a role without SELECT on the table fails there, named, per check."""
+    from urllib.parse import urlsplit
+
+    from monitor.cli import main
+    from tests.conftest import REPO
+
+    _setup(
+        postgres_dsn,
+        "CREATE SCHEMA analytics",
+        "CREATE TABLE analytics.orders (order_ts timestamptz, loaded_at timestamptz,"
+        " amount numeric, status text, country text)",
+        "DROP ROLE IF EXISTS kpi_reader",
+        "CREATE ROLE kpi_reader LOGIN",
+    )
+    url = urlsplit(postgres_dsn)
+    keyvalue = f"host={url.hostname} port={url.port} dbname={url.path[1:]} user={url.username}"
+    example = str(REPO / "config" / "postgres.example.yaml")
+    for dsn in (postgres_dsn, keyvalue):
+        monkeypatch.setenv("KPIMON_PG_DSN", dsn)
+        assert main(["validate", "-c", example, "--connect"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[-4:] == ["warehouse default (postgres): ok", "check revenue: ok",
+                            "check orders_loaded: ok", "check orders_freshness: ok"]
+    monkeypatch.setenv("KPIMON_PG_DSN", keyvalue.replace(f"user={url.username}", "user=kpi_reader"))
+    assert main(["validate", "-c", example, "--connect"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[-4] == "warehouse default (postgres): ok"  # it connects, but may not read
+    assert all(line.startswith("check ") and "permission denied" in line for line in out[-3:]), out
+    _setup(postgres_dsn, "GRANT USAGE ON SCHEMA analytics TO kpi_reader",
+           "GRANT SELECT ON analytics.orders TO kpi_reader")
+    assert main(["validate", "-c", example, "--connect"]) == 0

@@ -69,6 +69,12 @@ def alert_text(note: Notification) -> str:
         )
     owner = f" Owner {note.owner}." if note.owner else ""
     cause = f" Likely cause: {note.cause}." if note.cause else ""
+    if note.reason:  # a fixed bound broken: the rule, not the model's deviation, is the news
+        return (
+            f"{note.severity.upper()}: {series_name(note)} is {note.reason}: "
+            f"{number(note.value, note.unit)} (expected {number(note.expected, note.unit)}), "
+            f"since {when(note.since)}.{owner}{cause}"
+        )
     return (
         f"{note.severity.upper()}: {series_name(note)} is {deviation(note)}: "
         f"{number(note.value, note.unit)} vs {number(note.expected, note.unit)} expected "

@@ -25,6 +25,13 @@ class Warehouse(ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._reachable: bool | None = None  # as the last query found it; None: not tried yet
+
+    def mark_reachable(self, reachable: bool) -> bool | None:
+        """Record whether the last query reached the warehouse; return what was known before
+        (None: nothing), so a caller can tell a warehouse that came back from one always up."""
+        before, self._reachable = self._reachable, reachable
+        return before
 
     def query(
         self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
