@@ -44,7 +44,12 @@ SCENARIOS: dict[str, bool] = {
     "outage_zero": True,
     "variance_change": True,
     "deviation_5sigma": True,
+    # shapes log-space detectors get wrong (issue 13's failure modes), each with incidents
+    "bursty_counts": True,
+    "intermittent_rate": True,
+    "sparse_revenue": True,
 }
+HARD_SHAPES = ("bursty_counts", "intermittent_rate", "sparse_revenue")
 
 
 @dataclass(frozen=True)
@@ -125,12 +130,102 @@ def _event_positions(
     return out
 
 
+def _hard_shape(
+    scenario: str, grain: Grain, rng: np.random.Generator
+) -> tuple[pd.DatetimeIndex, FloatArray, list[tuple[int, int]], int]:
+    """Values, incident windows and the evaluation start of a series whose noise is not
+    multiplicative and small: bursty over-dispersed counts spanning two decades within a day, an
+    intermittent rate that is zero most of the time, and a sum of a few orders an hour (many
+    zero hours). Incidents are what their operators would page for."""
+    hourly = grain == "hour"
+    n = 10 * 168 if hourly else 364
+    index = pd.date_range("2026-01-05" if hourly else "2025-03-03", periods=n,
+                          freq="h" if hourly else "D", tz="UTC")  # fmt: skip
+    start = 3 * 168 if hourly else 8 * 7
+    hour = np.asarray(index.hour)
+    dow = np.asarray(index.day_of_week)
+    weekly = np.where(dow >= 5, rng.uniform(0.6, 0.85), 1.0)
+    windows: list[tuple[int, int]] = []
+    length = (2, 5) if hourly else (1, 3)
+    positions = _event_positions(rng, start, n, 3, 34 if hourly else 3)
+    if hourly:  # incidents in business hours, where an operator would see them on the chart
+        positions = [p - p % 24 + int(rng.integers(9, 13)) for p in positions]
+    if scenario == "bursty_counts":
+        # a trickle of tens an hour (a day's rhythm) plus bursts of hundreds to thousands at
+        # unpredictable times, each lasting an hour or three
+        base = rng.uniform(20, 40) * (0.6 + 0.8 * (np.abs(hour - 14) < 6)) * weekly
+        bursts = np.zeros(n)
+        for t in np.flatnonzero(rng.random(n) < (0.08 if hourly else 0.25)):
+            height = rng.lognormal(np.log(600 if hourly else 3000), 0.5)
+            for k in range(int(rng.integers(1, 4))):
+                if t + k < n:
+                    bursts[t + k] += height * 0.5**k
+        mean = base + bursts
+        if not hourly:
+            mean = 24 * base + bursts
+        values = rng.poisson(mean).astype(np.float64)
+        typical = float(np.median(mean))
+        for k, pos in enumerate(positions):
+            span = int(rng.integers(*length))
+            if k == 0:  # a surge far beyond any burst
+                values[pos : pos + span] = rng.poisson(20 * float(np.quantile(mean, 0.99)), span)
+            elif k == 1:  # an outage: nothing arrives
+                span = 3 * span
+                values[pos : pos + span] = 0.0
+            else:  # stuck high: a burst's height for half a day
+                span = 4 * span
+                values[pos : pos + span] = rng.poisson(30 * typical, span)
+            windows.append((pos, pos + span - 1))
+    elif scenario == "intermittent_rate":
+        # an average latency over sparse events: 0 when nothing happened in the bucket
+        busy = 0.08 + 0.12 * (np.abs(hour - 14) < 5) if hourly else np.full(n, 0.3)
+        level = rng.uniform(20, 400)
+        size = level * np.exp(rng.normal(0, 0.4, n))
+        values = np.where(rng.random(n) < busy, np.round(size, 3), 0.0)
+        for k, pos in enumerate(positions):
+            span = int(rng.integers(*length))
+            if k % 2 == 0:  # slow: every event five times as long
+                values[pos : pos + span] = np.round(5 * size[pos : pos + span], 3)
+            else:  # storm: events in every bucket for twice as long
+                span = 2 * span
+                values[pos : pos + span] = np.round(size[pos : pos + span], 3)
+            windows.append((pos, pos + span - 1))
+    else:  # sparse_revenue: a few orders an hour, each a log-normal amount
+        rate = (0.2 + rng.uniform(2, 5) * np.exp(-0.5 * ((hour - 15) / 4.0) ** 2)) * weekly
+        if not hourly:
+            rate = rng.uniform(20, 60) * weekly
+        amount = rng.uniform(40, 150)
+        orders = rng.poisson(rate)
+        drop = positions[0]
+        long = 10 if hourly else 2
+        orders[drop : drop + long] = rng.poisson(0.2 * rate[drop : drop + long])  # a market at 20%
+        windows.append((drop, drop + long - 1))
+        for pos in positions[1:]:
+            span = int(rng.integers(*length))
+            orders[pos : pos + span] = rng.poisson(5 * rate[pos : pos + span])
+            windows.append((pos, pos + span - 1))
+        values = np.array(
+            [np.round(rng.lognormal(np.log(amount), 0.6, k).sum(), 2) for k in orders]
+        )
+    return index, values, windows, start
+
+
 def make_series(scenario: str, grain: Grain, seed: int) -> Series:
     """The labelled series of ``scenario`` at ``grain`` for ``seed``."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     salt = sum(ord(c) for c in scenario) * 1000 + (0 if grain == "hour" else 500_000)
     rng = np.random.default_rng(seed + salt)
+    if scenario in HARD_SHAPES:
+        idx, values, spans, start = _hard_shape(scenario, grain, rng)
+        return Series(
+            scenario=scenario,
+            grain=grain,
+            seed=seed,
+            frame=pd.DataFrame({"timestamp": idx, "value": values}),
+            windows=[(idx[a], idx[min(b, idx.size - 1)]) for a, b in spans],
+            eval_start=idx[start],
+        )
     base = _base(grain, rng)
     idx = base.index
     n = idx.size
