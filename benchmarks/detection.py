@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/detection.py
 from benchmarks.kpi_scenarios import SCENARIOS, Series, suite
 from monitor.alerts.state import AlertPolicy, AlertState, advance
 from monitor.backtest import infer_bucket_seconds, replay
-from monitor.detect import DetectorSpec, Verdict
+from monitor.detection import DetectorSpec, Verdict
 
 DEFAULT_NAB = Path(__file__).resolve().parents[1] / ".." / "shared" / "benchmarks" / "nab"
 SMOKE_FILES = [
