@@ -26,7 +26,8 @@ SCALES = {0.0: "log1p", 0.5: "sqrt", 1.0: "as is"}
 _DIRECTIONS = {"both": BOTH, "up": UP, "down": DOWN}
 # state a rebuild carries over: what was decided, and the judged run
 _CARRIED = ("level_from", "next_scale", "integer", "counts", "nonnegative", "scale_locked",
-            "learned", "run", "sign", "quiet_until", "quiet_start_ns", "counted_ns")  # fmt: skip
+            "learned", "run", "sign", "evidence", "quiet_until", "quiet_start_ns",
+            "counted_ns")  # fmt: skip
 
 
 class Detector:

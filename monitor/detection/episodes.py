@@ -12,10 +12,11 @@ verdict is worth, the quiet period after an incident, and whether an open episod
 * **quiet period**: for a day after a deviation that lasted long enough to alert (two buckets
   below daily grain), a new deviation (one after a bucket that was not anomalous) is judged
   against a band ``quiet_factor`` times wider; the incident's own run keeps the normal band.
-* **holding**: after an anomalous run, while the bucket itself lies beyond a quarter of the band
-  the same way and the mean residual of the last three buckets beyond half of it, the series
-  has not come back: an open episode does not resolve on a bucket that merely fits a wide
-  (night) band. A bucket back near its expected value ends the hold at once.
+* **holding**: after an anomalous bucket the series is held to be away until the evidence says
+  it is back: a one-sided CUSUM (Page 1954) in robust spreads, starting at the band's width,
+  gaining each bucket's deviation the run's way and losing two spreads a bucket. A low-volume
+  night bucket that happens to fit a wide band leaves most of it; two buckets back at their
+  expected value end it. An open episode does not resolve while the series holds.
 """
 
 from __future__ import annotations
@@ -34,9 +35,7 @@ QUIET_RUN = 2
 POINT = 1.0
 """A bucket must itself deviate by this many spreads for the sustained test to look at it."""
 _EARLIER = 0.8  # the buckets before an anomalous one must average this fraction of the band
-_HOLD_BUCKETS = 3
-_HOLD_MEAN = 0.5
-_HOLD_OWN = 0.25
+_DRAIN = 2.0  # spreads of evidence a bucket at its expected value takes away
 
 
 @kernel
@@ -134,27 +133,19 @@ def judged_span(
 
 
 @kernel
-def holds(
-    state: Record,
-    resid: FloatArray,
-    first: int,
-    newest: int,
-    index: int,
-    r: float,
-    limit: float,
-) -> bool:
-    """Whether the series is still away the way its latest anomalous run went: this bucket's
-    residual beyond a quarter of the band ``limit``, the mean of the last three (this one
-    included) beyond half of it."""
-    if state.sign == 0 or state.sign * r < _HOLD_OWN * limit:
+def holds(state: Record, r: float, sigma: float, limit_z: float) -> bool:
+    """Whether the series is still away the way its latest anomalous run went: evidence that
+    starts at the band (``limit_z`` spreads) after an anomalous bucket, gains what each bucket
+    deviates that way and loses ``_DRAIN`` spreads a bucket, so a bucket back at its expected
+    value drains it in two and a noisy night bucket does not end it."""
+    if state.sign == 0:
         return False
-    total, count = r, 1
-    for j in range(index - 1, index - _HOLD_BUCKETS, -1):
-        v = get(resid, j, first, newest)
-        if v == v:
-            total += v
-            count += 1
-    return bool(state.sign * total / count >= _HOLD_MEAN * limit)
+    evidence = min(state.evidence + state.sign * r / sigma - _DRAIN, limit_z)
+    state.evidence = evidence
+    if evidence > 0.0:
+        return True
+    state.sign = 0
+    return False
 
 
 @kernel
@@ -163,9 +154,9 @@ def remember(
     index: int,
     bucket_ns: int,
     anomalous: bool,
-    holding: bool,
     span: int,
     score: float,
+    evidence: float,
     quiet_span: int,
 ) -> None:
     """Track the run of anomalous verdicts as the alert state machine counts it: a run long
@@ -175,12 +166,11 @@ def remember(
         return  # counted before a restart (see Detector.resume)
     if not anomalous:
         state.run = 0
-        if not holding:
-            state.sign = 0
         return
     before = state.run
     state.run = max(before + 1, span)
     state.sign = 1 if score > 0 else -1
+    state.evidence = evidence
     if before < QUIET_RUN <= state.run:
         state.quiet_until = index + quiet_span
         state.quiet_start_ns = bucket_ns

@@ -359,7 +359,7 @@ def _judge_intermittent(
     sustained = 0.0
     if storm and not size:
         sustained = limit_z if v != 0.0 else -limit_z  # as unlikely as the band's edge, at least
-    remember(s, index, stamp, anomalous, False, max(span, 1) if anomalous else 0, score,
+    remember(s, index, stamp, anomalous, max(span, 1) if anomalous else 0, score, limit_z,
              geo[G_QUIET_SPAN])  # fmt: skip
     row[OUT_EXPECTED] = expected
     row[OUT_LOWER] = lower
@@ -416,8 +416,10 @@ def _judge(
                                       scales, forecast, expected, floor, s.lam, s.shift,
                                       direction, outside)  # fmt: skip
     anomalous = outside or sustained != 0.0
-    holding = not anomalous and holds(s, chosen, first, newest, index, r, limit_z * sigma)
-    remember(s, index, stamp, anomalous, holding, span, score, geo[G_QUIET_SPAN])
+    holding = False
+    if stamp > s.counted_ns:  # not a bucket counted before a restart
+        holding = not anomalous and holds(s, r, sigma, limit_z)
+    remember(s, index, stamp, anomalous, span, score, limit_z, geo[G_QUIET_SPAN])
     row[OUT_EXPECTED] = expected
     row[OUT_LOWER] = lower
     row[OUT_UPPER] = upper

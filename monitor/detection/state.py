@@ -53,6 +53,7 @@ STATE = np.dtype(
         # episodes (monitor.detection.episodes)
         ("run", np.int64),  # anomalous verdicts in a row, as the alert state machine counts
         ("sign", np.int64),  # direction of the latest anomalous run while it holds, else 0
+        ("evidence", np.float64),  # that it still holds, in robust spreads (episodes.holds)
         ("quiet_until", np.int64),  # local index before which a new deviation needs more
         ("quiet_start_ns", np.int64),  # UTC ns of the bucket that started it (NO_INDEX: none)
         ("counted_ns", np.int64),  # verdicts up to this UTC ns are in the resumed run
