@@ -183,59 +183,79 @@ def _score(
     loaded: dict[tuple[str, str], Any],
     results: dict[tuple[str, ...], Any],
 ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """cmd_eval's figures per file, summaries overall and per domain, and its tables (T = 3)."""
+    """cmd_eval's figures per file; per grain, tolerance and row (detector and policy), the
+    summaries overall and per domain; cmd_eval's tables at T = 3."""
     summary: dict[str, Any] = {}
     per_file: dict[str, Any] = {}
     md: list[str] = []
     for variant in sorted({v for v, _ in loaded}, key=cmd_eval.VARIANTS.index):
-        keys = sorted(k for v, k in loaded if v == variant)
-        step = loaded[(variant, keys[0])].step
-        labels = list(policies(options, step))
-        per_file[variant] = {}
-        summary[variant] = {f"T{t}": {} for t in TOLERANCES}
-        for key in keys:
-            series = loaded[(variant, key)]
-            warm = cmd_eval.warmup_buckets(series)
-            entry: dict[str, Any] = {}
-            for d in options.detectors:
-                r = results.get((variant, key, d))
-                if r is None:
-                    continue
-                entry[d] = {"info": r["info"], "seconds": r["seconds"]}
-                for label in labels:
-                    ons = r["onsets"][label]
-                    entry[d][label] = {"onsets": [str(series.grid[i]) for i in ons]} | {
-                        f"T{t}": cmd_eval.score_file(series, ons, warm, t, MERGE_GAP)
-                        for t in TOLERANCES
-                    }
-            per_file[variant][key] = {"buckets": series.n, "warmup_buckets": warm,
-                                      "detectors": entry}  # fmt: skip
+        files = {k: s for (v, k), s in sorted(loaded.items()) if v == variant}
+        rules = policies(options, next(iter(files.values())).step)
+        per_file[variant] = {
+            key: _file_figures(cmd_eval, series, rules, options, variant, results)
+            for key, series in files.items()
+        }
+        summary[variant] = {}
         for t in TOLERANCES:
-            rows, domain_rows = [], []
+            rows: dict[str, Any] = {}
             for d in options.detectors:
-                for label in labels:
-                    name = f"{d} ({label} {'/'.join(map(str, policies(options, step)[label]))})"
+                for label, (open_after, resolve_after) in rules.items():
                     figures = {
-                        k: f[d][label][f"T{t}"]
-                        for k, f in ((k, per_file[variant][k]["detectors"]) for k in keys)
-                        if d in f
+                        key: f["detectors"][d][label][f"T{t}"]
+                        for key, f in per_file[variant].items()
+                        if d in f["detectors"]
                     }
-                    if not figures:
-                        continue
-                    domains = {}
-                    for dom in sorted({loaded[(variant, k)].domain for k in figures}):
-                        domains[dom] = cmd_eval.summarise(
-                            [x for k, x in figures.items() if loaded[(variant, k)].domain == dom]
-                        )
-                    overall = cmd_eval.summarise(list(figures.values()))
-                    summary[variant][f"T{t}"][name] = {"overall": overall, "domains": domains}
-                    rows.append((name, overall))
-                    domain_rows += [(dom, name, x) for dom, x in domains.items()]
-            if t == TOLERANCES[0]:
-                domain_rows.sort(key=lambda r: r[0])
-                md.append(cmd_eval.table(f"CMD {variant}: overall, T = {t} buckets", rows))
-                md.append(cmd_eval.domain_table(f"CMD {variant}: per domain, T = {t}", domain_rows))
+                    if figures:
+                        name = f"{d} ({label} {open_after}/{resolve_after})"
+                        rows[name] = _summaries(cmd_eval, figures, files)
+            summary[variant][f"T{t}"] = rows
+        first = summary[variant][f"T{TOLERANCES[0]}"]
+        domain_rows = sorted(
+            ((dom, name, x) for name, r in first.items() for dom, x in r["domains"].items()),
+            key=lambda row: row[0],
+        )
+        title = f"CMD {variant}: overall, T = {TOLERANCES[0]} buckets"
+        md.append(cmd_eval.table(title, [(name, r["overall"]) for name, r in first.items()]))
+        md.append(cmd_eval.domain_table(f"CMD {variant}: per domain", domain_rows))
     return summary, per_file, "\n".join(md)
+
+
+def _file_figures(
+    cmd_eval: ModuleType,
+    series: Any,
+    rules: dict[str, tuple[int, int]],
+    options: Options,
+    variant: str,
+    results: dict[tuple[str, ...], Any],
+) -> dict[str, Any]:
+    """One file's onsets and cmd_eval figures, per detector, policy and tolerance."""
+    warm = cmd_eval.warmup_buckets(series)
+    detectors: dict[str, Any] = {}
+    for d in options.detectors:
+        r = results.get((variant, series.key, d))
+        if r is None:  # the task failed: reported as an error, absent from the figures
+            continue
+        detectors[d] = {"info": r["info"], "seconds": r["seconds"]}
+        for label in rules:
+            ons = r["onsets"][label]
+            detectors[d][label] = {"onsets": [str(series.grid[i]) for i in ons]} | {
+                f"T{t}": cmd_eval.score_file(series, ons, warm, t, MERGE_GAP) for t in TOLERANCES
+            }
+    return {"buckets": series.n, "warmup_buckets": warm, "detectors": detectors}
+
+
+def _summaries(
+    cmd_eval: ModuleType, figures: dict[str, Any], files: dict[str, Any]
+) -> dict[str, Any]:
+    """cmd_eval's micro-averaged summary of files' figures, overall and per domain."""
+    domains = sorted({files[key].domain for key in figures})
+    return {
+        "overall": cmd_eval.summarise(list(figures.values())),
+        "domains": {
+            dom: cmd_eval.summarise([x for k, x in figures.items() if files[k].domain == dom])
+            for dom in domains
+        },
+    }
 
 
 def print_cmd(result: CmdResult, elapsed: float) -> None:

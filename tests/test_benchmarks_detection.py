@@ -14,8 +14,6 @@ import json
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,8 +36,9 @@ from benchmarks.peers import (
     prophet_missing,
 )
 from benchmarks.runs import Options
-from monitor.alerts.state import AlertPolicy, AlertState, advance
+from monitor.alerts.state import AlertPolicy
 from tests.k8s_tools import missing
+from tests.test_alerts_state import feed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,30 +87,17 @@ def test_a_peers_flags_do_not_change_when_later_buckets_arrive(
         assert np.array_equal(before.known, after.known[:cut])
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    bucket: datetime
-    expected: float | None
-    anomalous: bool
-    span: int = 1
-
-
 @pytest.mark.parametrize("policy", [(1, 2), (2, 2), (2, 24), (3, 1)])
 def test_the_peers_alert_rule_opens_where_the_daemons_state_machine_does(
     cmd_eval: ModuleType, policy: tuple[int, int]
 ) -> None:
     rng = np.random.default_rng(policy[0] * 100 + policy[1])
-    start = pd.Timestamp("2026-01-01", tz="UTC")
     for _ in range(20):
         flagged = rng.random(400) < rng.uniform(0.2, 0.7)
         known = rng.random(400) > 0.1
-        state, opened = AlertState(), []
-        for i in range(400):
-            verdict = _Verdict(start + pd.Timedelta(hours=i), 1.0 if known[i] else None,
-                               bool(flagged[i]) and bool(known[i]))  # fmt: skip
-            state, transition = advance(state, verdict, AlertPolicy(*policy))
-            if transition is not None and transition.kind == "opened":
-                opened.append(i)
+        pattern = "".join("?" if not k else "x" if f else "." for f, k in zip(flagged, known))
+        _, events = feed(pattern, AlertPolicy(*policy))
+        opened = [int(e.split("@")[1]) for e in events if e.startswith("opened")]
         assert opened, "a rule that never opens proves nothing"
         assert cmd_eval.onsets_from_flags(flagged, known, *policy) == opened
 
