@@ -127,7 +127,7 @@ class CmdResult:
     errors: list[dict[str, str]]
     tables: str
     notes: list[str]
-    seconds: dict[str, float]  # per detector, summed over its tasks
+    task_seconds: dict[str, float]  # per detector, summed over its tasks
 
 
 def run_cmd(
@@ -262,7 +262,7 @@ def print_cmd(result: CmdResult, elapsed: float) -> None:
     files = len({k for v in result.per_file.values() for k in v})
     print(f"\nCMD part in ../shared/benchmarks/cmd: {files} files, {elapsed:.1f} s\n")
     print(result.tables)
-    print(seconds_line(result.seconds))
+    print(seconds_line(result.task_seconds))
     for note in result.notes:
         print(f"note: {note}")
     for e in result.errors:

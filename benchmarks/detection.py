@@ -110,6 +110,7 @@ def _commit() -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    commit = _commit()  # before the run: the code that produced the figures
     try:
         load_cmd_eval(args.cmd_dir)  # the peers' definitions serve every corpus
     except MissingCorpus as exc:
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{elapsed:.1f} s in all, {args.jobs} jobs" + (f", {errors} FAILED" if errors else ""))
     if args.json is not None:
         report["meta"] = {
-            "commit": _commit(),
+            "commit": commit,
             "argv": sys.argv[1:] if argv is None else argv,
             "corpora": list(args.corpus),
             "detectors": detectors,

@@ -136,7 +136,7 @@ class SuiteResult:
     rows: list[SuiteRow]
     errors: list[dict[str, str]]
     notes: list[str]
-    seconds: dict[str, float]  # per detector, summed over its tasks
+    task_seconds: dict[str, float]  # per detector, summed over its tasks
 
 
 def run_suite(
@@ -236,7 +236,7 @@ def print_suite(result: SuiteResult, elapsed: float) -> None:
             cells.append(_fmt(value, 12))
         kind = "F1" if SCENARIOS[scenario] else "false/mo"
         print(f"{scenario:<22} {grain:<5} " + " ".join(cells) + f"  {kind}")
-    print(seconds_line(result.seconds))
+    print(seconds_line(result.task_seconds))
     for note in result.notes:
         print(f"note: {note}")
     for e in result.errors:

@@ -111,7 +111,7 @@ class NabResult:
     hourly: list[NabRow]  # NAB's hourly files, every detector (Prophet's comparison)
     errors: list[dict[str, str]]
     notes: list[str]
-    seconds: dict[str, float]  # per detector, summed over its tasks
+    task_seconds: dict[str, float]  # per detector, summed over its tasks
 
 
 def run_nab(
@@ -223,7 +223,7 @@ def print_nab(result: NabResult, n_files: int, elapsed: float) -> None:
     if result.hourly and any(r.detector == "prophet" for r in result.hourly):
         print(f"\nNAB hourly files only ({result.hourly[0].files}), every detector")
         _table(result.hourly, counts=False)
-    print(seconds_line(result.seconds))
+    print(seconds_line(result.task_seconds))
     for note in result.notes:
         print(f"note: {note}")
     for e in result.errors:

@@ -183,6 +183,11 @@ def test_the_smoke_run_reports_every_corpus_and_every_detector(tmp_path: Path) -
         assert "prophet skipped" in run.stdout
     assert {r["detector"] for r in report["nab"]["rows"]} == set(ran) - {"prophet"}
     assert {r["detector"] for r in report["kpi"]["rows"]} == set(ran) - {"prophet"}
+    for corpus in ("nab", "cmd", "kpi"):
+        assert report[corpus]["seconds"] > 0
+        assert set(report[corpus]["task_seconds"]) == set(ran) - (
+            {"prophet"} if corpus == "kpi" else set()
+        )
     for variant in ("hourly", "minute->hourly"):
         names = set(report["cmd"]["summary"][variant]["T3"])
         assert names == {f"{d} (daemon 2/2)" for d in ran} | {f"{d} (cli 1/2)" for d in ran}
