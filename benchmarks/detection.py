@@ -86,8 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or (args.seeds is not None and args.seeds < 1):
-        parser.error("--jobs and --seeds take a positive number")
+    counts = (args.jobs, args.seeds, args.open_after, args.resolve_after)
+    if any(n is not None and n < 1 for n in counts):
+        parser.error("--jobs, --seeds, --open-after and --resolve-after take a positive number")
     return args
 
 

@@ -78,8 +78,8 @@ def run_task(task: Task) -> tuple[FloatArray, FloatArray]:
     series, positions = grid_series(
         cmd_eval, task.rel, category, frame["timestamp"], frame["value"], step
     )
-    probation = int(nabscore.probation_rows(len(frame), PROBATION))
-    warm = int(positions[min(probation, len(frame) - 1)])
+    probation = min(int(nabscore.probation_rows(len(frame), PROBATION)), len(frame) - 1)
+    warm = max(int(positions[: probation + 1].max()), 0)  # the bucket of the first scored row
     flags = peer_flags(task.detector, series, warm, cmd_eval)
     _, open_after, resolve_after = options.policy_for(step)
     opened = np.zeros(series.n, dtype=bool)
@@ -138,9 +138,7 @@ def run_nab(
     weight = {"prophet": 30.0, "holt-winters": 2.0, "kpi-monitor": 2.0}
     outcomes = run_tasks(run_task, tasks, jobs, lambda t: weight.get(t.detector, 0.1) * t.rows)
     errors: list[dict[str, str]] = []
-    ran: dict[str, set[str]] = {d: set() for d in options.detectors}
-    alerts = dict.fromkeys(options.detectors, 0)
-    no_anomaly = dict.fromkeys(options.detectors, 0)
+    alerts: dict[tuple[str, str], int] = {}  # (detector, file) -> alerts opened
     with tempfile.TemporaryDirectory(prefix="kpimon-nab-") as tmp:
         for outcome in outcomes:
             task: Task = outcome.task
@@ -148,12 +146,9 @@ def run_nab(
                 errors.append({"file": task.rel, "detector": task.detector,
                                "error": outcome.error})  # fmt: skip
                 continue
-            ran[task.detector].add(task.rel)
             raw = raws[task.rel]
             score, alert = outcome.value
-            alerts[task.detector] += int(alert.sum())
-            if task.rel.startswith("artificialNoAnomaly/"):
-                no_anomaly[task.detector] += int(alert.sum())
+            alerts[(task.detector, task.rel)] = int(alert.sum())
             for kind, column in (("score", score), ("alert", alert)):
                 path = Path(tmp) / f"{task.detector}.{kind}" / task.rel
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,18 +159,18 @@ def run_nab(
         def score(selection: list[str]) -> list[NabRow]:
             """Rows of the detectors that ran on every file of ``selection``."""
             windows = {rel: windows_all[rel] for rel in selection if rel in windows_all}
-            return [
-                _score_detector(nabscore, tmp, d, windows, profiles, len(selection))
-                for d in options.detectors
-                if set(selection) <= ran[d]
-            ]
+            rows = []
+            for d in options.detectors:
+                if any((d, rel) not in alerts for rel in selection):
+                    continue
+                opened = {rel: alerts[(d, rel)] for rel in selection}
+                rows.append(_score_detector(nabscore, tmp, d, windows, profiles, opened))
+            return rows
 
         result = NabResult(
             score(files), score(hourly) if hourly else [], errors, notes,
             seconds_by_detector(outcomes),
         )  # fmt: skip
-    for row in result.rows:
-        row.alerts, row.no_anomaly_alerts = alerts[row.detector], no_anomaly[row.detector]
     return result
 
 
@@ -185,8 +180,9 @@ def _score_detector(
     detector: str,
     windows: dict[str, Any],
     profiles: dict[str, tuple[float, float, float]],
-    files: int,
+    opened: dict[str, int],
 ) -> NabRow:
+    """NAB's figures of one detector over the files of ``opened`` (file -> alerts opened)."""
     best: dict[str, float] = {}
     fixed: dict[str, float] = {}
     score_corpus = nabscore.Corpus(f"{tmp}/{detector}.score", windows, verbose=False)
@@ -197,7 +193,8 @@ def _score_detector(
         best[profile] = float(score_corpus.normalize(raw, tpw, fpw, fnw))
         raw_fixed = alert_corpus.score_at(0.5, tpw, fpw, fnw)
         fixed[profile] = float(alert_corpus.normalize(raw_fixed, tpw, fpw, fnw))
-    return NabRow(detector, files, best, fixed, 0, 0)
+    no_anomaly = sum(n for rel, n in opened.items() if rel.startswith("artificialNoAnomaly/"))
+    return NabRow(detector, len(opened), best, fixed, no_anomaly, sum(opened.values()))
 
 
 def _table(rows: list[NabRow], counts: bool) -> None:
