@@ -3,7 +3,8 @@
 ``warm`` and ``step`` calibrate from the same buckets.
 
 * **forecaster**: the seasonal forecaster unless another's blind one-step-ahead errors (the mean
-  absolute residual, the largest 5% left out) are at least ``FORECASTER_PREFERENCE`` lower.
+  absolute residual, the largest 5% left out) are at least ``FORECASTER_PREFERENCE`` lower, over
+  at least two days (and 48 buckets) of them.
 * **spread** ``sigma``: of the chosen forecaster's residuals, the larger of ``1.4826 * MAD`` and
   the 95% quantile of ``|residual - median|`` scaled to a normal sigma: equal for normal noise,
   wider for heavy tails (and the only sane value for intermittent series, whose MAD is 0), and
@@ -35,6 +36,7 @@ _TAIL_Z = 1.959964
 _MAD = 1.4826
 _SLOT_PRIOR = 20.0
 _SLOT_CYCLES = 14
+_MIN_CHOICE = 48
 
 
 @kernel
@@ -55,7 +57,7 @@ def calibrate(
     ``slot_sigma``."""
     state.calibrated_at = at
     lo = at - window
-    state.chosen = _choose(resid, lo, at, first, newest, work)
+    state.chosen = _choose(resid, lo, at, first, newest, day, work)
     r = resid[state.chosen]
     m = 0
     for index in range(lo, at):
@@ -78,8 +80,11 @@ def calibrate(
 
 
 @kernel
-def _choose(resid: FloatArray, lo: int, at: int, first: int, newest: int, work: FloatArray) -> int:
-    """The forecaster with the lowest trimmed mean absolute error where all three forecast."""
+def _choose(
+    resid: FloatArray, lo: int, at: int, first: int, newest: int, day: int, work: FloatArray
+) -> int:
+    """The forecaster with the lowest trimmed mean absolute error where all three forecast; the
+    seasonal one until two days (and 48 buckets) of such errors are known."""
     best, chosen = math.inf, SEASONAL
     for k in range(resid.shape[0]):
         m = 0
@@ -90,7 +95,7 @@ def _choose(resid: FloatArray, lo: int, at: int, first: int, newest: int, work: 
             if a == a and b == b and c == c:
                 work[m] = abs(get(resid[k], index, first, newest))
                 m += 1
-        if m < 8:
+        if m < max(_MIN_CHOICE, 2 * day):
             return SEASONAL
         keep = int(_TRIM * m) + 1
         select(work, m, keep - 1)  # the `keep` smallest errors now come first
