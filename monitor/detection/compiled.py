@@ -53,3 +53,19 @@ def configure() -> Path:
         numba.config.CACHE_DIR = str(path)  # type: ignore[attr-defined]
         return path
     raise OSError(f"no writable directory for the compiled detection kernels: {candidates}")
+
+
+def compile_all() -> Path:
+    """Compile every kernel now (into the configured cache) and return the cache directory: a
+    container image does this at build time, so no process compiles at start."""
+    import numpy as np
+    import pandas as pd
+
+    from monitor.detection import Detector, DetectorSpec
+
+    index = pd.date_range("2026-01-05", periods=24 * 21, freq="h", tz="UTC")
+    values = np.random.default_rng(0).poisson(50, index.size).astype(float)
+    detector = Detector(DetectorSpec(3600))
+    detector.warm(index[:-1], values[:-1], judge_last=48)
+    detector.step(index[-1], 0.0)
+    return Path(numba.config.CACHE_DIR)  # type: ignore[attr-defined]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numba
 import pytest
 
 from monitor.detection import compiled
+from tests.daemon_process import KPI_MONITOR
 
 
 @pytest.fixture
@@ -55,3 +58,17 @@ def test_a_prebuilt_cache_seeds_an_empty_one(
     monkeypatch.setenv("KPIMON_NUMBA_CACHE", str(tmp_path / "cache"))
     path = compiled.configure()
     assert (path / "kernel.run-1.py311.nbi").read_bytes() == b"compiled at build time"
+
+
+def test_compiling_ahead_fills_the_cache_a_container_ships(tmp_path: Path) -> None:
+    """What the image's build step runs: every kernel compiled into the cache, on disk."""
+    python = Path(KPI_MONITOR).with_name("python")
+    done = subprocess.run(
+        [str(python), "-m", "monitor.detection"],
+        env={**os.environ, "KPIMON_NUMBA_CACHE": str(tmp_path)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cache = tmp_path / f"kpimon-numba-{compiled.cache_key()}"
+    assert str(cache) in done.stdout
+    assert list(cache.rglob("*.nbi")) and list(cache.rglob("*.nbc"))
