@@ -113,7 +113,7 @@ class Api:
         self.metrics = metrics
         self.ready = ready
         self.run_now = run_now
-        self.token = token
+        self.token = token or None  # an empty token would match an empty Authorization
         self.deployments = deployments
         self.watch = watch
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
