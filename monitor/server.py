@@ -205,6 +205,9 @@ class Api:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            # the decoder recurses once per nesting level; no valid body is more than a few deep
+            raise HttpError(400, "request body is nested too deeply") from None
 
     # --- handlers ---------------------------------------------------------------------------
 
