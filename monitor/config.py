@@ -466,10 +466,7 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     if not isinstance(document, dict):
         raise ConfigError(source, ["the file must be a YAML mapping with a checks list"])
     problems: list[str] = []
-    try:
-        document = _interpolate(document, "", problems)
-    except RecursionError:
-        raise ConfigError(source, ["a YAML alias refers to itself; expand it"]) from None
+    document = _interpolate(document, "", problems)
     if problems:
         raise ConfigError(source, problems)
     defaults = document.get("defaults") or {}
@@ -498,6 +495,81 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     return config
 
 
+# Aliases may multiply the values of a document by this much, or bring it to this many values,
+# whichever is more: a config that repeats a block of defaults in every check stays far below.
+ALIAS_GROWTH = 10
+ALIAS_FLOOR = 10_000
+
+
+class _AliasProblem(ValueError):
+    def __init__(self, node: yaml.Node, problem: str) -> None:
+        super().__init__(problem)
+        self.line = node.start_mark.line + 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _refuse_alias_bombs(root: yaml.Node) -> None:
+    """Refuse aliases that refer to the value holding them, or expand the document out of
+    proportion (an alias bomb), as the safe loaders of other YAML libraries do.
+
+    PyYAML shares an aliased node, so loading stays cheap; but interpolating and validating the
+    document visit it once per alias: 500 bytes of nested aliases took minutes and gigabytes. The
+    expanded size is counted on the shared nodes (each once, depth-first, without recursion).
+    """
+    size: dict[int, int] = {}
+    finished: list[yaml.Node] = []
+    path: set[int] = set()  # the nodes being counted: the current one and its ancestors
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in _children(node))
+            finished.append(node)
+            continue
+        if id(node) in size:
+            continue  # another alias of a value already counted
+        path.add(id(node))
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in path:
+                raise _AliasProblem(child, "a YAML alias refers to a value that contains it")
+            stack.append((child, False))
+    limit = max(ALIAS_FLOOR, ALIAS_GROWTH * len(size))
+    # children finish before their parents: the first value over the limit is the innermost
+    for node in finished:
+        if size[id(node)] > limit:
+            raise _AliasProblem(
+                node,
+                f"YAML aliases expand this value to {size[id(node)]:,} values, more than "
+                f"{limit:,} (the document has {len(size):,}): refused as an alias bomb; "
+                "write the repeated parts out, or use defaults",
+            )
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses alias bombs and self-referencing aliases."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_alias_bombs(node)
+        return super().construct_document(node)
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _SafeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a configuration file."""
     source = str(path)
@@ -506,7 +578,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
     try:
-        document = yaml.safe_load(text)
+        document = _load_yaml(text)
+    except _AliasProblem as exc:
+        raise ConfigError(source, [f"line {exc.line}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
