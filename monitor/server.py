@@ -24,6 +24,7 @@ from waitress.server import create_server
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
+from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
 from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 
@@ -144,6 +145,10 @@ class Api:
         except HttpError as exc:
             response = _json(exc.status, {"error": str(exc)})
             headers = exc.headers
+        except StateStoreError as exc:
+            # nothing was applied: the call may be repeated once the store takes writes again
+            log.warning("request failed", extra={"fields": {"path": path, "error": str(exc)}})
+            response = _json(503, {"error": str(exc)})
         except Exception:
             log.exception("request failed", extra={"fields": {"method": method, "path": path}})
             response = _json(500, {"error": "internal error; see the daemon's log"})

@@ -137,9 +137,10 @@ class StateStore:
 
     @classmethod
     def open(cls, config: StateConfig) -> StateStore:
+        """The daemon's store: a SQLite file is locked against a second daemon."""
         if config.url is not None:
             return cls(PostgresDatabase(config.url.get_secret_value()))
-        return cls(config.path)
+        return cls(SQLiteDatabase(config.path, exclusive=True))
 
     @contextmanager
     def _transaction(self) -> Iterator[Executor]:

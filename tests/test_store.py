@@ -115,7 +115,7 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
 def test_a_corrupt_file_is_refused_with_advice(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StateStoreError, match="If the file is corrupt, move it aside"):
+    with pytest.raises(StateStoreError, match="not a SQLite database or is corrupt: move it aside"):
         StateStore(path)
 
 
