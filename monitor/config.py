@@ -156,12 +156,22 @@ WarehouseConfig = Annotated[
 ]
 
 
+class RetentionConfig(_Model):
+    """How long the state store keeps what is done with, so it stops growing: delivered
+    notifications, finished deployments, and the dbt manifest of an environment not deployed
+    to since."""
+
+    notifications: PositiveDuration = timedelta(days=30)
+    deployments: PositiveDuration = timedelta(days=90)
+
+
 class StateConfig(_Model):
     """Where alert state, episodes and the notification outbox are kept: a SQLite file
     (``path``), or a PostgreSQL database (``url: postgresql://...``), which then wins."""
 
     path: str = "kpimon-state.db"
     url: SecretStr | None = None
+    retention: RetentionConfig = RetentionConfig()
 
     @field_validator("url")
     @classmethod

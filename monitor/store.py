@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.alerts.notification import Notification
+from monitor.alerts.notification import Notification, episode_key
 from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
@@ -109,6 +109,13 @@ class OutboxEntry:
     @property
     def notification(self) -> Notification:
         return Notification.from_json(self.payload)
+
+
+_PRUNE_BATCH = 500
+
+
+def _rowcount(cursor: object) -> int:
+    return max(int(getattr(cursor, "rowcount", 0)), 0)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -431,6 +438,44 @@ class StateStore:
                 " reason = excluded.reason",
                 (check, until.isoformat(), reason),
             )
+
+    def prune(self, notifications_before: datetime, deployments_before: datetime) -> dict[str, int]:
+        """Delete what is done with and older than the cutoffs: notifications no longer pending
+        (but not the opening of an episode still firing: its resolution is threaded under it
+        and Alertmanager re-sent from it), finished deployments, and the manifests of
+        environments not deployed to since. How many rows of each went."""
+        firing = {
+            episode_key(check, segment, state.episode, "opened")
+            for (check, segment), state in self.load_states().items()
+            if state.firing
+        }
+        done = [
+            int(str(entry_id))
+            for entry_id, key in self._read(
+                "SELECT id, notification_key FROM outbox WHERE status <> 'pending'"
+                " AND created_at < ?",
+                (notifications_before.astimezone(UTC).isoformat(),),
+            )
+            if key not in firing
+        ]
+        for start in range(0, len(done), _PRUNE_BATCH):  # short transactions, small statements
+            batch = done[start : start + _PRUNE_BATCH]
+            with self._transaction() as db:
+                db.execute(
+                    f"DELETE FROM outbox WHERE id IN ({', '.join('?' * len(batch))})",
+                    tuple(batch),
+                )
+        cutoff = deployments_before.astimezone(UTC).isoformat()
+        with self._transaction() as db:
+            deployments = db.execute(
+                "DELETE FROM deployments WHERE status <> 'watching' AND received_at < ?", (cutoff,)
+            )
+            manifests = db.execute("DELETE FROM manifests WHERE updated_at < ?", (cutoff,))
+        return {
+            "notifications": len(done),
+            "deployments": _rowcount(deployments),
+            "manifests": _rowcount(manifests),
+        }
 
     def close(self) -> None:
         self._db.close()

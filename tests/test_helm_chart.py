@@ -12,12 +12,14 @@ import copy
 import json
 import re
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from monitor.config import StateConfig
 from tests import k8s_tools as kt
 
 KUBE_VERSIONS = (
@@ -196,6 +198,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad image digest": {"image": {"digest": "latest"}},
     "bad pull policy": {"image": {"pullPolicy": "Sometimes"}},
     "bad duration": {"serviceMonitor": {"interval": "30 seconds"}},
+    "bad retention": {"state": {"retention": {"notifications": "a month"}}},
     "unknown alert disabled": {"prometheusRule": {"disabledAlerts": ["KPIAnomalyy"]}},
     "state given in config": {
         "config": {"state": {"path": "/tmp/x.db"}, "checks": [{"name": "a"}]}
@@ -382,7 +385,10 @@ def test_sqlite_state_on_a_claim() -> None:
     mounts = {m["name"]: m["mountPath"] for m in daemon(objects)["volumeMounts"]}
     assert mounts["state"] == "/var/lib/kpi-monitor"
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
-    assert config["state"] == {"path": "/var/lib/kpi-monitor/state.db"}
+    assert config["state"] == {
+        "path": "/var/lib/kpi-monitor/state.db",
+        "retention": {"notifications": "30d", "deployments": "90d"},
+    }
     assert pod["securityContext"]["fsGroup"] == 10001  # the volume is writable by the daemon
 
 
@@ -399,8 +405,18 @@ def test_postgresql_state_has_no_volume() -> None:
     objects = render(POSTGRESQL)
     assert not by_kind(objects, "PersistentVolumeClaim")
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
-    assert config["state"] == {"url": "${KPIMON_STATE_URL}"}
+    assert config["state"] == {
+        "url": "${KPIMON_STATE_URL}",
+        "retention": {"notifications": "30d", "deployments": "90d"},
+    }
     assert "/var/lib/kpi-monitor" not in {m["mountPath"] for m in daemon(objects)["volumeMounts"]}
+
+
+def test_state_retention_reaches_the_daemons_config() -> None:
+    objects = render({"state": {"retention": {"notifications": "7d", "deployments": "365d"}}})
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
+    assert config["state"]["retention"] == {"notifications": "7d", "deployments": "365d"}
+    assert StateConfig.model_validate(config["state"]).retention.deployments == timedelta(days=365)
 
 
 def test_config_map_holds_the_config_and_rolls_the_pod() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -110,6 +111,47 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
     assert again.table_schema("analytics.fct_orders") == '{"id": "BIGINT"}'
     assert again.rebaselines() == {"revenue": T}
     again.close()
+
+
+def test_retention_prunes_what_is_done_with_and_keeps_what_is_still_needed(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    firing = AlertState("firing", 2, 0, T, 1, T)
+    resolved = replace(NOTE, kind="resolved", segment="FR")
+    store.record("revenue", "DE", firing, [NOTE], ["slack"])  # opened, still firing
+    store.record("revenue", "FR", AlertState(episode=1, last_bucket=T),
+                 [replace(NOTE, segment="FR"), resolved], ["slack"])  # fmt: skip
+    store.record("revenue", "US", firing, [replace(NOTE, segment="US")], ["slack"])
+    store.enqueue("deployment/d0/passed", "deployment", "{}", ["slack"])
+    for entry in store.pending("slack"):
+        if entry.kind == "deployment" or entry.notification.segment != "US":
+            store.mark_delivered(entry.id, f"C1:{entry.id}")
+    store.save_deployment("d0", "prod", "passed", T - timedelta(days=200), '{"id": "d0"}')
+    store.save_deployment("d1", "prod", "watching", T - timedelta(days=200), '{"id": "d1"}')
+    store.save_manifest("pr-1234", "{}")  # a preview environment, never deployed again
+    time.sleep(0.01)
+    cutoff = datetime.now(UTC)
+    time.sleep(0.01)
+    store.record("revenue", "GB", firing, [replace(NOTE, segment="GB")], ["slack"])
+    store.mark_delivered(store.pending("slack")[-1].id, "C1:new")
+    store.save_deployment("d2", "prod", "failed", cutoff + timedelta(minutes=1), '{"id": "d2"}')
+    store.save_manifest("prod", "{}")
+
+    gone = store.prune(cutoff, cutoff)
+
+    assert gone == {"notifications": 3, "deployments": 1, "manifests": 1}
+    # an episode still firing keeps its opening: the resolution is threaded under it
+    assert store.remote_id(NOTE.key, "slack") is not None
+    assert store.notification(replace(NOTE, segment="GB").key, "slack") is not None
+    assert [e.notification.segment for e in store.pending("slack")] == ["US"]
+    for note in (replace(NOTE, segment="FR"), resolved):
+        assert store.notification(note.key, "slack") is None
+    assert store.deployment("d0") is None
+    assert store.deployment("d1") == '{"id": "d1"}' and store.deployment("d2") is not None
+    assert store.manifest("pr-1234") is None and store.manifest("prod") == "{}"
+    assert store.prune(cutoff, cutoff) == {"notifications": 0, "deployments": 0, "manifests": 0}
+    store.close()
 
 
 def test_a_corrupt_file_is_refused_with_advice(tmp_path: Path) -> None:
