@@ -7,6 +7,7 @@ One connection, used under a lock: the state store's writes are small and ordere
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -210,9 +211,10 @@ class PostgresDatabase(Database):
 
         with self._lock:
             try:
-                return list(self._connection().execute(_placeholders(sql), params).fetchall())
+                rows = self._connection().execute(_placeholders(sql), _to_text(params)).fetchall()
             except psycopg.Error as exc:
                 raise StateStoreError(f"state database {self.name}: {_first_line(exc)}") from None
+        return [tuple(map(_from_text, row)) for row in rows]
 
     @contextmanager
     def transaction(self) -> Iterator[Executor]:
@@ -245,12 +247,35 @@ class _Translating:
         self._conn = conn
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> object:
-        return self._conn.execute(_placeholders(sql), params)
+        return self._conn.execute(_placeholders(sql), _to_text(params))
 
     def executemany(self, sql: str, params: list[tuple[object, ...]]) -> object:
         with self._conn.cursor() as cursor:
-            cursor.executemany(_placeholders(sql), params)
+            cursor.executemany(_placeholders(sql), [_to_text(row) for row in params])
         return None
+
+
+# PostgreSQL text cannot hold NUL, which strings from DuckDB or Databricks (a segment value) can.
+# Such a string is stored as this marker and its JSON form (ASCII: NUL is written \u0000), and so
+# is a string that starts with the marker, so every string reads back exactly as it was written.
+# The marker is a Unicode noncharacter, reserved for a program's own use; a string without NUL
+# that does not start with it is stored as it is.
+_MARKED = "\ufdd0"
+
+
+def _to_text(params: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(
+        _MARKED + json.dumps(p)
+        if isinstance(p, str) and ("\x00" in p or p.startswith(_MARKED))
+        else p
+        for p in params
+    )
+
+
+def _from_text(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_MARKED):
+        return json.loads(value[len(_MARKED) :])
+    return value
 
 
 def _placeholders(sql: str) -> str:

@@ -10,15 +10,17 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
-from monitor.config import StateConfig
+from monitor.config import StateConfig, parse_config
 from monitor.errors import StateStoreError
 from monitor.store import StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
+from tests.test_faults import NOW, hourly_rows, make_engine, visits_check
 
 T = datetime(2026, 11, 26, 10, tzinfo=UTC)
 NOTE = Notification("opened", "revenue", "DE", 1, T, T, 1.0, 10.0, 8.0, 12.0, -5.0, "critical")
@@ -79,6 +81,69 @@ def test_a_store_made_by_schema_version_1_is_upgraded_in_place(
     reopened = StateStore.open(config)  # the upgrade is idempotent
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
     reopened.close()
+
+
+# DuckDB and Databricks strings can hold any character; PostgreSQL text cannot hold NUL
+ODD_SEGMENTS = ["A\x00B", "\x00", "\ufdd0x", '\ufdd0"\x00"', "DE | \u00e9\n\t\\u0000"]
+
+
+def test_any_segment_value_is_stored_and_read_back_exactly(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    state = AlertState("firing", 2, 0, T, 1, T)
+    for segment in ODD_SEGMENTS:
+        store.record("revenue", segment, state, [replace(NOTE, segment=segment)], ["slack"])
+    store.save_history(
+        "revenue", "f1", T, ODD_SEGMENTS, [(s, T, 1.0) for s in ODD_SEGMENTS],
+        replace=True, keep_from=T,
+    )  # fmt: skip
+    store.save_mute("revenue", T, "backfill of \x00-padded ids")
+    store.close()
+    again = open_store()
+    assert again.load_states() == {("revenue", s): state for s in ODD_SEGMENTS}
+    assert [e.notification.segment for e in again.pending("slack")] == ODD_SEGMENTS
+    for segment in ODD_SEGMENTS:
+        assert again.notification(replace(NOTE, segment=segment).key, "slack") is not None
+    history = again.load_history("revenue", "f1")
+    assert history is not None
+    assert history[1] == ODD_SEGMENTS and sorted(history[2]) == sorted(ODD_SEGMENTS)
+    assert again.mutes() == {"revenue": (T, "backfill of \x00-padded ids")}
+    again.close()
+
+
+def test_a_check_whose_segment_holds_a_nul_runs_and_keeps_its_alert_in_postgres(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    rows = hourly_rows(NOW)
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as con:
+        con.execute("CREATE SCHEMA kpi")
+        con.execute("CREATE TABLE kpi.sales (ts TIMESTAMP, shop VARCHAR, amount DOUBLE)")
+        for shop in ("DE", "A\x00B"):
+            collapsed = shop != "DE"  # the NUL segment stops selling for its last hours
+            con.executemany(
+                "INSERT INTO kpi.sales VALUES (?, ?, ?)",
+                [(ts, shop, 0.0 if collapsed and i >= len(rows) - 3 else v)
+                 for i, (ts, v) in enumerate(rows)],
+            )  # fmt: skip
+    config = parse_config(
+        {
+            "warehouse": {"kind": "duckdb", "path": str(tmp_path / "wh.duckdb")},
+            "state": {"url": request.getfixturevalue("postgres_dsn")},
+            "checks": [visits_check("sales", table="kpi.sales", dimensions=["shop"])],
+        }
+    )
+    engine, _ = make_engine(config, StateStore.open(config.state))
+    result = engine.run("sales")
+    assert result.outcome == "anomaly", result.error
+    assert {s.segment: s.state.status for s in result.series} == {"DE": "ok", "A\x00B": "firing"}
+    engine.store.close()
+    restarted, _ = make_engine(config, StateStore.open(config.state))
+    assert restarted.alert_state("sales", "A\x00B").firing
+    [queued] = restarted.store.pending("slack")
+    assert queued.notification.segment == "A\x00B"
+    assert restarted.run("sales").outcome == "anomaly"
+    restarted.store.close()
 
 
 def test_the_same_episode_event_is_queued_once(open_store: Callable[[], StateStore]) -> None:
