@@ -9,7 +9,7 @@ nothing already delivered is sent again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -254,14 +254,8 @@ class StateStore:
 
     def enqueue(self, key: str, kind: str, payload: str, channels: list[str]) -> None:
         """Queue a message once per key and channel (a second enqueue of the key is ignored)."""
-        now = datetime.now(UTC).isoformat()
         with self._transaction() as db:
-            for channel in channels:
-                db.execute(
-                    "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
-                    (key, channel, kind, payload, now),
-                )
+            _enqueue(db, key, kind, payload, channels)
 
     def pending_count(self) -> int:
         rows = self._read("SELECT count(*) FROM outbox WHERE status = 'pending'")
@@ -308,6 +302,41 @@ class StateStore:
                 (deployment_id, environment, status, received_at.isoformat(), document),
             )
 
+    def record_deployment(
+        self,
+        deployment_id: str,
+        environment: str,
+        status: str,
+        received_at: datetime,
+        document: str,
+        *,
+        manifest: str | None,
+        schemas: Mapping[str, str],
+        report: tuple[str, str, list[str]] | None,
+    ) -> bool:
+        """Record a new deployment with what comes with it, in one transaction: the manifest of
+        its environment, the columns of its tables as read after it, and the report (key,
+        payload, channels) of a deployment decided at once. False, with nothing written, when
+        a deployment with this id was recorded before."""
+        try:
+            with self._transaction() as db:
+                inserted = db.execute(
+                    "INSERT INTO deployments (id, environment, status, received_at, document)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (deployment_id, environment, status, received_at.isoformat(), document),
+                )
+                if _rowcount(inserted) == 0:
+                    raise _Recorded
+                if manifest is not None:
+                    _save_manifest(db, environment, manifest)
+                for table, columns in schemas.items():
+                    _save_table_schema(db, table, columns)
+                if report is not None:
+                    _enqueue(db, report[0], "deployment", report[1], report[2])
+        except _Recorded:
+            return False
+        return True
+
     def deployment(self, deployment_id: str) -> str | None:
         rows = self._read("SELECT document FROM deployments WHERE id = ?", (deployment_id,))
         return str(rows[0][0]) if rows else None
@@ -330,12 +359,7 @@ class StateStore:
 
     def save_manifest(self, environment: str, nodes: str) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO manifests (environment, nodes, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (environment) DO UPDATE SET nodes = excluded.nodes,"
-                " updated_at = excluded.updated_at",
-                (environment, nodes, datetime.now(UTC).isoformat()),
-            )
+            _save_manifest(db, environment, nodes)
 
     def table_schema(self, table: str) -> str | None:
         rows = self._read("SELECT columns FROM table_schemas WHERE table_name = ?", (table,))
@@ -343,12 +367,7 @@ class StateStore:
 
     def save_table_schema(self, table: str, columns: str) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO table_schemas (table_name, columns, captured_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (table_name) DO UPDATE SET columns = excluded.columns,"
-                " captured_at = excluded.captured_at",
-                (table, columns, datetime.now(UTC).isoformat()),
-            )
+            _save_table_schema(db, table, columns)
 
     def rebaselines(self) -> dict[str, datetime]:
         rows = self._read("SELECT check_name, since FROM rebaselines")
@@ -486,3 +505,35 @@ class StateStore:
             (notification_key, channel),
         )
         return Notification.from_json(str(rows[0][0])) if rows else None
+
+
+class _Recorded(Exception):
+    """Rolls back the recording of a deployment whose id exists."""
+
+
+def _enqueue(db: Executor, key: str, kind: str, payload: str, channels: list[str]) -> None:
+    now = datetime.now(UTC).isoformat()
+    for channel in channels:
+        db.execute(
+            "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
+            (key, channel, kind, payload, now),
+        )
+
+
+def _save_manifest(db: Executor, environment: str, nodes: str) -> None:
+    db.execute(
+        "INSERT INTO manifests (environment, nodes, updated_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (environment) DO UPDATE SET nodes = excluded.nodes,"
+        " updated_at = excluded.updated_at",
+        (environment, nodes, datetime.now(UTC).isoformat()),
+    )
+
+
+def _save_table_schema(db: Executor, table: str, columns: str) -> None:
+    db.execute(
+        "INSERT INTO table_schemas (table_name, columns, captured_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (table_name) DO UPDATE SET columns = excluded.columns,"
+        " captured_at = excluded.captured_at",
+        (table, columns, datetime.now(UTC).isoformat()),
+    )
