@@ -116,15 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checks", type=int, default=100)
     parser.add_argument("--names", type=int, default=150_000, help="changed names to match")
     args = parser.parse_args(argv)
-    nodes, checks, names = (2_000, 10, 4_000) if args.smoke else (args.nodes, args.checks, args.names)
+    nodes, checks, names = args.nodes, args.checks, args.names
+    if args.smoke:
+        nodes, checks, names = 2_000, 10, 4_000
     with tempfile.TemporaryDirectory() as tmp:
         watcher = build(Path(tmp), checks)
         first = manifest(nodes)
         size = len(json.dumps({"manifest": first})) / 1e6
         print(f"manifest: {nodes:,} nodes, {size:.1f} MB as sent; {checks} checks")
+        second = manifest(nodes, nodes // 100)
         for label, body in (
             ("first deployment (no earlier manifest)", {"id": "d1", "manifest": first}),
-            ("second deployment (1% changed)", {"id": "d2", "manifest": manifest(nodes, nodes // 100)}),
+            ("second deployment (1% changed)", {"id": "d2", "manifest": second}),
         ):
             validated, recorded, waited = timed_record(watcher, {**body, "environment": "prod"})
             print(
