@@ -236,9 +236,17 @@ class GrafanaConfig(_Model):
 
 
 class ServerConfig(_Model):
+    """The HTTP listener. Slow or idle clients cannot hold it: each request must arrive (and
+    its answer be taken) within ``request_timeout``, an idle connection closes after
+    ``idle_timeout``, and at ``connection_limit`` the connection that waited longest on its
+    client is closed to let a new one in."""
+
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on every interface
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     threads: int = Field(default=8, ge=1, le=64)
+    request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    connection_limit: int = Field(default=100, ge=10, le=10_000)
 
 
 class SchedulerConfig(_Model):

@@ -22,8 +22,9 @@ from monitor.engine import Engine
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
 from monitor.grafana import GrafanaAnnotator
+from monitor.listener import HttpServer
 from monitor.scheduler import CheckScheduler
-from monitor.server import Api, HttpServer
+from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from monitor.watcher import DeploymentWatcher
@@ -84,7 +85,7 @@ class Daemon:
             self.api,
             host or config.server.host,
             port if port is not None else config.server.port,
-            threads=config.server.threads,
+            config.server,
         )
         self._stop = threading.Event()
 

@@ -580,7 +580,34 @@ def test_network_policy_and_disruption_budget() -> None:
         },
     }
     defaults = render()
-    assert not by_kind(defaults, "NetworkPolicy") and not by_kind(defaults, "PodDisruptionBudget")
+    assert not by_kind(defaults, "PodDisruptionBudget")
+
+
+def test_a_network_policy_keeps_other_pods_off_the_port_by_default() -> None:
+    objects = render()
+    policy = one(objects, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    test_pod = one(objects, "Pod")["metadata"]["labels"]
+    assert ingress["from"] == [
+        {"podSelector": {}},  # the release's namespace
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        },
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/instance": test_pod["app.kubernetes.io/instance"],
+                    "app.kubernetes.io/component": test_pod["app.kubernetes.io/component"],
+                }
+            }
+        },
+    ]
+    opened = one(render({"networkPolicy": {"ingressFrom": []}}), "NetworkPolicy")
+    assert "from" not in opened["spec"]["ingress"][0], "an empty list lets any pod connect"
+    assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
 def test_helm_test_pod_checks_readyz() -> None:
