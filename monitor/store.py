@@ -286,22 +286,6 @@ class StateStore:
 
     # --- deployments, manifests, schemas, baseline restarts -------------------------------
 
-    def save_deployment(
-        self,
-        deployment_id: str,
-        environment: str,
-        status: str,
-        received_at: datetime,
-        document: str,
-    ) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO deployments (id, environment, status, received_at, document)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " document = excluded.document",
-                (deployment_id, environment, status, received_at.isoformat(), document),
-            )
-
     def record_deployment(
         self,
         deployment_id: str,
@@ -310,9 +294,9 @@ class StateStore:
         received_at: datetime,
         document: str,
         *,
-        manifest: str | None,
-        schemas: Mapping[str, str],
-        report: tuple[str, str, list[str]] | None,
+        manifest: str | None = None,
+        schemas: Mapping[str, str] | None = None,
+        report: tuple[str, str, list[str]] | None = None,
     ) -> bool:
         """Record a new deployment with what comes with it, in one transaction: the manifest of
         its environment, the columns of its tables as read after it, and the report (key,
@@ -329,13 +313,21 @@ class StateStore:
                     raise _Recorded
                 if manifest is not None:
                     _save_manifest(db, environment, manifest)
-                for table, columns in schemas.items():
+                for table, columns in (schemas or {}).items():
                     _save_table_schema(db, table, columns)
                 if report is not None:
                     _enqueue(db, report[0], "deployment", report[1], report[2])
         except _Recorded:
             return False
         return True
+
+    def update_deployment(self, deployment_id: str, status: str, document: str) -> None:
+        """A recorded deployment's new status and document (a deviation, a verdict)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deployments SET status = ?, document = ? WHERE id = ?",
+                (status, document, deployment_id),
+            )
 
     def deployment(self, deployment_id: str) -> str | None:
         rows = self._read("SELECT document FROM deployments WHERE id = ?", (deployment_id,))
@@ -522,18 +514,18 @@ def _enqueue(db: Executor, key: str, kind: str, payload: str, channels: list[str
 
 
 def _save_manifest(db: Executor, environment: str, nodes: str) -> None:
-    db.execute(
-        "INSERT INTO manifests (environment, nodes, updated_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (environment) DO UPDATE SET nodes = excluded.nodes,"
-        " updated_at = excluded.updated_at",
-        (environment, nodes, datetime.now(UTC).isoformat()),
-    )
+    _upsert(db, "manifests", ("environment", "nodes", "updated_at"), (environment, nodes))
 
 
 def _save_table_schema(db: Executor, table: str, columns: str) -> None:
+    _upsert(db, "table_schemas", ("table_name", "columns", "captured_at"), (table, columns))
+
+
+def _upsert(db: Executor, table: str, columns: tuple[str, str, str], row: tuple[str, str]) -> None:
+    """Insert or replace the (key, value, now) row of a table keyed by its first column."""
+    key, value, stamp = columns
     db.execute(
-        "INSERT INTO table_schemas (table_name, columns, captured_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (table_name) DO UPDATE SET columns = excluded.columns,"
-        " captured_at = excluded.captured_at",
-        (table, columns, datetime.now(UTC).isoformat()),
+        f"INSERT INTO {table} ({key}, {value}, {stamp}) VALUES (?, ?, ?) ON CONFLICT ({key})"
+        f" DO UPDATE SET {value} = excluded.{value}, {stamp} = excluded.{stamp}",
+        (*row, datetime.now(UTC).isoformat()),
     )

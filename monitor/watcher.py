@@ -312,13 +312,7 @@ class DeploymentWatcher:
         self._finish(updated)
 
     def _save(self, deployment: Deployment) -> None:
-        self.store.save_deployment(
-            deployment.id,
-            deployment.environment,
-            deployment.status,
-            deployment.received_at,
-            deployment.to_json(),
-        )
+        self.store.update_deployment(deployment.id, deployment.status, deployment.to_json())
 
     def _finish(self, deployment: Deployment) -> None:
         """A watch ended with a verdict (saved): publish it and queue its report."""

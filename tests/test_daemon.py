@@ -119,8 +119,8 @@ def test_the_daemon_prunes_its_state_store_by_the_configured_retention_from_the_
     store.enqueue("deployment/d-new/passed", "deployment", "{}", ["slack"])
     for entry in store.pending("slack"):
         store.mark_delivered(entry.id)
-    store.save_deployment("d-old", "prod", "passed", datetime.now(UTC) - timedelta(days=15), "{}")
-    store.save_deployment("d-new", "prod", "passed", datetime.now(UTC) - timedelta(days=13), "{}")
+    store.record_deployment("d-old", "prod", "passed", datetime.now(UTC) - timedelta(days=15), "{}")
+    store.record_deployment("d-new", "prod", "passed", datetime.now(UTC) - timedelta(days=13), "{}")
     store.close()
     with sqlite3.connect(state) as db:
         eight_days_ago = (datetime.now(UTC) - timedelta(days=8)).isoformat()

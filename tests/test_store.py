@@ -163,8 +163,9 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
     open_store: Callable[[], StateStore],
 ) -> None:
     store = open_store()
-    store.save_deployment("d1", "prod", "watching", T, '{"id": "d1"}')
-    store.save_deployment("d1", "prod", "failed", T, '{"id": "d1", "x": 1}')
+    assert store.record_deployment("d1", "prod", "watching", T, '{"id": "d1"}')
+    assert not store.record_deployment("d1", "prod", "watching", T, '{"id": "d1", "again": 1}')
+    store.update_deployment("d1", "failed", '{"id": "d1", "x": 1}')
     store.save_manifest("prod", "{}")
     store.save_table_schema("analytics.fct_orders", '{"id": "BIGINT"}')
     store.save_rebaseline("revenue", T)
@@ -192,15 +193,15 @@ def test_retention_prunes_what_is_done_with_and_keeps_what_is_still_needed(
     for entry in store.pending("slack"):
         if entry.kind == "deployment" or entry.notification.segment != "US":
             store.mark_delivered(entry.id, f"C1:{entry.id}")
-    store.save_deployment("d0", "prod", "passed", T - timedelta(days=200), '{"id": "d0"}')
-    store.save_deployment("d1", "prod", "watching", T - timedelta(days=200), '{"id": "d1"}')
+    store.record_deployment("d0", "prod", "passed", T - timedelta(days=200), '{"id": "d0"}')
+    store.record_deployment("d1", "prod", "watching", T - timedelta(days=200), '{"id": "d1"}')
     store.save_manifest("pr-1234", "{}")  # a preview environment, never deployed again
     time.sleep(0.01)
     cutoff = datetime.now(UTC)
     time.sleep(0.01)
     store.record("revenue", "GB", firing, [replace(NOTE, segment="GB")], ["slack"])
     store.mark_delivered(store.pending("slack")[-1].id, "C1:new")
-    store.save_deployment("d2", "prod", "failed", cutoff + timedelta(minutes=1), '{"id": "d2"}')
+    store.record_deployment("d2", "prod", "failed", cutoff + timedelta(minutes=1), '{"id": "d2"}')
     store.save_manifest("prod", "{}")
 
     gone = store.prune(cutoff, cutoff)
