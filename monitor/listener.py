@@ -20,6 +20,7 @@ Here, on the server's own loop:
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from typing import Any, cast
@@ -33,6 +34,8 @@ from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 from monitor.config import ServerConfig
 from monitor.server import MAX_DEPLOYMENT_BYTES, REFUSAL, Api, HttpError, RequestHead
+
+log = logging.getLogger("monitor.listener")
 
 MAX_HEADER_BYTES = 32 * 1024  # a bearer token and a few headers; waitress allows 256 KiB
 CHECK_INTERVAL_SECONDS = 0.5  # how often deadlines are looked at, on the server's loop
@@ -178,7 +181,6 @@ class _Server(TcpWSGIServer):
             channel.will_close = True  # closed by the loop on this round: accept on the next
         return False
 
-
     def _channels(self) -> list[_Channel]:
         # waitress keeps its connections by descriptor; its stubs type the mapping wrongly
         return list(cast(dict[int, _Channel], vars(self)["active_channels"]).values())
@@ -227,7 +229,15 @@ class HttpServer:
         while the loop polls them races: EBADF in the loop); an empty map ends the loop."""
         if self._thread.is_alive():
             trigger = cast(Any, self._server.trigger)  # a waitress trigger; the stubs say int
-            trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+            try:
+                trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+            except OSError as exc:
+                # the loop has lost its trigger: close what is left from here (the loop then
+                # ends on the closed sockets)
+                log.warning(
+                    "http server: closing without its loop", extra={"fields": {"error": str(exc)}}
+                )
+                wasyncore.close_all(self._map, ignore_all=True)
             self._thread.join(timeout=3)
         else:
             for server in self._servers:

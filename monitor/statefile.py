@@ -139,5 +139,9 @@ class FileLock:
         os.pwrite(self._fd, holder.encode(), 0)
 
     def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)  # closing the descriptor drops the lock
+        """Drop the lock (closing the descriptor does); a second call does nothing, as closing
+        a descriptor twice could close another file that has reused its number."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)

@@ -5,6 +5,7 @@ probes and scrapes that get through a crowd of them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import threading
@@ -282,3 +283,14 @@ def test_a_request_trickled_past_request_timeout_and_an_idle_connection_are_clos
                 time.sleep(1)
     finally:
         daemon.stop()
+
+
+def test_stop_closes_the_port_even_when_the_loop_lost_its_wakeup_pipe(
+    tmp_path: Path, live_demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon = start(tmp_path, live_demo_warehouse, monkeypatch)
+    port = daemon.port
+    os.close(daemon.http._server.trigger.trigger)  # the pipe stop() wakes the loop with
+    daemon.stop()  # a clean stop all the same
+    with pytest.raises(OSError):
+        connect(port).close()
