@@ -10,13 +10,13 @@ nothing already delivered is sent again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.alerts.notification import Notification
+from monitor.alerts.notification import Notification, episode_key
 from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
@@ -129,6 +129,13 @@ class AlertEvent:
     muted: bool  # the check was muted: no channel was told
 
 
+_PRUNE_BATCH = 500
+
+
+def _rowcount(cursor: object) -> int:
+    return max(int(getattr(cursor, "rowcount", 0)), 0)
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
@@ -154,10 +161,12 @@ class StateStore:
             )
 
     @classmethod
-    def open(cls, config: StateConfig) -> StateStore:
+    def open(cls, config: StateConfig, *, exclusive: bool = True) -> StateStore:
+        """The daemon's store: a SQLite file is locked against a second daemon. A command that
+        only reads the store beside a running daemon (the backtest) opens it not ``exclusive``."""
         if config.url is not None:
             return cls(PostgresDatabase(config.url.get_secret_value()))
-        return cls(config.path)
+        return cls(SQLiteDatabase(config.path, exclusive=exclusive))
 
     @contextmanager
     def _transaction(self) -> Iterator[Executor]:
@@ -290,14 +299,8 @@ class StateStore:
 
     def enqueue(self, key: str, kind: str, payload: str, channels: list[str]) -> None:
         """Queue a message once per key and channel (a second enqueue of the key is ignored)."""
-        now = datetime.now(UTC).isoformat()
         with self._transaction() as db:
-            for channel in channels:
-                db.execute(
-                    "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
-                    (key, channel, kind, payload, now),
-                )
+            _enqueue(db, key, kind, payload, channels)
 
     def pending_count(self) -> int:
         rows = self._read("SELECT count(*) FROM outbox WHERE status = 'pending'")
@@ -328,20 +331,47 @@ class StateStore:
 
     # --- deployments, manifests, schemas, baseline restarts -------------------------------
 
-    def save_deployment(
+    def record_deployment(
         self,
         deployment_id: str,
         environment: str,
         status: str,
         received_at: datetime,
         document: str,
-    ) -> None:
+        *,
+        manifest: str | None = None,
+        schemas: Mapping[str, str] | None = None,
+        report: tuple[str, str, list[str]] | None = None,
+    ) -> bool:
+        """Record a new deployment with what comes with it, in one transaction: the manifest of
+        its environment, the columns of its tables as read after it, and the report (key,
+        payload, channels) of a deployment decided at once. False, with nothing written, when
+        a deployment with this id was recorded before."""
+        try:
+            with self._transaction() as db:
+                inserted = db.execute(
+                    "INSERT INTO deployments (id, environment, status, received_at, document)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (deployment_id, environment, status, received_at.isoformat(), document),
+                )
+                if _rowcount(inserted) == 0:
+                    raise _Recorded
+                if manifest is not None:
+                    _save_manifest(db, environment, manifest)
+                for table, columns in (schemas or {}).items():
+                    _save_table_schema(db, table, columns)
+                if report is not None:
+                    _enqueue(db, report[0], "deployment", report[1], report[2])
+        except _Recorded:
+            return False
+        return True
+
+    def update_deployment(self, deployment_id: str, status: str, document: str) -> None:
+        """A recorded deployment's new status and document (a deviation, a verdict)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO deployments (id, environment, status, received_at, document)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " document = excluded.document",
-                (deployment_id, environment, status, received_at.isoformat(), document),
+                "UPDATE deployments SET status = ?, document = ? WHERE id = ?",
+                (status, document, deployment_id),
             )
 
     def deployment(self, deployment_id: str) -> str | None:
@@ -366,12 +396,7 @@ class StateStore:
 
     def save_manifest(self, environment: str, nodes: str) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO manifests (environment, nodes, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (environment) DO UPDATE SET nodes = excluded.nodes,"
-                " updated_at = excluded.updated_at",
-                (environment, nodes, datetime.now(UTC).isoformat()),
-            )
+            _save_manifest(db, environment, nodes)
 
     def table_schema(self, table: str) -> str | None:
         rows = self._read("SELECT columns FROM table_schemas WHERE table_name = ?", (table,))
@@ -379,12 +404,7 @@ class StateStore:
 
     def save_table_schema(self, table: str, columns: str) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO table_schemas (table_name, columns, captured_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (table_name) DO UPDATE SET columns = excluded.columns,"
-                " captured_at = excluded.captured_at",
-                (table, columns, datetime.now(UTC).isoformat()),
-            )
+            _save_table_schema(db, table, columns)
 
     def rebaselines(self) -> dict[str, datetime]:
         rows = self._read("SELECT check_name, since FROM rebaselines")
@@ -493,6 +513,44 @@ class StateStore:
                 (check, until.isoformat(), reason),
             )
 
+    def prune(self, notifications_before: datetime, deployments_before: datetime) -> dict[str, int]:
+        """Delete what is done with and older than the cutoffs: notifications no longer pending
+        (but not the opening of an episode still firing: its resolution is threaded under it
+        and Alertmanager re-sent from it), finished deployments, and the manifests of
+        environments not deployed to since. How many rows of each went."""
+        firing = {
+            episode_key(check, segment, state.episode, "opened")
+            for (check, segment), state in self.load_states().items()
+            if state.firing
+        }
+        done = [
+            int(str(entry_id))
+            for entry_id, key in self._read(
+                "SELECT id, notification_key FROM outbox WHERE status <> 'pending'"
+                " AND created_at < ?",
+                (notifications_before.astimezone(UTC).isoformat(),),
+            )
+            if key not in firing
+        ]
+        for start in range(0, len(done), _PRUNE_BATCH):  # short transactions, small statements
+            batch = done[start : start + _PRUNE_BATCH]
+            with self._transaction() as db:
+                db.execute(
+                    f"DELETE FROM outbox WHERE id IN ({', '.join('?' * len(batch))})",
+                    tuple(batch),
+                )
+        cutoff = deployments_before.astimezone(UTC).isoformat()
+        with self._transaction() as db:
+            deployments = db.execute(
+                "DELETE FROM deployments WHERE status <> 'watching' AND received_at < ?", (cutoff,)
+            )
+            manifests = db.execute("DELETE FROM manifests WHERE updated_at < ?", (cutoff,))
+        return {
+            "notifications": len(done),
+            "deployments": _rowcount(deployments),
+            "manifests": _rowcount(manifests),
+        }
+
     def close(self) -> None:
         self._db.close()
 
@@ -502,3 +560,35 @@ class StateStore:
             (notification_key, channel),
         )
         return Notification.from_json(str(rows[0][0])) if rows else None
+
+
+class _Recorded(Exception):
+    """Rolls back the recording of a deployment whose id exists."""
+
+
+def _enqueue(db: Executor, key: str, kind: str, payload: str, channels: list[str]) -> None:
+    now = datetime.now(UTC).isoformat()
+    for channel in channels:
+        db.execute(
+            "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
+            (key, channel, kind, payload, now),
+        )
+
+
+def _save_manifest(db: Executor, environment: str, nodes: str) -> None:
+    _upsert(db, "manifests", ("environment", "nodes", "updated_at"), (environment, nodes))
+
+
+def _save_table_schema(db: Executor, table: str, columns: str) -> None:
+    _upsert(db, "table_schemas", ("table_name", "columns", "captured_at"), (table, columns))
+
+
+def _upsert(db: Executor, table: str, columns: tuple[str, str, str], row: tuple[str, str]) -> None:
+    """Insert or replace the (key, value, now) row of a table keyed by its first column."""
+    key, value, stamp = columns
+    db.execute(
+        f"INSERT INTO {table} ({key}, {value}, {stamp}) VALUES (?, ?, ?) ON CONFLICT ({key})"
+        f" DO UPDATE SET {value} = excluded.{value}, {stamp} = excluded.{stamp}",
+        (*row, datetime.now(UTC).isoformat()),
+    )

@@ -7,18 +7,20 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
-from monitor.config import StateConfig
+from monitor.config import StateConfig, parse_config
 from monitor.errors import StateStoreError
 from monitor.store import StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
+from tests.test_faults import NOW, hourly_rows, make_engine, visits_check
 
 T = datetime(2026, 11, 26, 10, tzinfo=UTC)
 NOTE = Notification("opened", "revenue", "DE", 1, T, T, 1.0, 10.0, 8.0, 12.0, -5.0, "critical")
@@ -81,6 +83,69 @@ def test_a_store_made_by_schema_version_1_is_upgraded_in_place(
     reopened.close()
 
 
+# DuckDB and Databricks strings can hold any character; PostgreSQL text cannot hold NUL
+ODD_SEGMENTS = ["A\x00B", "\x00", "\ufdd0x", '\ufdd0"\x00"', "DE | \u00e9\n\t\\u0000"]
+
+
+def test_any_segment_value_is_stored_and_read_back_exactly(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    state = AlertState("firing", 2, 0, T, 1, T)
+    for segment in ODD_SEGMENTS:
+        store.record("revenue", segment, state, [replace(NOTE, segment=segment)], ["slack"])
+    store.save_history(
+        "revenue", "f1", T, ODD_SEGMENTS, [(s, T, 1.0) for s in ODD_SEGMENTS],
+        replace=True, keep_from=T,
+    )  # fmt: skip
+    store.save_mute("revenue", T, "backfill of \x00-padded ids")
+    store.close()
+    again = open_store()
+    assert again.load_states() == {("revenue", s): state for s in ODD_SEGMENTS}
+    assert [e.notification.segment for e in again.pending("slack")] == ODD_SEGMENTS
+    for segment in ODD_SEGMENTS:
+        assert again.notification(replace(NOTE, segment=segment).key, "slack") is not None
+    history = again.load_history("revenue", "f1")
+    assert history is not None
+    assert history[1] == ODD_SEGMENTS and sorted(history[2]) == sorted(ODD_SEGMENTS)
+    assert again.mutes() == {"revenue": (T, "backfill of \x00-padded ids")}
+    again.close()
+
+
+def test_a_check_whose_segment_holds_a_nul_runs_and_keeps_its_alert_in_postgres(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    rows = hourly_rows(NOW)
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as con:
+        con.execute("CREATE SCHEMA kpi")
+        con.execute("CREATE TABLE kpi.sales (ts TIMESTAMP, shop VARCHAR, amount DOUBLE)")
+        for shop in ("DE", "A\x00B"):
+            collapsed = shop != "DE"  # the NUL segment stops selling for its last hours
+            con.executemany(
+                "INSERT INTO kpi.sales VALUES (?, ?, ?)",
+                [(ts, shop, 0.0 if collapsed and i >= len(rows) - 3 else v)
+                 for i, (ts, v) in enumerate(rows)],
+            )  # fmt: skip
+    config = parse_config(
+        {
+            "warehouse": {"kind": "duckdb", "path": str(tmp_path / "wh.duckdb")},
+            "state": {"url": request.getfixturevalue("postgres_dsn")},
+            "checks": [visits_check("sales", table="kpi.sales", dimensions=["shop"])],
+        }
+    )
+    engine, _ = make_engine(config, StateStore.open(config.state))
+    result = engine.run("sales")
+    assert result.outcome == "anomaly", result.error
+    assert {s.segment: s.state.status for s in result.series} == {"DE": "ok", "A\x00B": "firing"}
+    engine.store.close()
+    restarted, _ = make_engine(config, StateStore.open(config.state))
+    assert restarted.alert_state("sales", "A\x00B").firing
+    [queued] = restarted.store.pending("slack")
+    assert queued.notification.segment == "A\x00B"
+    assert restarted.run("sales").outcome == "anomaly"
+    restarted.store.close()
+
+
 def test_the_same_episode_event_is_queued_once(open_store: Callable[[], StateStore]) -> None:
     store = open_store()
     for _ in range(3):
@@ -98,8 +163,9 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
     open_store: Callable[[], StateStore],
 ) -> None:
     store = open_store()
-    store.save_deployment("d1", "prod", "watching", T, '{"id": "d1"}')
-    store.save_deployment("d1", "prod", "failed", T, '{"id": "d1", "x": 1}')
+    assert store.record_deployment("d1", "prod", "watching", T, '{"id": "d1"}')
+    assert not store.record_deployment("d1", "prod", "watching", T, '{"id": "d1", "again": 1}')
+    store.update_deployment("d1", "failed", '{"id": "d1", "x": 1}')
     store.save_manifest("prod", "{}")
     store.save_table_schema("analytics.fct_orders", '{"id": "BIGINT"}')
     store.save_rebaseline("revenue", T)
@@ -113,10 +179,51 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
     again.close()
 
 
+def test_retention_prunes_what_is_done_with_and_keeps_what_is_still_needed(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    firing = AlertState("firing", 2, 0, T, 1, T)
+    resolved = replace(NOTE, kind="resolved", segment="FR")
+    store.record("revenue", "DE", firing, [NOTE], ["slack"])  # opened, still firing
+    store.record("revenue", "FR", AlertState(episode=1, last_bucket=T),
+                 [replace(NOTE, segment="FR"), resolved], ["slack"])  # fmt: skip
+    store.record("revenue", "US", firing, [replace(NOTE, segment="US")], ["slack"])
+    store.enqueue("deployment/d0/passed", "deployment", "{}", ["slack"])
+    for entry in store.pending("slack"):
+        if entry.kind == "deployment" or entry.notification.segment != "US":
+            store.mark_delivered(entry.id, f"C1:{entry.id}")
+    store.record_deployment("d0", "prod", "passed", T - timedelta(days=200), '{"id": "d0"}')
+    store.record_deployment("d1", "prod", "watching", T - timedelta(days=200), '{"id": "d1"}')
+    store.save_manifest("pr-1234", "{}")  # a preview environment, never deployed again
+    time.sleep(0.01)
+    cutoff = datetime.now(UTC)
+    time.sleep(0.01)
+    store.record("revenue", "GB", firing, [replace(NOTE, segment="GB")], ["slack"])
+    store.mark_delivered(store.pending("slack")[-1].id, "C1:new")
+    store.record_deployment("d2", "prod", "failed", cutoff + timedelta(minutes=1), '{"id": "d2"}')
+    store.save_manifest("prod", "{}")
+
+    gone = store.prune(cutoff, cutoff)
+
+    assert gone == {"notifications": 3, "deployments": 1, "manifests": 1}
+    # an episode still firing keeps its opening: the resolution is threaded under it
+    assert store.remote_id(NOTE.key, "slack") is not None
+    assert store.notification(replace(NOTE, segment="GB").key, "slack") is not None
+    assert [e.notification.segment for e in store.pending("slack")] == ["US"]
+    for note in (replace(NOTE, segment="FR"), resolved):
+        assert store.notification(note.key, "slack") is None
+    assert store.deployment("d0") is None
+    assert store.deployment("d1") == '{"id": "d1"}' and store.deployment("d2") is not None
+    assert store.manifest("pr-1234") is None and store.manifest("prod") == "{}"
+    assert store.prune(cutoff, cutoff) == {"notifications": 0, "deployments": 0, "manifests": 0}
+    store.close()
+
+
 def test_a_corrupt_file_is_refused_with_advice(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StateStoreError, match="If the file is corrupt, move it aside"):
+    with pytest.raises(StateStoreError, match="not a SQLite database or is corrupt: move it aside"):
         StateStore(path)
 
 
