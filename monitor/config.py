@@ -760,6 +760,9 @@ def _dbt_checks(section: object, source: str) -> tuple[Path | None, list[Declare
         raise ConfigError(source, [f"dbt.manifest: cannot read {path}: {exc.strerror}"]) from None
     except ValueError as exc:
         raise ConfigError(source, [f"dbt.manifest: {path} is not JSON: {exc}"]) from None
+    except RecursionError:
+        # the decoder recurses once per nesting level; a manifest is a few levels deep
+        raise ConfigError(source, [f"dbt.manifest: {path}: JSON nested too deeply"]) from None
     try:
         declared, refused = declared_checks(manifest, dbt.semantic_metrics)
     except ArtifactError as exc:
