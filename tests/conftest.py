@@ -6,7 +6,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,20 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "config" / "demo.yaml"
 # a fixed "now" for tests that judge the demo with an injected clock: a Thursday afternoon
 DEMO_NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
+
+
+class Clock:
+    """Real time (which the state store stamps queued messages with) plus the time a test
+    skipped, e.g. over a delivery's backoff."""
+
+    def __init__(self) -> None:
+        self.skipped = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.skipped
+
+    def advance(self, seconds: float) -> None:
+        self.skipped += timedelta(seconds=seconds)
 
 
 def free_port() -> int:

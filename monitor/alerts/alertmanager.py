@@ -13,6 +13,7 @@ balancer.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import logging
@@ -109,22 +110,25 @@ class AlertmanagerClient:
         self.timeout = config.timeout
         self._opener = urllib.request.build_opener()
 
-    def post(self, alerts: list[dict[str, Any]], urls: Sequence[str] | None = None) -> list[str]:
+    def post(
+        self, alerts: list[dict[str, Any]], urls: Sequence[str] | None = None
+    ) -> dict[str, str]:
         """Post ``alerts`` to every URL (or only ``urls``, e.g. the ones that failed last time);
-        return the URLs, as configured, that did not accept them."""
+        return the URLs, as configured, that did not accept them, with why."""
         targets = list(self.urls if urls is None else urls)
         if not alerts or not targets:
-            return []
+            return {}
         body = json.dumps(alerts).encode()
         if len(targets) == 1:
-            accepted = [self._post_one(targets[0], body, len(alerts))]
+            errors = [self._post_one(targets[0], body, len(alerts))]
         else:
             # in parallel: a replica that times out must not delay the page on the others
             with ThreadPoolExecutor(max_workers=min(len(targets), 8)) as pool:
-                accepted = list(pool.map(lambda u: self._post_one(u, body, len(alerts)), targets))
-        return [url for url, ok in zip(targets, accepted, strict=True) if not ok]
+                errors = list(pool.map(lambda u: self._post_one(u, body, len(alerts)), targets))
+        return {url: error for url, error in zip(targets, errors, strict=True) if error}
 
-    def _post_one(self, url: str, body: bytes, count: int) -> bool:
+    def _post_one(self, url: str, body: bytes, count: int) -> str | None:
+        """None when the replica at ``url`` accepted ``body``, else why not (without secrets)."""
         safe = redact(url)
         try:
             endpoint, auth = _endpoint(url)
@@ -136,7 +140,7 @@ class AlertmanagerClient:
             )
             with self._opener.open(request, timeout=self.timeout) as response:
                 response.read()
-            return True
+            return None
         except urllib.error.HTTPError as exc:
             # Alertmanager explains a refusal in the body ("start time must be before end time")
             with exc:
@@ -157,7 +161,12 @@ class AlertmanagerClient:
             "alertmanager did not accept alerts",
             extra={"fields": {"alertmanager": safe, "alerts": count, "error": error}},
         )
-        return False
+        return f"{safe}: {error}"
+
+
+def replica_id(url: str) -> str:
+    """A short stable name for a replica's URL, for the outbox (the URL may hold a password)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _endpoint(url: str) -> tuple[str, str | None]:
