@@ -60,6 +60,19 @@ def write_config(path: Path, document: dict[str, Any]) -> Path:
     return path
 
 
+def slack_daemon_config(
+    directory: Path, warehouse: Path, slack: SlackServer, **slack_fields: Any
+) -> Path:
+    """``warehouse`` copied into ``directory`` and a config file alerting to ``slack`` in
+    #data-alerts, its token read from $SLACK_BOT_TOKEN (set it to ``slack.token``)."""
+    shutil.copy(warehouse, directory / "demo.duckdb")
+    document = demo_document(
+        directory, token="${SLACK_BOT_TOKEN}", api_url=slack.url, channel="#data-alerts",
+        **slack_fields,
+    )  # fmt: skip
+    return write_config(directory / "kpi.yaml", document)
+
+
 @pytest.fixture(scope="session")
 def demo_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo warehouse built for DEMO_NOW (read-only: copy it to change it)."""

@@ -322,13 +322,19 @@ class SlackServer:
             return _error("thread_not_found")
         return None
 
-    def _post_message(self, args: dict[str, Any]) -> Answer:
-        refused = self._scope("chat:write")
-        channel = self._resolve(args.get("channel"), by_name=True)
-        refused = refused or self._writable(channel)
-        if refused:
+    def _for_writing(self, given: object, *, by_name: bool) -> Channel | Answer:
+        """The channel a chat.* call writes to, or Slack's refusal."""
+        channel = self._resolve(given, by_name=by_name)
+        refused = self._scope("chat:write") or self._writable(channel)
+        if refused is not None:
             return refused
-        assert channel is not None
+        assert channel is not None  # _writable refuses a missing one
+        return channel
+
+    def _post_message(self, args: dict[str, Any]) -> Answer:
+        channel = self._for_writing(args.get("channel"), by_name=True)
+        if not isinstance(channel, Channel):
+            return channel
         refused = self._thread(channel, args.get("thread_ts"))
         if refused:
             return refused
@@ -355,12 +361,9 @@ class SlackServer:
         return _ok(channel=channel.id, ts=message.ts, message=message.json(with_metadata=True))
 
     def _update(self, args: dict[str, Any]) -> Answer:
-        refused = self._scope("chat:write")
-        channel = self._resolve(args.get("channel"), by_name=False)
-        refused = refused or self._writable(channel)
-        if refused:
-            return refused
-        assert channel is not None
+        channel = self._for_writing(args.get("channel"), by_name=False)
+        if not isinstance(channel, Channel):
+            return channel
         message = self._find(channel, str(args.get("ts")))
         if message is None:
             return _error("message_not_found")

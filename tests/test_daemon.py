@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from monitor.demo import INCIDENTS
-from tests.conftest import demo_document, free_port, write_config
+from tests.conftest import free_port, slack_daemon_config
 from tests.daemon_process import DaemonProcess
 from tests.slack_server import SlackServer
 
@@ -61,13 +60,7 @@ def test_demo_shows_exactly_the_incidents_within_a_minute_and_stops_on_sigterm(
 def test_a_restart_while_firing_sends_no_second_message(
     tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
 ) -> None:
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    config = write_config(
-        tmp_path / "kpi.yaml",
-        demo_document(
-            tmp_path, token="${SLACK_BOT_TOKEN}", api_url=slack.url, channel="#data-alerts"
-        ),
-    )
+    config = slack_daemon_config(tmp_path, live_demo_warehouse, slack)
     env = {"SLACK_BOT_TOKEN": slack.token}
     port = free_port()
     first = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "first.log")

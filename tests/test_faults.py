@@ -46,7 +46,14 @@ from monitor.warehouse import open_warehouses
 from monitor.warehouse.databricks import DatabricksWarehouse
 from tests.alertmanager_server import Alertmanager
 from tests.alertmanager_server import binaries as alertmanager_binaries
-from tests.conftest import DEMO_NOW, Clock, demo_document, free_port, write_config
+from tests.conftest import (
+    DEMO_NOW,
+    Clock,
+    demo_document,
+    free_port,
+    slack_daemon_config,
+    write_config,
+)
 from tests.daemon_process import KPI_MONITOR, DaemonProcess
 from tests.databricks_server import DatabricksProtocolServer, databricks_server  # noqa: F401
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401
@@ -838,17 +845,7 @@ def successful_posts(slack: SlackServer, skip: int) -> list[tuple[str, str]]:
 def test_sigkill_and_restart_deliver_every_alert_exactly_once_and_restore_firing_alerts(
     tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
 ) -> None:
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    config = write_config(
-        tmp_path / "kpi.yaml",
-        demo_document(
-            tmp_path,
-            token="${SLACK_BOT_TOKEN}",
-            api_url=slack.url,
-            channel="#data-alerts",
-            group_wait="0s",
-        ),
-    )
+    config = slack_daemon_config(tmp_path, live_demo_warehouse, slack, group_wait="0s")
     env = {"SLACK_BOT_TOKEN": slack.token}
     port = free_port()
 
@@ -897,18 +894,7 @@ def test_sigkill_and_restart_deliver_every_alert_exactly_once_and_restore_firing
 def test_a_daemon_killed_while_slack_answers_posts_each_alert_once_after_restart(
     tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
 ) -> None:
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    config = write_config(
-        tmp_path / "kpi.yaml",
-        demo_document(
-            tmp_path,
-            token="${SLACK_BOT_TOKEN}",
-            api_url=slack.url,
-            channel="#data-alerts",
-            group_wait="0s",
-            timeout=60,
-        ),
-    )
+    config = slack_daemon_config(tmp_path, live_demo_warehouse, slack, group_wait="0s", timeout=60)
     env = {"SLACK_BOT_TOKEN": slack.token}
     port = free_port()
 
