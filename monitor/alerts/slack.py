@@ -17,6 +17,7 @@ the ``channels:history`` (``groups:history`` in private channels) scope, and ``c
 
 from __future__ import annotations
 
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -111,22 +112,22 @@ class SlackChannel:
 
     def __init__(self, config: SlackConfig) -> None:
         assert config.token is not None
-        self.default_channel = config.channel
         self.timeout = config.timeout
         token = config.token.get_secret_value()
         base_url = config.api_url.rstrip("/") + "/"
+        timeout = math.ceil(config.timeout)  # slack-sdk takes whole seconds; 0 would not wait
         rate_limits = RateLimitErrorRetryHandler(max_retry_count=2)
         # for calls that create something: never repeat one Slack may have carried out
         self._once = WebClient(
             token=token,
             base_url=base_url,
-            timeout=int(config.timeout),
+            timeout=timeout,
             retry_handlers=[_UnsentRetryHandler(max_retry_count=2), rate_limits],
         )
         self._safe = WebClient(
             token=token,
             base_url=base_url,
-            timeout=int(config.timeout),
+            timeout=timeout,
             retry_handlers=[
                 ConnectionErrorRetryHandler(max_retry_count=2),
                 rate_limits,
