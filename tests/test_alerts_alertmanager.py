@@ -330,7 +330,8 @@ def test_every_replica_is_posted_to_and_a_dead_one_is_reported_without_secrets(
     with caplog.at_level(logging.WARNING, logger="monitor.alerts"):
         failed = sink.post([firing("replica_revenue")])
     assert list(failed) == [dead]  # as configured, so the caller can retry just that one
-    assert failed[dead].startswith(f"http://127.0.0.1:{dead.rsplit(':', 1)[1]}: ConnectionRefusedError")
+    assert failed[dead].reason.startswith(f"http://127.0.0.1:{dead.rsplit(':', 1)[1]}: ConnectionRefusedError")
+    assert failed[dead].status is None and not failed[dead].invalid  # worth trying again
     routing.hooks["revenue-pager"].wait_for(bool, "replica_revenue")
 
     [record] = caplog.records
@@ -349,7 +350,9 @@ def test_an_alert_alertmanager_refuses_is_reported_with_its_reason(
     broken = firing("refused_revenue")
     broken["endsAt"] = rfc3339(LIVE_SINCE - timedelta(hours=1))  # before startsAt
     with caplog.at_level(logging.WARNING, logger="monitor.alerts"):
-        assert list(client(routing.alertmanager.url).post([broken])) == [routing.alertmanager.url]
+        refused = client(routing.alertmanager.url).post([broken])
+    assert list(refused) == [routing.alertmanager.url]
+    assert refused[routing.alertmanager.url].status == 400 and refused[routing.alertmanager.url].invalid
     [record] = caplog.records
     assert record.fields["error"].startswith("HTTP 400")  # type: ignore[attr-defined]
     assert "start time" in record.fields["error"]  # type: ignore[attr-defined]

@@ -153,3 +153,29 @@ def test_a_dead_replica_neither_starves_the_healthy_one_nor_keeps_alerts_forever
     assert store.pending("alertmanager") == []
     [failed] = {e.last_error for e in store.outbox(["failed"])}
     assert failed is not None and failed.startswith(f"gave up after 3 attempts: {dead.replace('kpimon:s3cret@', '')}: ConnectionRefusedError")
+
+
+def test_an_alert_alertmanager_refuses_is_given_up_alone_and_the_others_are_delivered(
+    tmp_path: Path, receivers: tuple[Alertmanager, dict[str, Webhook]]
+) -> None:
+    am, _ = receivers
+    document = demo_document(tmp_path)
+    document["alertmanager"] = {"urls": [am.url]}
+    config = parse_config(document)
+    assert config.alertmanager is not None
+    store = StateStore(tmp_path / "state.db")
+    dispatcher = Dispatcher(config, store, Metrics(), None, AlertmanagerClient(config.alertmanager), now)
+    since = now() - timedelta(hours=1)
+    good = [Notification("opened", "refusals", s, 1, since, since, 1.0, 10.0, 8.0, 12.0, -5.0, "warning") for s in ("a", "b")]
+    # resolved "before" it began: Alertmanager refuses an end before the start
+    future = now() + timedelta(hours=1)
+    bad = Notification("resolved", "refusals", "c", 1, future, future, 10.0, 10.0, 8.0, 12.0, 0.1, "warning")
+    store.record_all("refusals", [(n.segment, AlertState(), [n]) for n in (good[0], bad, good[1])], ["alertmanager"])
+
+    assert dispatcher.deliver_pending() == 2
+    assert store.pending("alertmanager") == []
+    [failed] = store.outbox(["failed"])
+    assert failed.key == bad.key and failed.attempts == 1
+    assert failed.last_error is not None and "HTTP 400" in failed.last_error and "start time" in failed.last_error
+    with urllib.request.urlopen(f"{am.url}/api/v2/alerts?filter=check%3D%22refusals%22", timeout=10) as response:
+        assert sorted(a["labels"]["segment"] for a in json.loads(response.read())) == ["a", "b"]

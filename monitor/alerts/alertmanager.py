@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -112,7 +113,7 @@ class AlertmanagerClient:
 
     def post(
         self, alerts: list[dict[str, Any]], urls: Sequence[str] | None = None
-    ) -> dict[str, str]:
+    ) -> dict[str, Refusal]:
         """Post ``alerts`` to every URL (or only ``urls``, e.g. the ones that failed last time);
         return the URLs, as configured, that did not accept them, with why."""
         targets = list(self.urls if urls is None else urls)
@@ -127,9 +128,10 @@ class AlertmanagerClient:
                 errors = list(pool.map(lambda u: self._post_one(u, body, len(alerts)), targets))
         return {url: error for url, error in zip(targets, errors, strict=True) if error}
 
-    def _post_one(self, url: str, body: bytes, count: int) -> str | None:
+    def _post_one(self, url: str, body: bytes, count: int) -> Refusal | None:
         """None when the replica at ``url`` accepted ``body``, else why not (without secrets)."""
         safe = redact(url)
+        status = None
         try:
             endpoint, auth = _endpoint(url)
             headers = {"Content-Type": "application/json", "User-Agent": "kpi-monitor"}
@@ -145,6 +147,7 @@ class AlertmanagerClient:
             # Alertmanager explains a refusal in the body ("start time must be before end time")
             with exc:
                 detail = exc.read(300).decode("utf-8", "replace").strip()
+            status = exc.code
             error = f"HTTP {exc.code}: {detail}" if detail else f"HTTP {exc.code}"
         except urllib.error.URLError as exc:
             reason = exc.reason
@@ -161,7 +164,22 @@ class AlertmanagerClient:
             "alertmanager did not accept alerts",
             extra={"fields": {"alertmanager": safe, "alerts": count, "error": error}},
         )
-        return f"{safe}: {error}"
+        return Refusal(f"{safe}: {error}", status)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a replica did not accept a post: ``reason`` names the replica (without secrets);
+    ``status`` is its HTTP answer, if it gave one."""
+
+    reason: str
+    status: int | None = None
+
+    @property
+    def invalid(self) -> bool:
+        """The replica read the alerts and refused (some of) them: posting the same again cannot
+        help. Alertmanager keeps the valid alerts of a post and answers 400 for the others."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
 
 
 def replica_id(url: str) -> str:

@@ -16,7 +16,12 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 
-from monitor.alerts.alertmanager import AlertmanagerClient, replica_id, to_alertmanager
+from monitor.alerts.alertmanager import (
+    AlertmanagerClient,
+    Refusal,
+    replica_id,
+    to_alertmanager,
+)
 from monitor.alerts.notification import Notification, event_key
 from monitor.alerts.retry import next_attempt
 from monitor.alerts.slack import SlackChannel
@@ -86,7 +91,7 @@ class Dispatcher:
         return delivered
 
     def _alertmanager_page(self, entries: list[OutboxEntry], now: datetime) -> int:
-        assert self.alertmanager is not None and self.config.alertmanager is not None
+        assert self.alertmanager is not None
         replicas = {replica_id(url): url for url in self.alertmanager.urls}
         # entries grouped by the replicas that have not accepted them yet: one post per group
         waiting: dict[frozenset[str], list[tuple[OutboxEntry, dict[str, object]]]] = (
@@ -102,32 +107,52 @@ class Dispatcher:
             waiting[frozenset(replicas) - entry.delivered_to].append((entry, alert))
         delivered = 0
         for targets, group in waiting.items():
-            errors = (
-                self._post_alertmanager(
-                    [alert for _, alert in group], [replicas[r] for r in sorted(targets)]
-                )
-                if targets
-                else {}  # every replica took it already (one was removed from the config)
-            )
-            took = frozenset(r for r in targets if replicas[r] not in errors)
+            refusals = self._post_group(group, [replicas[r] for r in sorted(targets)])
             for entry, _ in group:
-                accepted = entry.delivered_to | took
-                if not errors:
-                    self.store.mark_delivered([entry.id])
-                    delivered += 1
-                    continue
-                reason = "; ".join(errors.values())
-                attempts = entry.attempts + 1
-                when = next_attempt(attempts, now, self.config.alertmanager.max_attempts)
-                if when is None:
-                    self.store.mark_failed(
-                        [entry.id], f"gave up after {attempts} attempts: {reason}", accepted
-                    )
-                else:
-                    self.store.mark_retry(
-                        [entry.id], reason, when, in_doubt=False, delivered_to=accepted
-                    )
+                refused = refusals[entry.id]
+                took = frozenset(r for r in targets if replicas[r] not in refused)
+                delivered += self._record_alertmanager(entry, refused, took, now)
         return delivered
+
+    def _post_group(
+        self, group: list[tuple[OutboxEntry, dict[str, object]]], urls: list[str]
+    ) -> dict[int, dict[str, Refusal]]:
+        """Post ``group`` to ``urls``; per entry, the replicas that did not accept it."""
+        # no URL: every replica took it already (one was removed from the config)
+        refused = self._post_alertmanager([alert for _, alert in group], urls) if urls else {}
+        per_entry = {entry.id: dict(refused) for entry, _ in group}
+        for url, refusal in refused.items():
+            if refusal.invalid and len(group) > 1:
+                # it kept the valid alerts and refused others: post each alone to find those
+                for entry, alert in group:
+                    alone = self._post_alertmanager([alert], [url]).get(url)
+                    if alone is None:
+                        del per_entry[entry.id][url]
+                    else:
+                        per_entry[entry.id][url] = alone
+        return per_entry
+
+    def _record_alertmanager(
+        self, entry: OutboxEntry, refused: dict[str, Refusal], took: frozenset[str], now: datetime
+    ) -> int:
+        """Record what the replicas did with ``entry``; 1 when every one has it."""
+        assert self.config.alertmanager is not None
+        accepted = entry.delivered_to | took
+        if not refused:
+            self.store.mark_delivered([entry.id])
+            return 1
+        reason = "; ".join(r.reason for r in refused.values())
+        attempts = entry.attempts + 1
+        when = next_attempt(attempts, now, self.config.alertmanager.max_attempts)
+        if any(r.invalid for r in refused.values()):
+            self.store.mark_failed([entry.id], reason, accepted)
+        elif when is None:
+            self.store.mark_failed(
+                [entry.id], f"gave up after {attempts} attempts: {reason}", accepted
+            )
+        else:
+            self.store.mark_retry([entry.id], reason, when, in_doubt=False, delivered_to=accepted)
+        return 0
 
     def resend_firing(self, firing: list[tuple[str, str, int]]) -> None:
         """Re-post open episodes (check, segment, episode) so Alertmanager does not resolve
@@ -154,7 +179,7 @@ class Dispatcher:
 
     def _post_alertmanager(
         self, alerts: list[dict[str, object]], urls: list[str]
-    ) -> dict[str, str]:
+    ) -> dict[str, Refusal]:
         assert self.alertmanager is not None
         errors = self.alertmanager.post(alerts, urls)
         self.metrics.alerts_sent.labels("alertmanager", "error" if errors else "ok").inc()
