@@ -56,10 +56,9 @@ def chart_history() -> list[list[object]]:
 
 class Setup:
     def __init__(self, tmp_path: Path, slack: SlackServer, **slack_config: Any) -> None:
-        document = demo_document(
-            tmp_path, token=slack.token, api_url=slack.url, channel="#data-alerts",
-            group_wait="0s", **slack_config,
-        )  # fmt: skip
+        fields = {"token": slack.token, "api_url": slack.url, "channel": "#data-alerts",
+                  "group_wait": "0s", **slack_config}  # fmt: skip
+        document = demo_document(tmp_path, **fields)
         document["checks"][0]["channel"] = "#revenue"  # revenue
         self.config = parse_config(document)
         assert self.config.slack is not None
@@ -203,6 +202,15 @@ def test_a_refused_token_keeps_every_message_for_later(tmp_path: Path, slack: Sl
     slack.token = good
     assert setup.deliver(after=10) == 2
     assert len(slack.posted()) == 2
+
+
+def test_an_answer_that_is_not_slacks_own_refuses_no_message_for_good(tmp_path: Path, slack: SlackServer) -> None:
+    # a proxy's 404 page (here: the server's upload path) says nothing about the message
+    setup = Setup(tmp_path, slack, api_url=f"http://127.0.0.1:{slack.port}/upload/v1/")
+    setup.queue(note())
+    assert setup.deliver() == 0
+    [entry] = setup.store.pending("slack")
+    assert (entry.attempts, entry.last_error) == (1, "Slack chat_postMessage: HTTP 404, not an answer from Slack")
 
 
 # === steps of a delivery =====================================================================

@@ -18,6 +18,7 @@ the ``channels:history`` (``groups:history`` in private channels) scope, and ``c
 from __future__ import annotations
 
 import math
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -53,6 +54,9 @@ _PASSING = frozenset(
         "token_revoked", "token_expired", "org_login_required", "two_factor_setup_required",
     }
 )  # fmt: skip
+
+
+_ERROR_NAME = re.compile(r"[a-z0-9_]+")
 
 
 class DeliveryError(Exception):
@@ -279,14 +283,21 @@ class SlackChannel:
         except SlackApiError as exc:
             status = exc.response.status_code
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
-            error = str(data.get("error", "error"))
+            # Slack names its errors in snake case; slack-sdk puts a sentence there when the
+            # answer was not Slack's JSON (a proxy's error page)
+            named = data.get("error")
+            if not isinstance(named, str) or not _ERROR_NAME.fullmatch(named):
+                named = None
+            error = named or f"HTTP {status}, not an answer from Slack"
             if data.get("needed"):  # missing_scope says which
                 error += f" (needs {data['needed']})"
             if status >= 500:
                 raise DeliveryError(
                     f"Slack {method}: {error} (HTTP {status})", in_doubt=creates
                 ) from None
-            if status == 429 or error in _PASSING:
+            # An answer without Slack's own error (a proxy's 403 or 404 page) says nothing
+            # about the message: only an error Slack names can refuse it for good.
+            if status == 429 or not named or named in _PASSING:
                 raise DeliveryError(f"Slack {method}: {error}") from None
             raise DeliveryError(f"Slack {method}: {error}", permanent=True) from None
         except URLError as exc:
