@@ -34,6 +34,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.warehouse --smoke
 	$(BIN)/python -m benchmarks.soak --smoke
 	$(BIN)/python -m benchmarks.exposition --smoke
+	$(BIN)/python -m benchmarks.pages --smoke
 
 schema: $(STAMP)
 	$(BIN)/kpi-monitor validate --schema > config/kpi-monitor.schema.json

@@ -44,8 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
 
     daemon = Daemon(_load(args), host=args.host, port=args.port)
+    base = f"http://127.0.0.1:{daemon.port}"
     print(
-        f"kpi-monitor: metrics at http://127.0.0.1:{daemon.port}/metrics",
+        f"kpi-monitor: page at {base}/ ; metrics at {base}/metrics",
         file=sys.stderr,
         flush=True,
     )

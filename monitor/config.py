@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -336,11 +337,41 @@ class Config(_Model):
     defaults: dict[str, Any] = Field(default_factory=dict)
     checks: list[CheckConfig] = Field(min_length=1)
     _source: str = PrivateAttr(default="<memory>")
+    _expanded: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> str:
         """The file this config was read from, for messages."""
         return self._source
+
+    def conceal(self, text: str) -> str:
+        """``text`` with every value that came from the environment or a secret file shown as
+        the ``${...}`` that brought it, and every secret of the config masked: for showing a
+        check's config or SQL to anyone who can reach the daemon."""
+        secrets = dict(self._expanded)
+        secrets.update((value, "********") for value in self._secret_values())
+        # longest first, so a value inside another is not replaced before it; a value of one
+        # or two characters is no secret, and replacing it would garble the text
+        for value in sorted((v for v in secrets if len(v) >= 3), key=len, reverse=True):
+            text = text.replace(value, secrets[value])
+        return text
+
+    def _secret_values(self) -> list[str]:
+        sections: list[BaseModel | None] = [
+            self.state,
+            self.slack,
+            self.grafana,
+            *self.all_warehouses().values(),
+        ]
+        found = [
+            value.get_secret_value()
+            for section in sections
+            if section is not None
+            for value in vars(section).values()
+            if isinstance(value, SecretStr)
+        ]
+        # the password of a DSN or URL on its own, wherever else it was written
+        return found + [p for p in (urlsplit(v).password for v in found if "://" in v) if p]
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -368,11 +399,15 @@ class Config(_Model):
 _VAR = re.compile(r"\$\{([^}]*)\}")
 
 
-def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
+def _interpolate(node: Any, path: str, problems: list[str], expanded: dict[str, str]) -> Any:
+    """``node`` with every ${...} replaced; ``expanded`` gets each value that came from the
+    environment or a file, with the reference it replaced (what a page shows instead)."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, _join(path, str(k)), problems) for k, v in node.items()}
+        return {
+            k: _interpolate(v, _join(path, str(k)), problems, expanded) for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_interpolate(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_interpolate(v, f"{path}[{i}]", problems, expanded) for i, v in enumerate(node)]
     if not isinstance(node, str):
         return node
 
@@ -381,7 +416,9 @@ def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
         if ref.startswith("file:"):
             secret_path = Path(ref[5:])
             try:
-                return secret_path.read_text().strip()
+                value = secret_path.read_text().strip()
+                expanded[value] = match.group(0)
+                return value
             except OSError as exc:
                 problems.append(f"{path}: cannot read secret file {secret_path}: {exc.strerror}")
                 return ""
@@ -390,6 +427,7 @@ def _interpolate(node: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path}: ${{{ref}}} is not a variable name")
             return ""
         if name in os.environ:
+            expanded[os.environ[name]] = match.group(0)
             return os.environ[name]
         if has_default:
             return default
@@ -471,8 +509,9 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     if not isinstance(document, dict):
         raise ConfigError(source, ["the file must be a YAML mapping with a checks list"])
     problems: list[str] = []
+    expanded: dict[str, str] = {}
     try:
-        document = _interpolate(document, "", problems)
+        document = _interpolate(document, "", problems, expanded)
     except RecursionError:
         raise ConfigError(source, ["a YAML alias refers to itself; expand it"]) from None
     if problems:
@@ -500,6 +539,7 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
                 found.append(f"{_location(error['loc']) or '(top level)'}: {_describe(error)}")
         raise ConfigError(source, found) from None
     config._source = source
+    config._expanded = expanded
     return config
 
 

@@ -35,6 +35,7 @@ from monitor.errors import (
 )
 from monitor.exporter import Metrics
 from monitor.freshness import age_history, assess
+from monitor.history import Point, Replays, judge_again
 from monitor.queries import (
     OTHER_SEGMENT,
     batch_column,
@@ -53,6 +54,7 @@ Outcome = Literal["ok", "anomaly", "no_data", "error"]
 DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
 FULL_REFRESH = timedelta(days=1)
 FRESHNESS_OVERLAP = timedelta(hours=1)  # late rows stamped before the newest load seen
+AGE_STEP = timedelta(minutes=15)  # a freshness chart's data age is drawn at this step
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class Engine:
         self._last_run: dict[str, RunResult] = {}
         self._locks = {c.name: threading.Lock() for c in config.checks}
         self._guard = threading.Lock()
+        self._replays = Replays(self._fitted)
         for check in config.checks:
             metrics.declare_check(check.name)
         for name in warehouses:
@@ -195,11 +198,38 @@ class Engine:
         with self._guard:
             return self._last_run.get(name)
 
-    def series(self, name: str) -> list[SeriesStatus]:
+    def series(self, name: str | None = None) -> list[SeriesStatus]:
+        """The latest status of a check's series (of every check's when ``name`` is None),
+        by check and segment."""
         with self._guard:
             return sorted(
-                (s for (c, _), s in self._latest.items() if c == name), key=lambda s: s.segment
+                (s for (c, _), s in self._latest.items() if name is None or c == name),
+                key=lambda s: (s.check, s.segment),
             )
+
+    def history(self, name: str, buckets: int) -> dict[str, list[Point]]:
+        """Per segment, the verdicts of a check's newest ``buckets`` (at most its cached
+        lookback), each judged again by a model that learned only what came before it: what the
+        page draws. Replays are kept and carried forward bucket by bucket (see
+        :class:`monitor.history.Replays`); a freshness check gives its data age over the last
+        ``buckets`` steps of ``AGE_STEP`` against its current band."""
+        check = self.config.check(name)
+        if check is None:
+            raise KeyError(name)
+        if check.kind == "freshness":
+            with self._guard:
+                loads = self._loads.get(name)
+                latest = self._latest.get((name, ""))
+            if loads is None or latest is None:
+                return {}
+            rows = age_history(loads[0], self.clock(), latest.verdict, buckets, AGE_STEP)
+            return {"": [Point.from_row(row) for row in rows]}
+        saved = self.store.load_history(name, fingerprint(check))
+        if saved is None:
+            return {}
+        with self._guard:
+            rebaselined = self._rebaselines.get(name)
+        return self._replays.judged(check, saved[2], buckets, (fingerprint(check), rebaselined))
 
     def rebaseline(self, name: str, since: datetime) -> list[Notification]:
         """Accept a check's level from ``since`` on (an intended change).
@@ -455,11 +485,7 @@ class Engine:
         values = series.to_numpy(dtype=float)
         cut = max(len(series) - self.chart_buckets, 0)
         model = self._fitted(check, buckets[:cut], values[:cut])
-        rows = []
-        for bucket, value in zip(buckets[cut:], values[cut:], strict=True):
-            v = model.step(bucket, float(value))
-            rows.append([bucket.isoformat(), v.value, v.expected, v.lower, v.upper, v.anomalous])
-        return rows
+        return [point.row() for point in judge_again(model, buckets[cut:], values[cut:])]
 
     def _forget(self, name: str) -> None:
         """Drop a check's models; the next run rebuilds them from the warehouse and re-judges
@@ -599,8 +625,7 @@ class Engine:
         self.metrics.data_age.labels(check.name, "").set(verdict.value)
 
         def chart(_: str) -> list[list[Any]]:
-            step = timedelta(minutes=15)
-            return age_history(loaded, now, verdict, self.chart_buckets, step)
+            return age_history(loaded, now, verdict, self.chart_buckets, AGE_STEP)
 
         return self._commit(check, [self._judge(check, "", [verdict], alert_policy(check), chart)])
 
@@ -636,7 +661,9 @@ class Engine:
         muted = self.muted(check, self.clock())
         saved = [(j.segment, j.state, j.notes) for j in judged if j.verdicts]
         if saved:
-            self.store.record_all(check.name, saved, [] if muted else self.channels)
+            self.store.record_all(
+                check.name, saved, [] if muted else self.channels, muted=muted
+            )
         statuses: list[SeriesStatus] = []
         notes: list[Notification] = []
         for j in judged:

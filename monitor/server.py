@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -26,6 +27,9 @@ from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
 from monitor.exporter import Metrics
+from monitor.pages import render
+from monitor.pages.collect import PageData
+from monitor.pages.model import DeploymentPage, Filters
 from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 
 log = logging.getLogger("monitor.server")
@@ -68,6 +72,24 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+HTML = "text/html; charset=utf-8"
+# Every answer: the pages load nothing but their own stylesheet, run no script at all, submit
+# forms only to the daemon and cannot be framed; a JSON answer is never sniffed as HTML.
+SECURITY_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
+        " base-uri 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
 
 
 def _json(status: int, payload: object) -> Response:
@@ -118,6 +140,7 @@ class Api:
         self.token = token
         self.deployments = deployments
         self.watch = watch
+        self.pages = PageData(engine, engine.store, deployments)
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/metrics$"), {"GET": self.get_metrics}),
             (re.compile(r"^/healthz$"), {"GET": self.get_health}),
@@ -136,7 +159,13 @@ class Api:
                 re.compile(r"^/api/v1/deployments/(?P<deployment_id>.+)$"),
                 {"GET": self.get_deployment},
             ),
+            (re.compile(r"^/$"), {"GET": self.page_overview}),
+            (re.compile(r"^/checks/(?P<name>[^/]+)$"), {"GET": self.page_check}),
+            (re.compile(r"^/deployments$"), {"GET": self.page_deployments}),
+            (re.compile(r"^/deployments/(?P<deployment_id>.+)$"), {"GET": self.page_deployment}),
+            (re.compile(r"^/static/page\.css$"), {"GET": self.get_stylesheet}),
         ]
+        self._with_query = (self.page_overview, self.page_check)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -159,6 +188,8 @@ class Api:
         headers = [
             ("Content-Type", response.content_type),
             ("Content-Length", str(len(body))),
+            *SECURITY_HEADERS,
+            *response.headers,
             *headers,
         ]
         start_response(_STATUS[response.status], headers)
@@ -179,6 +210,9 @@ class Api:
                 self._authorize(environ)
                 limit = MAX_DEPLOYMENT_BYTES if handler == self.post_deployment else MAX_BODY_BYTES
                 return handler(body=self._read_body(environ, limit), **match.groupdict())
+            if handler in self._with_query:
+                query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+                return handler(query=query, **match.groupdict())
             return handler(**match.groupdict())
         raise HttpError(404, f"no such endpoint: {path}")
 
@@ -304,6 +338,50 @@ class Api:
         if deployment is None:
             raise HttpError(404, f"no deployment with id {deployment_id!r}")
         return _json(200, summary(deployment))
+
+
+    # --- pages: read-only HTML ---------------------------------------------------------------
+
+    def page_overview(self, query: dict[str, list[str]]) -> Response:
+        try:
+            filters = Filters.parse(query)
+        except ValueError as exc:
+            return _html(400, render.error(400, f"bad query: {exc}"))
+        return _html(200, render.overview(self.pages.overview(filters)))
+
+    def page_check(self, name: str, query: dict[str, list[str]]) -> Response:
+        unknown = sorted(set(query) - {"days"})
+        days = query.get("days", [""])[-1]
+        if unknown or (days and not days.isdigit()):
+            problem = f"unknown parameter {unknown[0]!r}" if unknown else "days: expected a number"
+            return _html(400, render.error(400, f"bad query: {problem}"))
+        try:
+            page = self.pages.check(name, int(days) if days else None)
+        except ValueError as exc:
+            return _html(400, render.error(400, f"bad query: {exc}"))
+        if page is None:
+            return _html(404, render.error(404, f"no check named {name!r}"))
+        return _html(200, render.check(page))
+
+    def page_deployments(self) -> Response:
+        return _html(200, render.deployments(self.pages.deployments()))
+
+    def page_deployment(self, deployment_id: str) -> Response:
+        deployment = self.pages.deployment(deployment_id)
+        if deployment is None:
+            return _html(404, render.error(404, f"no deployment with id {deployment_id!r}"))
+        page = DeploymentPage(deployment, self.engine.clock())
+        return _html(200, render.deployment(page))
+
+    def get_stylesheet(self) -> Response:
+        return Response(
+            200, render.STYLESHEET, "text/css; charset=utf-8", (("Cache-Control", "max-age=3600"),)
+        )
+
+
+def _html(status: int, body: bytes) -> Response:
+    # a page shows the state of the moment: never served from a cache
+    return Response(status, body, HTML, (("Cache-Control", "no-store"),))
 
 
 class RebaselineRequest(BaseModel):

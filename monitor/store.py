@@ -1,5 +1,6 @@
-"""The state store: alert state per series, the notification outbox, deployments, dbt manifests,
-table schemas and baseline restarts; in SQLite (the embedded default) or PostgreSQL.
+"""The state store: alert state per series, the alert history, the notification outbox,
+deployments, dbt manifests, table schemas and baseline restarts; in SQLite (the embedded default)
+or PostgreSQL.
 
 State and the notifications a transition causes are written in one transaction, and a
 notification is unique per (episode event, channel): after a restart nothing is lost and
@@ -20,7 +21,8 @@ from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
-SCHEMA_VERSION = 3  # 2: series_state.quiet_start; 3: outbox delivery attempts
+# 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts
+SCHEMA_VERSION = 4
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -92,6 +94,14 @@ CREATE TABLE IF NOT EXISTS rebaselines (
     check_name TEXT PRIMARY KEY,
     since TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alert_events (
+    notification_key TEXT PRIMARY KEY,
+    check_name TEXT NOT NULL,
+    muted INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_events_check ON alert_events (check_name, created_at);
 """
 
 
@@ -125,6 +135,15 @@ class OutboxEntry:
     @property
     def notification(self) -> Notification:
         return Notification.from_json(self.payload)
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """An episode of a series opening or resolving, as it happened (whatever the channels)."""
+
+    notification: Notification
+    recorded_at: datetime
+    muted: bool  # the check was muted: no channel was told
 
 
 @dataclass(frozen=True)
@@ -200,7 +219,7 @@ class StateStore:
             )
 
     def _migrate_delivery_attempts(self) -> None:
-        """Version 3: each outbox row records its own delivery attempts (see OutboxEntry); a
+        """Version 4: each outbox row records its own delivery attempts (see OutboxEntry); a
         ``status`` may now also be ``failed``. Rows of older versions read as never tried."""
         for column in ("next_attempt_at", "in_doubt", "in_doubt_at", "delivered_to"):
             self._db.add_column("outbox", column, "TEXT")
@@ -259,8 +278,11 @@ class StateStore:
         check: str,
         series: Sequence[tuple[str, AlertState, list[Notification]]],
         channels: list[str],
+        *,
+        muted: bool = False,
     ) -> None:
-        """:meth:`record` for several series of one check run, in one transaction."""
+        """:meth:`record` for several series of one check run, in one transaction; every
+        notification also joins the check's alert history (``muted``: no channel is told)."""
         now = datetime.now(UTC).isoformat()
         states: list[tuple[object, ...]] = [
             (
@@ -301,6 +323,29 @@ class StateStore:
                     " VALUES (?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
                     outbox,
                 )
+            events: list[tuple[object, ...]] = [
+                (note.key, check, int(muted), now, note.to_json())
+                for _, _, notifications in series
+                for note in notifications
+            ]
+            if events:
+                db.executemany(
+                    "INSERT INTO alert_events (notification_key, check_name, muted, created_at,"
+                    " payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key) DO NOTHING",
+                    events,
+                )
+
+    def alert_events(self, check: str, limit: int = 100) -> list[AlertEvent]:
+        """A check's alert history, newest first: what opened and resolved, and when."""
+        rows = self._read(
+            "SELECT payload, created_at, muted FROM alert_events WHERE check_name = ?"
+            " ORDER BY created_at DESC, notification_key DESC LIMIT ?",
+            (check, limit),
+        )
+        return [
+            AlertEvent(Notification.from_json(str(p)), datetime.fromisoformat(str(t)), bool(m))
+            for p, t, m in rows
+        ]
 
     def pending(
         self, channel: str, limit: int = 100, *, due: datetime | None = None, after: int = 0
@@ -558,6 +603,24 @@ class StateStore:
                     None if segments is None else json.dumps(segments),
                 ),
             )
+
+    def recent_values(
+        self, series: Sequence[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], list[float]]:
+        """Per (check, segment) asked for, the cached values of its buckets from ``since`` on,
+        oldest first: the overview's sparklines, without replaying any model."""
+        found: dict[tuple[str, str], list[float]] = {}
+        for start in range(0, len(series), 400):  # SQLite binds at most 999 parameters
+            batch = series[start : start + 400]
+            rows = self._read(
+                "SELECT check_name, segment, value FROM series_history WHERE bucket >= ?"
+                f" AND (check_name, segment) IN (VALUES {', '.join('(?, ?)' for _ in batch)})"
+                " ORDER BY check_name, segment, bucket",
+                (since.isoformat(), *(part for pair in batch for part in pair)),
+            )
+            for name, segment, value in rows:
+                found.setdefault((str(name), str(segment)), []).append(float(value))
+        return found
 
     def mutes(self) -> dict[str, tuple[datetime, str]]:
         rows = self._read("SELECT check_name, until, reason FROM mutes")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_a_store_made_by_schema_version_1_is_upgraded_in_place(
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_an_outbox_made_by_schema_version_2_is_upgraded_and_its_messages_still_go(
+def test_an_outbox_made_by_schema_version_3_is_upgraded_and_its_messages_still_go(
     database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     old_outbox = (
@@ -218,3 +219,28 @@ def test_ping_fails_while_another_session_locks_the_postgres_state_tables(
         assert time.monotonic() - started < 3
     store.ping()  # the lock is gone
     store.close()
+
+
+def test_every_alert_event_joins_the_history_even_without_a_channel_or_when_muted(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    resolved = Notification("resolved", "revenue", "DE", 1, T, T.replace(hour=12), 10.0, 10.0,
+                            8.0, 12.0, 0.1, "critical")  # fmt: skip
+    store.record("revenue", "DE", AlertState(), [NOTE], [])
+    store.record_all("revenue", [("DE", AlertState(), [resolved])], [], muted=True)
+    store.record("revenue", "DE", AlertState(), [NOTE], ["slack"])  # the same event again
+    store.record("orders", "", AlertState(), [replace(NOTE, check="orders", segment="")], [])
+    store.close()
+    events = open_store().alert_events("revenue")
+    assert [(e.notification, e.muted) for e in events] == [(resolved, True), (NOTE, False)]
+
+
+def test_recent_values_are_the_cached_buckets_of_the_series_asked_for(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    rows = [(s, T.replace(hour=h), float(h)) for s in ("DE", "US") for h in range(10, 14)]
+    store.save_history("revenue", "fp", T, ["DE", "US"], rows, replace=True, keep_from=T)
+    found = store.recent_values([("revenue", "DE"), ("orders", "")], T.replace(hour=12))
+    assert found == {("revenue", "DE"): [12.0, 13.0]}
