@@ -42,8 +42,8 @@ class Counting(Warehouse):
         self.queries = 0
         self.rows = 0
 
-    def query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
+    def _query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None
     ) -> pd.DataFrame:
         frame = self.inner.query(sql, params, timeout=timeout)
         self.queries += 1

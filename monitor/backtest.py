@@ -8,7 +8,7 @@ buckets before it, then learned (incrementally, no refit per row), and fed to th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -123,6 +123,7 @@ def replay(
     aggregate: Aggregate = "mean",
     acknowledge: Iterable[object] = (),
     complete_before: object | None = None,
+    rules: Callable[[Verdict], Verdict] | None = None,
 ) -> Replay:
     """Replay ``frame`` bucket by bucket, causally, through Detector and the alert state machine.
 
@@ -131,7 +132,9 @@ def replay(
     non-numeric values are skipped). ``acknowledge``: instants at which an operator accepted the
     open episode as the new normal (an intended change): the detector re-bases its level on
     the episode and stops alerting on it. ``complete_before``: buckets ending after this instant
-    are incomplete; they are neither scored nor learned, exactly as in the daemon.
+    are incomplete; they are neither scored nor learned, exactly as in the daemon. ``rules``:
+    applied to each verdict before the alert state machine, as the daemon applies a check's
+    fixed bounds (:func:`monitor.rules.apply_bounds`).
     """
     policy = policy or AlertPolicy()
     if timestamp_column not in frame.columns or value_column not in frame.columns:
@@ -170,6 +173,8 @@ def replay(
     ack_i = 0
     for i, (bucket, value) in enumerate(zip(grouped.index, grouped.to_numpy(), strict=True)):
         verdict = detector.step(bucket, float(value))
+        if rules is not None:
+            verdict = rules(verdict)
         state, transition = advance(state, verdict, policy)
         if transition is not None and transition.kind == "opened":
             alert[i] = 1

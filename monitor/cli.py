@@ -1,4 +1,4 @@
-"""The ``kpi-monitor`` command: run, check, validate, demo.
+"""The kpi-monitor command line: run, demo, check, validate, backtest, deployment.
 
 Exit codes: 0 success (``check``: all normal), 1 an anomaly (``check``), 2 an error (bad config,
 unreachable warehouse, failed check).
@@ -14,13 +14,13 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from monitor import __version__, logs
 from monitor.config import Config, json_schema, load_config
 from monitor.durations import parse_duration
-from monitor.errors import ConfigError, KpiMonitorError
+from monitor.errors import ConfigError, KpiMonitorError, WarehouseError
 
 EXIT_OK = 0
 EXIT_ANOMALY = 1
@@ -50,7 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    daemon.run_forever()
+    watch = getattr(args, "watch_config", None)
+    daemon.run_forever(watch_config=parse_duration(watch) if watch else None)
     return EXIT_OK
 
 
@@ -76,20 +77,23 @@ def _demo_config() -> Path:
 def cmd_check(args: argparse.Namespace) -> int:
     from monitor.engine import Engine
     from monitor.exporter import Metrics
-    from monitor.report import render_table
+    from monitor.report import render_sql, render_table
     from monitor.store import StateStore
     from monitor.warehouse import open_warehouses
 
     config = _load(args)
-    names = args.check or [c.name for c in config.checks]
-    unknown = [n for n in names if config.check(n) is None]
-    if unknown:
-        raise ConfigError(config.source, [f"no check named {n!r}" for n in unknown])
+    checks = config.checks_named(args.check or [c.name for c in config.checks])
+    if args.show_sql:
+        print("\n\n".join(render_sql(config, check, datetime.now(UTC)) for check in checks))
+        return EXIT_OK
     # a one-off pass: judged in memory, so it neither alerts nor disturbs a daemon's state
-    engine = Engine(
-        config, open_warehouses(config), StateStore(":memory:"), Metrics(), announce=False
-    )
-    results = [engine.run(name) for name in names]
+    warehouses = open_warehouses(config)
+    try:
+        engine = Engine(config, warehouses, StateStore(":memory:"), Metrics(), announce=False)
+        results = [engine.run(check.name) for check in checks]
+    finally:
+        for warehouse in warehouses.values():
+            warehouse.close()
     print(render_table(results, engine))
     if any(r.outcome == "error" for r in results):
         return EXIT_ERROR
@@ -102,133 +106,64 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     config = _load(args)
     print(f"{config.source}: valid, {len(config.checks)} checks")
+    for check in config.checks:
+        print(f"  {check.name} ({check.kind}): {config.origin(check.name)}")
     if not args.connect:
         return EXIT_OK
+    from monitor.queries import probe_query
     from monitor.warehouse import open_warehouse
 
     failed = False
+    now = datetime.now(UTC)
     for name, settings in config.all_warehouses().items():
+        warehouse = open_warehouse(name, settings)
         try:
-            warehouse = open_warehouse(name, settings)
-            warehouse.ping()
-            warehouse.close()
+            try:
+                warehouse.ping()
+            except KpiMonitorError as exc:
+                failed = True
+                print(f"warehouse {name} ({settings.kind}): FAILED: {_problem(exc)}")
+                for check in config.checks:
+                    if config.warehouse_of(check) == name:
+                        print(f"check {check.name}: not tried: its warehouse is unreachable")
+                continue
             print(f"warehouse {name} ({settings.kind}): ok")
-        except KpiMonitorError as exc:
-            failed = True
-            print(f"warehouse {name} ({settings.kind}): FAILED: {exc}")
+            for check in config.checks:
+                if config.warehouse_of(check) != name:
+                    continue
+                # the check's own query, made to return no rows: a missing table or column, a
+                # typo in `expression` or `where`, or a missing grant fails here, not at 3 am
+                query = probe_query(check, warehouse.dialect, now)
+                try:
+                    warehouse.query(query.sql, query.params)
+                    print(f"check {check.name}: ok")
+                except KpiMonitorError as exc:
+                    failed = True
+                    print(f"check {check.name}: FAILED: {_problem(exc)}")
+        finally:
+            warehouse.close()
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def _problem(exc: KpiMonitorError) -> str:
+    """An error for a line that names its warehouse already."""
+    return exc.detail if isinstance(exc, WarehouseError) else str(exc)
+
+
 EXIT_TIMEOUT = 3
-_GRAINS = {"hour": 3600, "day": 86400}
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     """Replay history through the daemon's detection and alerting, causally."""
+    from monitor import cli_backtest
+
     if args.csv:
-        return _backtest_csv(args)
+        return cli_backtest.backtest_csv(args)
     if not args.check:
         raise KpiMonitorError("give --csv PATH, or -c CONFIG with --check NAME")
-    return _backtest_check(args)
-
-
-def _backtest_csv(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from monitor.alerts.state import AlertPolicy
-    from monitor.backtest import infer_bucket_seconds, replay
-    from monitor.detect import DetectorSpec
-
-    if not args.out:
-        raise KpiMonitorError("--csv needs --out OUT.csv for the scored rows")
-    try:
-        frame = pd.read_csv(args.csv)
-    except (OSError, ValueError) as exc:
-        raise KpiMonitorError(f"cannot read {args.csv}: {exc}") from None
-    for column in (args.timestamp_column, args.value_column):
-        if column not in frame.columns:
-            found = ", ".join(map(str, frame.columns))
-            raise KpiMonitorError(f"{args.csv} has no column {column!r} (columns: {found})")
-    if args.grain == "auto":
-        seconds = infer_bucket_seconds(frame[args.timestamp_column])
-    elif args.grain in _GRAINS:
-        seconds = _GRAINS[args.grain]
-    else:
-        seconds = int(parse_duration(args.grain).total_seconds())
-    spec_args: dict[str, object] = {"bucket_seconds": seconds}
-    if args.sensitivity is not None:
-        spec_args["sensitivity"] = args.sensitivity
-    result = replay(
-        frame,
-        DetectorSpec(**spec_args),  # type: ignore[arg-type]
-        AlertPolicy(open_after=args.alert_after, resolve_after=args.resolve_after),
-        timestamp_column=args.timestamp_column,
-        value_column=args.value_column,
-    )
-    result.rows.to_csv(args.out, index=False)
-    print(f"{len(result.rows)} rows in {seconds}s buckets -> {args.out}")
-    _print_episodes("", result.episodes)
-    return EXIT_OK
-
-
-def _backtest_check(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    import pandas as pd
-
-    from monitor.backtest import replay
-    from monitor.engine import alert_policy, detector_spec
-    from monitor.queries import series_query
-    from monitor.series import normalise
-    from monitor.warehouse import open_warehouses
-
     config = _load(args)
-    check = config.check(args.check)
-    if check is None:
-        raise ConfigError(config.source, [f"no check named {args.check!r}"])
-    if check.kind == "freshness":
-        raise KpiMonitorError(f"{check.name} is a freshness check: it has no series to replay")
-    warehouse = open_warehouses(config)[config.warehouse_of(check)]
-    now = datetime.now(UTC)
-    query = series_query(check, warehouse.dialect, now - parse_duration(args.since))
-    found = normalise(warehouse.query(query.sql, query.params), check, now)
-    if not found:
-        print(f"{check.name}: no data since {args.since} ago")
-        return EXIT_OK
-    replays = {}
-    for segment, series in found.items():
-        frame = pd.DataFrame({"timestamp": series.index, "value": series.to_numpy()})
-        replays[segment] = replay(frame, detector_spec(check), alert_policy(check), aggregate="sum")
-        _print_episodes(
-            f"{check.name} [{segment}]" if segment else check.name, replays[segment].episodes
-        )
-    if args.plot:
-        from monitor.alerts.charts import render_chart
-
-        segment = args.segment if args.segment is not None else next(iter(replays))
-        if segment not in replays:
-            raise KpiMonitorError(f"no segment {segment!r}; segments: {', '.join(replays)}")
-        buckets = replays[segment].buckets
-        png = render_chart(buckets, title=f"{check.name} [{segment}]" if segment else check.name)
-        Path(args.plot).write_bytes(png)
-        print(f"chart of {len(buckets)} buckets -> {args.plot}")
-    return EXIT_OK
-
-
-def _print_episodes(name: str, episodes: list[Any]) -> None:
-    label = f"{name}: " if name else ""
-    if not episodes:
-        print(f"{label}no alert would have fired")
-    for episode in episodes:
-        resolved = (
-            f", resolved {episode.resolved:%Y-%m-%d %H:%M}"
-            if episode.resolved is not None
-            else ", still open"
-        )
-        print(
-            f"{label}alert at {episode.opened:%Y-%m-%d %H:%M} "
-            f"(deviating since {episode.since:%Y-%m-%d %H:%M}){resolved}"
-        )
+    [check] = config.checks_named([args.check])
+    return cli_backtest.backtest_check(config, check, args)
 
 
 def cmd_deployment_record(args: argparse.Namespace) -> int:
@@ -317,7 +252,16 @@ def cmd_deployment_verify(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kpi-monitor", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="kpi-monitor",
+        description=(
+            "KPI anomaly monitor: learns a seasonal baseline per warehouse metric, exports "
+            "Prometheus metrics and sends one alert per episode."
+        ),
+        epilog=(
+            "The config file is -c PATH or $KPIMON_CONFIG. Exit codes: 0 ok, 1 an anomaly "
+            "(check) or a failed deployment, 2 an error, 3 no deployment verdict in time. "
+            "`kpi-monitor COMMAND --help` describes a command."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"kpi-monitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -329,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(run)
     run.add_argument("--port", type=int, help="HTTP port (default: server.port, 9108)")
     run.add_argument("--host", help="listen address (default: server.host, 0.0.0.0)")
+    run.add_argument(
+        "--watch-config",
+        metavar="INTERVAL",
+        help="reload when the config file or its dbt manifest changes, looked for this often "
+        "(e.g. 10s; a Kubernetes ConfigMap update). SIGHUP and POST /-/reload always reload",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser(
@@ -351,12 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--check", action="append", metavar="NAME", help="only this check (repeatable)"
     )
+    check.add_argument(
+        "--show-sql",
+        action="store_true",
+        help="print the SQL each check sends (its first, full-lookback run) and run nothing",
+    )
     check.set_defaults(func=cmd_check)
 
     validate = sub.add_parser("validate", help="validate the config file")
     with_config(validate)
     validate.add_argument(
-        "--connect", action="store_true", help="also check that each warehouse answers"
+        "--connect",
+        action="store_true",
+        help="also check that each warehouse answers and that each check's query runs there "
+        "(as a query returning no rows)",
     )
     validate.add_argument(
         "--schema", action="store_true", help="print the config's JSON Schema and exit"
@@ -366,33 +324,41 @@ def build_parser() -> argparse.ArgumentParser:
     backtest = sub.add_parser(
         "backtest", help="replay history through the detector: what would have fired"
     )
-    backtest.add_argument("--csv", metavar="PATH", help="a CSV of timestamp,value rows")
-    backtest.add_argument("--timestamp-column", default="timestamp")
-    backtest.add_argument("--value-column", default="value")
-    backtest.add_argument(
-        "--grain", default="auto", help="auto, hour, day or a duration such as 5m"
-    )
-    backtest.add_argument(
-        "--sensitivity", type=float, help="band half-width in robust standard units"
-    )
-    backtest.add_argument(
-        "--alert-after", type=int, default=1, help="anomalous buckets that open an alert (CSV)"
-    )
-    backtest.add_argument(
-        "--resolve-after", type=int, default=2, help="normal buckets that resolve it (CSV)"
-    )
-    backtest.add_argument(
-        "--out",
-        metavar="OUT.csv",
-        help="scored rows: timestamp,value,expected,lower,upper,score,alert",
-    )
-    backtest.add_argument("-c", "--config", help="config file (default: $KPIMON_CONFIG)")
-    backtest.add_argument(
+    source = backtest.add_argument_group("what to replay")
+    source.add_argument("--csv", metavar="PATH", help="a CSV of timestamp,value rows")
+    source.add_argument("-c", "--config", help="config file (default: $KPIMON_CONFIG)")
+    source.add_argument(
         "--check", metavar="NAME", help="replay a configured check's warehouse history"
     )
-    backtest.add_argument("--since", default="90d", help="how far back (default 90d)")
-    backtest.add_argument("--segment", help="the segment --plot draws (default: the first)")
-    backtest.add_argument("--plot", metavar="OUT.png", help="draw the series, band and alerts")
+    source.add_argument(
+        "--since",
+        default="90d",
+        help="the window reported for --check (default 90d); the model learns from the "
+        "check's lookback before it",
+    )
+    source.add_argument("--segment", help="only this segment in --plot (default: those alerted)")
+    csv = backtest.add_argument_group("CSV options")
+    csv.add_argument("--timestamp-column", default="timestamp")
+    csv.add_argument("--value-column", default="value")
+    csv.add_argument("--grain", default="auto", help="auto, hour, day or a duration such as 5m")
+    csv.add_argument("--sensitivity", type=float, help="band half-width in robust standard units")
+    csv.add_argument(
+        "--alert-after", type=int, default=1, help="anomalous buckets that open an alert"
+    )
+    csv.add_argument("--resolve-after", type=int, default=2, help="normal buckets that resolve it")
+    csv.add_argument("--min", type=float, help="a fixed lower bound (a check's `min`)")
+    csv.add_argument("--max", type=float, help="a fixed upper bound (a check's `max`)")
+    output = backtest.add_argument_group("output")
+    output.add_argument(
+        "--out",
+        metavar="OUT.csv",
+        help="scored rows: [segment,]timestamp,value,expected,lower,upper,score,alert",
+    )
+    output.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="draw what alerted: values, band, anomalies, alert episodes, deployments",
+    )
     backtest.set_defaults(func=cmd_backtest)
 
     deployment = sub.add_parser(

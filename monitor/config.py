@@ -8,10 +8,12 @@ an error naming it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import urllib.parse
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +34,9 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.config_errors import Wording, did_you_mean, join, nearest
+from monitor.dbt import ArtifactError
+from monitor.dbt_checks import DeclaredCheck, declared_checks
 from monitor.dialects import Grain, is_plain_identifier
 from monitor.durations import is_cron, parse_duration, seconds
 from monitor.errors import ConfigError
@@ -116,20 +121,90 @@ class DuckDBWarehouseConfig(_Model):
     """An embedded DuckDB file, opened read-only."""
 
     kind: Literal["duckdb"]
-    path: str
-    statement_timeout: float = 300.0
-    # seconds the file stays open after the last query: a writer in another process cannot
-    # take the file while it is open, but reopening costs tens of milliseconds a query
-    keep_open: float = Field(default=1.0, ge=0, le=3600)
+    path: str = Field(description="the DuckDB file, opened read-only while a query runs")
+    statement_timeout: float = Field(
+        default=300.0, gt=0, description="seconds a query may run before it is interrupted"
+    )
+    # a writer in another process cannot take the file while it is open, but reopening costs
+    # tens of milliseconds a query
+    keep_open: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="seconds the file stays open after the last query, for the next one",
+    )
 
 
 class PostgresWarehouseConfig(_Model):
-    """A PostgreSQL database reached through psycopg 3."""
+    """A PostgreSQL database reached through psycopg 3 (``kind: postgresql`` is the same)."""
 
-    kind: Literal["postgres"]
-    dsn: SecretStr
-    statement_timeout: float = 300.0
-    pool_size: int = Field(default=4, ge=1, le=64)
+    kind: Literal["postgres", "postgresql"]
+    dsn: SecretStr = Field(
+        description="libpq connection string or postgresql:// URL (the password never appears "
+        "in messages)"
+    )
+    statement_timeout: float = Field(
+        default=300.0, gt=0, description="seconds a query may run; the server cancels it after"
+    )
+    pool_size: int = Field(default=4, ge=1, le=64, description="connections kept open at most")
+
+    @field_validator("kind")
+    @classmethod
+    def _one_name(cls, value: str) -> Literal["postgres"]:
+        # the state URL says postgresql://, so users write it here too
+        return "postgres"
+
+
+def split_server_hostname(value: str) -> tuple[str, int | None]:
+    """A Databricks server hostname as ``(host, port)``.
+
+    Takes what the warehouse's connection details show (``adb-1.2.azuredatabricks.net``), with
+    an optional port (``host:8443``) or as a URL (``https://host[:port]/``).
+    """
+    text = value.strip()
+    parts = urllib.parse.urlsplit(text if "//" in text else f"//{text}")
+    if parts.scheme not in ("", "https"):
+        raise ValueError(f"{value!r}: Databricks is reached over https only")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: give the host (and port) only; the path goes in http_path")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{value!r}: the port is not a number from 1 to 65535") from None
+    if not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} is not a host name, host:port or https://host URL")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return host, port
+
+
+def _server_hostname(value: str | None) -> str | None:
+    if value:
+        split_server_hostname(value)
+    return value or None
+
+
+def _connection_uri(value: str | None) -> str | None:
+    if not value:
+        return None
+    parts = urllib.parse.urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s):// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises for a bad port
+    except ValueError:
+        raise ValueError(f"{value!r}: the port is not a number from 1 to 65535") from None
+    return value.strip()
+
+
+def _readable_file(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        with open(value, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {value}: {exc.strerror}") from None
+    return value
 
 
 class DatabricksWarehouseConfig(_Model):
@@ -138,17 +213,55 @@ class DatabricksWarehouseConfig(_Model):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     kind: Literal["databricks"]
-    server_hostname: str | None = None
-    http_path: str | None = None
-    access_token: SecretStr | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    catalog: str | None = None
-    schema_: str | None = Field(default=None, alias="schema")
-    statement_timeout: float = 300.0
-    retries: int = Field(default=3, ge=0, le=10)
-    connection_uri: str | None = None
-    tls_trusted_ca_file: str | None = None
+    server_hostname: Annotated[str | None, AfterValidator(_server_hostname)] = Field(
+        default=None,
+        description="the warehouse's Server hostname, with an optional port (host:8443) "
+        "(default: DATABRICKS_HOST)",
+    )
+    http_path: str | None = Field(
+        default=None,
+        description="the warehouse's HTTP path, /sql/1.0/warehouses/<id> "
+        "(default: DATABRICKS_HTTP_PATH)",
+    )
+    access_token: SecretStr | None = Field(
+        default=None, description="a personal access token (default: DATABRICKS_TOKEN)"
+    )
+    client_id: str | None = Field(
+        default=None,
+        description="a service principal's OAuth client id, with client_secret, instead of a "
+        "token (default: DATABRICKS_CLIENT_ID)",
+    )
+    client_secret: SecretStr | None = Field(
+        default=None,
+        description="the service principal's OAuth secret (default: DATABRICKS_CLIENT_SECRET)",
+    )
+    catalog: str | None = Field(default=None, description="initial catalog of each session")
+    schema_: str | None = Field(
+        default=None, alias="schema", description="initial schema of each session"
+    )
+    statement_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a query may take, retries and waits included; the warehouse "
+        "cancels the statement after (STATEMENT_TIMEOUT)",
+    )
+    retries: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="retries of a query after a network error or HTTP 429/5xx, within the "
+        "statement timeout",
+    )
+    connection_uri: Annotated[str | None, AfterValidator(_connection_uri)] = Field(
+        default=None,
+        description="the full URL of the warehouse's HTTP path, instead of server_hostname and "
+        "http_path: an https:// (or http://) endpoint such as a proxy in front of the warehouse",
+    )
+    tls_trusted_ca_file: Annotated[str | None, AfterValidator(_readable_file)] = Field(
+        default=None,
+        description="a PEM file of the certificate authorities to trust instead of the "
+        "system's (a private CA, a TLS-inspecting proxy)",
+    )
 
 
 WarehouseConfig = Annotated[
@@ -255,6 +368,9 @@ class CheckConfig(_Model):
     dimensions: list[Identifier] = Field(default_factory=list, max_length=4)
     max_segments: int = Field(default=20, ge=1, le=500)
     sql: str | None = None
+    # sql checks: the warehouse stops after one row more, and more than this is that check's
+    # error (an unaggregated query once read 5 million rows into 1 GB)
+    max_rows: int = Field(default=200_000, ge=1, le=10_000_000)
     grain: Grain = "hour"
     timezone: TimeZone = "UTC"
     schedule: Schedule = "5m"
@@ -269,6 +385,8 @@ class CheckConfig(_Model):
     resolve_after: int = Field(default=2, ge=1, le=100)
     fill_missing: Literal["zero", "none"] | None = None
     max_age: PositiveDuration | None = None
+    min: float | None = None
+    max: float | None = None
     owner: str | None = None
     severity: Severity = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
@@ -291,6 +409,10 @@ class CheckConfig(_Model):
             raise ValueError(f"a {self.kind} check needs {', '.join(missing)}")
         if self.kind in ("freshness", "sql") and self.dimensions:
             raise ValueError(f"a {self.kind} check takes no dimensions")
+        if self.kind == "freshness" and (self.min is not None or self.max is not None):
+            raise ValueError("a freshness check takes no min or max: give max_age")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is above max ({self.max:g})")
         if self.kind == "sql" and self.sql is not None and ":since" not in self.sql:
             raise ValueError("the sql must filter on :since so each run reads only the lookback")
         return self
@@ -322,6 +444,17 @@ class CheckConfig(_Model):
         return self.labels.get("team", "")
 
 
+class DbtConfig(_Model):
+    """Checks declared in a dbt project, next to its models (README: Checks in dbt)."""
+
+    manifest: str
+    """The project's compiled ``target/manifest.json``; a relative path is read from the config
+    file's directory."""
+    semantic_metrics: Literal["tagged", "all"] = "tagged"
+    """Which simple metrics of the semantic layer become checks: those whose meta has
+    ``kpi_monitor``, or all of them."""
+
+
 class Config(_Model):
     """The whole validated configuration."""
 
@@ -335,9 +468,12 @@ class Config(_Model):
     server: ServerConfig = ServerConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     defaults: dict[str, Any] = Field(default_factory=dict)
-    checks: list[CheckConfig] = Field(min_length=1)
+    dbt: DbtConfig | None = None
+    checks: list[CheckConfig] = Field(default_factory=list)
     _source: str = PrivateAttr(default="<memory>")
     _expanded: dict[str, str] = PrivateAttr(default_factory=dict)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _manifest: Path | None = PrivateAttr(default=None)
 
     @property
     def source(self) -> str:
@@ -373,6 +509,15 @@ class Config(_Model):
         # the password of a DSN or URL on its own, wherever else it was written
         return found + [p for p in (urlsplit(v).password for v in found if "://" in v) if p]
 
+    @property
+    def manifest_path(self) -> Path | None:
+        """The dbt manifest the checks were read from, if any (resolved)."""
+        return self._manifest
+
+    def origin(self, name: str) -> str:
+        """Where a check is declared: the config file and its index, or the dbt node and file."""
+        return self._origins.get(name, self._source)
+
     @model_validator(mode="after")
     def _references(self) -> Config:
         problems = reference_problems(self)
@@ -393,6 +538,32 @@ class Config(_Model):
     def check(self, name: str) -> CheckConfig | None:
         return next((c for c in self.checks if c.name == name), None)
 
+    def checks_named(self, names: Sequence[str]) -> list[CheckConfig]:
+        """The checks of these names; an unknown one is a ConfigError listing the names."""
+        known = [c.name for c in self.checks]
+        problems = []
+        for name in (n for n in names if self.check(n) is None):
+            close = nearest(name, known)
+            hint = f" (did you mean {close!r}?)" if close else ""
+            problems.append(f"no check named {name!r}{hint}; the checks are: {', '.join(known)}")
+        if problems:
+            raise ConfigError(self.source, problems)
+        return [c for n in names for c in [self.check(n)] if c is not None]
+
+
+_WORDING = Wording(
+    Config,
+    {
+        "duckdb": DuckDBWarehouseConfig,
+        "postgres": PostgresWarehouseConfig,
+        "postgresql": PostgresWarehouseConfig,
+        "databricks": DatabricksWarehouseConfig,
+    },
+    tag_field="kind",
+    tag_name="warehouse kind",
+    tag_choices="duckdb, postgres (or postgresql) or databricks",
+)
+
 
 # --- loading -------------------------------------------------------------------------------
 
@@ -404,7 +575,7 @@ def _interpolate(node: Any, path: str, problems: list[str], expanded: dict[str, 
     environment or a file, with the reference it replaced (what a page shows instead)."""
     if isinstance(node, dict):
         return {
-            k: _interpolate(v, _join(path, str(k)), problems, expanded) for k, v in node.items()
+            k: _interpolate(v, join(path, str(k)), problems, expanded) for k, v in node.items()
         }
     if isinstance(node, list):
         return [_interpolate(v, f"{path}[{i}]", problems, expanded) for i, v in enumerate(node)]
@@ -437,42 +608,29 @@ def _interpolate(node: Any, path: str, problems: list[str], expanded: dict[str, 
     return _VAR.sub(replace, node)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _location(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("duckdb", "postgres", "databricks", "function-after", "function-before"):
-            # pydantic's discriminator and validator tags are not part of the user's document
-            continue
-        else:
-            out = _join(out, part)
-    return out
-
-
-_SECRET_FIELDS = {"token", "dsn", "url", "access_token", "client_secret", "password"}
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "unknown field (check the spelling; the README lists every field)"
-    elif error["type"] == "missing":
-        message = "required field is missing"
-    value = error.get("input")
-    secret = bool(_SECRET_FIELDS & {str(part) for part in error["loc"]})
-    if secret:
-        # a secret's own validator may quote it: say what is wrong, never what was given
-        message = message.split(" (got ")[0].split(": '")[0]
-    elif error["type"] not in ("missing", "extra_forbidden") and isinstance(
-        value, str | int | float
-    ):
-        message += f" (got {value!r})"
-    return message
+def default_problems(defaults: Mapping[str, Any]) -> list[str]:
+    """What is wrong in ``defaults``, each said once at ``defaults.<field>`` (not once for every
+    check it would be copied into)."""
+    settable = [n for n in CheckConfig.model_fields if n not in ("name", "kind")]
+    problems = [
+        f"defaults.{key}: not a check field that can have a default"
+        + did_you_mean(str(key), settable)
+        for key in defaults
+        if key not in settable
+    ]
+    if problems:
+        return problems
+    # the values, on a check that needs nothing else (what a kind needs is each check's matter)
+    probe = {"name": "defaults", "kind": "sql", "sql": "select :since", **defaults}
+    try:
+        CheckConfig.model_validate(probe)
+    except ValidationError as exc:
+        return [
+            _WORDING.problem(error, "defaults")
+            for error in exc.errors()
+            if error["loc"] and error["loc"][0] in defaults
+        ]
+    return []
 
 
 class _ReferenceProblems(ValueError):
@@ -488,6 +646,8 @@ def reference_problems(config: Config) -> list[str]:
         problems.append("warehouses: give either warehouse or warehouses, not both")
     if config.warehouse is None and not config.warehouses:
         problems.append("warehouse: no warehouse configured: add a warehouse section")
+    if not config.checks:
+        problems.append("checks: no checks: list them here, or declare them in dbt (dbt.manifest)")
     seen: set[str] = set()
     for i, check in enumerate(config.checks):
         if check.name in seen:
@@ -495,6 +655,11 @@ def reference_problems(config: Config) -> list[str]:
                 f"checks[{i}].name: two checks are named {check.name!r}; names must be unique"
             )
         seen.add(check.name)
+        if config.warehouse is not None and check.warehouse not in (None, "default"):
+            problems.append(
+                f"checks[{i}].warehouse: names warehouse {check.warehouse!r}, but only one "
+                "(default) is configured"
+            )
         if config.warehouses and check.warehouse not in config.warehouses:
             known = ", ".join(sorted(config.warehouses))
             problems.append(
@@ -519,14 +684,22 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise ConfigError(source, ["defaults: must be a mapping of check fields"])
-    for key in defaults:
-        if key not in CheckConfig.model_fields or key in ("name", "kind"):
-            problems.append(f"defaults.{key}: not a check field that can have a default")
+    problems = default_problems(defaults)
     if problems:
         raise ConfigError(source, problems)
     checks = document.get("checks")
+    written = [
+        {**defaults, **c} if isinstance(c, dict) else c
+        for c in (checks if isinstance(checks, list) else [])
+    ]
     if isinstance(checks, list):
-        document["checks"] = [{**defaults, **c} if isinstance(c, dict) else c for c in checks]
+        document["checks"] = written
+    manifest, declared = _dbt_checks(document.get("dbt"), source)
+    problems = _declared_problems(declared, written, defaults)
+    if problems:
+        raise ConfigError(source, problems)
+    if declared:
+        document["checks"] = [*written, *({**defaults, **d.document} for d in declared)]
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
@@ -536,11 +709,82 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
             if isinstance(cause, _ReferenceProblems):
                 found.extend(cause.problems)  # they name their own field paths
             else:
-                found.append(f"{_location(error['loc']) or '(top level)'}: {_describe(error)}")
-        raise ConfigError(source, found) from None
+                found.append(_WORDING.problem(error))
+        # a check from dbt is named by its node, not by where it landed in the list
+        origins = {f"checks[{len(written) + i}]": d.origin for i, d in enumerate(declared)}
+        raise ConfigError(source, [_renamed(p, origins) for p in found]) from None
     config._source = source
     config._expanded = expanded
+    config._manifest = manifest
+    config._origins = {
+        **{c.name: f"{source}, checks[{i}]" for i, c in enumerate(config.checks[: len(written)])},
+        **{c.name: d.origin for c, d in zip(config.checks[len(written) :], declared, strict=True)},
+    }
     return config
+
+
+def _renamed(problem: str, origins: Mapping[str, str]) -> str:
+    head, dot, rest = problem.partition(".")
+    head, colon, tail = (head, "", "") if dot else problem.partition(":")
+    origin = origins.get(head)
+    if origin is None:
+        return problem
+    return f"{origin}: meta.kpi_monitor.{rest}" if dot else f"{origin}{colon}{tail}"
+
+
+def _dbt_checks(section: object, source: str) -> tuple[Path | None, list[DeclaredCheck]]:
+    """The checks declared in the dbt manifest that ``dbt:`` names (none without one)."""
+    if section is None:
+        return None, []
+    try:
+        dbt = DbtConfig.model_validate(section)
+    except ValidationError as exc:
+        problems = [_WORDING.problem({**e, "loc": ("dbt", *e["loc"])}) for e in exc.errors()]
+        raise ConfigError(source, problems) from None
+    path = Path(dbt.manifest)
+    if not path.is_absolute() and source != "<memory>":
+        path = Path(source).parent / path
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(source, [f"dbt.manifest: cannot read {path}: {exc.strerror}"]) from None
+    except ValueError as exc:
+        raise ConfigError(source, [f"dbt.manifest: {path} is not JSON: {exc}"]) from None
+    try:
+        declared, refused = declared_checks(manifest, dbt.semantic_metrics)
+    except ArtifactError as exc:
+        raise ConfigError(source, [f"dbt.manifest: {path}: {exc}"]) from None
+    if refused:
+        raise ConfigError(source, [str(exc) for exc in refused])
+    return path, declared
+
+
+def _declared_problems(
+    declared: list[DeclaredCheck], written: list[Any], defaults: Mapping[str, Any]
+) -> list[str]:
+    """Checks from dbt that clash by name with another, or are not valid checks."""
+    seen = {
+        c["name"]: f"checks[{i}]"
+        for i, c in enumerate(written)
+        if isinstance(c, dict) and isinstance(c.get("name"), str)
+    }
+    problems = []
+    for check in declared:
+        name = check.document.get("name")
+        if isinstance(name, str) and name in seen:
+            problems.append(
+                f"{check.origin}: meta.kpi_monitor.name: a check named {name!r} is also "
+                f"declared at {seen[name]}; names must be unique"
+            )
+        if isinstance(name, str):
+            seen[name] = check.origin
+        try:
+            CheckConfig.model_validate({**defaults, **check.document})
+        except ValidationError as exc:
+            problems.extend(
+                f"{check.origin}: {_WORDING.problem(e, 'meta.kpi_monitor')}" for e in exc.errors()
+            )
+    return problems
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

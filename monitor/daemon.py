@@ -1,40 +1,66 @@
-"""The daemon's lifecycle: build every part from the config, start, and stop cleanly.
+"""The daemon's lifecycle: build every part from the config, start, reload, and stop cleanly.
 
 Start order: state store, warehouses, HTTP server (so /healthz answers at once), scheduler.
 Stop (SIGTERM/SIGINT): no new runs, running checks get a few seconds to finish and save their
 state, warehouse statements still running are cancelled, then the server closes.
+Reload (SIGHUP, ``POST /-/reload``, or a changed file with ``--watch-config``): the config file
+and the dbt manifest are read again; a broken one is refused and logged and the daemon goes on
+with the config it has. Otherwise the checks pause between runs while a new engine takes over
+the unchanged checks' models and alert state (see ``monitor.reload``), removed checks resolve
+their alerts with a note, and the scheduler, the dispatcher and the deployment watcher follow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import FrameType
 
 from monitor.alerts.alertmanager import AlertmanagerClient
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.slack import SlackChannel
 from monitor.client import token_from_env
-from monitor.config import Config
-from monitor.engine import Engine
-from monitor.errors import StateStoreError
+from monitor.config import Config, load_config
+from monitor.engine import Engine, fingerprint
+from monitor.errors import ConfigError, KpiMonitorError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.grafana import GrafanaAnnotator
+from monitor.reload import ReloadBusy, ReloadPlan, plan_reload, restart_problems
 from monitor.scheduler import CheckScheduler
 from monitor.server import Api, HttpServer
 from monitor.store import StateStore
-from monitor.warehouse import open_warehouses
+from monitor.warehouse import Warehouse, open_warehouse, open_warehouses
 from monitor.watcher import DeploymentWatcher
 
 log = logging.getLogger("monitor.daemon")
 
 SHUTDOWN_GRACE_SECONDS = 7.0
+# how long a reload waits for the check runs in progress before it gives up (and is retried)
+RELOAD_PAUSE_SECONDS = 60.0
+RETIRED = "the check was removed from the configuration"
+REDEFINED = "the check's query changed with a config reload"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _slack(config: Config) -> SlackChannel | None:
+    return SlackChannel(config.slack) if config.slack is not None and config.slack.token else None
+
+
+def _alertmanager(config: Config) -> AlertmanagerClient | None:
+    return AlertmanagerClient(config.alertmanager) if config.alertmanager else None
+
+
+def _chart_buckets(config: Config) -> int:
+    return config.slack.chart_buckets if config.slack is not None and config.slack.token else 0
 
 
 class Daemon:
@@ -43,12 +69,8 @@ class Daemon:
         self.metrics = Metrics()
         self.store = StateStore.open(config.state)
         self.warehouses = open_warehouses(config)
-        slack = (
-            SlackChannel(config.slack) if config.slack is not None and config.slack.token else None
-        )
-        alertmanager = AlertmanagerClient(config.alertmanager) if config.alertmanager else None
         self.dispatcher = Dispatcher(
-            config, self.store, self.metrics, slack, alertmanager, clock=_now
+            config, self.store, self.metrics, _slack(config), _alertmanager(config), clock=_now
         )
         self.metrics.declare_channels(["log", *self.dispatcher.channels])
         self.engine = Engine(
@@ -57,7 +79,7 @@ class Daemon:
             self.store,
             self.metrics,
             channels=self.dispatcher.channels,
-            chart_buckets=config.slack.chart_buckets if slack and config.slack else 0,
+            chart_buckets=_chart_buckets(config),
         )
         self.watcher = DeploymentWatcher(
             config,
@@ -79,14 +101,24 @@ class Daemon:
             token=token_from_env(),
             deployments=self.watcher,
             watch=self.scheduler.watch,
+            reload=self.reload,
         )
-        self.http = HttpServer(
-            self.api,
-            host or config.server.host,
-            port if port is not None else config.server.port,
-            threads=config.server.threads,
-        )
+        try:
+            self.http = HttpServer(
+                self.api,
+                host or config.server.host,
+                port if port is not None else config.server.port,
+                threads=config.server.threads,
+            )
+        except KpiMonitorError:
+            self._close_warehouses()
+            self.store.close()
+            raise
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._hangup = False
+        self._reload_lock = threading.Lock()
+        self.metrics.config_loaded(True)
 
     @property
     def port(self) -> int:
@@ -117,27 +149,172 @@ class Daemon:
             },
         )
 
+    # --- reload -------------------------------------------------------------------------------
+
+    def reload(self) -> ReloadPlan:
+        """Read the config file (and its dbt manifest) again and apply it.
+
+        Raises ConfigError when the new config is invalid or changes what needs a restart, and
+        ``ReloadBusy`` when a check run did not end in time; either way the daemon goes on with
+        the config it had, and the failure is logged and exported.
+        """
+        with self._reload_lock:
+            try:
+                config = load_config(self.config.source)
+                problems = restart_problems(self.config, config)
+                if problems:
+                    raise ConfigError(config.source, problems)
+                plan = self._apply(config)
+            except Exception as exc:
+                self.metrics.config_loaded(False)
+                problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+                log.error(
+                    "config reload refused; running on the previous config",
+                    extra={"fields": {"config": self.config.source, "problems": problems}},
+                )
+                raise
+            self.metrics.config_loaded(True)
+            log.info("config reloaded", extra={"fields": {"config": config.source,
+                                                          **plan.summary()}})  # fmt: skip
+            return plan
+
+    def _apply(self, config: Config) -> ReloadPlan:
+        plan = plan_reload(self.config, config)
+        warehouses, unused = self._warehouses_for(config)
+        slack = self.dispatcher.slack if config.slack == self.config.slack else _slack(config)
+        alertmanager = (
+            self.dispatcher.alertmanager
+            if config.alertmanager == self.config.alertmanager
+            else _alertmanager(config)
+        )
+        channels = [n for n, sink in (("slack", slack), ("alertmanager", alertmanager)) if sink]
+        # built before the pause (it reads the store); the checks it takes over bring their
+        # own alert state from the running engine
+        engine = Engine(
+            config,
+            warehouses,
+            self.store,
+            self.metrics,
+            channels=channels,
+            clock=self.engine.clock,
+            chart_buckets=_chart_buckets(config),
+            cause=self.watcher.cause,
+            after_run=self.watcher.observe,
+        )
+        with self.scheduler.paused(RELOAD_PAUSE_SECONDS):
+            for name in plan.removed:
+                self.engine.retire(name, RETIRED)
+            for name in plan.kept:
+                engine.adopt(self.engine.release(name))
+            for name in plan.changed:
+                old, new = self.config.check(name), config.check(name)
+                assert old is not None and new is not None
+                if fingerprint(old) != fingerprint(new):
+                    # other series now (another table, filter or split): what was open about
+                    # the old ones ends here, and the new ones start afresh
+                    self.engine.retire(name, REDEFINED)
+                    memory = replace(self.engine.release(name), latest={}, last_run=None)
+                else:
+                    memory = self.engine.release(name)
+                engine.adopt(memory.without_models())
+            self.dispatcher.reconfigure(config, slack, alertmanager)
+            self.metrics.declare_channels(["log", *channels])
+            self.watcher.reconfigure(config, engine, channels)
+            self.scheduler.reconfigure(config, engine, plan)
+            self.api.engine = engine
+            self.config, self.engine, self.warehouses = config, engine, warehouses
+        for warehouse in unused:
+            warehouse.close()
+        return plan
+
+    def _warehouses_for(self, config: Config) -> tuple[dict[str, Warehouse], list[Warehouse]]:
+        """The new config's warehouses, keeping the open adapters whose settings did not
+        change (their connections, and what they know of being up), and the ones no longer
+        used."""
+        before = self.config.all_warehouses()
+        kept: dict[str, Warehouse] = {}
+        for name, settings in config.all_warehouses().items():
+            same = before.get(name) == settings
+            kept[name] = self.warehouses[name] if same else open_warehouse(name, settings)
+        unused = [w for name, w in self.warehouses.items() if kept.get(name) is not w]
+        return kept, unused
+
+    def _watched_files(self) -> bytes:
+        """A digest of the config file and its dbt manifest, to see that one changed (a
+        ConfigMap update replaces a symlink: the content is what counts)."""
+        digest = hashlib.sha256()
+        for path in (Path(self.config.source), self.config.manifest_path):
+            try:
+                digest.update(path.read_bytes() if path is not None else b"")
+            except OSError as exc:
+                digest.update(str(exc).encode())
+        return digest.digest()
+
+    # --- stop ---------------------------------------------------------------------------------
+
     def stop(self) -> None:
         log.info("stopping")
         finished = self.scheduler.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
-        for warehouse in self.warehouses.values():
-            warehouse.close()  # and cancels the statements still running
+        self._close_warehouses()
         if not finished:
             self.scheduler.wait_idle(timeout=2.0)  # their runs end as errors, state saved
         self.http.stop()
         self.store.close()
         log.info("stopped")
 
+    def _close_warehouses(self) -> None:
+        """Close every warehouse, cancelling the statements still running. Each close waits up
+        to a few seconds for its statements to stop: side by side, that wait is paid once."""
+        closers = [
+            threading.Thread(target=warehouse.close, name=f"close-{name}")
+            for name, warehouse in self.warehouses.items()
+        ]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
+
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         self._stop.set()
+        self._wake.set()
 
-    def run_forever(self) -> None:
-        """Start, serve until SIGTERM or SIGINT, then stop."""
+    def request_reload(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        self._hangup = True
+        self._wake.set()
+
+    def run_forever(self, watch_config: timedelta | None = None) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop. SIGHUP reloads the config; with
+        ``watch_config``, so does a change of the config file or the dbt manifest, looked for
+        at that interval."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
         self.start()
+        seen = self._watched_files()
+        next_look = time.monotonic()
         try:
-            while not self._stop.wait(timeout=1.0):
-                pass
+            while not self._stop.is_set():
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                due = watch_config is not None and time.monotonic() >= next_look
+                if not (self._hangup or due) or self._stop.is_set():
+                    continue
+                if watch_config is not None:
+                    next_look = time.monotonic() + watch_config.total_seconds()
+                current = self._watched_files()
+                if self._hangup or current != seen:
+                    self._hangup = False
+                    seen = current if self._try_reload() else seen
         finally:
             self.stop()
+
+    def _try_reload(self) -> bool:
+        """Reload; False only when it should be tried again (checks were busy). A refused file
+        counts as seen: it is not retried until it changes."""
+        try:
+            self.reload()
+        except ReloadBusy:
+            return False
+        except Exception:  # noqa: S110 - reload() logged it and exported the failure
+            pass
+        return True

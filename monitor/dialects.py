@@ -53,6 +53,11 @@ class Dialect(ABC):
     def text(self, expr: str) -> str:
         """``expr`` cast to a string."""
 
+    def no_rows(self, sql: str) -> str:
+        """``sql`` made to return no rows while the warehouse still resolves its tables, columns,
+        functions and grants: a dry run of a check's query."""
+        return f"SELECT * FROM (\n{sql}\n) AS kpimon_probe LIMIT 0"
+
     def bucket(self, ts: str, grain: Grain, tz: str) -> str:
         """The UTC start of the business-time bucket holding ``ts``, DST-safe.
 
@@ -157,3 +162,13 @@ class PostgresDialect(Dialect):
 
     def text(self, expr: str) -> str:
         return f"CAST({expr} AS text)"
+
+
+def dialect_for(kind: str) -> Dialect:
+    """The dialect of a warehouse kind (``duckdb``, ``postgres``, ``databricks``)."""
+    dialects: dict[str, Dialect] = {
+        "duckdb": DuckDBDialect(),
+        "postgres": PostgresDialect(),
+        "databricks": DatabricksDialect(),
+    }
+    return dialects[kind]

@@ -44,6 +44,7 @@ from monitor.queries import (
     newest_row_query,
     series_query,
 )
+from monitor.rules import Bounds, apply_bounds
 from monitor.series import normalise
 from monitor.store import StateStore
 from monitor.warehouse.base import Warehouse
@@ -104,6 +105,27 @@ class RunResult:
     error: str | None = None
     series: list[SeriesStatus] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckMemory:
+    """Everything an engine holds about one check between runs, handed whole from one engine
+    to the next when the config is reloaded (``Engine.release`` / ``Engine.adopt``)."""
+
+    name: str
+    models: dict[str, Detector]
+    learned: dict[str, pd.Timestamp]
+    full: tuple[datetime, list[str]] | None
+    loads: tuple[pd.DatetimeIndex, datetime] | None
+    restored: bool
+    states: dict[str, AlertState]
+    latest: dict[str, SeriesStatus]
+    last_run: RunResult | None
+
+    def without_models(self) -> CheckMemory:
+        """The check's alert state and latest verdicts only: its settings changed, so its
+        models are rebuilt (from the series cached in the state store when still valid)."""
+        return replace(self, models={}, learned={}, full=None, loads=None, restored=False)
 
 
 def detector_spec(check: CheckConfig) -> DetectorSpec:
@@ -245,38 +267,98 @@ class Engine:
             with self._guard:
                 self._rebaselines[name] = since
                 models = list(self._models[name].values())
-                states = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
             for model in models:
                 model.acknowledge(pd.Timestamp(since))
-            notes = []
-            for (_, segment), state in states.items():
-                assert state.since is not None
-                latest = self._latest.get((name, segment))
-                closed = AlertState(episode=state.episode, last_bucket=state.last_bucket)
-                bucket = state.last_bucket or since
-                # after a restart the episode may have no verdict in memory yet
-                verdict = (
-                    latest.verdict
-                    if latest is not None
-                    else Verdict(pd.Timestamp(bucket), float("nan"), None, None, None, 0.0, False)
-                )
-                transition = Transition("resolved", state.episode, state.since, bucket)
-                note = replace(
-                    self._notification(check, segment, verdict, transition),
-                    reason=f"baseline restarted from {since.isoformat()} (an intended change)",
-                )
-                self.store.record(name, segment, closed, [note], self.channels)
-                with self._guard:
-                    self._states[(name, segment)] = closed
-                    if latest is not None:
-                        self._latest[(name, segment)] = SeriesStatus(
-                            name, segment, latest.verdict, closed
-                        )
-                labels = (name, segment, check.severity, check.team)
-                self.metrics.set_firing(labels, False)
-                notes.append(note)
+            notes = self._close_episodes(
+                check, f"baseline restarted from {since.isoformat()} (an intended change)", since
+            )
         log.info(
             "baseline restarted", extra={"fields": {"check": name, "since": since.isoformat()}}
+        )
+        return notes
+
+    def _close_episodes(
+        self, check: CheckConfig, reason: str, fallback: datetime
+    ) -> list[Notification]:
+        """Resolve the check's open episodes, saying why (not a recovery); call with the
+        check's lock held. ``fallback``: the bucket named when a series has judged none."""
+        name = check.name
+        with self._guard:
+            firing = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
+        notes = []
+        for (_, segment), state in firing.items():
+            assert state.since is not None
+            latest = self._latest.get((name, segment))
+            closed = AlertState(episode=state.episode, last_bucket=state.last_bucket)
+            bucket = state.last_bucket or fallback
+            # after a restart the episode may have no verdict in memory yet
+            verdict = (
+                latest.verdict
+                if latest is not None
+                else Verdict(pd.Timestamp(bucket), float("nan"), None, None, None, 0.0, False)
+            )
+            transition = Transition("resolved", state.episode, state.since, bucket)
+            note = replace(self._notification(check, segment, verdict, transition), reason=reason)
+            self.store.record(name, segment, closed, [note], self.channels)
+            with self._guard:
+                self._states[(name, segment)] = closed
+                if latest is not None:
+                    self._latest[(name, segment)] = SeriesStatus(
+                        name, segment, latest.verdict, closed
+                    )
+            self.metrics.set_firing((name, segment, check.severity, check.team), False)
+            notes.append(note)
+        return notes
+
+    # --- a config reload ------------------------------------------------------------------
+
+    def release(self, name: str) -> CheckMemory:
+        """Take out everything held about a check, for the engine of a reloaded config; this
+        engine must not run the check again."""
+        with self._locks[name], self._guard:
+            return CheckMemory(
+                name=name,
+                models=dict(self._models[name]),
+                learned=dict(self._learned[name]),
+                full=self._full.get(name),
+                loads=self._loads.get(name),
+                restored=name in self._restored,
+                states={s: st for (c, s), st in self._states.items() if c == name},
+                latest={s: st for (c, s), st in self._latest.items() if c == name},
+                last_run=self._last_run.get(name),
+            )
+
+    def adopt(self, memory: CheckMemory) -> None:
+        """Carry on a check from another engine's ``release``: its models, alert state and
+        latest verdicts, as if it had run here."""
+        name = memory.name
+        with self._locks[name], self._guard:
+            self._models[name] = dict(memory.models)
+            self._learned[name] = dict(memory.learned)
+            if memory.full is not None:
+                self._full[name] = memory.full
+            if memory.loads is not None:
+                self._loads[name] = memory.loads
+            if memory.restored:
+                self._restored.add(name)
+            self._states.update({(name, s): st for s, st in memory.states.items()})
+            self._latest.update({(name, s): st for s, st in memory.latest.items()})
+            if memory.last_run is not None:
+                self._last_run[name] = memory.last_run
+
+    def retire(self, name: str, reason: str) -> list[Notification]:
+        """A check removed from the config, or redefined so that its series are other ones:
+        its open alerts resolve, saying ``reason``, and its metrics go (a series that is gone
+        must not keep an alert rule firing)."""
+        check = self.config.check(name)
+        if check is None:
+            raise KeyError(name)
+        with self._locks[name]:
+            notes = self._close_episodes(check, reason, self.clock())
+            self.metrics.forget_check(name)
+        log.info(
+            "check retired",
+            extra={"fields": {"check": name, "reason": reason, "resolved": len(notes)}},
         )
         return notes
 
@@ -317,12 +399,13 @@ class Engine:
                 statuses, notes = self._run_freshness(check, warehouse, started)
             else:
                 statuses, notes = self._run_series(check, warehouse, started)
-            self.metrics.warehouse_up.labels(warehouse_name).set(1)
+            self._reached(warehouse, True)
         except WarehouseError as exc:
             # bad SQL or a malformed answer is the check's fault: the warehouse did answer
-            down = isinstance(exc, WarehouseUnavailable | QueryTimeout)
-            self.metrics.warehouse_up.labels(warehouse_name).set(0 if down else 1)
-            return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
+            self._reached(warehouse, not isinstance(exc, WarehouseUnavailable | QueryTimeout))
+            # the log line names the warehouse in its own field; the run's error names it itself
+            fields = {**labels, "error": exc.detail}
+            return self._finish(check, "error", started, t0, error=str(exc), fields=fields)
         except StateStoreError as exc:
             # what was judged could not be saved: forget it, so the next run judges it again
             self._forget(check.name)
@@ -339,6 +422,13 @@ class Engine:
             outcome = "ok"
         self.metrics.last_success.labels(check.name).set(time.time())
         return self._finish(check, outcome, started, t0, statuses=statuses, notes=notes)
+
+    def _reached(self, warehouse: Warehouse, up: bool) -> None:
+        """Export whether a warehouse answered, and log when it comes back (its failure is in
+        the failed run's own log line)."""
+        self.metrics.warehouse_up.labels(warehouse.name).set(1 if up else 0)
+        if warehouse.mark_reachable(up) is False and up:
+            log.info("warehouse is back", extra={"fields": {"warehouse": warehouse.name}})
 
     def _finish(
         self,
@@ -358,7 +448,7 @@ class Engine:
         if error is not None:
             log.warning(
                 "check run failed",
-                extra={"fields": {**(fields or {}), "check": check.name, "error": error}},
+                extra={"fields": {"check": check.name, "error": error, **(fields or {})}},
             )
         return RunResult(check.name, outcome, started, elapsed, error, statuses or [], notes or [])
 
@@ -403,7 +493,11 @@ class Engine:
         for segment, series in found.items():
             if series.empty:
                 continue
-            verdicts = self._score_new(check, segment, series, policy)
+            bounds = Bounds(check.min, check.max)
+            verdicts = [
+                apply_bounds(v, bounds, policy.open_after)
+                for v in self._score_new(check, segment, series, policy)
+            ]
             quiet = self._models[check.name][segment].quiet_start
             judged.append(self._judge(check, segment, verdicts, policy, chart, quiet))
         statuses, notes = self._commit(check, judged)
@@ -690,7 +784,9 @@ class Engine:
                 statuses.append(latest)
             notes.extend(j.notes)
         for note in notes if self.announce else []:
-            log.warning(
+            # an opening asks for attention; a resolution is news, not a warning
+            log.log(
+                logging.WARNING if note.kind == "opened" else logging.INFO,
                 f"alert {note.kind}" + (" (muted)" if muted else ""),
                 extra={
                     "fields": {
@@ -718,9 +814,11 @@ class Engine:
         verdict: Verdict,
         transition: Transition,
     ) -> Notification:
-        cause = None
-        if transition.kind == "opened" and self.cause is not None:
-            cause = self.cause(check, to_utc(transition.since).to_pydatetime(), self.clock())
+        cause, reason = None, ""
+        if transition.kind == "opened":
+            reason = Bounds(check.min, check.max).reason(verdict.value)
+            if self.cause is not None:
+                cause = self.cause(check, to_utc(transition.since).to_pydatetime(), self.clock())
         return Notification(
             kind=transition.kind,
             check=check.name,
@@ -739,6 +837,7 @@ class Engine:
             unit="seconds" if check.kind == "freshness" else "",  # a freshness value is an age
             labels=dict(check.labels),
             cause=cause,
+            reason=reason,
             table=check.table,
             links={
                 name: url

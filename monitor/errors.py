@@ -25,7 +25,21 @@ class ConfigError(KpiMonitorError):
 
 
 class WarehouseError(KpiMonitorError):
-    """A warehouse could not answer a query."""
+    """A warehouse could not answer a query.
+
+    ``detail`` says what went wrong; ``warehouse`` is the configured warehouse's name, set once
+    as the error leaves the adapter (:meth:`monitor.warehouse.Warehouse.query`). ``str()`` names
+    the warehouse, for a message that stands alone; a line that names the warehouse itself (a
+    log field, ``validate --connect``) shows ``detail``.
+    """
+
+    def __init__(self, detail: str, *, warehouse: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.warehouse = warehouse
+
+    def __str__(self) -> str:
+        return f"warehouse {self.warehouse!r}: {self.detail}" if self.warehouse else self.detail
 
 
 class WarehouseUnavailable(WarehouseError):

@@ -99,6 +99,10 @@ class _Family(ABC):
     def collect(self) -> Iterator[Metric]: ...
 
     @abstractmethod
+    def drop(self, first: str) -> None:
+        """Remove every series whose first label value is ``first`` (a check that is gone)."""
+
+    @abstractmethod
     def render(self) -> str:
         """The family in the text exposition format, exactly as generate_latest writes it."""
 
@@ -139,6 +143,11 @@ class SeriesGauge(_Family):
         with self._lock:
             self._values.pop(values, None)
             self._lines.pop(values, None)
+
+    def drop(self, first: str) -> None:
+        with self._lock:
+            for values in [v for v in self._values if v[0] == first]:
+                del self._values[values], self._lines[values]
 
     def collect(self) -> Iterator[Metric]:
         metric = self._metric()
@@ -200,6 +209,11 @@ class _CountingFamily(_Family):
             series = self._series[values] = _Counted(self.name, labels, text, self._buckets)
             self._write(series)
         return series
+
+    def drop(self, first: str) -> None:
+        with self._lock:
+            for values in [v for v in self._series if v[0] == first]:
+                del self._series[values]
 
     @abstractmethod
     def _write(self, series: _Counted) -> None:
@@ -438,6 +452,17 @@ class Metrics:
             "kpimon_build_info", "Always 1; the running version", ("version",), registry=r
         )
         self.build_info.labels(__version__).set(1)
+        # named as Prometheus names its own (prometheus_config_last_reload_successful, ...)
+        self.reload_success = Gauge(
+            "kpimon_config_last_reload_success",
+            "1 if the last config (re)load succeeded, 0 if it was refused",
+            registry=r,
+        )
+        self.reload_timestamp = Gauge(
+            "kpimon_config_last_reload_timestamp_seconds",
+            "Time of the last successful config (re)load",
+            registry=r,
+        )
         self.registry.register(self._others)
 
     def exposition(self) -> bytes:
@@ -451,6 +476,17 @@ class Metrics:
         for outcome in OUTCOMES:
             self.runs.labels(check, outcome)
         self.duration.labels(check)
+
+    def forget_check(self, check: str) -> None:
+        """Drop every sample of a check removed from the config."""
+        for family in self._families:
+            family.drop(check)
+
+    def config_loaded(self, success: bool, when: float | None = None) -> None:
+        """Record a config (re)load: refused ones leave the time of the last good one."""
+        self.reload_success.set(1 if success else 0)
+        if success:
+            self.reload_timestamp.set(time.time() if when is None else when)
 
     def declare_channels(self, channels: Iterable[str]) -> None:
         for channel in channels:

@@ -12,8 +12,11 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from monitor.alerts.state import AlertPolicy, AlertState, advance
+from monitor.backtest import OUTPUT_COLUMNS, Episode, Replay, alert_score
 from monitor.buckets import to_utc
-from monitor.detect import Verdict
+from monitor.detect import DetectorSpec, Verdict
+from monitor.queries import FRESHNESS_HISTORY_LIMIT
 
 MIN_GAPS = 5
 MIN_SPREAD_SECONDS = 60.0
@@ -80,3 +83,60 @@ def age_history(
             [moment.isoformat(), age, verdict.expected, 0.0, verdict.upper, age > verdict.upper]
         )
     return rows
+
+
+def replay_ages(
+    loaded: pd.DatetimeIndex,
+    moments: pd.DatetimeIndex,
+    lookback: timedelta,
+    sensitivity: float,
+    max_age: timedelta | None,
+    policy: AlertPolicy,
+) -> Replay:
+    """The data age judged at each of ``moments`` as a freshness check run then would have:
+    against the load minutes of the lookback before it (the newest ``FRESHNESS_HISTORY_LIMIT``;
+    the newest load ever when none is that recent), with the limit learned from them, through
+    the alert state machine. ``loaded``: every load minute (tz-aware), in any order."""
+    stamps = loaded.tz_convert("UTC").unique().sort_values()
+    spec = DetectorSpec(60, direction="up")  # ages are too old, never too young
+    state = AlertState()
+    rows: list[dict[str, object]] = []
+    episodes: list[Episode] = []
+    for moment in moments.tz_convert("UTC"):
+        newest = int(stamps.searchsorted(moment, side="right"))
+        oldest = max(int(stamps.searchsorted(moment - lookback)), newest - FRESHNESS_HISTORY_LIMIT)
+        window = stamps[oldest:newest] if oldest < newest else stamps[max(newest - 1, 0) : newest]
+        verdict = assess(window, moment.to_pydatetime(), sensitivity, max_age)
+        if verdict is None:
+            continue
+        state, transition = advance(state, verdict, policy)
+        opened = transition is not None and transition.kind == "opened"
+        if transition is not None and opened:
+            episodes.append(Episode(pd.Timestamp(transition.since), verdict.bucket))
+        elif transition is not None and episodes:
+            episodes[-1] = Episode(episodes[-1].since, episodes[-1].opened, verdict.bucket)
+        rows.append(
+            {
+                "bucket": verdict.bucket,
+                "value": verdict.value,
+                "expected": verdict.expected,
+                "lower": verdict.lower,
+                "upper": verdict.upper,
+                "z": verdict.score,
+                "sustained": 0.0,
+                "score": alert_score(verdict, spec, opened=opened),
+                "anomalous": verdict.anomalous,
+                "firing": state.firing,
+                "alert": int(opened),
+            }
+        )
+    buckets = pd.DataFrame(rows, columns=list(_REPLAY_COLUMNS)).astype(
+        {c: float for c in ("value", "expected", "lower", "upper", "z", "sustained", "score")}
+    )
+    scored = buckets.rename(columns={"bucket": "timestamp"})[OUTPUT_COLUMNS]
+    step = int((moments[1] - moments[0]).total_seconds()) if len(moments) > 1 else 60
+    return Replay(rows=scored, buckets=buckets, episodes=episodes, bucket_seconds=step)
+
+
+_REPLAY_COLUMNS = ("bucket", "value", "expected", "lower", "upper", "z", "sustained", "score",
+                   "anomalous", "firing", "alert")  # fmt: skip

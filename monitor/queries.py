@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from monitor.buckets import bucket_start, last_complete, next_bucket
 from monitor.config import CheckConfig
 from monitor.dialects import Dialect
 
@@ -87,7 +88,8 @@ def series_query(
     until: datetime | None = None,
     batch: Sequence[CheckConfig] = (),
 ) -> Query:
-    """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks.
+    """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks
+    (an sql check's own query, limited to ``max_rows`` + 1 rows).
 
     ``bucket`` is the naive UTC start of the business-time bucket; ``segment`` is '' without
     dimensions, else the dimension values joined by '|' with all but the ``max_segments``
@@ -99,7 +101,12 @@ def series_query(
     params: dict[str, object] = {"since": _naive_utc(since)}
     if check.kind == "sql":
         assert check.sql is not None
-        return Query(_SINCE.sub(dialect.param("since"), check.sql.strip().rstrip(";")), params)
+        sql = _SINCE.sub(dialect.param("since"), check.sql.strip().rstrip(";"))
+        # one row past max_rows tells a result that is too big (normalise refuses it) from one
+        # that just fits, and the warehouse stops there instead of sending millions of rows
+        return Query(
+            f"SELECT * FROM (\n{sql}\n) AS kpimon_sql LIMIT {int(check.max_rows) + 1}", params
+        )
     if check.kind not in ("metric", "row_count"):
         raise ValueError(f"{check.kind} checks have no series query")
     assert check.table is not None and check.timestamp_column is not None
@@ -152,9 +159,14 @@ def _aggregate(check: CheckConfig) -> str:
 
 
 def freshness_query(
-    check: CheckConfig, dialect: Dialect, since: datetime, until: datetime | None = None
+    check: CheckConfig,
+    dialect: Dialect,
+    since: datetime,
+    until: datetime | None = None,
+    limit: int | None = FRESHNESS_HISTORY_LIMIT,
 ) -> Query:
-    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first.
+    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first: the
+    newest ``limit`` of them (None: all, for a backtest).
 
     With ``until`` (now), rows stamped in the future (a skewed clock) prove nothing.
     """
@@ -166,8 +178,8 @@ def freshness_query(
         params["until"] = _naive_utc(until)
     return Query(
         f"SELECT DISTINCT {minute} AS loaded\nFROM {dialect.quote(check.table)}\n"
-        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC\n"
-        f"LIMIT {FRESHNESS_HISTORY_LIMIT}",
+        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC"
+        + (f"\nLIMIT {int(limit)}" if limit is not None else ""),
         params,
     )
 
@@ -183,6 +195,23 @@ def newest_row_query(check: CheckConfig, dialect: Dialect, until: datetime | Non
     params: dict[str, object] = {"until": _naive_utc(until)} if until is not None else {}
     newest = f"max({dialect.utc_time(column)})"
     return Query(f"SELECT {newest} AS loaded\nFROM {dialect.quote(check.table)}{where}", params)
+
+
+def cold_query(check: CheckConfig, dialect: Dialect, now: datetime) -> Query:
+    """The query of a check's first run: its whole lookback, up to the newest complete bucket
+    (freshness: the load minutes over the lookback)."""
+    if check.kind == "freshness":
+        return freshness_query(check, dialect, now - check.effective_lookback, now)
+    newest = last_complete(now, check.grain, check.timezone, check.settle)
+    until = next_bucket(newest, check.grain, check.timezone)
+    since = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
+    return series_query(check, dialect, since, until=until)
+
+
+def probe_query(check: CheckConfig, dialect: Dialect, now: datetime) -> Query:
+    """The check's first query made to return no rows (``validate --connect``)."""
+    query = cold_query(check, dialect, now)
+    return Query(dialect.no_rows(query.sql), query.params)
 
 
 def columns_query(table: str, dialect: Dialect) -> Query:

@@ -8,12 +8,16 @@ for a check that is running is remembered and done right after, not dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -24,6 +28,7 @@ from monitor.config import CheckConfig, Config
 from monitor.deployments import Deployment
 from monitor.durations import is_cron, parse_duration
 from monitor.engine import Engine
+from monitor.reload import ReloadBusy, ReloadPlan
 from monitor.watcher import DeploymentWatcher
 
 log = logging.getLogger("monitor.scheduler")
@@ -62,6 +67,7 @@ class CheckScheduler:
         self._running: set[str] = set()
         self._rerun: set[str] = set()
         self._cond = threading.Condition()
+        self._paused = False  # a config reload is swapping the engine: runs wait for it
 
     @property
     def running(self) -> bool:
@@ -105,6 +111,8 @@ class CheckScheduler:
 
     def run_now(self, name: str) -> None:
         """Run a check as soon as a worker is free (right after its current run, if any)."""
+        if self.config.check(name) is None:
+            return  # removed by a reload (a deployment watch may still name it)
         with self._cond:
             if name in self._running:
                 self._rerun.add(name)
@@ -171,8 +179,62 @@ class CheckScheduler:
             )
         return not unfinished
 
+    @contextmanager
+    def paused(self, timeout: float) -> Iterator[None]:
+        """No check runs inside: the runs in progress are waited for (up to ``timeout`` s,
+        else :class:`ReloadBusy`), and those due meanwhile start after it, on whatever engine
+        and config the block left."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._paused and time.monotonic() < deadline:  # one pause at a time
+                self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if self._paused:
+                raise ReloadBusy("another reload is in progress")
+            self._paused = True
+            while self._running and time.monotonic() < deadline:
+                self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
+            running = sorted(self._running)
+            if running:
+                self._paused = False
+                self._cond.notify_all()
+                raise ReloadBusy(f"checks still running after {timeout:g}s: {', '.join(running)}")
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused = False
+                self._cond.notify_all()
+
+    def reconfigure(self, config: Config, engine: Engine, plan: ReloadPlan) -> None:
+        """Follow a reloaded config (call inside ``paused``): jobs of removed checks go, new
+        and changed checks run now (on their new schedule), unchanged ones keep their times."""
+        self.config, self.engine = config, engine
+        now = datetime.now(UTC)
+        for name in plan.removed:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(name)
+            self._rerun.discard(name)
+        for name in plan.added + plan.changed:
+            check = config.check(name)
+            assert check is not None
+            self._scheduler.add_job(
+                self._run_check,
+                trigger_for(check),
+                args=[name],
+                id=name,
+                name=f"check {name}",
+                next_run_time=now,
+                replace_existing=True,
+            )
+        # the resolutions of retired checks' alerts are in the outbox: deliver them now
+        self._scheduler.modify_job(OUTBOX_JOB, next_run_time=now)
+
     def _run_check(self, name: str) -> None:
         with self._cond:
+            while self._paused:
+                self._cond.wait()
+            if self.config.check(name) is None:
+                return  # removed by the reload this run waited for
             self._running.add(name)
         try:
             while True:

@@ -38,13 +38,19 @@ def normalise(
 ) -> dict[str, pd.Series]:
     """Per segment, values of complete buckets up to the newest complete one, sorted.
 
-    Rows with a null value are dropped; a non-numeric value, a missing column or two rows for
-    one bucket and segment raise MalformedResult. Checks that aggregate rows (metric, row_count,
-    or ``fill_missing: zero``) get 0 for buckets without rows, from the segment's first bucket
-    (or ``start``, the first bucket the query covered) to the newest complete bucket; so do the
-    ``expected`` segments (already known) that have no row at all: a segment whose rows stopped
-    is a series of zeros, not a series that vanished.
+    Rows with a null value are dropped; a non-numeric value, a missing column, two rows for
+    one bucket and segment, or an sql check's rows past ``max_rows`` raise MalformedResult.
+    Checks that aggregate rows (metric, row_count, or ``fill_missing: zero``) get 0 for buckets
+    without rows, from the segment's first bucket (or ``start``, the first bucket the query
+    covered) to the newest complete bucket; so do the ``expected`` segments (already known) that
+    have no row at all: a segment whose rows stopped is a series of zeros, not a series that
+    vanished.
     """
+    if check.kind == "sql" and len(frame) > check.max_rows:
+        raise MalformedResult(
+            f"check {check.name}: the query returned more than {check.max_rows:,} rows "
+            "(max_rows); aggregate it to one row per bucket and segment, or raise max_rows"
+        )
     columns = {str(c).lower(): c for c in frame.columns}
     missing = [c for c in ("bucket", "value") if c not in columns]
     if missing:

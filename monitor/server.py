@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import hmac
 import json
@@ -26,10 +27,12 @@ from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
+from monitor.errors import ConfigError, KpiMonitorError
 from monitor.exporter import Metrics
 from monitor.pages import render
 from monitor.pages.collect import PageData
 from monitor.pages.model import DeploymentPage, Filters
+from monitor.reload import ReloadBusy, ReloadPlan
 from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 
 log = logging.getLogger("monitor.server")
@@ -53,6 +56,7 @@ _STATUS = {
     405: "405 Method Not Allowed",
     409: "409 Conflict",
     413: "413 Payload Too Large",
+    422: "422 Unprocessable Content",
     500: "500 Internal Server Error",
     503: "503 Service Unavailable",
 }
@@ -132,8 +136,10 @@ class Api:
         token: str | None,
         deployments: DeploymentWatcher,
         watch: Callable[[Deployment], None],
+        reload: Callable[[], ReloadPlan] | None = None,
     ) -> None:
         self.engine = engine
+        self.reload = reload
         self.metrics = metrics
         self.ready = ready
         self.run_now = run_now
@@ -155,6 +161,7 @@ class Api:
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/mute$"), {"POST": self.post_mute}),
             (re.compile(r"^/api/v1/notifications$"), {"GET": self.list_notifications}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
+            (re.compile(r"^/-/reload$"), {"POST": self.post_reload}),
             (
                 re.compile(r"^/api/v1/deployments/(?P<deployment_id>.+)$"),
                 {"GET": self.get_deployment},
@@ -333,6 +340,22 @@ class Api:
         self.watch(deployment)
         return _json(201, summary(deployment))
 
+    def post_reload(self, body: object) -> Response:
+        """Re-read the config file and the dbt manifest (as SIGHUP does)."""
+        if body not in (None, {}):
+            raise HttpError(400, "this call takes no body")
+        if self.reload is None:
+            raise HttpError(404, "this server cannot reload a config")
+        try:
+            plan = self.reload()
+        except ConfigError as exc:
+            raise HttpError(422, exc.render()) from None
+        except ReloadBusy as exc:
+            raise HttpError(
+                503, f"not reloaded: {exc}; try again", [("Retry-After", "10")]
+            ) from None
+        return _json(200, {"status": "reloaded", **plan.summary()})
+
     def get_deployment(self, deployment_id: str) -> Response:
         deployment = self.deployments.get(deployment_id)
         if deployment is None:
@@ -434,15 +457,22 @@ class HttpServer:
     """waitress on its own thread; ``stop`` closes the listening socket and the workers."""
 
     def __init__(self, app: Api, host: str, port: int, threads: int = 8) -> None:
-        self._server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            ident="kpi-monitor",
-            max_request_body_size=MAX_DEPLOYMENT_BYTES,
-            clear_untrusted_proxy_headers=True,
-        )
+        """:raises KpiMonitorError: the address cannot be listened on (port in use, bad host)."""
+        try:
+            self._server = create_server(
+                app,
+                host=host,
+                port=port,
+                threads=threads,
+                ident="kpi-monitor",
+                max_request_body_size=MAX_DEPLOYMENT_BYTES,
+                clear_untrusted_proxy_headers=True,
+            )
+        except OSError as exc:
+            raise KpiMonitorError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                + (" (use another --port or server.port)" if exc.errno == errno.EADDRINUSE else "")
+            ) from None
         self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
 
     @property

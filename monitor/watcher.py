@@ -79,6 +79,13 @@ class DeploymentWatcher:
             d.id: d for d in map(Deployment.from_json, store.deployments(status="watching"))
         }
 
+    def reconfigure(self, config: Config, engine: Engine, channels: list[str]) -> None:
+        """Follow a reloaded config: watches in progress go on; a watched check that was
+        removed is no longer run (its window ends as it would)."""
+        with self._lock:
+            self.config, self.engine, self.channels = config, engine, channels
+            self._longest_window = max(c.post_deploy_window for c in config.checks)
+
     # --- queries ----------------------------------------------------------------------------
 
     def active(self) -> list[Deployment]:

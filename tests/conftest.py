@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 
 from monitor import demo
 from monitor.config import Config, parse_config
+from monitor.warehouse import Warehouse
 from tests.slack_server import SlackServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +43,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def query_in_thread(
+    warehouse: Warehouse, sql: str, timeout: float | None = None
+) -> tuple[threading.Thread, list[Any]]:
+    """Run ``warehouse.query(sql)`` on a thread; the list gets its frame or its exception."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(warehouse.query(sql, {}, timeout=timeout))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
 
 
 def demo_document(directory: Path, **slack: Any) -> dict[str, Any]:

@@ -16,6 +16,18 @@ from typing import Any
 KPI_MONITOR = str(Path(sys.executable).with_name("kpi-monitor"))
 
 
+def run_kpi_monitor(*args: str, log_format: str = "json") -> subprocess.CompletedProcess[str]:
+    """Run one ``kpi-monitor`` command to its end and return its exit code and output."""
+    return subprocess.run(
+        [KPI_MONITOR, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KPIMON_LOG_FORMAT": log_format},
+        check=False,
+    )
+
+
 class DaemonProcess:
     def __init__(
         self, args: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None

@@ -14,9 +14,13 @@ the ``thrift`` package's processor, and runs the statements on a DuckDB file:
 * CancelOperation and CloseOperation; ``STATEMENT_TIMEOUT`` enforced on running statements;
 * SQL errors reported as Databricks reports them: the operation moves to ``ERROR_STATE`` with an
   error class, SQLSTATE and a display message;
+* CloseSession stops the session's running statements, as Databricks does;
+* GetOperationStatus long polls (``long_poll`` seconds, as Databricks holds it for seconds) and
+  ExecuteStatement waits ``direct_results_wait`` seconds for inline results;
 * a bearer token check (HTTP 403 with ``x-databricks-reason-phrase``), an OAuth machine-to-machine
   token endpoint (``/oidc/v1/token``) and per-call fault injection (HTTP status with
-  ``Retry-After``, delays, dropped connections, hanging or failing statements).
+  ``Retry-After``, delays, dropped connections, requests held without an answer as on a hung
+  network, hanging or failing statements). ``call_log`` has the time of every call.
 
 DuckDB is not Databricks SQL. The few Databricks spellings that :class:`DatabricksDialect` emits
 are translated here (backtick identifiers, ``:name`` parameters, ``from_utc_timestamp``,
@@ -294,6 +298,7 @@ class Fault:
     retry_after: float | None = None  # Retry-After header with the status
     delay: float = 0.0  # sleep before handling (or before the status)
     drop: bool = False  # close the connection without any answer
+    hang: bool = False  # hold the request unanswered until release_hangs() or close()
 
 
 @dataclass
@@ -355,6 +360,10 @@ class DatabricksProtocolServer:
         self.direct_results = True  # answer with inline results when the statement is quick
         self.max_rows_per_fetch: int | None = None  # cap rows per page (paging tests)
         self.calls: list[str] = []  # every Thrift method called, in order
+        self.call_log: list[tuple[float, str]] = []  # (time.monotonic(), method) of each call
+        self.long_poll = LONG_POLL_SECONDS
+        self.direct_results_wait = DIRECT_RESULTS_WAIT_SECONDS
+        self._released = threading.Event()  # ends requests held by a hang fault
         self.statements: list[str] = []  # every statement executed (as received)
         self.arrow_requested: list[bool] = []  # canReadArrowResult of each ExecuteStatement
         self.requests_headers: list[dict[str, str]] = []
@@ -363,7 +372,7 @@ class DatabricksProtocolServer:
         self._lock = threading.RLock()
         self.sessions: dict[bytes, Session] = {}
         self.operations: dict[bytes, Operation] = {}
-        self.cancelled: list[str] = []  # statements cancelled by CancelOperation
+        self.cancelled: list[str] = []  # statements stopped by CancelOperation or CloseSession
         self._db = duckdb.connect(str(self.duckdb_path))
         self._db.execute("SET TimeZone = 'UTC'")
         # No "replacement scans": an unknown table name must not resolve to a Python variable.
@@ -427,10 +436,15 @@ class DatabricksProtocolServer:
         retry_after: float | None = None,
         delay: float = 0.0,
         drop: bool = False,
+        hang: bool = False,
     ) -> None:
         """Make the next ``times`` calls of Thrift ``method`` fail or stall."""
         with self._lock:
-            self._faults.append(Fault(method, times, http_status, retry_after, delay, drop))
+            self._faults.append(Fault(method, times, http_status, retry_after, delay, drop, hang))
+
+    def release_hangs(self) -> None:
+        """End the requests held by hang faults (their connections are dropped)."""
+        self._released.set()
 
     def hang_statement(self, match: str | None = None, *, seconds: float = 60.0) -> None:
         """The next statement (containing ``match``) keeps running for ``seconds``."""
@@ -467,6 +481,7 @@ class DatabricksProtocolServer:
             return [o for o in self.operations.values() if o.state == OS.RUNNING_STATE]
 
     def close(self) -> None:
+        self._released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         with self._lock:
@@ -680,6 +695,10 @@ class _Handler:
         with self.s._lock:
             gone = self.s.sessions.pop(sid, None)
             ops = [o for o in self.s.operations.values() if o.session == sid]
+            for op in ops:
+                if op.state in (OS.RUNNING_STATE, OS.PENDING_STATE):
+                    op.state = OS.CANCELED_STATE
+                    self.s.cancelled.append(op.sql)
         for op in ops:
             op.cancelled.set()
         if gone is None:
@@ -721,7 +740,7 @@ class _Handler:
         resp = ttypes.TExecuteStatementResp(status=_ok(), operationHandle=handle)
         if req.getDirectResults is None or not self.s.direct_results:
             return resp  # the client polls GetOperationStatus, then fetches
-        if not op.done.wait(DIRECT_RESULTS_WAIT_SECONDS):
+        if not op.done.wait(self.s.direct_results_wait):
             resp.directResults = ttypes.TSparkDirectResults(operationStatus=self._status(op))
             return resp
         direct = ttypes.TSparkDirectResults(operationStatus=self._status(op))
@@ -762,7 +781,7 @@ class _Handler:
             return ttypes.TGetOperationStatusResp(
                 status=_fail("Invalid OperationHandle", S.INVALID_HANDLE_STATUS)
             )
-        op.done.wait(LONG_POLL_SECONDS)
+        op.done.wait(self.s.long_poll)
         return self._status(op)
 
     def CancelOperation(self, req: ttypes.TCancelOperationReq) -> ttypes.TCancelOperationResp:
@@ -894,11 +913,14 @@ def _make_http_handler(server: DatabricksProtocolServer) -> type[BaseHTTPRequest
                 return
             with server._lock:
                 server.calls.append(name)
+                server.call_log.append((time.monotonic(), name))
             fault = server._take_fault(name)
             if fault is not None:
                 if fault.delay:
                     time.sleep(fault.delay)
-                if fault.drop:
+                if fault.hang:
+                    server._released.wait()
+                if fault.drop or fault.hang:
                     self.close_connection = True
                     self.connection.close()
                     return

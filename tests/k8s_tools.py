@@ -59,6 +59,8 @@ CONTRACT_METRICS: dict[str, frozenset[str]] = {
     "kpimon_deployment_verdicts_total": frozenset({"environment", "verdict"}),
     "kpimon_last_deployment_timestamp_seconds": frozenset({"environment"}),
     "kpimon_build_info": frozenset({"version"}),
+    "kpimon_config_last_reload_success": frozenset(),
+    "kpimon_config_last_reload_timestamp_seconds": frozenset(),
 }
 # Labels Prometheus attaches to every scraped series (target labels), usable in selectors.
 TARGET_LABELS = frozenset(
@@ -72,6 +74,7 @@ ALERT_NAMES = (
     "KPICheckStale",
     "KPICheckFailing",
     "KPIWarehouseDown",
+    "KPIConfigReloadFailed",
     "KPIAlertDeliveryFailing",
     "KPIDeploymentFailed",
 )

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 
 from monitor.alerts.alertmanager import AlertmanagerClient, to_alertmanager
 from monitor.alerts.links import render_link
@@ -158,12 +159,25 @@ def test_the_example_config_is_valid_for_amtool() -> None:
     assert "SUCCESS" in result.stdout
 
 
+def test_the_example_reaches_slack_email_and_a_pager() -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    kinds = {r["name"]: sorted(k for k in r if k.endswith("_configs")) for r in document["receivers"]}
+    assert kinds == {
+        "data-platform": ["slack_configs"],
+        "revenue-pager": ["pagerduty_configs"],
+        "growth-email": ["email_configs"],
+    }
+    # secrets come from mounted files, never from the file itself
+    assert document["global"]["smtp_auth_password_file"].startswith("/etc/alertmanager/secrets/")
+    assert "smtp_auth_password" not in document["global"]
+
+
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
         ({"team": "revenue", "severity": "critical"}, "revenue-pager"),
         ({"team": "revenue", "severity": "warning"}, "data-platform"),
-        ({"team": "growth", "severity": "critical"}, "growth-webhook"),
+        ({"team": "growth", "severity": "critical"}, "growth-email"),
         ({"severity": "critical"}, "data-platform"),
         ({"team": "revenue", "severity": "critical", "environment": "staging"}, "data-platform"),
     ],
@@ -197,7 +211,7 @@ class Routing:
 def routing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Routing]:
     server, _ = binaries()
     hooks = {
-        name: Webhook(name).start() for name in ("data-platform", "revenue-pager", "growth-webhook")
+        name: Webhook(name).start() for name in ("data-platform", "revenue-pager", "growth-email")
     }
     am = Alertmanager(server, tmp_path_factory.mktemp("alertmanager"))
     try:
@@ -234,7 +248,7 @@ def received_alerts(notifications: list[dict[str, Any]]) -> list[dict[str, Any]]
 def test_each_team_and_severity_reaches_its_receiver(routing: Routing) -> None:
     pager, growth, platform = (
         routing.hooks["revenue-pager"],
-        routing.hooks["growth-webhook"],
+        routing.hooks["growth-email"],
         routing.hooks["data-platform"],
     )
     alerts = [

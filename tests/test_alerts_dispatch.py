@@ -33,7 +33,7 @@ EXAMPLE = REPO / "config" / "alertmanager.example.yml"
 @pytest.fixture(scope="module")
 def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Alertmanager, dict[str, Webhook]]]:
     server, _ = binaries()
-    hooks = {n: Webhook(n).start() for n in ("data-platform", "revenue-pager", "growth-webhook")}
+    hooks = {n: Webhook(n).start() for n in ("data-platform", "revenue-pager", "growth-email")}
     am = Alertmanager(server, tmp_path_factory.mktemp("am"))
     try:
         yield am.start(routing_config(EXAMPLE, hooks)), hooks
@@ -84,7 +84,7 @@ def test_incidents_reach_the_receivers_the_routing_picks(live_dir: Path, receive
                                "team": "revenue", "environment": "production"}
     assert alert["annotations"]["dashboard"] == "https://grafana.example.com/d/kpi?var-check=revenue&var-segment=DE"
     assert re.match(r"revenue \[DE\] is \d+% below expected \(-\d+\.\d robust SD\)", alert["annotations"]["summary"])
-    hooks["growth-webhook"].wait_for(lambda n: len(n) >= 1, "signups")
+    hooks["growth-email"].wait_for(lambda n: len(n) >= 1, "signups")
     hooks["data-platform"].wait_for(lambda n: len(n) >= 1, "events_freshness")
     assert alerts(hooks["revenue-pager"], "signups") == []
     assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "alertmanager", "outcome": "ok"}) == 1

@@ -16,6 +16,8 @@ class V:
     expected: float | None
     anomalous: bool
     span: int = 0
+    lower: float | None = None
+    upper: float | None = None
 
 
 def feed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 
 from monitor.cli import main
 from tests.conftest import demo_document, free_port, write_config
-from tests.daemon_process import KPI_MONITOR, DaemonProcess
+from tests.daemon_process import KPI_MONITOR, DaemonProcess, run_kpi_monitor
 from tests.duckdb_writes import write
 from tests.slack_server import SlackServer
 
@@ -32,7 +33,7 @@ def test_check_prints_a_table_and_exits_1_on_an_anomaly(
         "CHECK",
         "SEGMENT",
         "BUCKET",
-        "(UTC)",
+        "LOCAL",
         "VALUE",
         "EXPECTED",
         "BAND",
@@ -69,21 +70,30 @@ def test_check_exits_2_on_an_error_or_unknown_check(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["check", "-c", str(live_config), "--check", "nope"]) == 2
-    assert "no check named 'nope'" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines()[1] == (
+        "  no check named 'nope'; the checks are: revenue, average_order_value, orders_rows, "
+        "orders_freshness, events_freshness, signups, daily_customers"
+    )
+    assert main(["check", "-c", str(live_config), "--check", "revenu"]) == 2
+    assert "no check named 'revenu' (did you mean 'revenue'?); the checks are: " in capsys.readouterr().err
     document = yaml.safe_load(live_config.read_text())
     document["warehouse"]["path"] = str(tmp_path / "gone.duckdb")
     broken = write_config(tmp_path / "gone.yaml", document)
     assert main(["check", "-c", str(broken), "--check", "signups"]) == 2
-    assert "ERROR: DuckDB file" in capsys.readouterr().out
+    assert "ERROR: warehouse 'default': DuckDB file" in capsys.readouterr().out
 
 
 def test_validate_and_connect(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["validate", "-c", str(live_config), "--connect"]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        f"{live_config}: valid, 7 checks",
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [f"{live_config}: valid, 7 checks", f"  revenue (metric): {live_config}, checks[0]"]
+    assert out[8:] == [
         "warehouse default (duckdb): ok",
+        *(f"check {name}: ok" for name in ("revenue", "average_order_value", "orders_rows",
+                                           "orders_freshness", "events_freshness", "signups",
+                                           "daily_customers")),
     ]
     document = yaml.safe_load(live_config.read_text())
     document["warehouse"]["path"] = str(tmp_path / "gone.duckdb")
@@ -91,7 +101,56 @@ def test_validate_and_connect(
         main(["validate", "-c", str(write_config(tmp_path / "gone.yaml", document)), "--connect"])
         == 2
     )
-    assert "warehouse default (duckdb): FAILED: DuckDB file" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "warehouse default (duckdb): FAILED: DuckDB file" in out
+    assert "check signups: not tried: its warehouse is unreachable" in out
+
+
+def test_validate_connect_runs_each_checks_query_without_reading_data(
+    tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A table, a column or an expression that does not exist fails validation, one line per
+    check, instead of the first run at night; the probe returns no rows."""
+    document = yaml.safe_load(live_config.read_text())
+    document["checks"][0]["table"] = "analytics.fct_order"  # a typo
+    document["checks"][1]["expression"] = "avg(amount_eur)"  # a column that is not there
+    document["checks"][2]["where"] = "status = 'completed"  # broken SQL
+    config = write_config(tmp_path / "typos.yaml", document)
+    assert main(["validate", "-c", str(config), "--connect"]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    failed = {line.split(":")[0]: line for line in lines if ": FAILED: " in line}
+    assert sorted(failed) == ["check average_order_value", "check orders_rows", "check revenue"]
+    assert "fct_order" in failed["check revenue"] and "does not exist" in failed["check revenue"]
+    assert "amount_eur" in failed["check average_order_value"]
+    assert "check orders_freshness: ok" in lines and "check daily_customers: ok" in lines
+
+
+def test_check_show_sql_prints_each_checks_query_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = demo_document(tmp_path)
+    document["warehouse"]["path"] = str(tmp_path / "absent.duckdb")  # nothing is connected to
+    config = write_config(tmp_path / "kpi.yaml", document)
+    assert main(["check", "-c", str(config), "--show-sql", "--check", "revenue", "--check", "events_freshness"]) == 0
+    out = capsys.readouterr().out
+    revenue, freshness = out.split("\n\n")
+    assert revenue.startswith("-- revenue (metric) on warehouse default (duckdb); parameters:\n--   since = '")
+    assert "' (UTC)\n--   tz = 'America/New_York'\n--   until = '" in revenue
+    assert 'FROM "analytics"."fct_orders"' in revenue and "(status = 'completed')" in revenue
+    assert revenue.rstrip().endswith("GROUP BY 1, 2;")
+    assert freshness.startswith("-- events_freshness (freshness) on warehouse default (duckdb)")
+    assert 'FROM "raw"."events"' in freshness
+    assert not (tmp_path / "absent.duckdb").exists()
+
+
+def test_help_lists_every_command_without_markup() -> None:
+    result = subprocess.run([KPI_MONITOR, "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "``" not in result.stdout
+    commands = result.stdout.split("positional arguments:")[1].split("options:")[0]
+    for command in ("run", "demo", "check", "validate", "backtest", "deployment"):
+        assert f"\n    {command}" in commands
+    assert "KPI anomaly monitor" in result.stdout
 
 
 def test_config_from_the_environment(live_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,6 +175,22 @@ def test_a_broken_config_stops_the_daemon_with_the_field_and_exit_2(
         "  checks[3].grain: Input should be 'hour' or 'day' (got 'fortnight')",
     ]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_run_on_a_port_in_use_says_so_in_one_line_and_exits_2(live_config: Path) -> None:
+    """Issue 14, item 25: the daemon died with a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_kpi_monitor(
+            "run", "-c", str(live_config), "--host", "127.0.0.1", "--port", str(port)
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"kpi-monitor: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(use another --port or server.port)"
+    ]
 
 
 def test_a_pipeline_gate_fails_a_breaking_deployment_and_passes_a_benign_one(

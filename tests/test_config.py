@@ -140,10 +140,97 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
 def test_bad_defaults_key() -> None:
     assert problems({**BASE, "defaults": {"name": "x", "grian": "day"}, "checks": [METRIC]}) == [
         "defaults.name: not a check field that can have a default",
-        "defaults.grian: not a check field that can have a default",
+        "defaults.grian: not a check field that can have a default; did you mean 'grain'?",
     ]
+
+
+def test_a_bad_default_value_is_reported_once_at_defaults_not_once_per_check() -> None:
+    many = [{**METRIC, "name": f"check_{i}"} for i in range(5)]
+    assert problems({**BASE, "defaults": {"grain": "minute", "sensitivity": -1}, "checks": many}) == [
+        "defaults.grain: Input should be 'hour' or 'day' (got 'minute')",
+        "defaults.sensitivity: Input should be greater than 0 (got -1)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({**BASE, "checks": [{**METRIC, "sensitivty": 3}]},
+         "checks[0].sensitivty: unknown field; did you mean 'sensitivity'?"),
+        ({**BASE, "slack": {"chanel": "#x"}, "checks": [METRIC]},
+         "slack.chanel: unknown field; did you mean 'channel'?"),
+        ({**BASE, "slack": {"routes": [{"channel": "#x", "teem": "a"}]}, "checks": [METRIC]},
+         "slack.routes[0].teem: unknown field; did you mean 'team'?"),
+        ({"warehouse": {"kind": "postgres", "dns": "host=db"}, "checks": [METRIC]},
+         "warehouse.dns: unknown field; did you mean 'dsn'?"),
+        ({"warehouses": {"lake": {"kind": "databricks", "shema": "x"}}, "checks": [{**METRIC, "warehouse": "lake"}]},
+         "warehouses.lake.shema: unknown field; did you mean 'schema'?"),
+        ({**BASE, "sever": {"port": 1}, "checks": [METRIC]}, "sever: unknown field; did you mean 'server'?"),
+        ({**BASE, "checks": [{**METRIC, "colour": "red"}]},
+         "checks[0].colour: unknown field (check the spelling; the README lists every field)"),
+    ],
+)
+def test_an_unknown_field_suggests_the_nearest_valid_name(document: dict[str, object], expected: str) -> None:
+    assert expected in problems(document)
+
+
+def test_postgresql_is_an_alias_of_postgres() -> None:
+    config = parse_config(
+        {"warehouse": {"kind": "postgresql", "dsn": "postgresql://kpi@db/analytics"}, "checks": [METRIC]}
+    )
+    assert config.all_warehouses()["default"].kind == "postgres"
+
+
+def test_an_unknown_warehouse_kind_lists_the_kinds() -> None:
+    assert problems({"warehouse": {"kind": "snowflake"}, "checks": [METRIC]}) == [
+        "warehouse.kind: unknown warehouse kind 'snowflake': use duckdb, postgres (or postgresql) or databricks"
+    ]
+    assert problems({"warehouse": {"kind": "duckbd", "path": "x"}, "checks": [METRIC]}) == [
+        "warehouse.kind: unknown warehouse kind 'duckbd': use duckdb, postgres (or postgresql) or databricks; did you mean 'duckdb'?"
+    ]
+
+
+def test_a_check_naming_a_warehouse_that_is_not_the_single_one_is_refused() -> None:
+    assert problems({**BASE, "checks": [{**METRIC, "warehouse": "lake"}]}) == [
+        "checks[0].warehouse: names warehouse 'lake', but only one (default) is configured"
+    ]
+
+
+def test_min_and_max_are_checked_for_sense() -> None:
+    assert problems({**BASE, "checks": [{**METRIC, "min": 10, "max": 1}]}) == [
+        "checks[0]: min (10) is above max (1)"
+    ]
+    freshness = {"name": "fresh", "kind": "freshness", "table": "t", "timestamp_column": "ts", "max": 5}
+    assert problems({**BASE, "checks": [freshness]}) == [
+        "checks[0]: a freshness check takes no min or max: give max_age"
+    ]
+
+
+def test_the_postgres_example_validates_with_each_dsn_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    for dsn in (
+        "postgresql://kpi_monitor@db.internal:5432/analytics?sslmode=verify-full",
+        "host=db.internal port=5432 dbname=analytics user=kpi_monitor sslmode=verify-full",
+    ):
+        monkeypatch.setenv("KPIMON_PG_DSN", dsn)
+        config = load_config(REPO / "config" / "postgres.example.yaml")
+        [warehouse] = config.all_warehouses().values()
+        assert warehouse.kind == "postgres"
+        assert warehouse.dsn.get_secret_value() == dsn  # type: ignore[union-attr]
 
 
 def test_committed_json_schema_is_current() -> None:
     committed = json.loads((REPO / "config" / "kpi-monitor.schema.json").read_text())
     assert committed == json_schema(), "run `make schema` and commit config/kpi-monitor.schema.json"
+
+
+WAREHOUSE_MODELS = ("DuckDBWarehouseConfig", "PostgresWarehouseConfig", "DatabricksWarehouseConfig")
+
+
+def test_every_warehouse_field_is_described_in_the_schema_and_the_readme() -> None:
+    """Issue 14, item 26: connection_uri and tls_trusted_ca_file were documented nowhere."""
+    definitions = json_schema()["$defs"]
+    readme = (REPO / "README.md").read_text()
+    for model in WAREHOUSE_MODELS:
+        fields = {k: v for k, v in definitions[model]["properties"].items() if k != "kind"}
+        assert [k for k, v in fields.items() if not v.get("description")] == [], model
+        assert [k for k in fields if f"`{k}`" not in readme] == [], model

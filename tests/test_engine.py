@@ -180,7 +180,8 @@ def test_sql_checks_cannot_write(demo_dir: Path) -> None:
         {
             "name": "sneaky",
             "kind": "sql",
-            "sql": "delete from analytics.signups where signup_ts >= :since returning signup_ts as bucket, 1 as value",
+            # closes the LIMIT wrapper around the check's query to slip a DELETE in between
+            "sql": "select 1); delete from analytics.signups; select * from (select :since as bucket, 1 as value",
         }
     ]
     config = parse_config(document)
@@ -376,3 +377,32 @@ def test_a_config_change_invalidates_the_cached_history(demo_dir: Path) -> None:
     Engine(changed, {"default": counting}, StateStore(state), Metrics(),  # type: ignore[dict-item]
            clock=lambda: DEMO_NOW).run("revenue")
     assert "top_segments" in counting.sql[0]  # the whole lookback again
+
+
+def test_an_opened_alert_is_a_warning_and_a_resolved_one_is_info(
+    demo_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = demo_document(demo_dir)
+    document["checks"] = [{**c, "max": 10} for c in document["checks"] if c["name"] == "orders_rows"]
+    engine, _ = make_engine(parse_config(document), demo_dir / "state.db")
+    with caplog.at_level("INFO", logger="monitor.engine"):
+        assert engine.run("orders_rows").outcome == "anomaly"
+        document["checks"][0].pop("max")  # the bound goes: the next buckets are normal again
+        later, _ = make_engine(parse_config(document), demo_dir / "state.db", now=DEMO_NOW + timedelta(hours=3))
+        assert later.run("orders_rows").outcome == "ok"
+    levels = {r.getMessage(): r.levelname for r in caplog.records if r.getMessage().startswith("alert ")}
+    assert levels == {"alert opened": "WARNING", "alert resolved": "INFO"}
+
+
+def test_a_warehouse_coming_back_is_logged(demo_config: Config, demo_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    engine, metrics = make_engine(demo_config, demo_dir / "state.db")
+    (demo_dir / "demo.duckdb").rename(demo_dir / "away.duckdb")
+    with caplog.at_level("INFO", logger="monitor.engine"):
+        assert engine.run("signups").outcome == "error"
+        assert sample(metrics.registry, "kpimon_warehouse_up", warehouse="default") == 0
+        (demo_dir / "away.duckdb").rename(demo_dir / "demo.duckdb")
+        assert engine.run("signups").outcome == "anomaly"
+        assert engine.run("orders_rows").outcome == "ok"
+    back = [r for r in caplog.records if r.getMessage() == "warehouse is back"]
+    assert [(r.levelname, r.fields) for r in back] == [("INFO", {"warehouse": "default"})]  # type: ignore[attr-defined]
+    assert sample(metrics.registry, "kpimon_warehouse_up", warehouse="default") == 1

@@ -206,6 +206,9 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad warehouse kind": {"config": {"warehouse": {"kind": "snowflake"}}},
     "secret env value not a string": {"secrets": {"env": {"KPIMON_API_TOKEN": 123}}},
     "bad env var name": {"secrets": {"env": {"slack-token": "x"}}},
+    "bad config reload interval": {"configReload": {"interval": "often"}},
+    "dbt without a manifest": {"config": {"dbt": {"semantic_metrics": "all"}}},
+    "unknown dbt field": {"config": {"dbt": {"manifest": "m.json", "project": "shop"}}},
 }
 
 
@@ -353,7 +356,7 @@ def test_deployment_runs_one_restricted_daemon(case: str) -> None:
     assert_restricted(pod)
     assert pod["automountServiceAccountToken"] is False
     container = daemon(objects)
-    assert container["args"] == ["--port", "9108"]
+    assert container["args"] == ["--port", "9108", "--watch-config", "10s"]
     assert container["ports"] == [{"name": "http", "containerPort": 9108, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -366,9 +369,10 @@ def test_deployment_runs_one_restricted_daemon(case: str) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert mounts["/etc/kpi-monitor"]["readOnly"] is True
-    assert set(mounts) <= {"/tmp", "/etc/kpi-monitor", "/var/lib/kpi-monitor"}
+    assert set(mounts) <= {"/tmp", "/etc/kpi-monitor", "/var/lib/kpi-monitor", "/etc/kpi-monitor-dbt"}
     annotations = spec["template"]["metadata"]["annotations"]
-    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
+    assert "checksum/config" not in annotations  # a config change is reloaded, not rolled
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
 
 
 def test_sqlite_state_on_a_claim() -> None:
@@ -403,20 +407,46 @@ def test_postgresql_state_has_no_volume() -> None:
     assert "/var/lib/kpi-monitor" not in {m["mountPath"] for m in daemon(objects)["volumeMounts"]}
 
 
-def test_config_map_holds_the_config_and_rolls_the_pod() -> None:
+def test_a_config_change_is_reloaded_by_the_running_pod_not_rolled() -> None:
     base = render()
     config = yaml.safe_load(one(base, "ConfigMap")["data"]["config.yaml"])
     defaults = yaml.safe_load((kt.CHART_DIR / "values.yaml").read_text())["config"]
     assert {k: v for k, v in config.items() if k != "state"} == defaults
     changed = render({"config": {"defaults": {"schedule": "15m"}}})
+    assert one(base, "ConfigMap") != one(changed, "ConfigMap")
+    # the pod template is the same: no new ReplicaSet, the daemon picks up the mounted file
+    assert one(base, "Deployment")["spec"]["template"] == one(changed, "Deployment")["spec"]["template"]
+    pod = one(base, "Deployment")["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if "configMap" in v and v["name"] == "config"]
+    assert all("subPath" not in m for m in daemon(base)["volumeMounts"])  # subPath never updates
+    assert volume["configMap"]["name"] == one(base, "ConfigMap")["metadata"]["name"]
+
+
+def test_without_config_reload_a_config_change_rolls_the_pod() -> None:
+    off = {"configReload": {"enabled": False, "interval": "10s"}}
+    base = render(off)
+    changed = render({**off, "config": {"defaults": {"schedule": "15m"}}})
+    assert daemon(base)["args"] == ["--port", "9108"]
 
     def checksum(objects: list[dict[str, Any]]) -> str:
         annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
         return str(annotations["checksum/config"])
 
     assert checksum(base) != checksum(changed)
-    unchanged = render({"service": {"annotations": {"a": "b"}}})
+    unchanged = render({**off, "service": {"annotations": {"a": "b"}}})
     assert checksum(base) == checksum(unchanged)
+
+
+def test_a_dbt_manifest_config_map_is_mounted_for_checks_declared_in_dbt() -> None:
+    objects = render({"dbtManifest": {"configMap": "shop-dbt-manifest"},
+                      "config": {"dbt": {"manifest": "/etc/kpi-monitor-dbt/manifest.json"}}})
+    mounts = {m["mountPath"]: m for m in daemon(objects)["volumeMounts"]}
+    assert mounts["/etc/kpi-monitor-dbt"]["readOnly"] is True
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts["/etc/kpi-monitor-dbt"]["name"]]["configMap"] == {
+        "name": "shop-dbt-manifest", "items": [{"key": "manifest.json", "path": "manifest.json"}]}
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
+    assert config["dbt"] == {"manifest": "/etc/kpi-monitor-dbt/manifest.json"}
 
 
 def test_existing_config_map() -> None:

@@ -11,9 +11,14 @@ import pytest
 
 from monitor.config import DuckDBWarehouseConfig, parse_config
 from monitor.dialects import DatabricksDialect, DuckDBDialect
+from monitor.engine import Engine
+from monitor.exporter import Metrics
 from monitor.queries import columns_query, freshness_query, newest_row_query, series_query
 from monitor.series import normalise
+from monitor.store import StateStore
+from monitor.warehouse import open_warehouses
 from monitor.warehouse.duckdb import DuckDBWarehouse
+from tests.test_engine import CountingWarehouse
 
 SINCE = datetime(2026, 10, 1, tzinfo=UTC)
 D = DuckDBDialect()
@@ -91,7 +96,10 @@ def test_row_count_freshness_and_sql() -> None:
         D,
         SINCE,
     )
-    assert sql.sql == "select d as bucket, n as value from t where d >= $since and x = '::since'"
+    assert sql.sql == (
+        "SELECT * FROM (\nselect d as bucket, n as value from t where d >= $since and x = '::since'"
+        "\n) AS kpimon_sql LIMIT 200001"
+    )
 
 
 def test_identifiers_are_quoted_so_names_cannot_inject() -> None:
@@ -212,10 +220,49 @@ def test_databricks_row_count_batch_freshness_sql_and_columns() -> None:
     assert newest.sql == "SELECT max(CAST(`order_ts` AS TIMESTAMP)) AS loaded\nFROM `main`.`analytics`.`fct_orders`\nWHERE `order_ts` < :until"
     custom = series_query(dbx(kind="sql", table=None, timestamp_column=None, expression=None, dimensions=[], where=None,
                               sql="select date_trunc('DAY', ts) as bucket, count(*) as value from t where ts >= :since group by 1;"), DBX, SINCE)
-    assert custom.sql == "select date_trunc('DAY', ts) as bucket, count(*) as value from t where ts >= :since group by 1"
+    assert custom.sql == "SELECT * FROM (\nselect date_trunc('DAY', ts) as bucket, count(*) as value from t where ts >= :since group by 1\n) AS kpimon_sql LIMIT 200001"
     columns = columns_query("main.analytics.fct_orders", DBX)
     assert columns.sql == (
         "SELECT column_name, data_type\nFROM system.information_schema.columns\n"
         "WHERE lower(table_catalog) = :p0 AND lower(table_schema) = :p1 AND lower(table_name) = :p2\n"
         "ORDER BY ordinal_position"
     )
+
+
+def test_an_sql_check_past_max_rows_is_that_checks_error_and_the_warehouse_stops_at_the_cap(
+    tmp_path: Path,
+) -> None:
+    """Issue 14, item 18: an unaggregated sql check read 5 million rows into 1 GB."""
+    path = tmp_path / "raw.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE events AS SELECT TIMESTAMP '2026-11-25 00:00:00' + i * INTERVAL 1 SECOND"
+            " AS ts FROM range(5000) t(i)"
+        )
+    config = parse_config(
+        {
+            "warehouse": {"kind": "duckdb", "path": str(path)},
+            "checks": [
+                {"name": "raw", "kind": "sql", "max_rows": 1000, "lookback": "2d",
+                 "sql": "select ts as bucket, 1 as value from events where ts >= :since"},
+                {"name": "hourly", "kind": "sql", "max_rows": 2, "lookback": "2d",
+                 "sql": "select date_trunc('hour', ts) as bucket, count(*) as value from events"
+                        " where ts >= :since group by 1"},
+            ],
+        }
+    )  # fmt: skip
+    warehouse = CountingWarehouse(open_warehouses(config)["default"])
+    metrics = Metrics()
+    engine = Engine(config, {"default": warehouse}, StateStore(":memory:"), metrics,
+                    clock=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC))  # fmt: skip
+    result = engine.run("raw")
+    assert result.outcome == "error"
+    assert result.error == (
+        "check raw: the query returned more than 1,000 rows (max_rows); aggregate it to one row"
+        " per bucket and segment, or raise max_rows"
+    )
+    assert warehouse.rows == [1001]  # not 5,000: the warehouse stopped one row past the cap
+    assert metrics.registry.get_sample_value("kpimon_warehouse_up", {"warehouse": "default"}) == 1
+    # two hourly rows fit a cap of 2
+    assert engine.run("hourly").outcome != "error"
+

@@ -69,8 +69,8 @@ class RecordingWarehouse(Warehouse):
         self.dialect = inner.dialect
         self.log = log
 
-    def query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
+    def _query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None
     ) -> pd.DataFrame:
         self.log.texts.append(sql)
         return self.inner.query(sql, params, timeout=timeout)

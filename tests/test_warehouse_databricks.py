@@ -13,9 +13,12 @@ that text) or behaves exactly like this server under load.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -29,9 +32,13 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
+import monitor.warehouse.databricks as adapter
 from monitor.config import DatabricksWarehouseConfig
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
+from monitor.logs import TextFormatter
 from monitor.warehouse.databricks import DatabricksWarehouse
+from tests.conftest import free_port, query_in_thread, write_config
+from tests.daemon_process import DaemonProcess, run_kpi_monitor
 from tests.databricks_server import DatabricksProtocolServer, databricks_server  # noqa: F401
 from tests.test_dialects import (
     DST_ROWS,
@@ -163,13 +170,18 @@ def test_one_session_reused_with_timeout_and_utc(
     wh.query("SELECT 1 AS one", {}, timeout=7)
     assert databricks_server.statements.count("SET STATEMENT_TIMEOUT = 7") == 1
     assert session.conf["STATEMENT_TIMEOUT"] == "7"
-    assert wh._connect_kwargs(10)["enable_telemetry"] is False
+    assert wh._endpoint.session_kwargs(10, 60.0, None)["enable_telemetry"] is False
 
 
-def test_bad_token_is_refused_without_retrying(databricks_server: Server) -> None:
+def test_bad_token_is_refused_without_retrying_in_one_readable_line(databricks_server: Server) -> None:
     wh = DatabricksWarehouse("dbx", _config(databricks_server, access_token=SecretStr("wrong")))
-    with pytest.raises(WarehouseUnavailable, match=r"refused the credentials \(HTTP 403\)"):
+    with pytest.raises(WarehouseUnavailable) as info:
         wh.query("SELECT 1", {})
+    # the warehouse named once, the status and call, the server's reason as it said it
+    assert str(info.value) == (
+        "warehouse 'dbx': credentials refused (HTTP 403 on OpenSession): Invalid access token."
+    )
+    assert info.value.warehouse == "dbx"
     assert len(databricks_server.requests_headers) == 1
     assert "wrong" not in str(databricks_server.calls)
 
@@ -181,6 +193,76 @@ def test_503_then_recovery(wh: DatabricksWarehouse, databricks_server: Server) -
     assert wh.query("SELECT 2 AS two", {})["two"].tolist() == [2]
     assert time.monotonic() - started < 5
     assert databricks_server.count("ExecuteStatement") == 4  # 1 + 2 refused + 1
+
+
+def _gaps(srv: Server, method: str) -> list[float]:
+    times = [t for t, name in srv.call_log if name == method]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_retry_after_is_honoured_within_the_statement_timeout(
+    wh: DatabricksWarehouse, databricks_server: Server
+) -> None:
+    """Issue 14, item 24: retried after 0.5 s under Retry-After: 5."""
+    wh.query("SELECT 1 AS one", {})
+    databricks_server.inject("ExecuteStatement", http_status=503, retry_after=2)
+    assert wh.query("SELECT 2 AS two", {})["two"].tolist() == [2]
+    assert databricks_server.count("ExecuteStatement") == 3
+    assert _gaps(databricks_server, "ExecuteStatement")[-1] >= 2.0
+
+
+def test_a_retry_after_past_the_statement_timeout_fails_at_once_and_says_so(
+    databricks_server: Server,
+) -> None:
+    """Issue 14, item 24: gave up after 2 s of retries under Retry-After: 30."""
+    wh = DatabricksWarehouse("dbx", _config(databricks_server, statement_timeout=5))
+    databricks_server.inject("ExecuteStatement", http_status=503, retry_after=30, times=100)
+    started = time.monotonic()
+    with pytest.raises(WarehouseUnavailable) as info:
+        wh.query("SELECT 1 AS one", {})
+    assert time.monotonic() - started < 1
+    assert str(info.value) == (
+        "warehouse 'dbx': busy or starting (HTTP 503 on ExecuteStatement): "
+        "TEMPORARILY_UNAVAILABLE; it asked to retry after 30s, past the 5s statement timeout"
+    )
+    assert databricks_server.count("ExecuteStatement") == 1
+    wh.close()
+
+
+def test_an_http_500_on_fetch_results_is_named_as_such_not_as_busy(
+    databricks_server: Server,
+) -> None:
+    """Issue 14, item 24: reported as "busy or starting (HTTP 429/503)"."""
+    wh = DatabricksWarehouse("dbx", _config(databricks_server, retries=1))
+    databricks_server.direct_results = False  # results come through FetchResults
+    databricks_server.inject("FetchResults", http_status=500, times=100)
+    with pytest.raises(WarehouseUnavailable) as info:
+        wh.query("SELECT 1 AS one", {})
+    assert info.value.detail == "request failed: HTTP 500 on FetchResults"
+    assert databricks_server.count("FetchResults") == 2  # first try + 1 retry
+    wh.close()
+
+
+def test_the_connectors_failure_lines_are_quiet_and_ours_name_the_warehouse_once(
+    wh: DatabricksWarehouse, databricks_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14, item 25: two empty "ThriftBackend.attempt_request: Exception:" lines per
+    failed request, and "warehouse default: warehouse 'default': ..." in ours."""
+    caplog.set_level(logging.INFO)
+    wh.query("SELECT 1 AS one", {})
+    databricks_server.inject("ExecuteStatement", http_status=503, retry_after=0)
+    assert wh.query("SELECT 2 AS two", {})["two"].tolist() == [2]
+    bad = DatabricksWarehouse("dbx", _config(databricks_server, access_token=SecretStr("x")))
+    with pytest.raises(WarehouseUnavailable):
+        bad.query("SELECT 1", {})
+    connector = [r for r in caplog.records if r.name.startswith("databricks")]
+    assert [r.getMessage() for r in connector if r.levelno >= logging.WARNING] == []
+    (retry,) = [r for r in caplog.records if r.name == "monitor.warehouse.databricks"]
+    line = TextFormatter().format(retry)
+    assert line.count("dbx") == 1, line
+    assert retry.fields["error"] == (  # type: ignore[attr-defined]
+        "busy or starting (HTTP 503 on ExecuteStatement): TEMPORARILY_UNAVAILABLE"
+    )
 
 
 def test_503_at_session_open_then_recovery(databricks_server: Server) -> None:
@@ -261,32 +343,139 @@ def test_hanging_warehouse_hits_the_client_deadline(
     assert time.monotonic() - started < 4  # 1 s timeout + 2 s grace
 
 
-def test_close_cancels_running_statements(databricks_server: Server) -> None:
+def _wait_until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_close_cancels_a_running_statement_at_once_although_its_session_long_polls(
+    databricks_server: Server,
+) -> None:
+    """Databricks holds GetOperationStatus for seconds; the cancel must not queue behind it
+    (issue 14, item 22: close() took 5 s and sent no CancelOperation)."""
+    databricks_server.long_poll = 5.0
     wh = DatabricksWarehouse("dbx", _config(databricks_server, statement_timeout=30))
     databricks_server.hang_statement("long", seconds=30)
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            wh.query("SELECT 'long' AS x", {})
-        except BaseException as exc:
-            outcome.append(exc)
-
-    t = threading.Thread(target=run)
-    t.start()
-    deadline = time.monotonic() + 5
-    while not databricks_server.running_operations():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    thread, outcome = query_in_thread(wh, "SELECT 'long' AS x")
+    _wait_until(lambda: databricks_server.count("GetOperationStatus") >= 1)  # id known, polling
     started = time.monotonic()
     wh.close()
-    t.join(10)
-    assert not t.is_alive() and time.monotonic() - started < 5
+    took = time.monotonic() - started
+    thread.join(10)
+    assert not thread.is_alive()
+    assert took < adapter.CLOSE_WAIT_SECONDS + 0.5, f"close() took {took:.1f}s"
     assert len(outcome) == 1 and isinstance(outcome[0], WarehouseUnavailable)
     assert databricks_server.cancelled == ["SELECT 'long' AS x"]
     assert "CancelOperation" in databricks_server.calls
     with pytest.raises(WarehouseUnavailable, match="closed"):
         wh.query("SELECT 1", {})
+
+
+def test_close_while_execute_statement_still_waits_stops_the_statement_by_closing_its_session(
+    databricks_server: Server,
+) -> None:
+    """Before ExecuteStatement answers there is no statement id to cancel."""
+    databricks_server.direct_results_wait = 30.0
+    wh = DatabricksWarehouse("dbx", _config(databricks_server, statement_timeout=30))
+    databricks_server.hang_statement("long", seconds=30)
+    thread, outcome = query_in_thread(wh, "SELECT 'long' AS x")
+    _wait_until(lambda: bool(databricks_server.running_operations()))
+    started = time.monotonic()
+    wh.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < adapter.CLOSE_WAIT_SECONDS + 0.5
+    assert len(outcome) == 1 and isinstance(outcome[0], WarehouseUnavailable)
+    assert databricks_server.cancelled == ["SELECT 'long' AS x"]
+    assert "CloseSession" in databricks_server.calls
+
+
+@pytest.mark.parametrize("stuck_in", ["ExecuteStatement", "OpenSession"])
+def test_sessions_stuck_in_a_hung_network_free_their_pool_slots_at_the_deadline(
+    databricks_server: Server, stuck_in: str
+) -> None:
+    """Issue 14, item 23: after a hang, the next cycle failed against a healthy warehouse with
+    "all 4 sessions stayed busy" until the stuck requests' 60 s socket timeout."""
+    wh = DatabricksWarehouse("dbx", _config(databricks_server, retries=0), max_sessions=2)
+    databricks_server.inject(stuck_in, hang=True, times=2)
+    stuck = [query_in_thread(wh, f"SELECT {i} AS i", timeout=1) for i in range(2)]
+    for thread, outcome in stuck:
+        thread.join(10)
+        assert not thread.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], QueryTimeout), outcome
+    started = time.monotonic()
+    assert wh.query("SELECT 3 AS three", {}, timeout=5)["three"].tolist() == [3]
+    assert time.monotonic() - started < 2
+    # once their requests end, the abandoned sessions are closed, never reused
+    databricks_server.release_hangs()
+    _wait_until(lambda: len(databricks_server.sessions) == 1)
+    assert databricks_server.count("OpenSession") == 3
+    wh.close()
+
+
+def _daemon_config(tmp_path: Path, srv: Server, **warehouse: Any) -> Path:
+    """A config with one hourly check on ``kpi.visits`` in the protocol server's warehouse."""
+    srv.execute("CREATE SCHEMA kpi")
+    srv.execute("CREATE TABLE kpi.visits (ts TIMESTAMP, amount DOUBLE)")
+    document = {
+        "warehouse": {
+            "kind": "databricks",
+            "connection_uri": srv.connection_uri,
+            "access_token": srv.token,
+            **warehouse,
+        },
+        "state": {"path": str(tmp_path / "state.db")},
+        "checks": [
+            {
+                "name": "visits",
+                "kind": "metric",
+                "table": "kpi.visits",
+                "timestamp_column": "ts",
+                "expression": "sum(amount)",
+            }
+        ],
+    }
+    return write_config(tmp_path / "kpi.yaml", document)
+
+
+def test_sigterm_while_a_statement_runs_exits_0_within_10s_and_cancels_it(
+    databricks_server: Server, tmp_path: Path
+) -> None:
+    """Issue 14, item 22: took 12 s and sent no CancelOperation (the README promises both)."""
+    srv = databricks_server
+    srv.long_poll = 5.0  # as Databricks holds GetOperationStatus
+    config = _daemon_config(tmp_path, srv, statement_timeout=60)
+    srv.hang_statement("`kpi`.`visits`", seconds=120)
+    daemon = DaemonProcess(["run", "-c", str(config)], free_port(), log=tmp_path / "daemon.log")
+    try:
+        daemon.wait_ready()
+        _wait_until(
+            lambda: bool(srv.running_operations()) and srv.count("GetOperationStatus") > 0, 30
+        )
+    finally:
+        code, took = daemon.stop(signal.SIGTERM)
+    output = daemon.output()
+    assert code == 0, output
+    assert took < 10, f"took {took:.1f}s to exit"
+    assert [sql for sql in srv.cancelled if "`kpi`.`visits`" in sql], srv.calls
+    assert "CancelOperation" in srv.calls
+    assert "Traceback" not in output
+
+
+def test_validate_connect_with_a_refused_token_says_so_in_one_line_without_connector_noise(
+    databricks_server: Server, tmp_path: Path
+) -> None:
+    """Issue 14, item 25: "FAILED: warehouse 'default': ...: : Invalid access token.." on
+    stdout and the connector's empty "attempt_request: Exception:" lines on stderr."""
+    config = _daemon_config(tmp_path, databricks_server, access_token="dapi-wrong")
+    result = run_kpi_monitor("validate", "-c", str(config), "--connect", log_format="text")
+    assert result.returncode == 2
+    assert result.stdout.splitlines()[-1] == (
+        "warehouse default (databricks): FAILED: credentials refused (HTTP 403 on OpenSession): "
+        "Invalid access token."
+    )
+    assert result.stderr == ""
 
 
 def test_concurrent_queries_use_a_small_session_pool(
@@ -350,8 +539,11 @@ def test_settings_fall_back_to_the_environment(
     wh.close()
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Any:
+    """The protocol server over HTTPS with a self-signed certificate: (server, certificate)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -363,16 +555,40 @@ def test_tls_with_a_self_signed_certificate(tmp_path: Path) -> None:
         capture_output=True,
     )  # fmt: skip
     srv = DatabricksProtocolServer(tmp_path / "tls.duckdb", tls=(str(cert), str(key)))
-    try:
-        assert srv.connection_uri.startswith("https://")
-        wh = DatabricksWarehouse("dbx", _config(srv, tls_trusted_ca_file=str(cert)))
-        assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]
-        wh.close()
-        untrusted = DatabricksWarehouse("dbx", _config(srv, retries=0))
-        with pytest.raises(WarehouseUnavailable):
-            untrusted.query("SELECT 1", {})
-    finally:
-        srv.close()
+    yield srv, cert
+    srv.close()
+
+
+def test_tls_with_a_self_signed_certificate(tls_server: tuple[Server, Path]) -> None:
+    srv, cert = tls_server
+    assert srv.connection_uri.startswith("https://")
+    wh = DatabricksWarehouse("dbx", _config(srv, tls_trusted_ca_file=str(cert)))
+    assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]
+    wh.close()
+    untrusted = DatabricksWarehouse("dbx", _config(srv, retries=0))
+    with pytest.raises(WarehouseUnavailable):
+        untrusted.query("SELECT 1", {})
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "https://127.0.0.1:{port}/"])
+def test_a_port_in_server_hostname_is_used(
+    tls_server: tuple[Server, Path], form: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14, item 26: host:8443 failed with "Port could not be cast to integer value" and
+    tracebacks from the connector's Connection.__del__."""
+    srv, cert = tls_server
+    config = DatabricksWarehouseConfig(
+        kind="databricks",
+        server_hostname=form.format(port=srv.port),
+        http_path=srv.http_path,
+        access_token=SecretStr(srv.token),
+        tls_trusted_ca_file=str(cert),
+        retries=0,
+    )
+    wh = DatabricksWarehouse("dbx", config)
+    assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]
+    wh.close()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_column_based_results_without_pyarrow(databricks_server: Server) -> None:
@@ -438,8 +654,6 @@ def test_read_timeout_does_not_resend_the_statement(
     databricks_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The connector re-sends ExecuteStatement after a socket read timeout unless told not to."""
-    import monitor.warehouse.databricks as adapter
-
     monkeypatch.setattr(adapter, "SOCKET_TIMEOUT_SECONDS", 1.0)
     wh = DatabricksWarehouse("dbx", _config(databricks_server, retries=0))
     wh.query("SELECT 1 AS one", {})

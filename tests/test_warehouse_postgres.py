@@ -17,10 +17,17 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+import monitor.warehouse.postgres as adapter
 from monitor.config import PostgresWarehouseConfig
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
 from monitor.warehouse.postgres import PostgresWarehouse
-from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401  (fixtures)
+from tests.conftest import query_in_thread
+from tests.postgres_server import (  # noqa: F401  (fixtures)
+    PostgresServer,
+    postgres_dsn,
+    postgres_server,
+)
+from tests.tcp_proxy import TcpProxy
 from tests.test_dialects import (
     DST_ROWS,
     ORDERS_DDL,
@@ -138,16 +145,7 @@ def test_statement_timeout(wh: PostgresWarehouse) -> None:
 
 def test_close_cancels_running_statements(postgres_dsn: str) -> None:
     wh = _wh(postgres_dsn, statement_timeout=30.0)
-    outcome: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            wh.query("SELECT pg_sleep(20)", {})
-        except BaseException as exc:
-            outcome.append(exc)
-
-    t = threading.Thread(target=run)
-    t.start()
+    t, outcome = query_in_thread(wh, "SELECT pg_sleep(20)")
     _wait_for(lambda: _active_sleeps(postgres_dsn) == 1)
     started = time.monotonic()
     wh.close()
@@ -157,6 +155,34 @@ def test_close_cancels_running_statements(postgres_dsn: str) -> None:
     _wait_for(lambda: _active_sleeps(postgres_dsn) == 0)
     with pytest.raises(WarehouseUnavailable, match="closed"):
         wh.query("SELECT 1", {})
+
+
+def test_a_connection_hung_in_the_network_is_cut_at_its_deadline_and_frees_its_pool_slot(
+    postgres_server: PostgresServer, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network hang on one query must not keep its pool slot: the next query gets a fresh
+    connection at once (issue 14, item 23)."""
+    monkeypatch.setattr(adapter, "_CLIENT_GRACE", 1.0)
+    proxy = TcpProxy(postgres_server.host, postgres_server.port)
+    proxied = postgres_dsn.replace(f":{postgres_server.port}/", f":{proxy.port}/")
+    wh = _wh(proxied, statement_timeout=1.0, pool_size=1)
+    try:
+        assert wh.query("SELECT 1 AS one", {})["one"].tolist() == [1]  # pooled, via the proxy
+        assert proxy.freeze() == 1
+        started = time.monotonic()
+        hung, outcome = query_in_thread(wh, "SELECT 2 AS two")
+        hung.join(15)
+        took = time.monotonic() - started
+        assert not hung.is_alive(), "the query still waits on the hung connection"
+        assert len(outcome) == 1 and isinstance(outcome[0], QueryTimeout), outcome
+        assert "no answer within the 1s statement timeout" in str(outcome[0])
+        assert took < 1 + 1 + adapter._CANCEL_TIMEOUT + 1.5
+        started = time.monotonic()
+        assert wh.query("SELECT 3 AS three", {})["three"].tolist() == [3]
+        assert time.monotonic() - started < 1
+    finally:
+        wh.close()
+        proxy.close()
 
 
 def test_unreachable_server_is_unavailable() -> None:
@@ -247,3 +273,41 @@ def test_every_check_kind_matches_duckdb(
     columns = wh.columns("analytics.fct_orders")
     assert list(columns) == ["order_ts", "loaded_at", "amount", "status", "country"]
     assert wh.columns("analytics.no_such_table") == {}
+
+
+def test_the_postgres_example_connects_with_each_dsn_form_and_probes_each_check(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config/postgres.example.yaml as shipped, against a real server: the URL and the
+    key=value DSN both connect; `validate --connect` then runs every check's query as a query
+    returning no rows, so a role without SELECT on the table fails there, named, per check."""
+    from urllib.parse import urlsplit
+
+    from monitor.cli import main
+    from tests.conftest import REPO
+
+    _setup(
+        postgres_dsn,
+        "CREATE SCHEMA analytics",
+        "CREATE TABLE analytics.orders (order_ts timestamptz, loaded_at timestamptz,"
+        " amount numeric, status text, country text)",
+        "DROP ROLE IF EXISTS kpi_reader",
+        "CREATE ROLE kpi_reader LOGIN",
+    )
+    url = urlsplit(postgres_dsn)
+    keyvalue = f"host={url.hostname} port={url.port} dbname={url.path[1:]} user={url.username}"
+    example = str(REPO / "config" / "postgres.example.yaml")
+    for dsn in (postgres_dsn, keyvalue):
+        monkeypatch.setenv("KPIMON_PG_DSN", dsn)
+        assert main(["validate", "-c", example, "--connect"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[-4:] == ["warehouse default (postgres): ok", "check revenue: ok",
+                            "check orders_loaded: ok", "check orders_freshness: ok"]
+    monkeypatch.setenv("KPIMON_PG_DSN", keyvalue.replace(f"user={url.username}", "user=kpi_reader"))
+    assert main(["validate", "-c", example, "--connect"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[-4] == "warehouse default (postgres): ok"  # it connects, but may not read
+    assert all(line.startswith("check ") and "permission denied" in line for line in out[-3:]), out
+    _setup(postgres_dsn, "GRANT USAGE ON SCHEMA analytics TO kpi_reader",
+           "GRANT SELECT ON analytics.orders TO kpi_reader")
+    assert main(["validate", "-c", example, "--connect"]) == 0

@@ -36,7 +36,7 @@ _ANOMALY = "#d7191c"
 
 # Matplotlib's font cache and Agg renderer are not safe to use from two threads at once; charts
 # are rendered by the dispatcher's threads, so they take turns (a render takes a few ms).
-_RENDER_LOCK = threading.Lock()
+RENDER_LOCK = threading.Lock()
 
 _DURATION_UNITS = ((86_400.0, "d"), (3_600.0, "h"), (60.0, "m"), (1.0, "s"))
 
@@ -73,7 +73,7 @@ def render_chart(history: pd.DataFrame, *, title: str, unit: str = "") -> bytes:
     upper = _floats(frame["upper"])
     anomalous = frame["anomalous"].fillna(False).astype(bool).to_numpy()
 
-    with _RENDER_LOCK:
+    with RENDER_LOCK:
         return _draw(x, value, expected, lower, upper, anomalous, title=title, unit=unit)
 
 
@@ -137,26 +137,58 @@ def _draw(
         centre = x[0]
         ax.set_xlim(centre - np.timedelta64(12, "h"), centre + np.timedelta64(12, "h"))
 
-    _value_axis(ax, [value, expected, lower, upper], unit)
-    ax.grid(True, axis="y", color="#e5e7eb", linewidth=0.8)
-    ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    ax.tick_params(labelsize=9, colors="#374151")
+    finish_axes(ax, [value, expected, lower, upper], unit, labelsize=9)
 
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=_DPI, facecolor="white")
     return out.getvalue()
 
 
-def _value_axis(ax: Any, series: Sequence[np.ndarray[Any, Any]], unit: str) -> None:
-    finite = np.concatenate([s[np.isfinite(s)] for s in series])
-    if finite.size:
-        low, high = float(finite.min()), float(finite.max())
-        pad = (high - low) * 0.08 or max(abs(high) * 0.1, 1.0)
-        # Non-negative data (counts, money, ages) keeps a floor at zero rather than below it.
-        bottom = max(low - pad, 0.0) if low >= 0 else low - pad
-        ax.set_ylim(bottom, high + pad)
+def value_limits(
+    value: np.ndarray[Any, Any],
+    expected: np.ndarray[Any, Any],
+    lower: np.ndarray[Any, Any],
+    upper: np.ndarray[Any, Any],
+) -> tuple[float, float] | None:
+    """The value axis' range: the observed and expected values, and the band only as far as it
+    stays near them. A band can be far wider than the data (while a model warms up, or on
+    a spike-prone series): scaled to it, the values would be a flat line and an incident
+    invisible, so the band is clipped by the axes instead."""
+    core = np.concatenate([s[np.isfinite(s)] for s in (value, expected)])
+    if not core.size:
+        return None
+    low, high = float(core.min()), float(core.max())
+    # the band is shown as far out as the data's own range, or half its size
+    reach = max(high - low, 0.5 * max(abs(low), abs(high)), 1e-9)
+    edges = np.concatenate([s[np.isfinite(s)] for s in (lower, upper)])
+    near = edges[(edges >= low - reach) & (edges <= high + reach)]
+    if near.size:
+        low, high = min(low, float(near.min())), max(high, float(near.max()))
+    pad = (high - low) * 0.08 or max(abs(high) * 0.1, 1.0)
+    # Non-negative data (counts, money, ages) keeps a floor at zero rather than below it.
+    bottom = max(low - pad, 0.0) if low >= 0 else low - pad
+    return bottom, high + pad
+
+
+def finish_axes(
+    ax: Any, series: Sequence[np.ndarray[Any, Any]], unit: str, *, labelsize: int
+) -> None:
+    """The house style of a chart's axes: the value axis (``value_axis``), light horizontal
+    grid lines behind the data, no top or right frame."""
+    value_axis(ax, series, unit)
+    ax.grid(True, axis="y", color="#e5e7eb", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=labelsize, colors="#374151")
+
+
+def value_axis(ax: Any, series: Sequence[np.ndarray[Any, Any]], unit: str) -> None:
+    """Scale (see ``value_limits``) and label the value axis of ``ax``: compact numbers, or
+    durations for ``unit="seconds"``."""
+    limits = value_limits(*series)
+    if limits is not None:
+        ax.set_ylim(*limits)
     if unit == "seconds":
         ax.yaxis.set_major_locator(_DurationLocator())
         ax.yaxis.set_major_formatter(_DurationFormatter())

@@ -53,6 +53,17 @@ class Dispatcher:
         self._slack = SlackOutbox(config, store, metrics, slack, clock) if slack else None
         self._lock = threading.Lock()
 
+    def reconfigure(
+        self,
+        config: Config,
+        slack: SlackChannel | None,
+        alertmanager: AlertmanagerClient | None,
+    ) -> None:
+        """Follow a reloaded config; waits for a delivery round in progress, so no entry is
+        delivered by the old and the new settings both."""
+        with self._lock:
+            self.config, self.slack, self.alertmanager = config, slack, alertmanager
+
     @property
     def channels(self) -> list[str]:
         return [

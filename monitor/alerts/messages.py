@@ -89,6 +89,12 @@ def alert_text(note: Notification, *, slack: bool = False) -> str:
     if note.owner:
         owner = f" Owner {mrkdwn.owner(note.owner) if slack else note.owner}."
     cause = f" Likely cause: {esc(note.cause)}." if note.cause else ""
+    if note.reason:  # a fixed bound broken: the rule, not the model's deviation, is the news
+        return (
+            f"{note.severity.upper()}: {name} is {esc(note.reason)}: "
+            f"{number(note.value, note.unit)} (expected {number(note.expected, note.unit)}), "
+            f"since {when(note.since)}.{owner}{cause}"
+        )
     return (
         f"{note.severity.upper()}: {name} is {deviation(note)}: "
         f"{number(note.value, note.unit)} vs {number(note.expected, note.unit)} expected "

@@ -29,7 +29,9 @@ class Notification:
     unit: str = ""  # "seconds" for freshness ages
     labels: dict[str, str] = field(default_factory=dict)
     cause: str | None = None  # the likely cause: a deployment inside its watch window
-    reason: str = ""  # why an episode ended other than by recovering, e.g. a baseline restart
+    # why an episode opened other than by the model (a fixed bound broken), or ended other than
+    # by recovering (a baseline restart, the check removed from the config)
+    reason: str = ""
     table: str | None = None  # what the check reads, to group alerts on one table
     links: dict[str, str] = field(default_factory=dict)  # name -> URL (dashboard, runbook)
     # recent buckets for the chart: [bucket ISO, value, expected, lower, upper, anomalous]

@@ -3,8 +3,8 @@
 An episode opens after ``open_after`` anomalous buckets in a row (a verdict's ``span`` counts:
 a deviation the detector sees lasting two buckets is a run of two), stays open while the
 deviation lasts, and resolves after ``resolve_after`` normal buckets in a row. A verdict without
-a baseline (not enough history yet) changes nothing: missing knowledge is neither normal nor
-anomalous.
+any band (not enough history yet, and no fixed ``min``/``max``) changes nothing: missing
+knowledge is neither normal nor anomalous.
 """
 
 from __future__ import annotations
@@ -24,6 +24,12 @@ class Scored(Protocol):
 
     @property
     def expected(self) -> float | None: ...
+
+    @property
+    def lower(self) -> float | None: ...
+
+    @property
+    def upper(self) -> float | None: ...
 
     @property
     def anomalous(self) -> bool: ...
@@ -70,7 +76,7 @@ def advance(
     if state.last_bucket is not None and verdict.bucket <= state.last_bucket:
         return state, None
     state = replace(state, last_bucket=verdict.bucket)
-    if verdict.expected is None:
+    if verdict.expected is None and verdict.lower is None and verdict.upper is None:
         return state, None
     if verdict.anomalous:
         since = state.since if state.anomalous_run or state.firing else verdict.bucket

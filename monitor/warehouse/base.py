@@ -10,25 +10,48 @@ from collections.abc import Mapping
 import pandas as pd
 
 from monitor.dialects import Dialect
+from monitor.errors import WarehouseError
 
 
 class Warehouse(ABC):
     """A connection to one warehouse, shared by every check that queries it.
 
     Adapters are thread-safe: the scheduler runs checks on several threads at once. They raise
-    only :class:`monitor.errors.WarehouseError` subclasses, never a driver's own exception.
+    only :class:`monitor.errors.WarehouseError` subclasses, never a driver's own exception, and
+    leave the warehouse's name out of their messages: :meth:`query` attaches it to the error.
     """
 
     dialect: Dialect
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._reachable: bool | None = None  # as the last query found it; None: not tried yet
 
-    @abstractmethod
+    def mark_reachable(self, reachable: bool) -> bool | None:
+        """Record whether the last query reached the warehouse; return what was known before
+        (None: nothing), so a caller can tell a warehouse that came back from one always up."""
+        before, self._reachable = self._reachable, reachable
+        return before
+
     def query(
         self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
     ) -> pd.DataFrame:
-        """Run one read-only query with bound parameters and return its rows."""
+        """Run one read-only query with bound parameters and return its rows.
+
+        :raises monitor.errors.WarehouseError: with ``warehouse`` set to this warehouse's name.
+        """
+        try:
+            return self._query(sql, params, timeout=timeout)
+        except WarehouseError as exc:
+            if exc.warehouse is None:
+                exc.warehouse = self.name
+            raise
+
+    @abstractmethod
+    def _query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None
+    ) -> pd.DataFrame:
+        """The adapter's own query: what :meth:`query` promises, errors not yet named."""
 
     @abstractmethod
     def ping(self) -> None:

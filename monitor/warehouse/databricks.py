@@ -2,50 +2,53 @@
 
 One adapter per configured warehouse, shared by every check:
 
-* **Sessions.** A small pool (default at most 4) of connector sessions, each used by one query at
-  a time and reused across checks. A session is opened lazily with ``STATEMENT_TIMEOUT`` and
-  ``TIMEZONE=UTC`` as session configuration; it is dropped after any transport failure and
-  reopened by the next query, and replaced when the server no longer knows it (a warehouse
-  restart, an expired session) or after it sat idle for ``SESSION_MAX_IDLE_SECONDS``.
+* **Sessions.** A small pool (default at most 4, :mod:`monitor.warehouse.pool`) of connector
+  sessions, each used by one query at a time and reused across checks. A session is opened
+  lazily with ``STATEMENT_TIMEOUT`` and ``TIMEZONE=UTC`` as session configuration; it is dropped
+  after any transport failure and reopened by the next query, and replaced when the server no
+  longer knows it (a warehouse restart, an expired session) or after it sat idle for
+  ``SESSION_MAX_IDLE_SECONDS``.
 * **Timeouts.** The warehouse enforces ``STATEMENT_TIMEOUT`` (a per-call ``timeout`` differing
   from the session's value is applied with ``SET STATEMENT_TIMEOUT`` first). The adapter also
-  bounds the whole call: past the timeout plus a grace period it cancels the statement, drops the
-  session and raises :class:`QueryTimeout`, even if the server or the network hangs.
-* **Retries.** Transport failures (HTTP 429/503, refused or reset connections, timeouts) are
-  retried ``retries`` times with exponential backoff, on a new session, within the call's time
-  budget. The connector's own retry loop is kept short on purpose: it sleeps at least
-  ``_retry_delay_max`` (>= 5 s) per retry and re-sends ExecuteStatement after a read timeout.
-  Read-only queries are safe to repeat.
-* **Errors.** Only :mod:`monitor.errors` types leave the adapter: SQL errors as
-  :class:`QueryFailed` with the warehouse's message, timeouts as :class:`QueryTimeout`, and
-  everything about reaching the warehouse (including refused credentials and the raw ``urllib3``
-  errors the connector lets escape) as :class:`WarehouseUnavailable`.
-* **Shutdown.** ``close()`` cancels running statements (CancelOperation) and closes sessions.
+  bounds the whole call: past the timeout plus a grace period it stops waiting, cancels the
+  statement and raises :class:`QueryTimeout`, even if the server or the network hangs. The
+  session is abandoned then: its pool slot is free for the next query at once, and the session is
+  closed whenever its stuck request returns (``SOCKET_TIMEOUT_SECONDS`` at most).
+* **Retries.** Transport failures (HTTP 429 and 5xx, refused or reset connections, timeouts) are
+  retried ``retries`` times on a new session within the call's time budget, after exponential
+  backoff or the ``Retry-After`` the warehouse sent, whichever is longer; a ``Retry-After`` past
+  the budget fails the call at once. The connector's own retries are off: it would re-send
+  ExecuteStatement after a read timeout, sleep at least 5 s per retry, and report a refused
+  retry without its HTTP status or ``Retry-After``. Read-only queries are safe to repeat.
+* **Errors.** Only :mod:`monitor.errors` types leave the adapter
+  (:mod:`monitor.warehouse.databricks_errors` maps them): SQL errors as :class:`QueryFailed` with
+  the warehouse's message, timeouts as :class:`QueryTimeout`, and everything about reaching the
+  warehouse as :class:`WarehouseUnavailable`, naming the HTTP status and call that failed.
+* **Cancellation.** CancelOperation goes out on a connection of its own: the connector serialises
+  a session's requests, and a running query holds its session through every long poll. While the
+  statement's id is not known yet (ExecuteStatement still waiting), CloseSession stops it instead.
+  ``close()`` cancels the running statements this way and returns within
+  ``CLOSE_WAIT_SECONDS``.
 * **Telemetry** is off (``enable_telemetry=False``).
 
 Authentication: a personal access token (``access_token`` / ``DATABRICKS_TOKEN``) or OAuth
 machine-to-machine client credentials (``client_id`` + ``client_secret`` /
 ``DATABRICKS_CLIENT_ID`` + ``DATABRICKS_CLIENT_SECRET``), exchanged at the workspace's
-``/oidc/v1/token`` endpoint and refreshed before they expire.
+``/oidc/v1/token`` endpoint and refreshed before they expire
+(:mod:`monitor.warehouse.databricks_auth`). Where and how to connect:
+:mod:`monitor.warehouse.databricks_endpoint`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import importlib.util
-import json
 import logging
 import math
-import os
 import random
-import ssl
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,12 +64,29 @@ from monitor.errors import (
     WarehouseUnavailable,
 )
 from monitor.warehouse.base import Warehouse, bound_value
+from monitor.warehouse.databricks_endpoint import Endpoint
+from monitor.warehouse.databricks_errors import (
+    CredentialsRefused,
+    classify,
+    describe,
+    is_invalid_session,
+    quiet_connector_logs,
+    retry_after,
+)
+from monitor.warehouse.pool import Lease, SessionPool
 
 log = logging.getLogger(__name__)
 
 # Seconds a single HTTP call (one Thrift RPC) may take. Databricks answers each RPC quickly
 # (long polls last seconds); a stuck socket is cut here rather than after the connector's 900 s.
 SOCKET_TIMEOUT_SECONDS = 60.0
+# Seconds a CancelOperation or CloseSession sent to stop a statement may take.
+CANCEL_TIMEOUT_SECONDS = 5.0
+# How long a cancellation waits for the statement's id before closing its session instead.
+STATEMENT_ID_PATIENCE_SECONDS = 1.0
+# How long close() waits for the running statements to stop. The daemon closes warehouses
+# after a 7 s grace for running checks and promises to exit within 10 s of SIGTERM.
+CLOSE_WAIT_SECONDS = 2.0
 # An idle session older than this is closed and a fresh one opened instead.
 SESSION_MAX_IDLE_SECONDS = 600.0
 # How many sessions (concurrent statements) one adapter opens at most.
@@ -74,152 +94,11 @@ DEFAULT_MAX_SESSIONS = 4
 # Backoff between retries: BASE * 2**attempt seconds, capped, with jitter.
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 8.0
-# Markers of a statement the warehouse stopped for running past STATEMENT_TIMEOUT.
-_TIMEOUT_MARKERS = ("QUERY_EXECUTION_TIMEOUT_EXCEEDED", "STATEMENT_TIMEOUT", "timed out")
-_INVALID_SESSION_MARKERS = ("Invalid SessionHandle", "INVALID_HANDLE", "session does not exist")
 
 
 def _grace(timeout: float) -> float:
     """Extra seconds the client waits past the statement timeout before giving up itself."""
     return min(max(2.0, 0.1 * timeout), 30.0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Settings:
-    host: str | None
-    http_path: str | None
-    token: str | None
-    client_id: str | None
-    client_secret: str | None
-    connection_uri: str | None
-    catalog: str | None
-    schema: str | None
-    ca_file: str | None
-
-
-def _settings(name: str, config: DatabricksWarehouseConfig) -> _Settings:
-    env = os.environ
-
-    def secret(value: Any) -> str | None:
-        return value.get_secret_value() if value is not None else None
-
-    s = _Settings(
-        host=config.server_hostname or env.get("DATABRICKS_HOST") or None,
-        http_path=config.http_path or env.get("DATABRICKS_HTTP_PATH") or None,
-        token=secret(config.access_token) or env.get("DATABRICKS_TOKEN") or None,
-        client_id=config.client_id or env.get("DATABRICKS_CLIENT_ID") or None,
-        client_secret=secret(config.client_secret) or env.get("DATABRICKS_CLIENT_SECRET") or None,
-        connection_uri=config.connection_uri,
-        catalog=config.catalog,
-        schema=config.schema_,
-        ca_file=config.tls_trusted_ca_file,
-    )
-    missing = []
-    if not s.connection_uri:
-        if not s.host:
-            missing.append("server_hostname (or DATABRICKS_HOST)")
-        if not s.http_path:
-            missing.append("http_path (or DATABRICKS_HTTP_PATH)")
-    if not s.token and not (s.client_id and s.client_secret):
-        missing.append(
-            "access_token (or DATABRICKS_TOKEN), or client_id and client_secret "
-            "(or DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET)"
-        )
-    if missing:
-        raise WarehouseUnavailable(
-            f"databricks warehouse {name!r} is not configured: missing " + "; ".join(missing)
-        )
-    return s
-
-
-def _hostname(host: str) -> str:
-    """``https://adb-1.2.azuredatabricks.net/`` -> ``adb-1.2.azuredatabricks.net``."""
-    parsed = urllib.parse.urlsplit(host if "//" in host else f"//{host}")
-    return parsed.netloc or host
-
-
-# ---------------------------------------------------------------------------------------------
-# OAuth machine-to-machine (client credentials)
-# ---------------------------------------------------------------------------------------------
-
-
-class OAuthClientCredentials:
-    """A connector ``credentials_provider`` for a service principal's OAuth M2M secret.
-
-    Exchanges the client id and secret for an access token at ``<workspace>/oidc/v1/token``
-    (scope ``all-apis``), caches it and gets a new one a minute before it expires.
-    """
-
-    def __init__(
-        self, token_url: str, client_id: str, client_secret: str, ca_file: str | None = None
-    ) -> None:
-        self.token_url = token_url
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._ca_file = ca_file
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = threading.Lock()
-
-    def auth_type(self) -> str:
-        return "oauth-m2m"
-
-    def __call__(self, *args: object, **kwargs: object) -> Callable[[], dict[str, str]]:
-        return self.headers
-
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token()}"}
-
-    def token(self) -> str:
-        with self._lock:
-            if self._token is None or time.monotonic() >= self._expires:
-                self._token, lifetime = self._fetch()
-                self._expires = time.monotonic() + max(lifetime - 60.0, lifetime / 2)
-            return self._token
-
-    def _fetch(self) -> tuple[str, float]:
-        body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "all-apis"})
-        basic = base64.b64encode(f"{self._client_id}:{self._client_secret}".encode()).decode()
-        request = urllib.request.Request(  # noqa: S310 - the URL is the configured workspace
-            self.token_url,
-            data=body.encode(),
-            headers={
-                "Authorization": f"Basic {basic}",
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
-            method="POST",
-        )
-        context = None
-        if self.token_url.startswith("https:"):
-            context = ssl.create_default_context(cafile=self._ca_file)
-        try:
-            with urllib.request.urlopen(  # noqa: S310
-                request, timeout=SOCKET_TIMEOUT_SECONDS, context=context
-            ) as response:
-                payload = json.loads(response.read().decode())
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:200]
-            raise OAuthError(f"OAuth token request refused (HTTP {exc.code}): {detail}") from None
-        except (OSError, ValueError) as exc:
-            raise OAuthError(f"OAuth token request failed: {exc}") from None
-        token = payload.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise OAuthError("OAuth token response has no access_token")
-        return token, float(payload.get("expires_in") or 3600)
-
-
-class OAuthError(Exception):
-    """The OAuth token endpoint refused the client credentials or could not be reached."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The adapter
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
@@ -233,22 +112,29 @@ class _Session:
 class _Call:
     """One running query(), as close() and the deadline watchdog see it."""
 
-    session: _Session | None = None
+    lease: Lease[_Session] | None = None
     cursor: Any = None
-    cancelled: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)  # cancelled: closing or late
     done: threading.Event = field(default_factory=threading.Event)  # the worker finished
     wake: threading.Event = field(default_factory=threading.Event)  # done, or given up on
     result: pd.DataFrame | None = None
     error: BaseException | None = None
 
+    @property
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
+
 
 class _Retry(Exception):
     """Internal: the attempt failed in a way that a new session may fix."""
 
-    def __init__(self, error: WarehouseError, *, immediate: bool = False) -> None:
+    def __init__(
+        self, error: WarehouseError, *, immediate: bool = False, after: float | None = None
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.immediate = immediate
+        self.after = after  # the warehouse's Retry-After
 
 
 class DatabricksWarehouse(Warehouse):
@@ -264,130 +150,43 @@ class DatabricksWarehouse(Warehouse):
         max_sessions: int = DEFAULT_MAX_SESSIONS,
     ) -> None:
         super().__init__(name)
-        self._settings = _settings(name, config)
+        quiet_connector_logs()
+        self._endpoint = Endpoint.from_config(name, config)
+        self._credentials = self._endpoint.credentials()
         self.statement_timeout = float(config.statement_timeout)
         self.retries = max(0, int(config.retries))
         self.max_sessions = max(1, int(max_sessions))
-        self._slots = threading.BoundedSemaphore(self.max_sessions)
+        self._pool: SessionPool[_Session] = SessionPool(
+            self.max_sessions,
+            "sessions",
+            close_session=_discard,
+            reusable=lambda s: time.monotonic() - s.last_used <= SESSION_MAX_IDLE_SECONDS,
+        )
         self._lock = threading.Lock()
-        self._idle: list[_Session] = []
         self._calls: set[_Call] = set()
-        self._closed = False
-        self._credentials: OAuthClientCredentials | None = None
-        s = self._settings
-        if not s.token and s.client_id and s.client_secret:
-            self._credentials = OAuthClientCredentials(
-                self._token_url(), s.client_id, s.client_secret, s.ca_file
-            )
-
-    def _token_url(self) -> str:
-        s = self._settings
-        if s.connection_uri:
-            parts = urllib.parse.urlsplit(s.connection_uri)
-            return f"{parts.scheme}://{parts.netloc}/oidc/v1/token"
-        assert s.host is not None
-        return f"https://{_hostname(s.host)}/oidc/v1/token"
 
     # -- sessions ------------------------------------------------------------------------------
-
-    def _connect_kwargs(self, statement_timeout: int) -> dict[str, Any]:
-        s = self._settings
-        kwargs: dict[str, Any] = {
-            "server_hostname": _hostname(s.host) if s.host else "localhost",
-            "http_path": s.http_path or "",
-            "session_configuration": {
-                "STATEMENT_TIMEOUT": str(statement_timeout),
-                "TIMEZONE": "UTC",
-            },
-            "enable_telemetry": False,
-            "user_agent_entry": "kpi-monitor",
-            "use_cloud_fetch": False,
-            "_socket_timeout": SOCKET_TIMEOUT_SECONDS,
-            # Keep the connector's own retries out of the way: the adapter retries on a new
-            # session with its own backoff and deadline. The connector's policy sleeps at least
-            # _retry_delay_max (>= 5 s) before each 429/503 retry and, after a socket read
-            # timeout, re-sends ExecuteStatement even with one attempt; a 1 s retry budget
-            # (measured from the start of the request) makes it give up instead of waiting or
-            # re-sending (tests/test_warehouse_databricks.py pins both).
-            "_retry_stop_after_attempts_count": 1,
-            "_retry_stop_after_attempts_duration": 1.0,
-            "_retry_delay_min": 0.1,
-            "_retry_delay_max": 5.0,
-        }
-        if s.catalog:
-            kwargs["catalog"] = s.catalog
-        if s.schema:
-            kwargs["schema"] = s.schema
-        if self._credentials is not None:
-            kwargs["credentials_provider"] = self._credentials
-        else:
-            kwargs["access_token"] = s.token
-        if s.connection_uri:
-            kwargs["_connection_uri"] = s.connection_uri
-        if s.ca_file:
-            kwargs["_tls_trusted_ca_file"] = s.ca_file
-        return kwargs
 
     def _open(self, statement_timeout: int) -> _Session:
         from databricks import sql as dbsql
 
         try:
-            conn = dbsql.connect(**self._connect_kwargs(statement_timeout))
-        except Exception as exc:
-            raise self._classify(exc, opening=True) from None
-        return _Session(conn=conn, statement_timeout=statement_timeout)
-
-    def _checkout(self, wait: float, statement_timeout: int) -> _Session:
-        if not self._slots.acquire(timeout=max(wait, 0.0)):
-            raise QueryTimeout(
-                f"warehouse {self.name!r}: all {self.max_sessions} sessions stayed busy "
-                f"for {wait:.1f}s"
+            conn = dbsql.connect(
+                **self._endpoint.session_kwargs(
+                    statement_timeout, SOCKET_TIMEOUT_SECONDS, self._credentials
+                )
             )
-        try:
-            stale: list[_Session] = []
-            session = None
-            with self._lock:
-                if self._closed:
-                    raise WarehouseUnavailable(f"warehouse {self.name!r} is closed")
-                while self._idle:
-                    candidate = self._idle.pop()
-                    if time.monotonic() - candidate.last_used > SESSION_MAX_IDLE_SECONDS:
-                        stale.append(candidate)
-                    else:
-                        session = candidate
-                        break
-            for old in stale:
-                self._discard(old)
-            return session if session is not None else self._open(statement_timeout)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _checkin(self, session: _Session | None, healthy: bool) -> None:
-        if session is not None:
-            keep = False
-            with self._lock:
-                if healthy and not self._closed:
-                    session.last_used = time.monotonic()
-                    self._idle.append(session)
-                    keep = True
-            if not keep:
-                self._discard(session)
-        self._slots.release()
-
-    @staticmethod
-    def _discard(session: _Session) -> None:
-        def close() -> None:
-            with contextlib.suppress(Exception):
-                session.conn.close()
-
-        # Closing talks to the server (CloseSession): never let it block a caller.
-        threading.Thread(target=close, name="kpimon-databricks-close", daemon=True).start()
+        except Exception as exc:
+            error = classify(exc, opening=True)
+            if isinstance(error, CredentialsRefused):
+                raise error from None
+            raise _Retry(error, after=retry_after(exc)) from None
+        return _Session(conn=conn, statement_timeout=statement_timeout)
 
     # -- queries -------------------------------------------------------------------------------
 
-    def query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
+    def _query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None
     ) -> pd.DataFrame:
         limit = float(timeout if timeout is not None else self.statement_timeout)
         if limit <= 0:
@@ -395,10 +194,10 @@ class DatabricksWarehouse(Warehouse):
         bound = {k: bound_value(v) for k, v in params.items()}
         call = _Call()
         with self._lock:
-            if self._closed:
-                raise WarehouseUnavailable(f"warehouse {self.name!r} is closed")
+            self._pool.refuse_if_closed()
             self._calls.add(call)
-        deadline = time.monotonic() + limit + _grace(limit)
+        grace = _grace(limit)
+        deadline = time.monotonic() + limit + grace
         worker = threading.Thread(
             target=self._work,
             args=(call, sql, bound, limit, deadline),
@@ -408,23 +207,20 @@ class DatabricksWarehouse(Warehouse):
         worker.start()
         try:
             call.wake.wait(max(deadline - time.monotonic(), 0.0))
-            if not call.done.is_set() and call.cancelled:
-                raise WarehouseUnavailable(
-                    f"warehouse {self.name!r} closed while the query ran; it was cancelled"
-                )
-            if not call.done.is_set():
-                # The server did not stop the statement (or the network hangs): stop waiting,
-                # cancel it in the background, and never reuse that session.
-                call.cancelled = True
-                self._cancel(call)
-                raise QueryTimeout(
-                    f"warehouse {self.name!r}: no answer within the {limit:g}s statement "
-                    "timeout (plus grace); the statement was cancelled"
-                )
-            if call.error is not None:
-                raise call.error
-            assert call.result is not None
-            return call.result
+            if call.done.is_set():
+                if call.error is not None:
+                    raise call.error
+                assert call.result is not None
+                return call.result
+            if call.cancelled:
+                raise WarehouseUnavailable("closed while the query ran; it was cancelled")
+            # The server did not stop the statement (or the network hangs): stop waiting, free
+            # the session's pool slot, cancel the statement in the background.
+            self._give_up(call)
+            raise QueryTimeout(
+                f"no answer within the {limit:g}s statement timeout (plus {grace:g}s grace); "
+                "the statement was cancelled"
+            )
         finally:
             with self._lock:
                 self._calls.discard(call)
@@ -447,7 +243,7 @@ class DatabricksWarehouse(Warehouse):
         attempt = 0
         while True:
             if call.cancelled:
-                raise WarehouseUnavailable(f"warehouse {self.name!r}: the query was cancelled")
+                raise WarehouseUnavailable("the query was cancelled")
             try:
                 return self._attempt(call, sql, params, limit, statement_timeout, deadline)
             except _Retry as retry:
@@ -455,17 +251,28 @@ class DatabricksWarehouse(Warehouse):
                 if attempt >= self.retries or call.cancelled or left <= 0.5:
                     raise retry.error from None
                 delay = 0.0 if retry.immediate else _backoff(attempt)
+                if retry.after is not None:
+                    if retry.after >= left - 0.5:
+                        raise type(retry.error)(
+                            f"{retry.error.detail}; it asked to retry after {retry.after:g}s, "
+                            f"past the {limit:g}s statement timeout"
+                        ) from None
+                    delay = max(delay, retry.after)
                 if delay >= left - 0.5:
                     raise retry.error from None
                 log.info(
-                    "warehouse %s: %s; retrying in %.1fs (%d/%d)",
-                    self.name,
-                    retry.error,
-                    delay,
-                    attempt + 1,
-                    self.retries,
+                    "warehouse request failed; retrying",
+                    extra={
+                        "fields": {
+                            "warehouse": self.name,
+                            "error": retry.error.detail,
+                            "retry_in_s": round(delay, 1),
+                            "retry": f"{attempt + 1}/{self.retries}",
+                        }
+                    },
                 )
-                time.sleep(delay)
+                if call.stop.wait(delay):
+                    raise WarehouseUnavailable("the query was cancelled") from None
                 attempt += 1
 
     def _attempt(
@@ -477,21 +284,21 @@ class DatabricksWarehouse(Warehouse):
         statement_timeout: int,
         deadline: float,
     ) -> pd.DataFrame:
-        wait = max(deadline - time.monotonic(), 0.0)
+        lease = self._pool.reserve(max(deadline - time.monotonic(), 0.0))
+        call.lease = lease  # from here on, giving up on the call frees the slot
         try:
-            session = self._checkout(wait, statement_timeout)
-        except WarehouseUnavailable as exc:
-            if self._closed or _is_auth_failure(exc):
-                raise
-            raise _Retry(exc) from None
-        call.session = session
+            self._pool.fill(lease, lambda: self._open(statement_timeout))
+        except BaseException:
+            call.lease = None
+            raise
+        session = lease.session
         healthy = False
         started = time.monotonic()
         try:
             if session.statement_timeout != statement_timeout:
                 self._execute(call, session, f"SET STATEMENT_TIMEOUT = {statement_timeout}", {})
                 session.statement_timeout = statement_timeout
-            # A fresh cursor per statement: close() must never cancel a finished statement's id.
+            # A fresh cursor per statement: a cancellation must never hit a finished statement.
             frame = self._execute(call, session, sql, params)
             healthy = not call.cancelled
             return frame
@@ -501,27 +308,27 @@ class DatabricksWarehouse(Warehouse):
         except WarehouseError:
             raise
         except Exception as exc:
-            if call.cancelled or self._closed:
+            if call.cancelled or self._pool.closed:
                 raise WarehouseUnavailable(
-                    f"warehouse {self.name!r}: the query was cancelled (adapter closing or "
-                    "past its deadline)"
+                    "the query was cancelled (shutting down, or past its deadline)"
                 ) from None
-            error = self._classify(exc, elapsed=time.monotonic() - started, limit=limit)
+            error = classify(exc, elapsed=time.monotonic() - started, limit=limit)
             if isinstance(error, (QueryFailed, QueryTimeout)):
                 healthy = True  # the session itself is fine
                 raise error from None
-            if _is_auth_failure(error):
+            if isinstance(error, CredentialsRefused):
                 raise error from None
-            raise _Retry(error, immediate=_is_invalid_session(exc)) from None
+            raise _Retry(error, immediate=is_invalid_session(exc), after=retry_after(exc)) from None
         finally:
-            call.session = None
-            self._checkin(session, healthy=healthy)
+            call.lease = None
+            session.last_used = time.monotonic()
+            self._pool.checkin(lease, healthy=healthy)
 
     def _execute(
         self, call: _Call, session: _Session, sql: str, params: dict[str, object]
     ) -> pd.DataFrame:
         if call.cancelled:
-            raise WarehouseUnavailable(f"warehouse {self.name!r}: the query was cancelled")
+            raise WarehouseUnavailable("the query was cancelled")
         cursor = session.conn.cursor()
         call.cursor = cursor
         try:
@@ -532,90 +339,80 @@ class DatabricksWarehouse(Warehouse):
             with contextlib.suppress(Exception):
                 cursor.close()
 
-    def _classify(
-        self,
-        exc: BaseException,
-        *,
-        opening: bool = False,
-        elapsed: float = 0.0,
-        limit: float = 0.0,
-    ) -> WarehouseError:
-        """The adapter's error for a connector (or urllib3, or socket) exception."""
-        from databricks.sql import exc as dberr
+    # -- cancellation --------------------------------------------------------------------------
 
-        where = f"warehouse {self.name!r}"
-        text = _describe(exc)
-        if isinstance(exc, dberr.ServerOperationError) or (
-            isinstance(exc, dberr.DatabaseError)
-            and not isinstance(exc, dberr.OperationalError)
-            and not _is_invalid_session(exc)
-            and not opening
-        ):
-            if any(m.lower() in text.lower() for m in _TIMEOUT_MARKERS) or (
-                limit and elapsed >= limit and "cancel" in text.lower()
-            ):
-                return QueryTimeout(f"{where}: statement timeout ({limit:g}s): {text}")
-            return QueryFailed(f"{where}: {text}")
-        code = _http_code(exc)
-        if code in (401, 403):
-            return WarehouseUnavailable(
-                f"{where}: the warehouse refused the credentials (HTTP {code}): {text}"
-            )
-        if _find(exc, OAuthError) is not None:
-            return WarehouseUnavailable(f"{where}: {_find(exc, OAuthError)}")
-        action = "cannot open a session" if opening else "request failed"
-        if _find(exc, dberr.MaxRetryDurationError) is not None:
-            # The connector only gives up this way when the server asked it to come back later.
-            text = f"the warehouse is busy or starting (HTTP 429/503, retry later): {text}"
-        return WarehouseUnavailable(f"{where}: {action}: {text}")
+    def _give_up(self, call: _Call) -> None:
+        """Stop waiting for a call: its pool slot is free at once, its statement cancelled."""
+        call.stop.set()
+        lease = call.lease
+        if lease is not None:
+            self._pool.abandon(lease)
+        self._interrupt(call)
 
-    @staticmethod
-    def _cancel(call: _Call, patience: float = 10.0) -> None:
-        """Send CancelOperation for the call's statement, in the background.
+    def _interrupt(self, call: _Call) -> None:
+        """Stop the call's statement, from a thread of its own: CancelOperation once its id is
+        known (ExecuteStatement may still be waiting for the statement), else CloseSession."""
 
-        The statement id is known only once ExecuteStatement has answered (it may hold the
-        request for a while waiting for inline results), so keep looking for it a little.
-        CancelOperation also shares the connector's request lock with the running call.
-        """
-
-        def cancel() -> None:
-            deadline = time.monotonic() + patience
-            while not call.done.is_set() and time.monotonic() < deadline:
+        def interrupt() -> None:
+            deadline = time.monotonic() + STATEMENT_ID_PATIENCE_SECONDS
+            while not call.done.is_set():
+                session = call.lease.opened if call.lease is not None else None
                 cursor = call.cursor
-                if cursor is not None and _statement_id(cursor) is not None:
-                    with contextlib.suppress(Exception):
-                        cursor.cancel()
+                statement = _statement_id(cursor) if cursor is not None else None
+                late = time.monotonic() >= deadline
+                if session is not None and (statement is not None or late):
+                    self._stop_statement(session, statement)
                     return
-                time.sleep(0.05)
+                if late:
+                    return  # no session (opening one, or between attempts): nothing to stop
+                call.done.wait(0.05)
 
-        threading.Thread(target=cancel, name="kpimon-databricks-cancel", daemon=True).start()
+        threading.Thread(target=interrupt, name="kpimon-databricks-cancel", daemon=True).start()
+
+    def _stop_statement(self, session: _Session, statement: object) -> None:
+        try:
+            channel = self._endpoint.side_channel(session.conn, CANCEL_TIMEOUT_SECONDS)
+            if statement is not None:
+                channel.cancel_command(statement)
+            else:
+                channel.close_session(session.conn.session.session_id)
+        except Exception as exc:
+            log.warning(
+                "could not cancel a running statement; the warehouse stops it at its "
+                "statement timeout",
+                extra={"fields": {"warehouse": self.name, "error": describe(exc)}},
+            )
 
     def ping(self) -> None:
         self.query("SELECT 1 AS ok", {}, timeout=min(self.statement_timeout, 60.0))
 
     def close(self) -> None:
-        """Cancel running statements, close every session; later queries fail."""
+        """Cancel running statements, close every session; later queries fail.
+
+        Returns within ``CLOSE_WAIT_SECONDS``; callers still waiting then get
+        :class:`WarehouseUnavailable`.
+        """
+        self._pool.close()
         with self._lock:
-            self._closed = True
             calls = list(self._calls)
-            idle, self._idle = self._idle, []
         for call in calls:
-            call.cancelled = True
-            self._cancel(call)
-        for session in idle:
-            self._discard(session)
-        # Give the cancellations a moment so statements stop before the process exits, then
-        # release the callers still waiting.
-        deadline = time.monotonic() + 5.0
+            call.stop.set()
+            self._interrupt(call)
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
         for call in calls:
             call.done.wait(max(deadline - time.monotonic(), 0.0))
         for call in calls:
             call.wake.set()
 
 
-# ---------------------------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------------------------
+def _discard(session: _Session) -> None:
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            session.conn.close()
+
+    # Closing talks to the server (CloseSession), through the session's own request lock, which
+    # a stuck call may hold until its socket times out: never let it block a caller.
+    threading.Thread(target=close, name="kpimon-databricks-close", daemon=True).start()
 
 
 def _backoff(attempt: int) -> float:
@@ -665,61 +462,3 @@ def _statement_id(cursor: Any) -> object:
         if handle is not None:
             return handle
     return None
-
-
-def _find(exc: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    """``exc`` or an exception it wraps (cause, context, connector context) of type ``kind``."""
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, kind):
-            return e
-        stack.extend([e.__cause__, e.__context__])
-        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
-        context = getattr(e, "context", None)
-        if isinstance(context, dict):
-            original = context.get("original-exception")
-            if isinstance(original, BaseException):
-                stack.append(original)
-    return None
-
-
-def _http_code(exc: BaseException) -> int | None:
-    context = getattr(exc, "context", None)
-    if isinstance(context, dict):
-        code = context.get("http-code")
-        if isinstance(code, int):
-            return code
-    return None
-
-
-def _is_auth_failure(exc: BaseException) -> bool:
-    return isinstance(exc, WarehouseUnavailable) and (
-        "refused the credentials" in str(exc) or "OAuth token request" in str(exc)
-    )
-
-
-def _is_invalid_session(exc: BaseException) -> bool:
-    text = str(exc)
-    return any(m in text for m in _INVALID_SESSION_MARKERS)
-
-
-def _describe(exc: BaseException) -> str:
-    """A one-line message for an exception, without secrets (headers are never included)."""
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    message = str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
-    context = getattr(exc, "context", None)
-    if isinstance(context, dict):
-        extra = context.get("error-message") or ""
-        original = context.get("original-exception")
-        if original is not None and str(original) not in message:
-            extra = f"{extra} {original}".strip()
-        if extra and str(extra) not in message:
-            message = f"{message} ({extra})"
-    if type(exc).__module__.startswith("urllib3") or isinstance(exc, OSError):
-        message = f"{type(exc).__name__}: {message}"
-    return message

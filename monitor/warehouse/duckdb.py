@@ -122,8 +122,8 @@ class DuckDBWarehouse(Warehouse):
         if self._current is handle:
             self._current = None
 
-    def query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
+    def _query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None
     ) -> pd.DataFrame:
         handle, cursor = self._acquire()
         limit = timeout if timeout is not None else self.statement_timeout

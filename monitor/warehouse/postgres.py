@@ -4,13 +4,20 @@ Each query borrows a connection from a pool of at most ``pool_size``, runs in a 
 transaction with ``SET LOCAL statement_timeout``, and gives the connection back (or drops it if
 it broke). Sessions use ``TimeZone`` UTC, which the :class:`PostgresDialect` expressions rely on.
 Results come back as a DataFrame with timestamps as naive UTC and ``numeric`` as float.
+
+The server enforces the statement timeout. When no answer comes within a grace period after it
+(a hung network, a stuck server), the client sends a cancel request and then shuts the
+connection's socket down: the query fails at once as :class:`QueryTimeout` and its pool slot is
+free for the next query, instead of waiting until TCP gives up on the connection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -23,15 +30,20 @@ from monitor.config import PostgresWarehouseConfig
 from monitor.dialects import PostgresDialect
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseError, WarehouseUnavailable
 from monitor.warehouse.base import Warehouse, bound_value
+from monitor.warehouse.pool import SessionPool
 
 log = logging.getLogger(__name__)
 
 # Type OIDs that need normalising: timestamp, timestamptz (to naive UTC), numeric (to float).
 _TIMESTAMP_OIDS = {1114, 1184}
 _NUMERIC_OID = 1700
-# Extra seconds past the statement timeout before the client cancels on its own.
+# Extra seconds past the statement timeout before the client gives up on the answer itself.
 _CLIENT_GRACE = 5.0
 _CONNECT_TIMEOUT = 10
+# Seconds a cancel request may take (it opens a connection of its own).
+_CANCEL_TIMEOUT = 2.0
+
+_Conn = psycopg.Connection[tuple[object, ...]]
 
 
 # A "%" that is not part of a %(name)s placeholder nor already doubled.
@@ -57,15 +69,11 @@ class PostgresWarehouse(Warehouse):
         self._dsn = config.dsn.get_secret_value()
         self.statement_timeout = float(config.statement_timeout)
         self.pool_size = int(config.pool_size)
-        self._slots = threading.BoundedSemaphore(self.pool_size)
-        self._lock = threading.Lock()
-        self._idle: list[psycopg.Connection[tuple[object, ...]]] = []
-        self._busy: set[psycopg.Connection[tuple[object, ...]]] = set()
-        self._closed = False
+        self._pool: SessionPool[_Conn] = SessionPool(
+            self.pool_size, "connections", close_session=_close, reusable=lambda c: not c.closed
+        )
 
-    # -- connections ---------------------------------------------------------------------------
-
-    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connect(self) -> _Conn:
         try:
             conn = psycopg.connect(
                 self._dsn,
@@ -77,83 +85,47 @@ class PostgresWarehouse(Warehouse):
                 prepare_threshold=None,
             )
         except psycopg.Error as exc:
-            raise WarehouseUnavailable(
-                f"warehouse {self.name!r}: cannot connect to PostgreSQL: {_message(exc)}"
-            ) from None
+            raise WarehouseUnavailable(f"cannot connect to PostgreSQL: {_message(exc)}") from None
         try:
             conn.execute("SET TIME ZONE 'UTC'")
             conn.commit()
             conn.read_only = True
         except psycopg.Error as exc:
             conn.close()
-            raise WarehouseUnavailable(
-                f"warehouse {self.name!r}: cannot set up the session: {_message(exc)}"
-            ) from None
+            raise WarehouseUnavailable(f"cannot set up the session: {_message(exc)}") from None
         return conn
-
-    def _checkout(self, wait: float) -> tuple[psycopg.Connection[tuple[object, ...]], bool]:
-        """A connection and whether it was reused from the pool."""
-        if not self._slots.acquire(timeout=wait):
-            raise QueryTimeout(
-                f"warehouse {self.name!r}: all {self.pool_size} connections stayed busy "
-                f"for {wait:g}s"
-            )
-        try:
-            with self._lock:
-                if self._closed:
-                    raise WarehouseUnavailable(f"warehouse {self.name!r} is closed")
-                conn = self._idle.pop() if self._idle else None
-            reused = conn is not None
-            if conn is None or conn.closed:
-                conn, reused = self._connect(), False
-            with self._lock:
-                self._busy.add(conn)
-            return conn, reused
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _checkin(self, conn: psycopg.Connection[tuple[object, ...]], healthy: bool) -> None:
-        with self._lock:
-            self._busy.discard(conn)
-            keep = healthy and not self._closed and not conn.closed and not conn.broken
-            if keep:
-                self._idle.append(conn)
-        if not keep:
-            with contextlib.suppress(Exception):
-                conn.close()
-        self._slots.release()
 
     # -- queries -------------------------------------------------------------------------------
 
-    def query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None = None
+    def _query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None
     ) -> pd.DataFrame:
         limit = float(timeout if timeout is not None else self.statement_timeout)
         bound = {k: bound_value(v) for k, v in params.items()}
         deadline = time.monotonic() + limit
-        conn, reused = self._checkout(limit)
+        lease = self._pool.checkout(limit, self._connect)
+        conn = lease.session
         try:
-            frame = self._run(conn, sql, bound, limit, deadline, retry_allowed=reused)
+            frame = self._run(conn, sql, bound, limit, deadline, retry_allowed=lease.reused)
         except _Stale:
             # A pooled connection the server had dropped (restart, idle timeout): retry once
             # on a fresh one. Read-only queries are safe to repeat.
-            self._checkin(conn, healthy=False)
-            conn, _ = self._checkout(max(deadline - time.monotonic(), 0.1))
+            self._pool.checkin(lease, healthy=False)
+            lease = self._pool.checkout(max(deadline - time.monotonic(), 0.1), self._connect)
             try:
-                frame = self._run(conn, sql, bound, limit, deadline, retry_allowed=False)
+                frame = self._run(lease.session, sql, bound, limit, deadline, retry_allowed=False)
             except BaseException:
-                self._checkin(conn, healthy=_healthy(conn))
+                self._pool.checkin(lease, healthy=_healthy(lease.session))
                 raise
         except BaseException:
-            self._checkin(conn, healthy=_healthy(conn))
+            self._pool.checkin(lease, healthy=_healthy(lease.session))
             raise
-        self._checkin(conn, healthy=True)
+        self._pool.checkin(lease, healthy=True)
         return frame
 
     def _run(
         self,
-        conn: psycopg.Connection[tuple[object, ...]],
+        conn: _Conn,
         sql: str,
         params: dict[str, object],
         limit: float,
@@ -162,11 +134,9 @@ class PostgresWarehouse(Warehouse):
         retry_allowed: bool,
     ) -> pd.DataFrame:
         remaining = max(deadline - time.monotonic(), 0.001)
-        # The server enforces the statement timeout; the client cancels too if the answer does
-        # not come within a grace period after it (a stuck network, a server that ignores it).
-        timer = threading.Timer(remaining + _CLIENT_GRACE, _cancel, args=(conn,))
-        timer.daemon = True
-        timer.start()
+        # The server enforces the statement timeout; the watchdog stops waiting for its answer
+        # a grace period after it (a stuck network, a server that ignores it).
+        watchdog = _Watchdog(conn, remaining + _CLIENT_GRACE)
         started = time.monotonic()
         try:
             with conn.cursor() as cur:
@@ -185,56 +155,93 @@ class PostgresWarehouse(Warehouse):
             return frame
         except psycopg.errors.QueryCanceled as exc:
             _rollback(conn)
-            if self._closed:
-                raise WarehouseUnavailable(
-                    f"warehouse {self.name!r} closed while the query ran"
-                ) from None
+            if self._pool.closed:
+                raise WarehouseUnavailable("closed while the query ran") from None
             raise QueryTimeout(
-                f"warehouse {self.name!r}: query ran past its {limit:g}s statement timeout "
-                f"after {time.monotonic() - started:.1f}s and was cancelled ({_message(exc)})"
+                f"query ran past its {limit:g}s statement timeout after "
+                f"{time.monotonic() - started:.1f}s and was cancelled ({_message(exc)})"
             ) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            if self._closed:
-                raise WarehouseUnavailable(
-                    f"warehouse {self.name!r} closed while the query ran"
+            if self._pool.closed:
+                raise WarehouseUnavailable("closed while the query ran") from None
+            if watchdog.fired:
+                raise QueryTimeout(
+                    f"no answer within the {limit:g}s statement timeout (plus "
+                    f"{_CLIENT_GRACE:g}s grace); the connection was cut and the statement "
+                    "cancelled"
                 ) from None
             if conn.broken or conn.closed:
                 if retry_allowed:
-                    log.info("warehouse %s: pooled connection lost (%s), retrying", self.name, exc)
+                    log.info(
+                        "pooled connection lost, retrying on a new one",
+                        extra={"fields": {"warehouse": self.name, "error": _message(exc)}},
+                    )
                     raise _Stale() from None
-                raise WarehouseUnavailable(
-                    f"warehouse {self.name!r}: connection lost: {_message(exc)}"
-                ) from None
+                raise WarehouseUnavailable(f"connection lost: {_message(exc)}") from None
             _rollback(conn)
-            raise QueryFailed(f"warehouse {self.name!r}: {_message(exc)}") from None
+            raise QueryFailed(_message(exc)) from None
         except psycopg.Error as exc:
             _rollback(conn)
-            raise QueryFailed(f"warehouse {self.name!r}: {_message(exc)}") from None
+            raise QueryFailed(_message(exc)) from None
         except WarehouseError:
             raise
         except Exception as exc:  # a conversion bug must still surface as the adapter's error
             _rollback(conn)
-            raise QueryFailed(f"warehouse {self.name!r}: {type(exc).__name__}: {exc}") from None
+            raise QueryFailed(f"{type(exc).__name__}: {exc}") from None
         finally:
-            timer.cancel()
+            watchdog.stop()
 
     def ping(self) -> None:
         self.query("SELECT 1 AS ok", {}, timeout=min(self.statement_timeout, 30.0))
 
     def close(self) -> None:
-        """Cancel running statements and close every connection; later queries fail."""
+        """Cancel running statements and close every connection; later queries fail.
+
+        Returns once the running queries were cut (a few seconds at most, even when the network
+        hangs); their callers get :class:`WarehouseUnavailable`.
+        """
+        stoppers = [
+            threading.Thread(target=_stop, args=(conn,), name="kpimon-postgres-cancel", daemon=True)
+            for conn in self._pool.close()
+        ]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join(_CANCEL_TIMEOUT + 1.0)
+
+
+class _Watchdog:
+    """Stops waiting for a statement's answer after ``after`` seconds: a cancel request (the
+    server may still be there), then the connection's socket is shut down, which wakes the
+    blocked driver at once. Never touches the connection once :meth:`stop` returned, so a
+    connection given back to the pool is safe from it."""
+
+    def __init__(self, conn: _Conn, after: float) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._stopped = False
+        self.fired = False
+        self._timer = threading.Timer(after, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
         with self._lock:
-            self._closed = True
-            busy = list(self._busy)
-            idle, self._idle = self._idle, []
-        for conn in busy:
-            _cancel(conn)
-        for conn in idle:
-            with contextlib.suppress(Exception):
-                conn.close()
+            if self._stopped:
+                return
+            self.fired = True
+        _cancel(self._conn)
+        with self._lock:
+            if not self._stopped:
+                _shut_down(self._conn)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
 
 
-def _healthy(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+def _healthy(conn: _Conn) -> bool:
     return (
         not conn.closed
         and not conn.broken
@@ -242,7 +249,7 @@ def _healthy(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
     )
 
 
-def _rollback(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def _rollback(conn: _Conn) -> None:
     with contextlib.suppress(psycopg.Error):
         conn.rollback()
 
@@ -251,13 +258,35 @@ class _Stale(Exception):
     """Internal: the connection died under the query; the caller may retry once."""
 
 
-def _cancel(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def _cancel(conn: _Conn) -> None:
     with contextlib.suppress(Exception):
         cancel_safe = getattr(conn, "cancel_safe", None)
         if cancel_safe is not None:
-            cancel_safe(timeout=5.0)
+            cancel_safe(timeout=_CANCEL_TIMEOUT)
         else:
             conn.cancel()
+
+
+def _shut_down(conn: _Conn) -> None:
+    """Shut the connection's socket down under the driver: a call blocked on it returns at once
+    (closing the descriptor instead would leave that call waiting)."""
+    with contextlib.suppress(OSError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+
+
+def _stop(conn: _Conn) -> None:
+    """Stop a connection's running statement at shutdown: cancel it, then cut the socket."""
+    _cancel(conn)
+    _shut_down(conn)
+
+
+def _close(conn: _Conn) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 def _message(exc: BaseException) -> str:

@@ -1,0 +1,251 @@
+"""``kpi-monitor backtest``: replay a CSV or a configured check's warehouse history through the
+daemon's detection and alerting, print what would have fired, write the scored rows, draw it.
+
+For a check, ``--since`` is the window reported: the model learns from the check's whole
+lookback before it, as the daemon would have, so verdicts inside the window are those the daemon
+would have given. A freshness check replays its data age, judged every schedule interval against
+the limit learned from the loads before each moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from monitor.alerts.state import AlertPolicy
+from monitor.backtest import Episode, Replay, infer_bucket_seconds, replay
+from monitor.config import GRAIN_SECONDS, CheckConfig, Config
+from monitor.detect import DetectorSpec
+from monitor.durations import is_cron, parse_duration
+from monitor.errors import KpiMonitorError, StateStoreError
+from monitor.plots import MAX_PANELS, Mark, Panel, render_backtest
+from monitor.report import moment
+from monitor.rules import Bounds, apply_bounds
+from monitor.warehouse.base import Warehouse
+
+EXIT_OK = 0
+FRESHNESS_STEP = timedelta(minutes=5)  # a freshness check on a cron schedule is replayed so
+
+
+def backtest_csv(args: argparse.Namespace) -> int:
+    try:
+        frame = pd.read_csv(args.csv)
+    except (OSError, ValueError) as exc:
+        raise KpiMonitorError(f"cannot read {args.csv}: {exc}") from None
+    for column in (args.timestamp_column, args.value_column):
+        if column not in frame.columns:
+            found = ", ".join(map(str, frame.columns))
+            raise KpiMonitorError(f"{args.csv} has no column {column!r} (columns: {found})")
+    if args.grain == "auto":
+        try:
+            seconds = infer_bucket_seconds(frame[args.timestamp_column])
+        except ValueError as exc:
+            raise KpiMonitorError(f"{args.csv}: {exc}") from None
+    elif args.grain in GRAIN_SECONDS:
+        seconds = GRAIN_SECONDS[args.grain]
+    else:
+        seconds = int(parse_duration(args.grain).total_seconds())
+    spec = DetectorSpec(seconds)
+    if args.sensitivity is not None:
+        spec = replace(spec, sensitivity=args.sensitivity)
+    policy = AlertPolicy(open_after=args.alert_after, resolve_after=args.resolve_after)
+    bounds = Bounds(args.min, args.max)
+    result = replay(
+        frame,
+        spec,
+        policy,
+        timestamp_column=args.timestamp_column,
+        value_column=args.value_column,
+        rules=lambda v: apply_bounds(v, bounds, policy.open_after),
+    )
+    print(f"{len(result.rows)} rows in {seconds}s buckets")
+    print_episodes("", result.episodes, "UTC")
+    if args.out:
+        result.rows.to_csv(args.out, index=False)
+        print(f"scored rows -> {args.out}")
+    if args.plot:
+        title = f"{Path(args.csv).name}: backtest"
+        png = render_backtest([Panel(Path(args.csv).stem, result.buckets, result.episodes)],
+                              title=title)  # fmt: skip
+        Path(args.plot).write_bytes(png)
+        print(f"chart of {len(result.buckets)} buckets -> {args.plot}")
+    return EXIT_OK
+
+
+def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace) -> int:
+    from monitor.warehouse import open_warehouse
+
+    now = datetime.now(UTC)
+    shown_from = pd.Timestamp(now - parse_duration(args.since))
+    name = config.warehouse_of(check)
+    warehouse = open_warehouse(name, config.all_warehouses()[name])
+    try:
+        if check.kind == "freshness":
+            replays = {"": _replay_freshness(check, warehouse, shown_from, now)}
+        else:
+            replays = _replay_series(check, warehouse, shown_from, now)
+    finally:
+        warehouse.close()
+    if not replays:
+        print(f"{check.name}: no data in the lookback before {moment(shown_from)} or since")
+        return EXIT_OK
+    if args.segment is not None and args.segment not in replays:
+        known = ", ".join(repr(s) for s in replays)
+        raise KpiMonitorError(f"{check.name} has no segment {args.segment!r}; segments: {known}")
+    shown = {segment: _window(r, shown_from) for segment, r in replays.items()}
+    for segment, result in shown.items():
+        label = f"{check.name} [{segment}]" if segment else check.name
+        print_episodes(label, result.episodes, check.timezone, shown_from)
+    if args.out:
+        rows = pd.concat(
+            [r.rows.assign(segment=segment) for segment, r in shown.items()], ignore_index=True
+        )
+        rows[["segment", *(c for c in rows.columns if c != "segment")]].to_csv(
+            args.out, index=False
+        )
+        print(f"{len(rows)} scored rows -> {args.out}")
+    if args.plot:
+        panels = _panels(check, shown, args.segment)
+        unit = "seconds" if check.kind == "freshness" else ""
+        title = f"{check.name}: backtest from {moment(shown_from, check.timezone)}"
+        marks = _deployments(config, check, shown_from)
+        png = render_backtest(panels, title=title, timezone=check.timezone, unit=unit,
+                              marks=marks)  # fmt: skip
+        Path(args.plot).write_bytes(png)
+        drawn = ", ".join(p.label for p in panels[:MAX_PANELS])
+        more = f" and {len(panels) - MAX_PANELS} more" if len(panels) > MAX_PANELS else ""
+        print(f"chart of {drawn}{more}, {len(marks)} deployments marked -> {args.plot}")
+    return EXIT_OK
+
+
+def _replay_series(
+    check: CheckConfig, warehouse: Warehouse, shown_from: pd.Timestamp, now: datetime
+) -> dict[str, Replay]:
+    from monitor.buckets import bucket_start, last_complete, next_bucket
+    from monitor.engine import alert_policy, detector_spec
+    from monitor.queries import series_query
+    from monitor.series import normalise
+
+    start = bucket_start(shown_from - check.effective_lookback, check.grain, check.timezone)
+    until = next_bucket(
+        last_complete(now, check.grain, check.timezone, check.settle), check.grain, check.timezone
+    )
+    query = series_query(check, warehouse.dialect, start, until=until)
+    found = normalise(warehouse.query(query.sql, query.params), check, now)
+    policy = alert_policy(check)
+    bounds = Bounds(check.min, check.max)
+    return {
+        segment: replay(
+            pd.DataFrame({"timestamp": series.index, "value": series.to_numpy()}),
+            detector_spec(check),
+            policy,
+            aggregate="sum",
+            rules=lambda v: apply_bounds(v, bounds, policy.open_after),
+        )
+        for segment, series in found.items()
+        if not series.empty
+    }
+
+
+def _replay_freshness(
+    check: CheckConfig, warehouse: Warehouse, shown_from: pd.Timestamp, now: datetime
+) -> Replay:
+    from monitor.engine import DEFAULT_SENSITIVITY, alert_policy
+    from monitor.freshness import replay_ages
+    from monitor.queries import freshness_query
+
+    query = freshness_query(
+        check, warehouse.dialect, shown_from - check.effective_lookback, now, limit=None
+    )
+    frame = warehouse.query(query.sql, query.params)
+    column = pd.to_datetime(frame.iloc[:, 0].dropna()) if len(frame.columns) else pd.Series([])
+    loaded = pd.DatetimeIndex(column)
+    loaded = loaded.tz_localize("UTC") if loaded.tz is None else loaded.tz_convert("UTC")
+    step = FRESHNESS_STEP if is_cron(check.schedule) else parse_duration(check.schedule)
+    step = max(step, timedelta(minutes=1))
+    moments = pd.date_range(shown_from.ceil("min"), now, freq=step)
+    return replay_ages(
+        loaded,
+        moments,
+        check.effective_lookback,
+        check.sensitivity or DEFAULT_SENSITIVITY,
+        check.max_age,
+        alert_policy(check),
+    )
+
+
+def _window(result: Replay, shown_from: pd.Timestamp) -> Replay:
+    """The part of a replay from ``shown_from`` on: its buckets and rows, and the episodes open
+    at some point in it (one that opened before it and is still open is kept)."""
+    start = pd.Timestamp(shown_from).tz_convert("UTC")
+    buckets = result.buckets[pd.to_datetime(result.buckets["bucket"], utc=True) >= start]
+    rows = result.rows[pd.to_datetime(result.rows["timestamp"], utc=True, format="mixed") >= start]
+    episodes = [e for e in result.episodes if e.resolved is None or e.resolved >= start]
+    return Replay(rows.reset_index(drop=True), buckets.reset_index(drop=True), episodes,
+                  result.bucket_seconds)  # fmt: skip
+
+
+def _panels(check: CheckConfig, shown: dict[str, Replay], wanted: str | None) -> list[Panel]:
+    """The segment asked for; else every segment that alerted, most alerts first; else the
+    first segment."""
+    def label(segment: str) -> str:
+        return f"{check.name} [{segment}]" if segment else check.name
+
+    if wanted is not None:
+        chosen = [wanted]
+    else:
+        alerted = [s for s, r in shown.items() if r.episodes]
+        chosen = sorted(alerted, key=lambda s: (-len(shown[s].episodes), s)) or [next(iter(shown))]
+    return [Panel(label(s), shown[s].buckets, shown[s].episodes) for s in chosen]
+
+
+def _deployments(config: Config, check: CheckConfig, shown_from: pd.Timestamp) -> list[Mark]:
+    """Deployments that watched the check since ``shown_from``, from the daemon's state store
+    (read only when it exists: a backtest never creates one)."""
+    from monitor.deployments import Deployment
+    from monitor.store import StateStore
+
+    if config.state.url is None and not Path(config.state.path).exists():
+        return []
+    try:
+        store = StateStore.open(config.state)
+        try:
+            documents = store.deployments(since=shown_from.to_pydatetime())
+        finally:
+            store.close()
+    except StateStoreError as exc:
+        print(f"deployments not marked: {exc}")
+        return []
+    deployments = [Deployment.from_json(d) for d in documents]
+    return [
+        Mark(pd.Timestamp(d.received_at), f"{d.id} ({d.environment})")
+        for d in deployments
+        if d.watched(check.name) is not None
+    ]
+
+
+def print_episodes(
+    name: str, episodes: list[Episode], timezone: str, shown_from: pd.Timestamp | None = None
+) -> None:
+    """One line per episode, each time in UTC and in the check's time zone."""
+    label = f"{name}: " if name else ""
+    if not episodes:
+        print(f"{label}no alert would have fired")
+    for episode in episodes:
+        resolved = (
+            f", resolved {_when(episode.resolved, timezone)}"
+            if episode.resolved is not None
+            else ", still open"
+        )
+        before = shown_from is not None and episode.opened < shown_from
+        opened = "already open" if before else f"alert at {_when(episode.opened, timezone)}"
+        print(f"{label}{opened} (deviating since {_when(episode.since, timezone)}){resolved}")
+
+
+def _when(at: pd.Timestamp, timezone: str) -> str:
+    utc = moment(at)
+    return utc if timezone.upper() == "UTC" else f"{utc} = {moment(at, timezone)}"
