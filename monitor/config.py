@@ -316,6 +316,9 @@ class SlackConfig(_Model):
     group_wait: Duration = timedelta(seconds=10)
     max_messages: int = Field(default=8, ge=1, le=100)
     chart_buckets: int = Field(default=72, ge=0, le=1000)
+    # attempts at a message Slack cannot take for a passing reason (5xx, timeouts, rate limits,
+    # a refused token) before it is recorded as failed; see monitor/alerts/retry.py
+    max_attempts: int = Field(default=30, ge=1, le=1000)
 
     @field_validator("token", mode="before")
     @classmethod
@@ -331,6 +334,8 @@ class AlertmanagerConfig(_Model):
     environment: str = "production"
     resend_interval: PositiveDuration = timedelta(minutes=1)
     timeout: float = Field(default=5.0, gt=0)
+    # attempts at an alert a replica does not accept before it is given up for that replica
+    max_attempts: int = Field(default=30, ge=1, le=1000)
 
 
 class LinksConfig(_Model):

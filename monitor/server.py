@@ -18,6 +18,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
@@ -32,6 +33,7 @@ from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 log = logging.getLogger("monitor.server")
 _M = TypeVar("_M", bound=BaseModel)
 
+NOTIFICATIONS_LISTED = 500
 MAX_BODY_BYTES = 64 * 1024
 MAX_DEPLOYMENT_BYTES = 8 * 1024 * 1024  # a compacted dbt manifest of a large project
 # Bodies from this size on are gzipped for clients that accept it (Prometheus does): /metrics of
@@ -168,6 +170,7 @@ class Api:
                 {"POST": self.post_rebaseline},
             ),
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/mute$"), {"POST": self.post_mute}),
+            (re.compile(r"^/api/v1/notifications$"), {"GET": self.list_notifications}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
             (re.compile(r"^/-/reload$"), {"POST": self.post_reload}),
             (
@@ -344,6 +347,11 @@ class Api:
 
     def get_check(self, name: str) -> Response:
         return _json(200, self._check_json(name))
+
+    def list_notifications(self) -> Response:
+        """Messages not delivered yet and those given up, newest first."""
+        entries = self.engine.store.outbox(["pending", "failed"], limit=NOTIFICATIONS_LISTED)
+        return _json(200, {"notifications": [outbox_json(e) for e in entries]})
 
     def post_run(self, name: str, body: object) -> Response:
         if self.engine.config.check(name) is None:

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.alerts.notification import Notification, episode_key
+from monitor.alerts.notification import Notification, event_key
 from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
-SCHEMA_VERSION = 3  # 2: series_state.quiet_start; 3: alert_events
+# 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts
+SCHEMA_VERSION = 4
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -106,7 +107,14 @@ CREATE INDEX IF NOT EXISTS alert_events_check ON alert_events (check_name, creat
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """A queued message: an alert (``kind`` "alert") or a deployment report ("deployment")."""
+    """A queued message: an alert (``kind`` "alert"), a deployment report ("deployment"), or a
+    later step of an alert's delivery on Slack ("chart", "update").
+
+    ``status`` is ``pending`` until the channel accepted it (``sent``) or it was given up
+    (``failed``, with ``last_error``). ``in_doubt`` is the marker of an attempt whose outcome is
+    unknown (Slack may have taken it: the answer never came or could not be recorded), started
+    at ``in_doubt_at``; ``delivered_to`` the Alertmanager replicas that accepted it.
+    """
 
     id: int
     channel: str
@@ -114,6 +122,15 @@ class OutboxEntry:
     payload: str
     attempts: int
     created_at: datetime
+    key: str = ""
+    status: str = "pending"
+    last_error: str | None = None
+    remote_id: str | None = None
+    delivered_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    in_doubt: str | None = None
+    in_doubt_at: datetime | None = None
+    delivered_to: frozenset[str] = frozenset()
 
     @property
     def notification(self) -> Notification:
@@ -136,6 +153,53 @@ def _rowcount(cursor: object) -> int:
     return max(int(getattr(cursor, "rowcount", 0)), 0)
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """The next step of a delivery, queued in the transaction that records the step before."""
+
+    key: str
+    kind: str
+    payload: str
+
+
+_OUTBOX = (
+    "SELECT id, channel, kind, payload, attempts, created_at, notification_key, status,"
+    " last_error, remote_id, delivered_at, next_attempt_at, in_doubt, in_doubt_at, delivered_to"
+    " FROM outbox"
+)
+
+
+def _entry(row: Row) -> OutboxEntry:
+    (i, channel, kind, payload, attempts, created, key, status, error, remote, delivered,
+     due, doubt, doubt_at, replicas) = row  # fmt: skip
+    return OutboxEntry(
+        id=int(i),
+        channel=str(channel),
+        kind=str(kind),
+        payload=str(payload),
+        attempts=int(attempts),
+        created_at=datetime.fromisoformat(str(created)),
+        key=str(key),
+        status=str(status),
+        last_error=error,
+        remote_id=remote,
+        delivered_at=_parse(delivered),
+        next_attempt_at=_parse(due),
+        in_doubt=doubt,
+        in_doubt_at=_parse(doubt_at),
+        delivered_to=frozenset(json.loads(replicas)) if replicas else frozenset(),
+    )
+
+
+def _instant(moment: datetime) -> str:
+    # fixed width, so that instants compare as text in SQL (isoformat drops zero microseconds)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _replicas(names: frozenset[str] | None) -> str | None:
+    return None if names is None else json.dumps(sorted(names))
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
@@ -153,12 +217,19 @@ class StateStore:
         self._db.script(_SCHEMA.replace("{serial}", self._db.serial))
         # a store created by version 1 has every table but lacks this column
         self._db.add_column("series_state", "quiet_start", "TEXT")
+        self._migrate_delivery_attempts()
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
+
+    def _migrate_delivery_attempts(self) -> None:
+        """Version 4: each outbox row records its own delivery attempts (see OutboxEntry); a
+        ``status`` may now also be ``failed``. Rows of older versions read as never tried."""
+        for column in ("next_attempt_at", "in_doubt", "in_doubt_at", "delivered_to"):
+            self._db.add_column("outbox", column, "TEXT")
 
     @classmethod
     def open(cls, config: StateConfig, *, exclusive: bool = True) -> StateStore:
@@ -285,16 +356,27 @@ class StateStore:
             for p, t, m in rows
         ]
 
-    def pending(self, channel: str, limit: int = 100) -> list[OutboxEntry]:
-        rows = self._read(
-            "SELECT id, channel, kind, payload, attempts, created_at FROM outbox"
-            " WHERE status = 'pending'"
-            " AND channel = ? ORDER BY id LIMIT ?",
-            (channel, limit),
-        )
+    def pending(
+        self, channel: str, limit: int = 100, *, due: datetime | None = None, after: int = 0
+    ) -> list[OutboxEntry]:
+        """Undelivered entries of ``channel`` in queue order (ids above ``after``); with ``due``,
+        only those whose backoff has passed by then."""
+        sql = _OUTBOX + " WHERE status = 'pending' AND channel = ? AND id > ?"
+        params: tuple[object, ...] = (channel, after)
+        if due is not None:
+            sql += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            params += (_instant(due),)
+        return [_entry(r) for r in self._read(sql + " ORDER BY id LIMIT ?", (*params, limit))]
+
+    def outbox(self, statuses: Sequence[str], limit: int = 1000) -> list[OutboxEntry]:
+        """Entries in any of ``statuses``, newest first."""
+        marks = ", ".join("?" for _ in statuses)
         return [
-            OutboxEntry(int(str(i)), str(c), str(k), str(p), int(str(a)), datetime.fromisoformat(t))
-            for i, c, k, p, a, t in rows
+            _entry(r)
+            for r in self._read(
+                _OUTBOX + f" WHERE status IN ({marks}) ORDER BY id DESC LIMIT ?",
+                (*statuses, limit),
+            )
         ]
 
     def enqueue(self, key: str, kind: str, payload: str, channels: list[str]) -> None:
@@ -306,20 +388,80 @@ class StateStore:
         rows = self._read("SELECT count(*) FROM outbox WHERE status = 'pending'")
         return int(str(rows[0][0]))
 
-    def mark_delivered(self, entry_id: int, remote_id: str | None = None) -> None:
+    def begin_attempt(self, ids: Sequence[int], marker: str, at: datetime) -> None:
+        """Record, before a post that cannot be repeated safely, that its outcome is unknown
+        until :meth:`mark_delivered` or :meth:`mark_retry` says otherwise."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE outbox SET status = 'sent', remote_id = ?, delivered_at = ?,"
-                " attempts = attempts + 1 WHERE id = ?",
-                (remote_id, datetime.now(UTC).isoformat(), entry_id),
+            db.executemany(
+                "UPDATE outbox SET in_doubt = ?, in_doubt_at = ? WHERE id = ?",
+                [(marker, _instant(at), i) for i in ids],
             )
 
-    def mark_failed(self, entry_id: int, error: str) -> None:
+    def mark_delivered(
+        self, ids: Sequence[int], remote_id: str | None = None, then: Sequence[FollowUp] = ()
+    ) -> None:
+        """The channel accepted ``ids``; queue the delivery's next steps on the same channel,
+        in the same transaction (a step is never lost between two others, nor done twice)."""
+        now = datetime.now(UTC).isoformat()
         with self._transaction() as db:
-            db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                (error[:500], entry_id),
+            db.executemany(
+                "UPDATE outbox SET status = 'sent', remote_id = ?, delivered_at = ?,"
+                " attempts = attempts + 1, next_attempt_at = NULL WHERE id = ?",
+                [(remote_id, now, i) for i in ids],
             )
+            created = datetime.now(UTC).isoformat()
+            db.executemany(
+                "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
+                " SELECT ?, channel, ?, ?, ? FROM outbox WHERE id = ?"
+                " ON CONFLICT (notification_key, channel) DO NOTHING",
+                [(step.key, step.kind, step.payload, created, ids[0]) for step in then],
+            )
+
+    def mark_retry(
+        self,
+        ids: Sequence[int],
+        error: str,
+        next_attempt_at: datetime,
+        *,
+        in_doubt: bool,
+        delivered_to: frozenset[str] | None = None,
+    ) -> None:
+        """An attempt failed for a passing reason: try again from ``next_attempt_at``. Unless
+        the attempt is ``in_doubt`` (the channel may have taken it) its marker is cleared."""
+        doubt = "" if in_doubt else ", in_doubt = NULL, in_doubt_at = NULL"
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                f" delivered_to = COALESCE(?, delivered_to){doubt} WHERE id = ?",
+                [(error[:500], _instant(next_attempt_at), _replicas(delivered_to), i)
+                 for i in ids],
+            )  # fmt: skip
+
+    def mark_failed(
+        self,
+        ids: Sequence[int],
+        error: str,
+        delivered_to: frozenset[str] | None = None,
+        *,
+        in_doubt: bool = False,
+    ) -> None:
+        """Give ``ids`` up: the channel refused them for good, or every attempt failed. An
+        attempt ``in_doubt`` keeps its marker: the channel may show the message all the same."""
+        doubt = "" if in_doubt else ", in_doubt = NULL, in_doubt_at = NULL"
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?,"
+                f" next_attempt_at = NULL, delivered_to = COALESCE(?, delivered_to){doubt}"
+                " WHERE id = ?",
+                [(error[:500], _replicas(delivered_to), i) for i in ids],
+            )
+
+    def status(self, notification_key: str, channel: str) -> str | None:
+        rows = self._read(
+            "SELECT status FROM outbox WHERE notification_key = ? AND channel = ?",
+            (notification_key, channel),
+        )
+        return str(rows[0][0]) if rows else None
 
     def remote_id(self, notification_key: str, channel: str) -> str | None:
         rows = self._read(
@@ -519,7 +661,7 @@ class StateStore:
         and Alertmanager re-sent from it), finished deployments, and the manifests of
         environments not deployed to since. How many rows of each went."""
         firing = {
-            episode_key(check, segment, state.episode, "opened")
+            event_key(check, segment, state.episode, "opened")
             for (check, segment), state in self.load_states().items()
             if state.firing
         }

@@ -15,7 +15,7 @@ import pytest
 
 from monitor.demo import INCIDENTS
 from monitor.store import StateStore
-from tests.conftest import demo_document, free_port, write_config
+from tests.conftest import demo_document, free_port, slack_daemon_config, write_config
 from tests.daemon_process import DaemonProcess
 from tests.slack_server import SlackServer
 
@@ -64,13 +64,7 @@ def test_demo_shows_exactly_the_incidents_within_a_minute_and_stops_on_sigterm(
 def test_a_restart_while_firing_sends_no_second_message(
     tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
 ) -> None:
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    config = write_config(
-        tmp_path / "kpi.yaml",
-        demo_document(
-            tmp_path, token="${SLACK_BOT_TOKEN}", api_url=slack.url, channel="#data-alerts"
-        ),
-    )
+    config = slack_daemon_config(tmp_path, live_demo_warehouse, slack)
     env = {"SLACK_BOT_TOKEN": slack.token}
     port = free_port()
     first = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "first.log")
@@ -118,7 +112,7 @@ def test_the_daemon_prunes_its_state_store_by_the_configured_retention_from_the_
     store.enqueue("deployment/d-old/passed", "deployment", "{}", ["slack"])
     store.enqueue("deployment/d-new/passed", "deployment", "{}", ["slack"])
     for entry in store.pending("slack"):
-        store.mark_delivered(entry.id)
+        store.mark_delivered([entry.id])
     store.record_deployment("d-old", "prod", "passed", datetime.now(UTC) - timedelta(days=15), "{}")
     store.record_deployment("d-new", "prod", "passed", datetime.now(UTC) - timedelta(days=13), "{}")
     store.close()

@@ -89,7 +89,7 @@ class Since(Warehouse):
         super().__init__(inner.name)
         self.inner, self.dialect, self.since = inner, inner.dialect, list[object]()
 
-    def query(self, sql: str, params: Mapping[str, object], *, timeout: float | None = None) -> pd.DataFrame:
+    def _query(self, sql: str, params: Mapping[str, object], *, timeout: float | None = None) -> pd.DataFrame:
         self.since.append(params.get("since"))
         return self.inner.query(sql, params, timeout=timeout)
 
