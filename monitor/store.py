@@ -657,14 +657,22 @@ class StateStore:
 
     def prune(self, notifications_before: datetime, deployments_before: datetime) -> dict[str, int]:
         """Delete what is done with and older than the cutoffs: notifications no longer pending
-        (but not the opening of an episode still firing: its resolution is threaded under it
-        and Alertmanager re-sent from it), finished deployments, and the manifests of
-        environments not deployed to since. How many rows of each went."""
-        firing = {
+        (but not the opening of an episode still firing, nor of one whose resolution waits for
+        delivery: the resolution is threaded under it and edits it, and Alertmanager re-sent
+        from it), finished deployments, and the manifests of environments not deployed to
+        since. How many rows of each went."""
+        # states first: an episode resolving meanwhile has its resolution pending below
+        needed = {
             event_key(check, segment, state.episode, "opened")
             for (check, segment), state in self.load_states().items()
             if state.firing
         }
+        waiting = self._read(
+            "SELECT payload FROM outbox WHERE status = 'pending' AND kind = 'alert'"
+        )
+        for note in (Notification.from_json(str(payload)) for (payload,) in waiting):
+            if note.kind == "resolved":
+                needed.add(event_key(note.check, note.segment, note.episode, "opened"))
         done = [
             int(str(entry_id))
             for entry_id, key in self._read(
@@ -672,7 +680,7 @@ class StateStore:
                 " AND created_at < ?",
                 (notifications_before.astimezone(UTC).isoformat(),),
             )
-            if key not in firing
+            if key not in needed
         ]
         for start in range(0, len(done), _PRUNE_BATCH):  # short transactions, small statements
             batch = done[start : start + _PRUNE_BATCH]

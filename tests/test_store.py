@@ -276,6 +276,27 @@ def test_retention_prunes_what_is_done_with_and_keeps_what_is_still_needed(
     store.close()
 
 
+def test_retention_keeps_the_opening_of_an_episode_whose_resolution_waits_for_delivery(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    store.record("revenue", "DE", AlertState("firing", 2, 0, T, 1, T), [NOTE], ["slack"])
+    [opened] = store.pending("slack")
+    store.mark_delivered([opened.id], "C1:123.4")
+    # the episode resolves while Slack is down: the state is ok, the resolution waits
+    resolved = replace(NOTE, kind="resolved")
+    store.record("revenue", "DE", AlertState(episode=1, last_bucket=T), [resolved], ["slack"])
+    time.sleep(0.01)
+
+    assert store.prune(datetime.now(UTC), datetime.now(UTC))["notifications"] == 0
+
+    assert store.remote_id(NOTE.key, "slack") == "C1:123.4"  # the reply's thread, the edit's target
+    [reply] = store.pending("slack")
+    store.mark_delivered([reply.id], "C1:123.5")
+    assert store.prune(datetime.now(UTC), datetime.now(UTC))["notifications"] == 2
+    store.close()
+
+
 def test_a_corrupt_file_is_refused_with_advice(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(b"this is not a database" * 100)
