@@ -18,7 +18,7 @@ from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
 from monitor.config import StateConfig, parse_config
 from monitor.errors import StateStoreError
-from monitor.store import FollowUp, StateStore
+from monitor.store import SCHEMA_VERSION, FollowUp, StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.test_faults import NOW, hourly_rows, make_engine, visits_check
 
@@ -63,28 +63,70 @@ def old_store(database: str, tmp_path: Path, request: pytest.FixtureRequest, *sq
     return StateConfig(url=dsn)
 
 
+# What each earlier schema version left: version 1 the tables the upgrade changes (series_state,
+# outbox; the others are unchanged since), version 2 series_state.quiet_start, version 3
+# alert_events.
+VERSION_1 = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE series_state (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
+    " status TEXT NOT NULL, anomalous_run INTEGER NOT NULL, normal_run INTEGER NOT NULL,"
+    " since TEXT, episode INTEGER NOT NULL, last_bucket TEXT, updated_at TEXT NOT NULL,"
+    " PRIMARY KEY (check_name, segment))",
+    "CREATE TABLE outbox (id {serial}, notification_key TEXT NOT NULL, channel TEXT NOT NULL,"
+    " kind TEXT NOT NULL DEFAULT 'alert', payload TEXT NOT NULL,"
+    " status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+    " last_error TEXT, remote_id TEXT, created_at TEXT NOT NULL, delivered_at TEXT,"
+    " UNIQUE (notification_key, channel))",
+)
+VERSION_2 = ("ALTER TABLE series_state ADD COLUMN quiet_start TEXT",)
+VERSION_3 = (
+    "CREATE TABLE alert_events (notification_key TEXT PRIMARY KEY, check_name TEXT NOT NULL,"
+    " muted INTEGER NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL)",
+)
+
+
+def schema_version(config: StateConfig) -> str:
+    sql = "SELECT value FROM meta WHERE key = 'schema_version'"
+    if config.url is None:
+        with sqlite3.connect(config.path) as db:
+            return str(db.execute(sql).fetchone()[0])
+    with psycopg.connect(config.url.get_secret_value()) as db:
+        row = db.execute(sql).fetchone()
+        assert row is not None
+        return str(row[0])
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-def test_a_store_made_by_schema_version_1_is_upgraded_in_place(
-    database: str, tmp_path: Path, request: pytest.FixtureRequest
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
+    version: int, database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    old_series_state = (
-        "CREATE TABLE series_state (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
-        " status TEXT NOT NULL, anomalous_run INTEGER NOT NULL, normal_run INTEGER NOT NULL,"
-        " since TEXT, episode INTEGER NOT NULL, last_bucket TEXT, updated_at TEXT NOT NULL,"
-        " PRIMARY KEY (check_name, segment))"
+    ddl = [*VERSION_1, *(VERSION_2 if version >= 2 else ()), *(VERSION_3 if version >= 3 else ())]
+    rows = (
+        f"INSERT INTO meta VALUES ('schema_version', '{version}')",
+        "INSERT INTO series_state (check_name, segment, status, anomalous_run, normal_run, since,"
+        f" episode, last_bucket, updated_at) VALUES ('revenue', 'DE', 'firing', 2, 0,"
+        f" '{T.isoformat()}', 1, '{T.isoformat()}', '{T.isoformat()}')",
+        "INSERT INTO outbox (notification_key, channel, payload, created_at)"
+        f" VALUES ('{NOTE.key}', 'slack', '{NOTE.to_json()}', '{T.isoformat()}')",
     )
-    row = (
-        "INSERT INTO series_state VALUES ('revenue', 'DE', 'firing', 2, 0,"
-        f" '{T.isoformat()}', 1, '{T.isoformat()}', '{T.isoformat()}')"
-    )
-    config = old_store(database, tmp_path, request, old_series_state, row)
+    config = old_store(database, tmp_path, request, *ddl, *rows)
     store = StateStore.open(config)
+    assert schema_version(config) == str(SCHEMA_VERSION)
     assert store.load_states() == {("revenue", "DE"): AlertState("firing", 2, 0, T, 1, T)}
-    upgraded = AlertState("firing", 3, 0, T, 1, T, quiet_start=T)
-    store.record("revenue", "DE", upgraded, [], ["slack"])
+    [entry] = store.pending("slack", due=T)  # the message waiting before the upgrade still goes
+    assert (entry.notification, entry.status, entry.attempts) == (NOTE, "pending", 0)
+    store.mark_delivered([entry.id], "C1:123.4")
+    # the upgraded store takes what the current version writes: a quiet period, alert events
+    resolved = replace(NOTE, kind="resolved")
+    upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T)
+    store.record("revenue", "DE", upgraded, [resolved], ["slack"])
+    assert [e.notification for e in store.alert_events("revenue")] == [resolved]
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
+    assert reopened.remote_id(NOTE.key, "slack") == "C1:123.4"
+    assert [e.notification for e in reopened.pending("slack")] == [resolved]
     reopened.close()
 
 
