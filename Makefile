@@ -43,6 +43,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.soak --smoke
 	$(BIN)/python -m benchmarks.exposition --smoke
 	$(BIN)/python -m benchmarks.pages --smoke
+	$(BIN)/python -m benchmarks.deployments --smoke
 
 schema: $(STAMP)
 	$(BIN)/kpi-monitor validate --schema > config/kpi-monitor.schema.json

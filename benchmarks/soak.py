@@ -52,7 +52,8 @@ from monitor.config import Config, SchedulerConfig, parse_config
 from monitor.durations import parse_duration
 from monitor.engine import Engine
 from monitor.exporter import Metrics
-from monitor.server import Api, HttpServer
+from monitor.listener import HttpServer
+from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from monitor.watcher import DeploymentWatcher
@@ -251,7 +252,7 @@ def soak(size: Size, workers: int | None, scrape_interval: float, budget: float 
             deployments=watcher,
             watch=lambda deployment: None,
         )
-        server = HttpServer(api, "127.0.0.1", 0, threads=config.server.threads)
+        server = HttpServer(api, "127.0.0.1", 0, config.server)
         server.start()
         scraper = Scraper(f"http://127.0.0.1:{server.port}/metrics", scrape_interval)
         scraper_thread = scraper.start()

@@ -209,6 +209,8 @@ def _read_json(path: str) -> object:
         raise KpiMonitorError(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise KpiMonitorError(f"{path} is not JSON: {exc}") from None
+    except RecursionError:
+        raise KpiMonitorError(f"{path} is not a dbt artifact: JSON nested too deeply") from None
 
 
 def cmd_deployment_verify(args: argparse.Namespace) -> int:

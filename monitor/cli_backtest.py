@@ -216,14 +216,15 @@ def _panels(check: CheckConfig, shown: dict[str, Replay], wanted: str | None) ->
 
 def _deployments(config: Config, check: CheckConfig, shown_from: pd.Timestamp) -> list[Mark]:
     """Deployments that watched the check since ``shown_from``, from the daemon's state store
-    (read only when it exists: a backtest never creates one)."""
+    (read only when it exists: a backtest never creates one; and beside the daemon, without
+    taking the lock that keeps a second daemon off the file)."""
     from monitor.deployments import Deployment
     from monitor.store import StateStore
 
     if config.state.url is None and not Path(config.state.path).exists():
         return []
     try:
-        store = StateStore.open(config.state)
+        store = StateStore.open(config.state, exclusive=False)
         try:
             documents = store.deployments(since=shown_from.to_pydatetime())
         finally:

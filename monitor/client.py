@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from monitor.errors import KpiMonitorError
+
+log = logging.getLogger("monitor.client")
 
 
 class ApiError(KpiMonitorError):
@@ -21,18 +24,32 @@ class ApiError(KpiMonitorError):
 
 
 def token_from_env() -> str | None:
-    """``KPIMON_API_TOKEN``, or the contents of the file ``KPIMON_API_TOKEN_FILE`` names."""
-    token = os.environ.get("KPIMON_API_TOKEN")
-    if token:
-        return token.strip()
+    """``KPIMON_API_TOKEN``, else the contents of the file ``KPIMON_API_TOKEN_FILE`` names.
+
+    Surrounding whitespace is not part of a token (a secret made from a file ends with a
+    newline), and a token that is empty without it is no token at all: a blank variable or file
+    never becomes a token that an empty ``Authorization: Bearer`` would match. A blank one is
+    logged as a warning, so a misconfigured secret is seen at start.
+    """
+    variable = os.environ.get("KPIMON_API_TOKEN")
+    if variable is not None and variable.strip():
+        return variable.strip()
     path = os.environ.get("KPIMON_API_TOKEN_FILE")
     if path:
         try:
-            return Path(path).read_text().strip() or None
+            token = Path(path).read_text().strip()
         except OSError as exc:
             raise KpiMonitorError(
                 f"cannot read KPIMON_API_TOKEN_FILE {path}: {exc.strerror}"
             ) from None
+        if token:
+            return token
+        log.warning(
+            "KPIMON_API_TOKEN_FILE names an empty file: no API token, write calls are refused",
+            extra={"fields": {"path": path}},
+        )
+    if variable is not None:
+        log.warning("KPIMON_API_TOKEN is blank: no API token, write calls are refused")
     return None
 
 

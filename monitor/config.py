@@ -270,12 +270,22 @@ WarehouseConfig = Annotated[
 ]
 
 
+class RetentionConfig(_Model):
+    """How long the state store keeps what is done with, so it stops growing: delivered
+    notifications, finished deployments, and the dbt manifest of an environment not deployed
+    to since."""
+
+    notifications: PositiveDuration = timedelta(days=30)
+    deployments: PositiveDuration = timedelta(days=90)
+
+
 class StateConfig(_Model):
     """Where alert state, episodes and the notification outbox are kept: a SQLite file
     (``path``), or a PostgreSQL database (``url: postgresql://...``), which then wins."""
 
     path: str = "kpimon-state.db"
     url: SecretStr | None = None
+    retention: RetentionConfig = RetentionConfig()
 
     @field_validator("url")
     @classmethod
@@ -306,6 +316,9 @@ class SlackConfig(_Model):
     group_wait: Duration = timedelta(seconds=10)
     max_messages: int = Field(default=8, ge=1, le=100)
     chart_buckets: int = Field(default=72, ge=0, le=1000)
+    # attempts at a message Slack cannot take for a passing reason (5xx, timeouts, rate limits,
+    # a refused token) before it is recorded as failed; see monitor/alerts/retry.py
+    max_attempts: int = Field(default=30, ge=1, le=1000)
 
     @field_validator("token", mode="before")
     @classmethod
@@ -321,6 +334,8 @@ class AlertmanagerConfig(_Model):
     environment: str = "production"
     resend_interval: PositiveDuration = timedelta(minutes=1)
     timeout: float = Field(default=5.0, gt=0)
+    # attempts at an alert a replica does not accept before it is given up for that replica
+    max_attempts: int = Field(default=30, ge=1, le=1000)
 
 
 class LinksConfig(_Model):
@@ -340,9 +355,17 @@ class GrafanaConfig(_Model):
 
 
 class ServerConfig(_Model):
+    """The HTTP listener. Slow or idle clients cannot hold it: each request must arrive (and
+    its answer be taken) within ``request_timeout``, an idle connection closes after
+    ``idle_timeout``, and at ``connection_limit`` the connection that waited longest on its
+    client is closed to let a new one in."""
+
     host: str = "0.0.0.0"  # noqa: S104 - a service in a pod listens on every interface
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
     threads: int = Field(default=8, ge=1, le=64)
+    request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    idle_timeout: float = Field(default=60.0, gt=0, le=3600)
+    connection_limit: int = Field(default=100, ge=10, le=10_000)
 
 
 class SchedulerConfig(_Model):
@@ -670,10 +693,7 @@ def parse_config(document: Any, source: str = "<memory>") -> Config:
         raise ConfigError(source, ["the file must be a YAML mapping with a checks list"])
     problems: list[str] = []
     expanded: dict[str, str] = {}
-    try:
-        document = _interpolate(document, "", problems, expanded)
-    except RecursionError:
-        raise ConfigError(source, ["a YAML alias refers to itself; expand it"]) from None
+    document = _interpolate(document, "", problems, expanded)
     if problems:
         raise ConfigError(source, problems)
     defaults = document.get("defaults") or {}
@@ -745,6 +765,9 @@ def _dbt_checks(section: object, source: str) -> tuple[Path | None, list[Declare
         raise ConfigError(source, [f"dbt.manifest: cannot read {path}: {exc.strerror}"]) from None
     except ValueError as exc:
         raise ConfigError(source, [f"dbt.manifest: {path} is not JSON: {exc}"]) from None
+    except RecursionError:
+        # the decoder recurses once per nesting level; a manifest is a few levels deep
+        raise ConfigError(source, [f"dbt.manifest: {path}: JSON nested too deeply"]) from None
     try:
         declared, refused = declared_checks(manifest, dbt.semantic_metrics)
     except ArtifactError as exc:
@@ -782,6 +805,81 @@ def _declared_problems(
     return problems
 
 
+# Aliases may multiply the values of a document by this much, or bring it to this many values,
+# whichever is more: a config that repeats a block of defaults in every check stays far below.
+ALIAS_GROWTH = 10
+ALIAS_FLOOR = 10_000
+
+
+class _AliasProblem(ValueError):
+    def __init__(self, node: yaml.Node, problem: str) -> None:
+        super().__init__(problem)
+        self.line = node.start_mark.line + 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _refuse_alias_bombs(root: yaml.Node) -> None:
+    """Refuse aliases that refer to the value holding them, or expand the document out of
+    proportion (an alias bomb), as the safe loaders of other YAML libraries do.
+
+    PyYAML shares an aliased node, so loading stays cheap; but interpolating and validating the
+    document visit it once per alias: 500 bytes of nested aliases took minutes and gigabytes. The
+    expanded size is counted on the shared nodes (each once, depth-first, without recursion).
+    """
+    size: dict[int, int] = {}
+    finished: list[yaml.Node] = []
+    path: set[int] = set()  # the nodes being counted: the current one and its ancestors
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if children_done:
+            path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(child)] for child in _children(node))
+            finished.append(node)
+            continue
+        if id(node) in size:
+            continue  # another alias of a value already counted
+        path.add(id(node))
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in path:
+                raise _AliasProblem(child, "a YAML alias refers to a value that contains it")
+            stack.append((child, False))
+    limit = max(ALIAS_FLOOR, ALIAS_GROWTH * len(size))
+    # children finish before their parents: the first value over the limit is the innermost
+    for node in finished:
+        if size[id(node)] > limit:
+            raise _AliasProblem(
+                node,
+                f"YAML aliases expand this value to {size[id(node)]:,} values, more than "
+                f"{limit:,} (the document has {len(size):,}): refused as an alias bomb; "
+                "write the repeated parts out, or use defaults",
+            )
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses alias bombs and self-referencing aliases."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_alias_bombs(node)
+        return super().construct_document(node)
+
+
+def _load_yaml(text: str) -> Any:
+    loader = _SafeLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a configuration file."""
     source = str(path)
@@ -790,7 +888,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(source, [f"cannot read the file: {exc.strerror}"]) from None
     try:
-        document = yaml.safe_load(text)
+        document = _load_yaml(text)
+    except _AliasProblem as exc:
+        raise ConfigError(source, [f"line {exc.line}: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -31,9 +31,10 @@ from monitor.engine import Engine, fingerprint
 from monitor.errors import ConfigError, KpiMonitorError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.grafana import GrafanaAnnotator
+from monitor.listener import HttpServer
 from monitor.reload import ReloadBusy, ReloadPlan, plan_reload, restart_problems
 from monitor.scheduler import CheckScheduler
-from monitor.server import Api, HttpServer
+from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import Warehouse, open_warehouse, open_warehouses
 from monitor.watcher import DeploymentWatcher
@@ -108,7 +109,7 @@ class Daemon:
                 self.api,
                 host or config.server.host,
                 port if port is not None else config.server.port,
-                threads=config.server.threads,
+                config.server,
             )
         except KpiMonitorError:
             self._close_warehouses()

@@ -7,7 +7,9 @@ previous deployment's manifest for the same environment.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,17 +75,31 @@ def ran_nodes(run_results: Any) -> set[str]:
 
 
 def changed_nodes(
-    previous: dict[str, ManifestNode] | None,
-    current: dict[str, ManifestNode],
+    previous: Mapping[str, str] | None,
+    current: Mapping[str, ManifestNode],
     ran: set[str] | None,
 ) -> dict[str, ManifestNode]:
-    """Nodes whose code changed since ``previous`` (new or another checksum).
+    """Nodes whose code changed since ``previous`` (unique_id -> checksum): new, or another
+    checksum.
 
     Without an earlier manifest nothing can be compared: the nodes that ran count as changed
     (every node, when no run results were given either).
     """
     if previous is None:
         return {k: v for k, v in current.items() if ran is None or k in ran}
-    return {
-        k: v for k, v in current.items() if k not in previous or previous[k].checksum != v.checksum
-    }
+    return {k: v for k, v in current.items() if previous.get(k) != v.checksum}
+
+
+def manifest_text(nodes: Mapping[str, ManifestNode]) -> str:
+    """A compact manifest as the state store keeps it (read back by ``stored_checksums``)."""
+    # attribute by attribute: a tenth of model_dump's time on a 75,000-node manifest
+    compact = {}
+    for key, node in nodes.items():
+        compact[key] = {"name": node.name, "checksum": node.checksum, "relation": node.relation}
+    return json.dumps(compact)
+
+
+def stored_checksums(text: str) -> dict[str, str]:
+    """unique_id -> checksum of a stored manifest: all a diff needs, read without validating
+    each node again (the daemon wrote it from validated nodes)."""
+    return {k: str(node["checksum"]) for k, node in json.loads(text).items()}

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.config import CheckConfig, Config
-from monitor.dbt import ManifestNode, same_table
+from monitor.dbt import ManifestNode, relation_key, same_table
 
 Status = Literal["watching", "passed", "failed"]
 
@@ -103,16 +103,29 @@ def _iso(value: object) -> str:
 
 
 def affected_checks(config: Config, models: list[str], relations: list[str]) -> list[CheckConfig]:
-    """Checks whose ``models`` name a changed model or whose table is a changed relation."""
-    names = {m.lower() for m in models}
+    """Checks whose ``models`` name a changed model or whose table is a changed relation (or
+    model name), as :func:`monitor.dbt.same_table` decides.
 
-    def touched(check: CheckConfig) -> bool:
-        if names & {m.lower() for m in check.models}:
-            return True
-        table = check.table
-        return table is not None and any(same_table(table, r) for r in [*relations, *models])
-
-    return [c for c in config.checks if touched(c)]
+    In time linear in the changed names, not checks x names: the checks are indexed by model
+    name and by the last part of their table, which a relation must end with to be it.
+    """
+    by_model: dict[str, set[str]] = {}
+    by_table: dict[str, list[tuple[list[str], str]]] = {}
+    for check in config.checks:
+        for model in check.models:
+            by_model.setdefault(model.lower(), set()).add(check.name)
+        if check.table is not None:
+            wanted = relation_key(check.table).split(".")
+            by_table.setdefault(wanted[-1], []).append((wanted, check.name))
+    touched: set[str] = set()
+    for model in models:
+        touched |= by_model.get(model.lower(), set())
+    for name in [*relations, *models]:
+        parts = relation_key(name).split(".")
+        for wanted, checked in by_table.get(parts[-1], []):
+            if len(wanted) <= len(parts) and parts[-len(wanted) :] == wanted:
+                touched.add(checked)
+    return [c for c in config.checks if c.name in touched]
 
 
 def start(

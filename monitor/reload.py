@@ -15,7 +15,8 @@ from monitor.config import Config
 from monitor.errors import KpiMonitorError
 
 # sections a running daemon cannot swap: the store it has written to, the socket it listens
-# on, the worker pool and misfire policy its scheduler was made with
+# on, the worker pool and misfire policy its scheduler was made with (the state store's
+# retention is not among them: it is read at each pruning)
 RESTART_ONLY = ("state", "server", "scheduler")
 
 
@@ -45,8 +46,15 @@ def restart_problems(old: Config, new: Config) -> list[str]:
     return [
         f"{section}: changed, but it needs a restart (the reload applies nothing)"
         for section in RESTART_ONLY
-        if getattr(old, section) != getattr(new, section)
+        if _fixed(old, section) != _fixed(new, section)
     ]
+
+
+def _fixed(config: Config, section: str) -> object:
+    """What of a section only a restart can change."""
+    if section == "state":
+        return config.state.model_copy(update={"retention": None})
+    return getattr(config, section)
 
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:

@@ -28,6 +28,7 @@ from monitor.config import CheckConfig, Config
 from monitor.deployments import Deployment
 from monitor.durations import is_cron, parse_duration
 from monitor.engine import Engine
+from monitor.errors import StateStoreError
 from monitor.reload import ReloadBusy, ReloadPlan
 from monitor.watcher import DeploymentWatcher
 
@@ -39,6 +40,8 @@ OUTBOX_INTERVAL_SECONDS = 10
 RESEND_JOB = "__alertmanager_resend__"
 SCHEMAS_JOB = "__schemas__"
 SCHEMAS_INTERVAL_SECONDS = 900
+PRUNE_JOB = "__prune__"
+PRUNE_INTERVAL_SECONDS = 3600
 
 
 def trigger_for(check: CheckConfig) -> BaseTrigger:
@@ -102,6 +105,13 @@ class CheckScheduler:
             IntervalTrigger(seconds=SCHEMAS_INTERVAL_SECONDS),
             id=SCHEMAS_JOB,
             name="table schema snapshot",
+            next_run_time=now,
+        )
+        self._scheduler.add_job(
+            self._prune,
+            IntervalTrigger(seconds=PRUNE_INTERVAL_SECONDS),
+            id=PRUNE_JOB,
+            name="state store retention",
             next_run_time=now,
         )
         self._scheduler.start()
@@ -248,6 +258,22 @@ class CheckScheduler:
             with self._cond:
                 self._running.discard(name)
                 self._cond.notify_all()
+
+    def _prune(self) -> None:
+        retention = self.config.state.retention
+        now = datetime.now(UTC)
+        try:
+            gone = self.engine.store.prune(
+                now - retention.notifications, now - retention.deployments
+            )
+        except StateStoreError as exc:
+            log.warning(
+                "pruning the state store failed; retried later",
+                extra={"fields": {"error": str(exc)}},
+            )
+            return
+        if any(gone.values()):
+            log.info("state store pruned", extra={"fields": gone})
 
     def _resend(self) -> None:
         try:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import gzip
 import hmac
 import json
 import logging
 import math
 import re
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,13 +17,12 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from waitress import wasyncore
-from waitress.server import create_server
 
+from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
-from monitor.errors import ConfigError, KpiMonitorError
+from monitor.errors import ConfigError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.pages import render
 from monitor.pages.collect import PageData
@@ -37,6 +33,7 @@ from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 log = logging.getLogger("monitor.server")
 _M = TypeVar("_M", bound=BaseModel)
 
+NOTIFICATIONS_LISTED = 500
 MAX_BODY_BYTES = 64 * 1024
 MAX_DEPLOYMENT_BYTES = 8 * 1024 * 1024  # a compacted dbt manifest of a large project
 # Bodies from this size on are gzipped for clients that accept it (Prometheus does): /metrics of
@@ -53,6 +50,7 @@ _STATUS = {
     404: "404 Not Found",
     405: "405 Method Not Allowed",
     409: "409 Conflict",
+    411: "411 Length Required",
     413: "413 Payload Too Large",
     422: "422 Unprocessable Content",
     500: "500 Internal Server Error",
@@ -67,6 +65,21 @@ class HttpError(Exception):
         super().__init__(message)
         self.status = status
         self.headers = headers or []
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    """What a request says before its body: enough to refuse it without reading the body."""
+
+    method: str
+    path: str
+    authorization: str
+    content_length: str
+    chunked: bool
+
+
+# the WSGI environ key under which the listener hands over its judgement of the request head
+REFUSAL = "kpimon.refusal"
 
 
 @dataclass(frozen=True)
@@ -141,7 +154,7 @@ class Api:
         self.metrics = metrics
         self.ready = ready
         self.run_now = run_now
-        self.token = token
+        self.token = token or None  # an empty token would match an empty Authorization
         self.deployments = deployments
         self.watch = watch
         self.pages = PageData(engine, engine.store, deployments)
@@ -157,6 +170,7 @@ class Api:
                 {"POST": self.post_rebaseline},
             ),
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/mute$"), {"POST": self.post_mute}),
+            (re.compile(r"^/api/v1/notifications$"), {"GET": self.list_notifications}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
             (re.compile(r"^/-/reload$"), {"POST": self.post_reload}),
             (
@@ -180,6 +194,10 @@ class Api:
         except HttpError as exc:
             response = _json(exc.status, {"error": str(exc)})
             headers = exc.headers
+        except StateStoreError as exc:
+            # nothing was applied: the call may be repeated once the store takes writes again
+            log.warning("request failed", extra={"fields": {"path": path, "error": str(exc)}})
+            response = _json(503, {"error": str(exc)})
         except Exception:
             log.exception("request failed", extra={"fields": {"method": method, "path": path}})
             response = _json(500, {"error": "internal error; see the daemon's log"})
@@ -200,6 +218,54 @@ class Api:
         return [body] if method != "HEAD" else [b""]
 
     def _dispatch(self, method: str, path: str, environ: WSGIEnvironment) -> Response:
+        # the listener judged the request head before reading any body; called without it
+        # (tests, another WSGI server) the same judgement is made here
+        refusal = (
+            environ[REFUSAL]
+            if REFUSAL in environ
+            else self.refusal(
+                RequestHead(
+                    method,
+                    path,
+                    environ.get("HTTP_AUTHORIZATION", ""),
+                    environ.get("CONTENT_LENGTH") or "0",
+                    chunked=False,  # a WSGI server hands over a whole body
+                )
+            )
+        )
+        if refusal is not None:
+            raise refusal
+        handler, params = self._route(method, path)
+        if method not in ("GET", "HEAD"):
+            return handler(body=self._read_body(environ), **params)
+        if handler in self._with_query:
+            query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            return handler(query=query, **params)
+        return handler(**params)
+
+    def refusal(self, head: RequestHead) -> HttpError | None:
+        """Why a request is refused from its line and headers alone, before a byte of its body
+        is read (None: admitted): no such endpoint (404), a method it does not take (405), a
+        write call without the token (401), a body that is chunked (411), of a bad length (400)
+        or over the call's limit (413; 64 KiB, 8 MiB for a deployment)."""
+        try:
+            handler, _ = self._route(head.method, head.path)
+            if head.method not in ("GET", "HEAD"):
+                self._authorize(head.authorization)
+            if head.chunked:
+                raise HttpError(411, "send the body with a Content-Length, not chunked")
+            try:
+                length = int(head.content_length)
+            except ValueError:
+                raise HttpError(400, "Content-Length is not a number") from None
+            limit = MAX_DEPLOYMENT_BYTES if handler == self.post_deployment else MAX_BODY_BYTES
+            if length > limit:
+                raise HttpError(413, f"request body over {limit} bytes")
+        except HttpError as exc:
+            return exc
+        return None
+
+    def _route(self, method: str, path: str) -> tuple[Callable[..., Response], dict[str, str]]:
         for pattern, handlers in self._routes:
             match = pattern.match(path)
             if not match:
@@ -210,19 +276,11 @@ class Api:
                 raise HttpError(
                     405, f"{method} is not allowed on {path}; use {allowed}", [("Allow", allowed)]
                 )
-            if method not in ("GET", "HEAD"):
-                self._authorize(environ)
-                limit = MAX_DEPLOYMENT_BYTES if handler == self.post_deployment else MAX_BODY_BYTES
-                return handler(body=self._read_body(environ, limit), **match.groupdict())
-            if handler in self._with_query:
-                query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-                return handler(query=query, **match.groupdict())
-            return handler(**match.groupdict())
+            return handler, match.groupdict()
         raise HttpError(404, f"no such endpoint: {path}")
 
-    def _authorize(self, environ: WSGIEnvironment) -> None:
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        scheme, _, given = header.partition(" ")
+    def _authorize(self, authorization: str) -> None:
+        scheme, _, given = authorization.partition(" ")
         if self.token is None:
             raise HttpError(
                 401, "write calls are disabled: the daemon has no API token (set KPIMON_API_TOKEN)"
@@ -232,13 +290,8 @@ class Api:
         ):
             raise HttpError(401, "missing or wrong bearer token", [("WWW-Authenticate", "Bearer")])
 
-    def _read_body(self, environ: WSGIEnvironment, limit: int) -> object:
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise HttpError(400, "Content-Length is not a number") from None
-        if length > limit:
-            raise HttpError(413, f"request body over {limit} bytes")
+    def _read_body(self, environ: WSGIEnvironment) -> object:
+        length = int(environ.get("CONTENT_LENGTH") or 0)  # judged by ``refusal``
         raw = environ["wsgi.input"].read(length) if length else b""
         if not raw.strip():
             return None
@@ -246,6 +299,9 @@ class Api:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HttpError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            # the decoder recurses once per nesting level; no valid body is more than a few deep
+            raise HttpError(400, "request body is nested too deeply") from None
 
     # --- handlers ---------------------------------------------------------------------------
 
@@ -291,6 +347,11 @@ class Api:
 
     def get_check(self, name: str) -> Response:
         return _json(200, self._check_json(name))
+
+    def list_notifications(self) -> Response:
+        """Messages not delivered yet and those given up, newest first."""
+        entries = self.engine.store.outbox(["pending", "failed"], limit=NOTIFICATIONS_LISTED)
+        return _json(200, {"notifications": [outbox_json(e) for e in entries]})
 
     def post_run(self, name: str, body: object) -> Response:
         if self.engine.config.check(name) is None:
@@ -443,51 +504,3 @@ def _validate(model: type[_M], body: object) -> _M:
         where = ".".join(str(p) for p in first["loc"]) or "body"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise HttpError(400, f"{where}: {first['msg']}{more}") from None
-
-
-class HttpServer:
-    """waitress on its own thread; ``stop`` closes the listening socket and the workers."""
-
-    def __init__(self, app: Api, host: str, port: int, threads: int = 8) -> None:
-        """:raises KpiMonitorError: the address cannot be listened on (port in use, bad host)."""
-        try:
-            self._server = create_server(
-                app,
-                host=host,
-                port=port,
-                threads=threads,
-                ident="kpi-monitor",
-                max_request_body_size=MAX_DEPLOYMENT_BYTES,
-                clear_untrusted_proxy_headers=True,
-            )
-        except OSError as exc:
-            raise KpiMonitorError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-                + (" (use another --port or server.port)" if exc.errno == errno.EADDRINUSE else "")
-            ) from None
-        self._thread = threading.Thread(target=self._serve, name="http", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.effective_port)  # type: ignore[union-attr]
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _serve(self) -> None:
-        # closing the listening socket from stop() ends the loop with an OSError
-        with contextlib.suppress(OSError):
-            self._server.run()
-
-    def stop(self) -> None:
-        """Close the sockets from inside the server loop's own thread (closing them from here
-        while the loop polls them races: EBADF in the loop); an empty map ends the loop."""
-        trigger = getattr(self._server, "trigger", None)
-        sockets = getattr(self._server, "_map", None)
-        if trigger is not None and sockets is not None and self._thread.is_alive():
-            trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
-            self._thread.join(timeout=3)
-        else:
-            self._server.close()
-        self._server.task_dispatcher.shutdown(timeout=2)
-        self._thread.join(timeout=3)

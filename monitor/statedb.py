@@ -7,6 +7,7 @@ One connection, used under a lock: the state store's writes are small and ordere
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from monitor import statefile
 from monitor.errors import StateStoreError
 
 Row = tuple[Any, ...]
@@ -62,25 +64,40 @@ BUSY_TIMEOUT_SECONDS = 10.0  # how long a statement waits for another connection
 
 
 class SQLiteDatabase(Database):
+    """An SQLite file in WAL mode. ``exclusive`` (the daemon's store) locks the file against a
+    second daemon; writes are refused once the file was deleted or replaced under us."""
+
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
         self.name = str(path)
         self._lock = threading.Lock()
+        self._file = None if self.name == ":memory:" else Path(path)
+        self._holder: statefile.FileLock | None = None
         try:
-            if str(path) != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if self._file is not None:
+                self._file.parent.mkdir(parents=True, exist_ok=True)
+                if exclusive:
+                    self._holder = statefile.FileLock(self._file)
             self._db = sqlite3.connect(
                 path, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # a write can start: a read-only file or directory is refused here, with its cause
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+            self._opened = statefile.identity(self._file) if self._file is not None else None
         except (sqlite3.Error, OSError) as exc:
-            raise StateStoreError(
-                f"cannot open the state store {self.name}: {exc}. If the file is corrupt, move "
-                "it aside: the monitor rebuilds baselines from the warehouse, but forgets open "
-                "alerts and unsent notifications"
-            ) from None
+            if self._holder is not None:
+                self._holder.release()
+            raise StateStoreError(statefile.open_failure(Path(path), exc)) from None
+
+    def _refuse_if_moved(self) -> None:
+        if self._file is not None and self._opened is not None:
+            problem = statefile.moved(self._file, self._opened)
+            if problem is not None:
+                raise StateStoreError(problem)
 
     def script(self, ddl: str) -> None:
         with self._lock, _errors(self.name):
@@ -100,6 +117,7 @@ class SQLiteDatabase(Database):
     @contextmanager
     def transaction(self) -> Iterator[Executor]:
         with self._lock, _errors(self.name):
+            self._refuse_if_moved()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -109,6 +127,11 @@ class SQLiteDatabase(Database):
             self._db.execute("COMMIT")
 
     def ping(self, timeout: float) -> None:
+        self._refuse_if_moved()
+        if self._file is not None:
+            short = statefile.room(self._file)
+            if short:
+                raise StateStoreError("; ".join(short))
         # A save of ours that waits for another connection's lock holds self._lock for up to the
         # busy timeout: a ping waiting that long would outlast the readiness probe's own timeout.
         deadline = time.monotonic() + timeout
@@ -139,6 +162,8 @@ class SQLiteDatabase(Database):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._holder is not None:
+                self._holder.release()
 
 
 class PostgresDatabase(Database):
@@ -186,9 +211,10 @@ class PostgresDatabase(Database):
 
         with self._lock:
             try:
-                return list(self._connection().execute(_placeholders(sql), params).fetchall())
+                rows = self._connection().execute(_placeholders(sql), _to_text(params)).fetchall()
             except psycopg.Error as exc:
                 raise StateStoreError(f"state database {self.name}: {_first_line(exc)}") from None
+        return [tuple(map(_from_text, row)) for row in rows]
 
     @contextmanager
     def transaction(self) -> Iterator[Executor]:
@@ -221,12 +247,35 @@ class _Translating:
         self._conn = conn
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> object:
-        return self._conn.execute(_placeholders(sql), params)
+        return self._conn.execute(_placeholders(sql), _to_text(params))
 
     def executemany(self, sql: str, params: list[tuple[object, ...]]) -> object:
         with self._conn.cursor() as cursor:
-            cursor.executemany(_placeholders(sql), params)
+            cursor.executemany(_placeholders(sql), [_to_text(row) for row in params])
         return None
+
+
+# PostgreSQL text cannot hold NUL, which strings from DuckDB or Databricks (a segment value) can.
+# Such a string is stored as this marker and its JSON form (ASCII: NUL is written \u0000), and so
+# is a string that starts with the marker, so every string reads back exactly as it was written.
+# The marker is a Unicode noncharacter, reserved for a program's own use; a string without NUL
+# that does not start with it is stored as it is.
+_MARKED = "\ufdd0"
+
+
+def _to_text(params: tuple[object, ...]) -> tuple[object, ...]:
+    return tuple(
+        _MARKED + json.dumps(p)
+        if isinstance(p, str) and ("\x00" in p or p.startswith(_MARKED))
+        else p
+        for p in params
+    )
+
+
+def _from_text(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_MARKED):
+        return json.loads(value[len(_MARKED) :])
+    return value
 
 
 def _placeholders(sql: str) -> str:

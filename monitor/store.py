@@ -10,18 +10,19 @@ nothing already delivered is sent again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.alerts.notification import Notification
+from monitor.alerts.notification import Notification, event_key
 from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
-SCHEMA_VERSION = 3  # 2: series_state.quiet_start; 3: alert_events
+# 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts
+SCHEMA_VERSION = 4
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -106,7 +107,14 @@ CREATE INDEX IF NOT EXISTS alert_events_check ON alert_events (check_name, creat
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """A queued message: an alert (``kind`` "alert") or a deployment report ("deployment")."""
+    """A queued message: an alert (``kind`` "alert"), a deployment report ("deployment"), or a
+    later step of an alert's delivery on Slack ("chart", "update").
+
+    ``status`` is ``pending`` until the channel accepted it (``sent``) or it was given up
+    (``failed``, with ``last_error``). ``in_doubt`` is the marker of an attempt whose outcome is
+    unknown (Slack may have taken it: the answer never came or could not be recorded), started
+    at ``in_doubt_at``; ``delivered_to`` the Alertmanager replicas that accepted it.
+    """
 
     id: int
     channel: str
@@ -114,6 +122,15 @@ class OutboxEntry:
     payload: str
     attempts: int
     created_at: datetime
+    key: str = ""
+    status: str = "pending"
+    last_error: str | None = None
+    remote_id: str | None = None
+    delivered_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    in_doubt: str | None = None
+    in_doubt_at: datetime | None = None
+    delivered_to: frozenset[str] = frozenset()
 
     @property
     def notification(self) -> Notification:
@@ -127,6 +144,60 @@ class AlertEvent:
     notification: Notification
     recorded_at: datetime
     muted: bool  # the check was muted: no channel was told
+
+
+_PRUNE_BATCH = 500
+
+
+def _rowcount(cursor: object) -> int:
+    return max(int(getattr(cursor, "rowcount", 0)), 0)
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """The next step of a delivery, queued in the transaction that records the step before."""
+
+    key: str
+    kind: str
+    payload: str
+
+
+_OUTBOX = (
+    "SELECT id, channel, kind, payload, attempts, created_at, notification_key, status,"
+    " last_error, remote_id, delivered_at, next_attempt_at, in_doubt, in_doubt_at, delivered_to"
+    " FROM outbox"
+)
+
+
+def _entry(row: Row) -> OutboxEntry:
+    (i, channel, kind, payload, attempts, created, key, status, error, remote, delivered,
+     due, doubt, doubt_at, replicas) = row  # fmt: skip
+    return OutboxEntry(
+        id=int(i),
+        channel=str(channel),
+        kind=str(kind),
+        payload=str(payload),
+        attempts=int(attempts),
+        created_at=datetime.fromisoformat(str(created)),
+        key=str(key),
+        status=str(status),
+        last_error=error,
+        remote_id=remote,
+        delivered_at=_parse(delivered),
+        next_attempt_at=_parse(due),
+        in_doubt=doubt,
+        in_doubt_at=_parse(doubt_at),
+        delivered_to=frozenset(json.loads(replicas)) if replicas else frozenset(),
+    )
+
+
+def _instant(moment: datetime) -> str:
+    # fixed width, so that instants compare as text in SQL (isoformat drops zero microseconds)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _replicas(names: frozenset[str] | None) -> str | None:
+    return None if names is None else json.dumps(sorted(names))
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -146,6 +217,7 @@ class StateStore:
         self._db.script(_SCHEMA.replace("{serial}", self._db.serial))
         # a store created by version 1 has every table but lacks this column
         self._db.add_column("series_state", "quiet_start", "TEXT")
+        self._migrate_delivery_attempts()
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -153,11 +225,19 @@ class StateStore:
                 (str(SCHEMA_VERSION),),
             )
 
+    def _migrate_delivery_attempts(self) -> None:
+        """Version 4: each outbox row records its own delivery attempts (see OutboxEntry); a
+        ``status`` may now also be ``failed``. Rows of older versions read as never tried."""
+        for column in ("next_attempt_at", "in_doubt", "in_doubt_at", "delivered_to"):
+            self._db.add_column("outbox", column, "TEXT")
+
     @classmethod
-    def open(cls, config: StateConfig) -> StateStore:
+    def open(cls, config: StateConfig, *, exclusive: bool = True) -> StateStore:
+        """The daemon's store: a SQLite file is locked against a second daemon. A command that
+        only reads the store beside a running daemon (the backtest) opens it not ``exclusive``."""
         if config.url is not None:
             return cls(PostgresDatabase(config.url.get_secret_value()))
-        return cls(config.path)
+        return cls(SQLiteDatabase(config.path, exclusive=exclusive))
 
     @contextmanager
     def _transaction(self) -> Iterator[Executor]:
@@ -276,47 +356,112 @@ class StateStore:
             for p, t, m in rows
         ]
 
-    def pending(self, channel: str, limit: int = 100) -> list[OutboxEntry]:
-        rows = self._read(
-            "SELECT id, channel, kind, payload, attempts, created_at FROM outbox"
-            " WHERE status = 'pending'"
-            " AND channel = ? ORDER BY id LIMIT ?",
-            (channel, limit),
-        )
+    def pending(
+        self, channel: str, limit: int = 100, *, due: datetime | None = None, after: int = 0
+    ) -> list[OutboxEntry]:
+        """Undelivered entries of ``channel`` in queue order (ids above ``after``); with ``due``,
+        only those whose backoff has passed by then."""
+        sql = _OUTBOX + " WHERE status = 'pending' AND channel = ? AND id > ?"
+        params: tuple[object, ...] = (channel, after)
+        if due is not None:
+            sql += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            params += (_instant(due),)
+        return [_entry(r) for r in self._read(sql + " ORDER BY id LIMIT ?", (*params, limit))]
+
+    def outbox(self, statuses: Sequence[str], limit: int = 1000) -> list[OutboxEntry]:
+        """Entries in any of ``statuses``, newest first."""
+        marks = ", ".join("?" for _ in statuses)
         return [
-            OutboxEntry(int(str(i)), str(c), str(k), str(p), int(str(a)), datetime.fromisoformat(t))
-            for i, c, k, p, a, t in rows
+            _entry(r)
+            for r in self._read(
+                _OUTBOX + f" WHERE status IN ({marks}) ORDER BY id DESC LIMIT ?",
+                (*statuses, limit),
+            )
         ]
 
     def enqueue(self, key: str, kind: str, payload: str, channels: list[str]) -> None:
         """Queue a message once per key and channel (a second enqueue of the key is ignored)."""
-        now = datetime.now(UTC).isoformat()
         with self._transaction() as db:
-            for channel in channels:
-                db.execute(
-                    "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
-                    (key, channel, kind, payload, now),
-                )
+            _enqueue(db, key, kind, payload, channels)
 
     def pending_count(self) -> int:
         rows = self._read("SELECT count(*) FROM outbox WHERE status = 'pending'")
         return int(str(rows[0][0]))
 
-    def mark_delivered(self, entry_id: int, remote_id: str | None = None) -> None:
+    def begin_attempt(self, ids: Sequence[int], marker: str, at: datetime) -> None:
+        """Record, before a post that cannot be repeated safely, that its outcome is unknown
+        until :meth:`mark_delivered` or :meth:`mark_retry` says otherwise."""
         with self._transaction() as db:
-            db.execute(
-                "UPDATE outbox SET status = 'sent', remote_id = ?, delivered_at = ?,"
-                " attempts = attempts + 1 WHERE id = ?",
-                (remote_id, datetime.now(UTC).isoformat(), entry_id),
+            db.executemany(
+                "UPDATE outbox SET in_doubt = ?, in_doubt_at = ? WHERE id = ?",
+                [(marker, _instant(at), i) for i in ids],
             )
 
-    def mark_failed(self, entry_id: int, error: str) -> None:
+    def mark_delivered(
+        self, ids: Sequence[int], remote_id: str | None = None, then: Sequence[FollowUp] = ()
+    ) -> None:
+        """The channel accepted ``ids``; queue the delivery's next steps on the same channel,
+        in the same transaction (a step is never lost between two others, nor done twice)."""
+        now = datetime.now(UTC).isoformat()
         with self._transaction() as db:
-            db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                (error[:500], entry_id),
+            db.executemany(
+                "UPDATE outbox SET status = 'sent', remote_id = ?, delivered_at = ?,"
+                " attempts = attempts + 1, next_attempt_at = NULL WHERE id = ?",
+                [(remote_id, now, i) for i in ids],
             )
+            created = datetime.now(UTC).isoformat()
+            db.executemany(
+                "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
+                " SELECT ?, channel, ?, ?, ? FROM outbox WHERE id = ?"
+                " ON CONFLICT (notification_key, channel) DO NOTHING",
+                [(step.key, step.kind, step.payload, created, ids[0]) for step in then],
+            )
+
+    def mark_retry(
+        self,
+        ids: Sequence[int],
+        error: str,
+        next_attempt_at: datetime,
+        *,
+        in_doubt: bool,
+        delivered_to: frozenset[str] | None = None,
+    ) -> None:
+        """An attempt failed for a passing reason: try again from ``next_attempt_at``. Unless
+        the attempt is ``in_doubt`` (the channel may have taken it) its marker is cleared."""
+        doubt = "" if in_doubt else ", in_doubt = NULL, in_doubt_at = NULL"
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                f" delivered_to = COALESCE(?, delivered_to){doubt} WHERE id = ?",
+                [(error[:500], _instant(next_attempt_at), _replicas(delivered_to), i)
+                 for i in ids],
+            )  # fmt: skip
+
+    def mark_failed(
+        self,
+        ids: Sequence[int],
+        error: str,
+        delivered_to: frozenset[str] | None = None,
+        *,
+        in_doubt: bool = False,
+    ) -> None:
+        """Give ``ids`` up: the channel refused them for good, or every attempt failed. An
+        attempt ``in_doubt`` keeps its marker: the channel may show the message all the same."""
+        doubt = "" if in_doubt else ", in_doubt = NULL, in_doubt_at = NULL"
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?,"
+                f" next_attempt_at = NULL, delivered_to = COALESCE(?, delivered_to){doubt}"
+                " WHERE id = ?",
+                [(error[:500], _replicas(delivered_to), i) for i in ids],
+            )
+
+    def status(self, notification_key: str, channel: str) -> str | None:
+        rows = self._read(
+            "SELECT status FROM outbox WHERE notification_key = ? AND channel = ?",
+            (notification_key, channel),
+        )
+        return str(rows[0][0]) if rows else None
 
     def remote_id(self, notification_key: str, channel: str) -> str | None:
         rows = self._read(
@@ -328,20 +473,47 @@ class StateStore:
 
     # --- deployments, manifests, schemas, baseline restarts -------------------------------
 
-    def save_deployment(
+    def record_deployment(
         self,
         deployment_id: str,
         environment: str,
         status: str,
         received_at: datetime,
         document: str,
-    ) -> None:
+        *,
+        manifest: str | None = None,
+        schemas: Mapping[str, str] | None = None,
+        report: tuple[str, str, list[str]] | None = None,
+    ) -> bool:
+        """Record a new deployment with what comes with it, in one transaction: the manifest of
+        its environment, the columns of its tables as read after it, and the report (key,
+        payload, channels) of a deployment decided at once. False, with nothing written, when
+        a deployment with this id was recorded before."""
+        try:
+            with self._transaction() as db:
+                inserted = db.execute(
+                    "INSERT INTO deployments (id, environment, status, received_at, document)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (deployment_id, environment, status, received_at.isoformat(), document),
+                )
+                if _rowcount(inserted) == 0:
+                    raise _Recorded
+                if manifest is not None:
+                    _save_manifest(db, environment, manifest)
+                for table, columns in (schemas or {}).items():
+                    _save_table_schema(db, table, columns)
+                if report is not None:
+                    _enqueue(db, report[0], "deployment", report[1], report[2])
+        except _Recorded:
+            return False
+        return True
+
+    def update_deployment(self, deployment_id: str, status: str, document: str) -> None:
+        """A recorded deployment's new status and document (a deviation, a verdict)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO deployments (id, environment, status, received_at, document)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " document = excluded.document",
-                (deployment_id, environment, status, received_at.isoformat(), document),
+                "UPDATE deployments SET status = ?, document = ? WHERE id = ?",
+                (status, document, deployment_id),
             )
 
     def deployment(self, deployment_id: str) -> str | None:
@@ -366,12 +538,7 @@ class StateStore:
 
     def save_manifest(self, environment: str, nodes: str) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO manifests (environment, nodes, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (environment) DO UPDATE SET nodes = excluded.nodes,"
-                " updated_at = excluded.updated_at",
-                (environment, nodes, datetime.now(UTC).isoformat()),
-            )
+            _save_manifest(db, environment, nodes)
 
     def table_schema(self, table: str) -> str | None:
         rows = self._read("SELECT columns FROM table_schemas WHERE table_name = ?", (table,))
@@ -379,12 +546,7 @@ class StateStore:
 
     def save_table_schema(self, table: str, columns: str) -> None:
         with self._transaction() as db:
-            db.execute(
-                "INSERT INTO table_schemas (table_name, columns, captured_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (table_name) DO UPDATE SET columns = excluded.columns,"
-                " captured_at = excluded.captured_at",
-                (table, columns, datetime.now(UTC).isoformat()),
-            )
+            _save_table_schema(db, table, columns)
 
     def rebaselines(self) -> dict[str, datetime]:
         rows = self._read("SELECT check_name, since FROM rebaselines")
@@ -493,6 +655,52 @@ class StateStore:
                 (check, until.isoformat(), reason),
             )
 
+    def prune(self, notifications_before: datetime, deployments_before: datetime) -> dict[str, int]:
+        """Delete what is done with and older than the cutoffs: notifications no longer pending
+        (but not the opening of an episode still firing, nor of one whose resolution waits for
+        delivery: the resolution is threaded under it and edits it, and Alertmanager re-sent
+        from it), finished deployments, and the manifests of environments not deployed to
+        since. How many rows of each went."""
+        # states first: an episode resolving meanwhile has its resolution pending below
+        needed = {
+            event_key(check, segment, state.episode, "opened")
+            for (check, segment), state in self.load_states().items()
+            if state.firing
+        }
+        waiting = self._read(
+            "SELECT payload FROM outbox WHERE status = 'pending' AND kind = 'alert'"
+        )
+        for note in (Notification.from_json(str(payload)) for (payload,) in waiting):
+            if note.kind == "resolved":
+                needed.add(event_key(note.check, note.segment, note.episode, "opened"))
+        done = [
+            int(str(entry_id))
+            for entry_id, key in self._read(
+                "SELECT id, notification_key FROM outbox WHERE status <> 'pending'"
+                " AND created_at < ?",
+                (notifications_before.astimezone(UTC).isoformat(),),
+            )
+            if key not in needed
+        ]
+        for start in range(0, len(done), _PRUNE_BATCH):  # short transactions, small statements
+            batch = done[start : start + _PRUNE_BATCH]
+            with self._transaction() as db:
+                db.execute(
+                    f"DELETE FROM outbox WHERE id IN ({', '.join('?' * len(batch))})",
+                    tuple(batch),
+                )
+        cutoff = deployments_before.astimezone(UTC).isoformat()
+        with self._transaction() as db:
+            deployments = db.execute(
+                "DELETE FROM deployments WHERE status <> 'watching' AND received_at < ?", (cutoff,)
+            )
+            manifests = db.execute("DELETE FROM manifests WHERE updated_at < ?", (cutoff,))
+        return {
+            "notifications": len(done),
+            "deployments": _rowcount(deployments),
+            "manifests": _rowcount(manifests),
+        }
+
     def close(self) -> None:
         self._db.close()
 
@@ -502,3 +710,35 @@ class StateStore:
             (notification_key, channel),
         )
         return Notification.from_json(str(rows[0][0])) if rows else None
+
+
+class _Recorded(Exception):
+    """Rolls back the recording of a deployment whose id exists."""
+
+
+def _enqueue(db: Executor, key: str, kind: str, payload: str, channels: list[str]) -> None:
+    now = datetime.now(UTC).isoformat()
+    for channel in channels:
+        db.execute(
+            "INSERT INTO outbox (notification_key, channel, kind, payload, created_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (notification_key, channel) DO NOTHING",
+            (key, channel, kind, payload, now),
+        )
+
+
+def _save_manifest(db: Executor, environment: str, nodes: str) -> None:
+    _upsert(db, "manifests", ("environment", "nodes", "updated_at"), (environment, nodes))
+
+
+def _save_table_schema(db: Executor, table: str, columns: str) -> None:
+    _upsert(db, "table_schemas", ("table_name", "columns", "captured_at"), (table, columns))
+
+
+def _upsert(db: Executor, table: str, columns: tuple[str, str, str], row: tuple[str, str]) -> None:
+    """Insert or replace the (key, value, now) row of a table keyed by its first column."""
+    key, value, stamp = columns
+    db.execute(
+        f"INSERT INTO {table} ({key}, {value}, {stamp}) VALUES (?, ?, ?) ON CONFLICT ({key})"
+        f" DO UPDATE SET {value} = excluded.{value}, {stamp} = excluded.{stamp}",
+        (*row, datetime.now(UTC).isoformat()),
+    )

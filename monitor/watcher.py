@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import zlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from monitor.alerts.notification import Notification
 from monitor.config import CheckConfig, Config
-from monitor.dbt import ManifestNode, changed_nodes
+from monitor.dbt import changed_nodes, manifest_text, stored_checksums
 from monitor.deployments import (
     Deployment,
     DeploymentRequest,
@@ -36,6 +37,8 @@ from monitor.exporter import Metrics
 from monitor.store import StateStore
 
 log = logging.getLogger("monitor.deployments")
+
+ENVIRONMENT_LOCKS = 16
 
 
 class DeploymentConflict(KpiMonitorError):
@@ -74,6 +77,9 @@ class DeploymentWatcher:
         self.clock = clock
         self.annotate = annotate
         self._lock = threading.RLock()
+        # recordings to one environment take turns (a fixed set of locks, by environment)
+        self._environments = [threading.Lock() for _ in range(ENVIRONMENT_LOCKS)]
+        self._recording: set[str] = set()
         self._longest_window = max(c.post_deploy_window for c in config.checks)
         self._active = {
             d.id: d for d in map(Deployment.from_json, store.deployments(status="watching"))
@@ -111,34 +117,44 @@ class DeploymentWatcher:
     # --- recording ----------------------------------------------------------------------------
 
     def record(self, request: DeploymentRequest) -> Deployment:
+        """Record a deployment and start watching what it touched.
+
+        What it brings is saved with it in one transaction, or nothing is: the environment's
+        new manifest, the columns of its tables, the report of a deployment decided at once; a
+        call that failed can be repeated with the same id. Recordings to one environment take
+        turns, each diffing against the manifest the one before saved; the watcher's own lock
+        (which every read of a deployment takes) is never held while a manifest is diffed or a
+        warehouse read.
+        """
         unknown = [n for n in request.expect_change if self.config.check(n) is None]
         if unknown:
             raise UnknownCheck(f"expect_change names unknown checks: {', '.join(unknown)}")
-        now = self.clock()
-        with self._lock:
-            if self.get(request.id) is not None:
-                raise DeploymentConflict(f"deployment {request.id!r} was already recorded")
-            models, relations = list(request.models), []
-            if request.manifest is not None:
-                changed = self._diff_manifest(request.environment, request.manifest, request.ran)
-                models += [n.name for n in changed.values() if n.name not in models]
-                relations = [n.relation for n in changed.values() if n.relation]
-            deployment = start(
-                self.config,
-                id=request.id,
-                environment=request.environment,
-                received_at=now,
-                models=models,
-                relations=relations,
-                expect_change=list(request.expect_change),
-                commit=request.commit,
-                url=request.url,
-                ran=sorted(request.ran or []),
-            )
-            deployment = record_schema(deployment, self._schema_changes(deployment), now)
-            self._save(deployment)
-            if deployment.status == "watching":
-                self._active[deployment.id] = deployment
+        manifest = manifest_text(request.manifest) if request.manifest is not None else None
+        stripe = self._environments[zlib.crc32(request.environment.encode()) % ENVIRONMENT_LOCKS]
+        with stripe:
+            self._reserve(request.id)
+            try:
+                now = self.clock()
+                deployment, schemas = self._start(request, now)
+                decided = deployment.status != "watching"
+                report = (_report_key(deployment), deployment.to_json(), self.channels)
+                if not self.store.record_deployment(
+                    deployment.id,
+                    deployment.environment,
+                    deployment.status,
+                    deployment.received_at,
+                    deployment.to_json(),
+                    manifest=manifest,
+                    schemas=schemas,
+                    report=report if decided else None,
+                ):
+                    raise DeploymentConflict(f"deployment {request.id!r} was already recorded")
+                if not decided:
+                    with self._lock:
+                        self._active[deployment.id] = deployment
+            finally:
+                with self._lock:
+                    self._recording.discard(request.id)
         self.metrics.deployments.labels(request.environment).inc()
         for verdict in ("passed", "failed"):
             # born at 0, so increase() sees the first verdict of an environment
@@ -160,28 +176,56 @@ class DeploymentWatcher:
                 self.engine.rebaseline(watched.name, now)
         if self.annotate is not None:
             self.annotate(deployment)
-        if deployment.status != "watching":
-            self._finish(deployment)
+        if decided:
+            self._finished(deployment)
         return deployment
 
-    def _diff_manifest(
-        self, environment: str, manifest: dict[str, ManifestNode], ran: list[str] | None
-    ) -> dict[str, ManifestNode]:
-        stored = self.store.manifest(environment)
-        previous = (
-            {k: ManifestNode.model_validate(v) for k, v in json.loads(stored).items()}
-            if stored
-            else None
-        )
-        changed = changed_nodes(previous, manifest, set(ran) if ran is not None else None)
-        self.store.save_manifest(
-            environment, json.dumps({k: v.model_dump() for k, v in manifest.items()})
-        )
-        return changed
+    def _reserve(self, deployment_id: str) -> None:
+        """Claim an id for one recording at a time; the store's primary key is the last word."""
+        with self._lock:
+            taken = deployment_id in self._recording or deployment_id in self._active
+            if not taken:
+                self._recording.add(deployment_id)
+        if not taken and self.store.deployment(deployment_id) is not None:
+            with self._lock:
+                self._recording.discard(deployment_id)
+            taken = True
+        if taken:
+            raise DeploymentConflict(f"deployment {deployment_id!r} was already recorded")
 
-    def _schema_changes(self, deployment: Deployment) -> list[SchemaChange]:
-        """Compare each watched table's columns with the snapshot taken before the deployment."""
-        changes = []
+    def _start(
+        self, request: DeploymentRequest, now: datetime
+    ) -> tuple[Deployment, dict[str, str]]:
+        """The new deployment (nothing saved yet), and the columns read from its tables."""
+        models, relations = list(request.models), []
+        if request.manifest is not None:
+            stored = self.store.manifest(request.environment)
+            changed = changed_nodes(
+                stored_checksums(stored) if stored else None,
+                request.manifest,
+                set(request.ran) if request.ran is not None else None,
+            )
+            models = list(dict.fromkeys([*models, *(n.name for n in changed.values())]))
+            relations = [n.relation for n in changed.values() if n.relation]
+        deployment = start(
+            self.config,
+            id=request.id,
+            environment=request.environment,
+            received_at=now,
+            models=models,
+            relations=relations,
+            expect_change=list(request.expect_change),
+            commit=request.commit,
+            url=request.url,
+            ran=sorted(request.ran or []),
+        )
+        changes, columns = self._schema_changes(deployment)
+        return record_schema(deployment, changes, now), columns
+
+    def _schema_changes(self, deployment: Deployment) -> tuple[list[SchemaChange], dict[str, str]]:
+        """Compare each watched table's columns with the snapshot taken before the deployment;
+        the columns read are the next snapshot (saved with the deployment)."""
+        changes, columns = [], {}
         checks = [self.config.check(c.name) for c in deployment.checks]
         for table, check in {c.table: c for c in checks if c is not None and c.table}.items():
             before = self.store.table_schema(table)
@@ -197,8 +241,8 @@ class DeploymentWatcher:
                 change = schema_change(table, json.loads(before), after, self.config.checks)
                 if change is not None:
                     changes.append(change)
-            self.store.save_table_schema(table, json.dumps(after))
-        return changes
+            columns[table] = json.dumps(after)
+        return changes, columns
 
     def _read_columns(self, check: CheckConfig) -> dict[str, str]:
         assert check.table is not None
@@ -275,15 +319,16 @@ class DeploymentWatcher:
         self._finish(updated)
 
     def _save(self, deployment: Deployment) -> None:
-        self.store.save_deployment(
-            deployment.id,
-            deployment.environment,
-            deployment.status,
-            deployment.received_at,
-            deployment.to_json(),
-        )
+        self.store.update_deployment(deployment.id, deployment.status, deployment.to_json())
 
     def _finish(self, deployment: Deployment) -> None:
+        """A watch ended with a verdict (saved): publish it and queue its report."""
+        self._finished(deployment)
+        self.store.enqueue(
+            _report_key(deployment), "deployment", deployment.to_json(), self.channels
+        )
+
+    def _finished(self, deployment: Deployment) -> None:
         with self._lock:
             self._active.pop(deployment.id, None)
         self.metrics.deployment_verdicts.labels(deployment.environment, deployment.status).inc()
@@ -298,9 +343,7 @@ class DeploymentWatcher:
                 }
             },
         )
-        self.store.enqueue(
-            f"deployment/{deployment.id}/{deployment.status}",
-            "deployment",
-            deployment.to_json(),
-            self.channels,
-        )
+
+
+def _report_key(deployment: Deployment) -> str:
+    return f"deployment/{deployment.id}/{deployment.status}"

@@ -7,7 +7,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,20 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "config" / "demo.yaml"
 # a fixed "now" for tests that judge the demo with an injected clock: a Thursday afternoon
 DEMO_NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
+
+
+class Clock:
+    """Real time (which the state store stamps queued messages with) plus the time a test
+    skipped, e.g. over a delivery's backoff."""
+
+    def __init__(self) -> None:
+        self.skipped = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.skipped
+
+    def advance(self, seconds: float) -> None:
+        self.skipped += timedelta(seconds=seconds)
 
 
 def free_port() -> int:
@@ -63,6 +77,19 @@ def demo_document(directory: Path, **slack: Any) -> dict[str, Any]:
 def write_config(path: Path, document: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def slack_daemon_config(
+    directory: Path, warehouse: Path, slack: SlackServer, **slack_fields: Any
+) -> Path:
+    """``warehouse`` copied into ``directory`` and a config file alerting to ``slack`` in
+    #data-alerts, its token read from $SLACK_BOT_TOKEN (set it to ``slack.token``)."""
+    shutil.copy(warehouse, directory / "demo.duckdb")
+    document = demo_document(
+        directory, token="${SLACK_BOT_TOKEN}", api_url=slack.url, channel="#data-alerts",
+        **slack_fields,
+    )  # fmt: skip
+    return write_config(directory / "kpi.yaml", document)
 
 
 @pytest.fixture(scope="session")

@@ -1,27 +1,50 @@
-"""A local Slack Web API server for tests: records every call slack-sdk makes.
+"""A local Slack Web API server for tests: records every call slack-sdk makes and keeps the
+channels' messages as members would see them.
 
 It speaks the real wire protocol (HTTP POST to /api/<method>, bearer token, JSON or form body,
-``{"ok": ...}`` answers) for the methods the monitor uses, and can be told to fail: answer 429
-with Retry-After, 5xx, or an API error, for the next N calls.
+``{"ok": ...}`` answers, Slack's error names and the ``needed``/``provided`` fields of
+``missing_scope``) for the methods the monitor uses:
 
-File uploads follow Slack's external upload flow, the one slack-sdk's ``files_upload_v2`` uses:
-``files.getUploadURLExternal`` (filename, length) hands out an upload URL on this server and a file
-id, the client POSTs the raw bytes there (no token: the URL itself is the credential), and
-``files.completeUploadExternal`` (``files`` JSON of id + title, ``channel_id``, ``thread_ts``)
-shares it. ``uploads()`` returns the files shared so far.
+- ``chat.postMessage`` (channel by name or id; ``thread_ts``; message ``metadata``) and
+  ``chat.update``;
+- ``conversations.history`` and ``conversations.replies`` (channel ids only, ``oldest``/``latest``/
+  ``inclusive``, ``limit`` and ``cursor`` pages, newest first for history, ``metadata`` only
+  with ``include_all_metadata``), ``conversations.list`` (names without ``#``, pages);
+- file uploads by Slack's external flow, the one slack-sdk's ``files_upload_v2`` uses:
+  ``files.getUploadURLExternal`` (filename, length) hands out an upload URL on this server and a
+  file id, the client POSTs the raw bytes there (no token: the URL itself is the credential), and
+  ``files.completeUploadExternal`` (``files`` JSON of id + title, ``channel_id``, ``thread_ts``)
+  shares it: a message carrying the file appears in the channel or thread.
+
+Channels: ``#data-alerts``, ``#revenue`` and ``#growth`` exist with fixed ids; any other name
+is created on its first post, as if the bot had been invited there. ``archive``, ``leave`` and
+``delete`` make a channel answer ``is_archived``, ``not_in_channel`` or ``channel_not_found``;
+``scopes`` is what the token was granted.
+
+Faults: ``fail_next`` answers the next calls (of one method, or any) with 429 + Retry-After,
+5xx or an API error, either refusing the call or after carrying it out (Slack accepted, the
+answer says otherwise); ``delay_next`` carries a call out and answers it only after a delay, as a
+slow Slack does; ``on_call`` runs a hook after a call is carried out and before it is answered.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 CHANNEL_IDS = {"#data-alerts": "C0DATA", "#revenue": "C0REVENUE", "#growth": "C0GROWTH"}
+ALL_SCOPES = frozenset(
+    {"chat:write", "files:write", "channels:history", "groups:history", "channels:read", "groups:read"}
+)
+_TS = re.compile(r"^\d+\.\d+$")
+Answer = tuple[int, dict[str, str], dict[str, Any]]
 
 
 @dataclass
@@ -29,6 +52,44 @@ class Call:
     method: str
     args: dict[str, Any]
     token: str
+
+
+@dataclass
+class Message:
+    """A message in a channel, as Slack keeps it."""
+
+    channel: str  # channel id
+    ts: str
+    text: str
+    blocks: list[Any] | None = None
+    thread_ts: str | None = None
+    metadata: dict[str, Any] | None = None
+    files: list[dict[str, Any]] = field(default_factory=list)
+    edited: bool = False
+
+    def json(self, with_metadata: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "message", "user": "U0BOT", "bot_id": "B0BOT", "ts": self.ts,
+                               "text": self.text}
+        if self.blocks:
+            out["blocks"] = self.blocks
+        if self.thread_ts:
+            out["thread_ts"] = self.thread_ts
+        if self.files:
+            out["files"] = self.files
+        if self.edited:
+            out["edited"] = {"user": "U0BOT", "ts": self.ts}
+        if with_metadata and self.metadata:
+            out["metadata"] = self.metadata
+        return out
+
+
+@dataclass
+class Channel:
+    id: str
+    name: str  # with its "#"
+    archived: bool = False
+    member: bool = True
+    deleted: bool = False
 
 
 @dataclass
@@ -52,21 +113,37 @@ class _PendingUpload:
 
 
 @dataclass
+class _Fault:
+    method: str | None  # None: any method
+    answer: Answer
+    after_processing: bool
+
+
+@dataclass
 class SlackServer:
     token: str = "xoxb-test-token"
+    port: int = 0
+    scopes: set[str] = field(default_factory=lambda: set(ALL_SCOPES))
     calls: list[Call] = field(default_factory=list)
-    failures: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    failures: list[_Fault] = field(default_factory=list)
     upload_failures: list[int] = field(default_factory=list)
+    delays: list[tuple[str, float]] = field(default_factory=list)
+    on_call: Callable[[Call], None] | None = None
+    channels: dict[str, Channel] = field(
+        default_factory=lambda: {name: Channel(cid, name) for name, cid in CHANNEL_IDS.items()}
+    )
+    history: list[Message] = field(default_factory=list)
     _pending: dict[str, _PendingUpload] = field(default_factory=dict)
     _shared: list[UploadedFile] = field(default_factory=list)
     _ts: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _httpd: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
-        assert self._httpd is not None
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/api/"
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    # --- what a test sets up -----------------------------------------------------------------
 
     def fail_next(
         self,
@@ -74,20 +151,44 @@ class SlackServer:
         status: int = 500,
         retry_after: int | None = None,
         error: str | None = None,
+        *,
+        method: str | None = None,
+        after_processing: bool = False,
     ) -> None:
-        """Answer the next ``count`` calls with ``status`` (or ok=false ``error`` at 200)."""
+        """Answer the next ``count`` calls (of ``method``, or any) with ``status`` (or ok=false
+        ``error`` at 200); with ``after_processing`` the call is carried out all the same."""
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         body = {
             "ok": False,
             "error": error or ("ratelimited" if status == 429 else "internal_error"),
         }
         with self._lock:
-            self.failures.extend([(status, headers, body)] * count)
+            self.failures.extend([_Fault(method, (status, headers, body), after_processing)] * count)
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self.failures.clear()
+
+    def delay_next(self, seconds: float, method: str = "chat.postMessage", count: int = 1) -> None:
+        """Carry out the next ``count`` calls of ``method`` at once but answer ``seconds`` later."""
+        with self._lock:
+            self.delays.extend([(method, seconds)] * count)
 
     def fail_next_uploads(self, count: int, status: int = 500) -> None:
         """Answer the next ``count`` POSTs to an upload URL with ``status``."""
         with self._lock:
             self.upload_failures.extend([status] * count)
+
+    def archive(self, name: str) -> None:
+        self._channel_named(name).archived = True
+
+    def leave(self, name: str) -> None:
+        self._channel_named(name).member = False
+
+    def delete(self, name: str) -> None:
+        self._channel_named(name).deleted = True
+
+    # --- what a test looks at ----------------------------------------------------------------
 
     def uploads(self) -> list[UploadedFile]:
         """Files shared into channels (completed uploads), in order."""
@@ -95,8 +196,16 @@ class SlackServer:
             return list(self._shared)
 
     def messages(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
+        """The arguments of every call of ``method`` (accepted or not), in order."""
         with self._lock:
             return [c.args for c in self.calls if c.method == method]
+
+    def posted(self, channel: str | None = None) -> list[Message]:
+        """Messages that exist in Slack (in ``channel``, by name or id, when given), in order;
+        replies and file shares included."""
+        with self._lock:
+            wanted = None if channel is None else self._channel_named(channel).id
+            return [m for m in self.history if wanted in (None, m.channel)]
 
     def wait_for(
         self, count: int, method: str = "chat.postMessage", timeout: float = 30.0
@@ -122,63 +231,231 @@ class SlackServer:
         posted = [m.get("text", "")[:80] for m in self.messages()]
         raise AssertionError(f"no message containing {text!r} within {timeout:g} s: {posted}")
 
-    def _answer(
-        self, method: str, args: dict[str, Any], token: str
-    ) -> tuple[int, dict[str, str], dict[str, Any]]:
-        with self._lock:
-            self.calls.append(Call(method, args, token))
-            if token != self.token:
-                return 200, {}, {"ok": False, "error": "invalid_auth"}
-            if self.failures:
-                return self.failures.pop(0)
-            self._ts += 1
-            ts = f"{1_700_000_000 + self._ts}.{self._ts:06d}"
-        channel = str(args.get("channel", ""))
-        channel_id = CHANNEL_IDS.get(channel, channel)
-        if method == "chat.postMessage":
-            return (
-                200,
-                {},
-                {
-                    "ok": True,
-                    "channel": channel_id,
-                    "ts": ts,
-                    "message": {"text": args.get("text")},
-                },
-            )
-        if method == "chat.update":
-            return (
-                200,
-                {},
-                {"ok": True, "channel": channel_id, "ts": args.get("ts"), "text": args.get("text")},
-            )
-        if method == "files.getUploadURLExternal":
-            return self._get_upload_url(args)
-        if method == "files.completeUploadExternal":
-            return self._complete_upload(args)
-        if method == "auth.test":
-            return 200, {}, {"ok": True, "user_id": "U0BOT", "team_id": "T0TEST"}
-        return 200, {}, {"ok": False, "error": "unknown_method"}
+    # --- the Web API -------------------------------------------------------------------------
 
-    def _get_upload_url(self, args: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def _channel_named(self, name: str) -> Channel:
+        with self._lock:
+            found = self.channels.get(name) or next(
+                (c for c in self.channels.values() if c.id == name), None
+            )
+            if found is None:
+                found = self.channels[name] = Channel(f"C{len(self.channels):07d}X", name)
+            return found
+
+    def _resolve(self, given: object, *, by_name: bool) -> Channel | None:
+        """The channel a call names; Slack takes names only where ``by_name``."""
+        text = str(given or "")
+        with self._lock:
+            for channel in self.channels.values():
+                if channel.id == text or (by_name and channel.name == text):
+                    return None if channel.deleted else channel
+            if by_name and text.startswith("#"):
+                return self._channel_named(text)
+        return None
+
+    def _call(self, method: str, args: dict[str, Any], token: str) -> tuple[Answer, float]:
+        call = Call(method, args, token)
+        with self._lock:
+            self.calls.append(call)
+            if token != self.token:
+                return (200, {}, {"ok": False, "error": "invalid_auth"}), 0.0
+            fault = next(
+                (f for f in self.failures if f.method in (None, method)), None
+            )
+            if fault is not None:
+                self.failures.remove(fault)
+                if not fault.after_processing:
+                    return fault.answer, 0.0
+            delay = next((d for d in self.delays if d[0] == method), None)
+            if delay is not None:
+                self.delays.remove(delay)
+            answer = self._answer(method, args)
+        if self.on_call is not None:
+            self.on_call(call)
+        return (fault.answer if fault is not None else answer), (delay[1] if delay else 0.0)
+
+    def _answer(self, method: str, args: dict[str, Any]) -> Answer:
+        handler = {
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "conversations.history": self._history,
+            "conversations.replies": self._replies,
+            "conversations.list": self._list,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
+            "auth.test": lambda _: _ok(user_id="U0BOT", team_id="T0TEST"),
+        }.get(method)
+        if handler is None:
+            return _error("unknown_method")
+        return handler(args)
+
+    def _scope(self, *needed: str) -> Answer | None:
+        if any(s in self.scopes for s in needed):
+            return None
+        return 200, {}, {"ok": False, "error": "missing_scope", "needed": ",".join(needed),
+                         "provided": ",".join(sorted(self.scopes))}
+
+    def _writable(self, channel: Channel | None) -> Answer | None:
+        if channel is None:
+            return _error("channel_not_found")
+        if channel.archived:
+            return _error("is_archived")
+        if not channel.member:
+            return _error("not_in_channel")
+        return None
+
+    def _next_ts(self) -> str:
+        """Slack's message id: the time it took the message, unique in the channel."""
+        self._ts = max(self._ts + 1, int(time.time() * 1_000_000))
+        return f"{self._ts // 1_000_000}.{self._ts % 1_000_000:06d}"
+
+    def _find(self, channel: Channel, ts: str) -> Message | None:
+        return next((m for m in self.history if m.channel == channel.id and m.ts == ts), None)
+
+    def _thread(self, channel: Channel, thread_ts: object) -> Answer | None:
+        """Slack's answer to a ``thread_ts`` that names no message of ``channel``, else None."""
+        if thread_ts in (None, ""):
+            return None
+        if not _TS.match(str(thread_ts)):
+            return _error("invalid_thread_ts")
+        if self._find(channel, str(thread_ts)) is None:
+            return _error("thread_not_found")
+        return None
+
+    def _for_writing(self, given: object, *, by_name: bool) -> Channel | Answer:
+        """The channel a chat.* call writes to, or Slack's refusal."""
+        channel = self._resolve(given, by_name=by_name)
+        refused = self._scope("chat:write") or self._writable(channel)
+        if refused is not None:
+            return refused
+        assert channel is not None  # _writable refuses a missing one
+        return channel
+
+    def _post_message(self, args: dict[str, Any]) -> Answer:
+        channel = self._for_writing(args.get("channel"), by_name=True)
+        if not isinstance(channel, Channel):
+            return channel
+        refused = self._thread(channel, args.get("thread_ts"))
+        if refused:
+            return refused
+        metadata = args.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        if metadata is not None and not (
+            isinstance(metadata, dict)
+            and isinstance(metadata.get("event_type"), str)
+            and isinstance(metadata.get("event_payload"), dict)
+        ):
+            return _error("invalid_metadata_format")
+        if not args.get("text") and not args.get("blocks"):
+            return _error("no_text")
+        message = Message(
+            channel=channel.id,
+            ts=self._next_ts(),
+            text=str(args.get("text") or ""),
+            blocks=args.get("blocks"),
+            thread_ts=args.get("thread_ts") or None,
+            metadata=metadata,
+        )
+        self.history.append(message)
+        return _ok(channel=channel.id, ts=message.ts, message=message.json(with_metadata=True))
+
+    def _update(self, args: dict[str, Any]) -> Answer:
+        channel = self._for_writing(args.get("channel"), by_name=False)
+        if not isinstance(channel, Channel):
+            return channel
+        message = self._find(channel, str(args.get("ts")))
+        if message is None:
+            return _error("message_not_found")
+        message.text = str(args.get("text") or "")
+        message.blocks = args.get("blocks")
+        message.edited = True
+        return _ok(channel=channel.id, ts=message.ts, text=message.text)
+
+    def _readable(self, args: dict[str, Any]) -> tuple[Channel | None, Answer | None]:
+        refused = self._scope("channels:history", "groups:history")
+        if refused:
+            return None, refused
+        channel = self._resolve(args.get("channel"), by_name=False)
+        if channel is None:
+            return None, _error("channel_not_found")
+        if not channel.member:
+            return None, _error("not_in_channel")
+        return channel, None
+
+    def _history(self, args: dict[str, Any]) -> Answer:
+        channel, refused = self._readable(args)
+        if refused:
+            return refused
+        assert channel is not None
+        top = [m for m in self.history
+               if m.channel == channel.id and m.thread_ts in (None, m.ts)]
+        return self._page(list(reversed(top)), args)
+
+    def _replies(self, args: dict[str, Any]) -> Answer:
+        channel, refused = self._readable(args)
+        if refused:
+            return refused
+        assert channel is not None
+        parent = self._find(channel, str(args.get("ts")))
+        if parent is None:
+            return _error("thread_not_found")
+        thread = [parent] + [m for m in self.history
+                             if m.channel == channel.id and m.thread_ts == parent.ts and m is not parent]
+        return self._page(thread, args, keep_first=True)
+
+    def _page(self, messages: list[Message], args: dict[str, Any], keep_first: bool = False) -> Answer:
+        inclusive = _truthy(args.get("inclusive"))
+        oldest = float(args.get("oldest") or 0)
+        latest = float(args.get("latest") or 1e12)
+
+        def inside(m: Message) -> bool:
+            ts = float(m.ts)
+            if inclusive:
+                return oldest <= ts <= latest
+            return oldest < ts < latest
+
+        # conversations.replies always starts with the parent, whatever the time window
+        kept = [m for i, m in enumerate(messages) if inside(m) or (keep_first and i == 0)]
+        start = int(args.get("cursor") or 0)
+        limit = min(int(args.get("limit") or 100), 999)
+        page = kept[start:start + limit]
+        more = start + limit < len(kept)
+        with_metadata = _truthy(args.get("include_all_metadata"))
+        return _ok(
+            messages=[m.json(with_metadata) for m in page],
+            has_more=more,
+            response_metadata={"next_cursor": str(start + limit) if more else ""},
+        )
+
+    def _list(self, args: dict[str, Any]) -> Answer:
+        refused = self._scope("channels:read", "groups:read")
+        if refused:
+            return refused
+        skip_archived = _truthy(args.get("exclude_archived"))
+        listed = [c for c in self.channels.values()
+                  if not c.deleted and not (skip_archived and c.archived)]
+        start = int(args.get("cursor") or 0)
+        limit = min(int(args.get("limit") or 100), 1000)
+        page = listed[start:start + limit]
+        more = start + limit < len(listed)
+        return _ok(
+            channels=[{"id": c.id, "name": c.name.lstrip("#"), "is_channel": True,
+                       "is_archived": c.archived, "is_member": c.member} for c in page],
+            response_metadata={"next_cursor": str(start + limit) if more else ""},
+        )
+
+    def _get_upload_url(self, args: dict[str, Any]) -> Answer:
+        refused = self._scope("files:write")
+        if refused:
+            return refused
         filename = args.get("filename")
         length = str(args.get("length", ""))
         if not filename or not length.isdigit():
-            return 200, {}, {"ok": False, "error": "invalid_arguments"}
-        with self._lock:
-            file_id = f"F{len(self._pending) + 1:08d}"
-            self._pending[file_id] = _PendingUpload(str(filename), int(length))
-        assert self._httpd is not None
-        port = self._httpd.server_address[1]
-        return (
-            200,
-            {},
-            {
-                "ok": True,
-                "file_id": file_id,
-                "upload_url": f"http://127.0.0.1:{port}/upload/v1/{file_id}",
-            },
-        )
+            return _error("invalid_arguments")
+        file_id = f"F{len(self._pending) + 1:08d}"
+        self._pending[file_id] = _PendingUpload(str(filename), int(length))
+        return _ok(file_id=file_id, upload_url=f"http://127.0.0.1:{self.port}/upload/v1/{file_id}")
 
     def _receive_upload(self, file_id: str, content: bytes) -> tuple[int, str]:
         with self._lock:
@@ -190,48 +467,55 @@ class SlackServer:
             pending.content = content
         return 200, f"OK - {len(content)}"
 
-    def _complete_upload(self, args: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def _complete_upload(self, args: dict[str, Any]) -> Answer:
+        refused = self._scope("files:write")
+        if refused:
+            return refused
         try:
             files = json.loads(args.get("files") or "[]")
         except ValueError:
-            return 200, {}, {"ok": False, "error": "invalid_arguments"}
-        channel = args.get("channel_id")
-        if not files or (args.get("thread_ts") and not channel):
-            return 200, {}, {"ok": False, "error": "invalid_arguments"}
-        if channel is not None and str(channel).startswith("#"):
+            return _error("invalid_arguments")
+        given = args.get("channel_id")
+        if not files or (args.get("thread_ts") and not given):
+            return _error("invalid_arguments")
+        channel = None
+        if given is not None:
             # Slack wants a channel id here, unlike chat.postMessage which also takes a name
-            return 200, {}, {"ok": False, "error": "channel_not_found"}
+            channel = self._resolve(given, by_name=False)
+            refused = self._writable(channel)
+            if refused:
+                return refused
+            assert channel is not None
+            refused = self._thread(channel, args.get("thread_ts"))
+            if refused:
+                return refused
         shared: list[UploadedFile] = []
-        with self._lock:
-            for item in files:
-                pending = self._pending.get(str(item.get("id")))
-                if pending is None or pending.content is None:
-                    return 200, {}, {"ok": False, "error": "file_not_found"}
-                if len(pending.content) != pending.length:
-                    return 200, {}, {"ok": False, "error": "file_upload_size_mismatch"}
-                shared.append(
-                    UploadedFile(
-                        file_id=str(item["id"]),
-                        filename=pending.filename,
-                        title=str(item.get("title") or pending.filename),
-                        content=pending.content,
-                        channel=channel,
-                        thread_ts=args.get("thread_ts"),
-                        initial_comment=args.get("initial_comment"),
-                    )
+        for item in files:
+            pending = self._pending.get(str(item.get("id")))
+            if pending is None or pending.content is None:
+                return _error("file_not_found")
+            if len(pending.content) != pending.length:
+                return _error("file_upload_size_mismatch")
+            shared.append(
+                UploadedFile(
+                    file_id=str(item["id"]),
+                    filename=pending.filename,
+                    title=str(item.get("title") or pending.filename),
+                    content=pending.content,
+                    channel=None if channel is None else channel.id,
+                    thread_ts=args.get("thread_ts"),
+                    initial_comment=args.get("initial_comment"),
                 )
-            self._shared.extend(shared)
-        return (
-            200,
-            {},
-            {
-                "ok": True,
-                "files": [
-                    {"id": f.file_id, "name": f.filename, "title": f.title, "size": len(f.content)}
-                    for f in shared
-                ],
-            },
-        )
+            )
+        self._shared.extend(shared)
+        described = [{"id": f.file_id, "name": f.filename, "title": f.title, "size": len(f.content)}
+                     for f in shared]
+        if channel is not None:
+            self.history.append(Message(channel=channel.id, ts=self._next_ts(), text="",
+                                        thread_ts=args.get("thread_ts") or None, files=described))
+        return _ok(files=described)
+
+    # --- HTTP --------------------------------------------------------------------------------
 
     def start(self) -> SlackServer:
         server = self
@@ -247,20 +531,24 @@ class SlackServer:
                     args = json.loads(raw) if raw else {}
                 else:
                     args = {k: v[0] for k, v in parse_qs(raw).items()}
-                    for key in ("blocks", "attachments"):
+                    for key in ("blocks", "attachments", "metadata"):
                         if isinstance(args.get(key), str):
                             args[key] = json.loads(args[key])
                 token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
                 method = self.path.rsplit("/", 1)[-1]
-                status, headers, body = server._answer(method, args, token)
+                (status, headers, body), delay = server._call(method, args, token)
+                time.sleep(delay)
                 payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the client gave up waiting (a timeout under test)
 
             def _upload(self, content: bytes) -> None:
                 status, text = server._receive_upload(self.path.rsplit("/", 1)[-1], content)
@@ -274,7 +562,11 @@ class SlackServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True  # a delayed answer must not hold up stop()
+
+        self._httpd = Server(("127.0.0.1", self.port), Handler)
+        self.port = self._httpd.server_address[1]
         # a short poll interval keeps stop() (and every test teardown) fast
         threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -285,3 +577,15 @@ class SlackServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+
+
+def _ok(**fields: Any) -> Answer:
+    return 200, {}, {"ok": True, **fields}
+
+
+def _error(name: str) -> Answer:
+    return 200, {}, {"ok": False, "error": name}
+
+
+def _truthy(value: object) -> bool:
+    return str(value).lower() in ("1", "true")

@@ -256,7 +256,7 @@ def test_each_team_and_severity_reaches_its_receiver(routing: Routing) -> None:
         firing("route_signups", team="growth", severity="warning", segment="", score=6.0),
         firing("route_rows", team="", severity="warning", segment=""),
     ]
-    assert client(routing.alertmanager.url).post(alerts) == []
+    assert client(routing.alertmanager.url).post(alerts) == {}
 
     [paged] = pager.wait_for(bool, "route_revenue")
     assert paged["status"] == "firing"
@@ -289,7 +289,7 @@ def test_each_team_and_severity_reaches_its_receiver(routing: Routing) -> None:
 
 
 def test_staging_never_pages(routing: Routing) -> None:
-    assert client(routing.alertmanager.url).post([firing("staging_revenue", environment="staging")]) == []
+    assert client(routing.alertmanager.url).post([firing("staging_revenue", environment="staging")]) == {}
     [delivered] = routing.hooks["data-platform"].wait_for(bool, "staging_revenue")
     assert received_alerts([delivered])[0]["labels"]["environment"] == "staging"
     assert routing.hooks["revenue-pager"].notifications("staging_revenue") == []
@@ -297,7 +297,7 @@ def test_staging_never_pages(routing: Routing) -> None:
 
 def test_segments_of_one_check_arrive_as_one_notification(routing: Routing) -> None:
     alerts = [firing("grouped_revenue", segment=s) for s in ("DE", "FR", "IT")]
-    assert client(routing.alertmanager.url).post(alerts) == []
+    assert client(routing.alertmanager.url).post(alerts) == {}
     [grouped] = routing.hooks["revenue-pager"].wait_for(bool, "grouped_revenue")
     assert sorted(a["labels"]["segment"] for a in grouped["alerts"]) == ["DE", "FR", "IT"]
 
@@ -307,11 +307,11 @@ def test_resending_keeps_one_alert_and_the_resolution_reaches_the_same_receiver(
 ) -> None:
     pager = routing.hooks["revenue-pager"]
     sink = client(routing.alertmanager.url)
-    assert sink.post([firing("resolve_revenue")]) == []
+    assert sink.post([firing("resolve_revenue")]) == {}
     pager.wait_for(bool, "resolve_revenue")
 
     # the daemon re-sends a firing alert every resend_interval; Alertmanager must not page again
-    assert sink.post([firing("resolve_revenue")]) == []
+    assert sink.post([firing("resolve_revenue")]) == {}
     time.sleep(2.5)  # more than two group intervals
     assert len(pager.notifications("resolve_revenue")) == 1
 
@@ -323,7 +323,7 @@ def test_resending_keeps_one_alert_and_the_resolution_reaches_the_same_receiver(
         ends_at=ended,
         starts_at=LIVE_SINCE,
     )
-    assert sink.post([resolved]) == []
+    assert sink.post([resolved]) == {}
     notes = pager.wait_for(lambda found: any(n["status"] == "resolved" for n in found), "resolve_revenue")
     resolution = next(n for n in notes if n["status"] == "resolved")
     [alert] = resolution["alerts"]
@@ -343,17 +343,19 @@ def test_every_replica_is_posted_to_and_a_dead_one_is_reported_without_secrets(
     sink = client(live, dead)
     with caplog.at_level(logging.WARNING, logger="monitor.alerts"):
         failed = sink.post([firing("replica_revenue")])
-    assert failed == [dead]  # as configured, so the caller can retry just that one
+    assert list(failed) == [dead]  # as configured, so the caller can retry just that one
+    assert failed[dead].reason.startswith(f"http://127.0.0.1:{dead.rsplit(':', 1)[1]}: ConnectionRefusedError")
+    assert failed[dead].status is None and not failed[dead].invalid  # worth trying again
     routing.hooks["revenue-pager"].wait_for(bool, "replica_revenue")
 
     [record] = caplog.records
     fields = record.fields  # type: ignore[attr-defined]
     assert fields["alertmanager"] == dead.replace("kpimon:dead-s3cret@", "")
     assert fields["error"].startswith("ConnectionRefusedError")
-    logged = caplog.text + str(fields)
+    logged = caplog.text + str(fields) + str(failed.values())
     assert "s3cret" not in logged
 
-    assert sink.post([firing("replica_revenue")], urls=failed) == failed
+    assert sink.post([firing("replica_revenue")], urls=list(failed)).keys() == failed.keys()
 
 
 def test_an_alert_alertmanager_refuses_is_reported_with_its_reason(
@@ -362,7 +364,9 @@ def test_an_alert_alertmanager_refuses_is_reported_with_its_reason(
     broken = firing("refused_revenue")
     broken["endsAt"] = rfc3339(LIVE_SINCE - timedelta(hours=1))  # before startsAt
     with caplog.at_level(logging.WARNING, logger="monitor.alerts"):
-        assert client(routing.alertmanager.url).post([broken]) == [routing.alertmanager.url]
+        refused = client(routing.alertmanager.url).post([broken])
+    assert list(refused) == [routing.alertmanager.url]
+    assert refused[routing.alertmanager.url].status == 400 and refused[routing.alertmanager.url].invalid
     [record] = caplog.records
     assert record.fields["error"].startswith("HTTP 400")  # type: ignore[attr-defined]
     assert "start time" in record.fields["error"]  # type: ignore[attr-defined]
@@ -373,7 +377,7 @@ def test_credentials_in_the_url_become_basic_auth_and_a_path_prefix_is_kept() ->
     proxy = Webhook("proxy").start()
     try:
         base = proxy.url.removesuffix("/hook").replace("http://", "http://kpimon:p%40ss@")
-        assert client(f"{base}/alertmanager/").post([firing("auth_revenue")]) == []
+        assert client(f"{base}/alertmanager/").post([firing("auth_revenue")]) == {}
         [(path, headers)] = proxy.requests
         assert path == "/alertmanager/api/v2/alerts"
         assert headers["Authorization"] == "Basic " + base64.b64encode(b"kpimon:p@ss").decode()
@@ -386,4 +390,4 @@ def test_credentials_in_the_url_become_basic_auth_and_a_path_prefix_is_kept() ->
 
 def test_nothing_to_send_sends_nothing() -> None:
     # a closed port: a request would fail, so an empty answer proves none was made
-    assert client(f"http://127.0.0.1:{free_port()}").post([]) == []
+    assert client(f"http://127.0.0.1:{free_port()}").post([]) == {}

@@ -184,3 +184,22 @@ def test_charts_rendered_from_several_threads_are_the_same_as_one_at_a_time() ->
     with ThreadPoolExecutor(max_workers=6) as pool:
         together = list(pool.map(lambda i: render_chart(frames[i], title=f"check {i}"), range(6)))
     assert together == alone
+
+
+TITLE_ROWS = slice(0, 40)  # the title line, above the legend
+
+
+def ink(png: bytes) -> int:
+    """Dark pixels of the title line."""
+    return int((pixels(png)[TITLE_ROWS].mean(axis=2) < 128).sum())
+
+
+@pytest.mark.parametrize("title", ["price [$$]", "revenue [$\\frac$]", "tax [$a_$]", "revenue [$x]"])
+def test_a_title_is_plain_text_whatever_dollar_signs_a_segment_holds(title: str) -> None:
+    assert render_chart(history(), title=title).startswith(b"\x89PNG")
+
+
+def test_dollar_signs_are_drawn_not_read_as_a_formula() -> None:
+    plain = ink(render_chart(history(), title="a"))
+    # mathtext would draw "$a$" as one italic a; as text it is three characters
+    assert ink(render_chart(history(), title="$a$")) > 2 * plain

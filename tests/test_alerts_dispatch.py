@@ -4,8 +4,10 @@ refuses alerts that start in the future, so these tests run on the live clock.""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,15 +15,17 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts.alertmanager import AlertmanagerClient
+from monitor.alerts.alertmanager import AlertmanagerClient, replica_id
 from monitor.alerts.dispatch import Dispatcher
+from monitor.alerts.notification import Notification
+from monitor.alerts.state import AlertState
 from monitor.config import Config, parse_config
 from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from tests.alertmanager_server import Alertmanager, Webhook, binaries, routing_config
-from tests.conftest import REPO, demo_document
+from tests.conftest import REPO, Clock, demo_document, free_port
 
 EXAMPLE = REPO / "config" / "alertmanager.example.yml"
 
@@ -117,3 +121,61 @@ def test_a_muted_check_still_exports_but_sends_nothing(live_dir: Path) -> None:
     assert engine.store.mutes()["revenue"] == (start + timedelta(days=1), "backfill of fct_orders")
     # once the mute has passed, new episodes notify again
     assert not engine.muted(config.check("revenue"), start + timedelta(days=2))  # type: ignore[arg-type]
+
+
+def test_a_dead_replica_neither_starves_the_healthy_one_nor_keeps_alerts_forever(
+    tmp_path: Path, receivers: tuple[Alertmanager, dict[str, Webhook]]
+) -> None:
+    am, _ = receivers
+    dead = f"http://kpimon:s3cret@127.0.0.1:{free_port()}"
+    document = demo_document(tmp_path)
+    document["alertmanager"] = {"urls": [am.url, dead], "max_attempts": 3, "timeout": 2}
+    config = parse_config(document)
+    assert config.alertmanager is not None
+    store, clock = StateStore(tmp_path / "state.db"), Clock()
+    dispatcher = Dispatcher(config, store, Metrics(), None, AlertmanagerClient(config.alertmanager), clock)
+    since = now() - timedelta(hours=1)
+    # more alerts than one page of the outbox: the ones after the first page must not wait
+    notes = [Notification("opened", "starved", f"s{i:04d}", 1, since, since, 1.0, 10.0, 8.0, 12.0, -5.0, "warning")
+             for i in range(600)]
+    store.record_all("starved", [(n.segment, AlertState(), [n]) for n in notes], ["alertmanager"])
+
+    assert dispatcher.deliver_pending() == 0, "no alert reached every replica"
+    with urllib.request.urlopen(f"{am.url}/api/v2/alerts?filter=check%3D%22starved%22", timeout=10) as response:
+        assert len(json.loads(response.read())) == 600, "the healthy replica has every alert"
+    waiting = store.pending("alertmanager", limit=1000)
+    assert len(waiting) == 600
+    assert {e.delivered_to for e in waiting} == {frozenset({replica_id(am.url)})}
+
+    for _ in range(2):
+        clock.advance(60)
+        dispatcher.deliver_pending()
+    assert store.pending("alertmanager") == []
+    [failed] = {e.last_error for e in store.outbox(["failed"])}
+    assert failed is not None and failed.startswith(f"gave up after 3 attempts: {dead.replace('kpimon:s3cret@', '')}: ConnectionRefusedError")
+
+
+def test_an_alert_alertmanager_refuses_is_given_up_alone_and_the_others_are_delivered(
+    tmp_path: Path, receivers: tuple[Alertmanager, dict[str, Webhook]]
+) -> None:
+    am, _ = receivers
+    document = demo_document(tmp_path)
+    document["alertmanager"] = {"urls": [am.url]}
+    config = parse_config(document)
+    assert config.alertmanager is not None
+    store = StateStore(tmp_path / "state.db")
+    dispatcher = Dispatcher(config, store, Metrics(), None, AlertmanagerClient(config.alertmanager), now)
+    since = now() - timedelta(hours=1)
+    good = [Notification("opened", "refusals", s, 1, since, since, 1.0, 10.0, 8.0, 12.0, -5.0, "warning") for s in ("a", "b")]
+    # resolved "before" it began: Alertmanager refuses an end before the start
+    future = now() + timedelta(hours=1)
+    bad = Notification("resolved", "refusals", "c", 1, future, future, 10.0, 10.0, 8.0, 12.0, 0.1, "warning")
+    store.record_all("refusals", [(n.segment, AlertState(), [n]) for n in (good[0], bad, good[1])], ["alertmanager"])
+
+    assert dispatcher.deliver_pending() == 2
+    assert store.pending("alertmanager") == []
+    [failed] = store.outbox(["failed"])
+    assert failed.key == bad.key and failed.attempts == 1
+    assert failed.last_error is not None and "HTTP 400" in failed.last_error and "start time" in failed.last_error
+    with urllib.request.urlopen(f"{am.url}/api/v2/alerts?filter=check%3D%22refusals%22", timeout=10) as response:
+        assert sorted(a["labels"]["segment"] for a in json.loads(response.read())) == ["a", "b"]

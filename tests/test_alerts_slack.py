@@ -12,9 +12,10 @@ from monitor.alerts.notification import Notification
 from monitor.alerts.slack import SlackChannel
 from monitor.alerts.state import AlertState
 from monitor.config import parse_config
+from monitor.deployments import Deployment
 from monitor.exporter import Metrics
 from monitor.store import StateStore
-from tests.conftest import demo_document
+from tests.conftest import Clock, demo_document
 from tests.slack_server import SlackServer
 
 SINCE = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
@@ -42,14 +43,19 @@ def note(kind: str = "opened", episode: int = 1, **change: object) -> Notificati
 
 
 @pytest.fixture
-def setup(tmp_path: Path, slack: SlackServer) -> tuple[Dispatcher, StateStore, Metrics]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, slack: SlackServer, clock: Clock) -> tuple[Dispatcher, StateStore, Metrics]:
     document = demo_document(tmp_path, token=slack.token, api_url=slack.url, channel="#data-alerts", group_wait="0s")
     document["checks"][0]["channel"] = "#revenue"
     config = parse_config(document)
     assert config.slack is not None
     store = StateStore(tmp_path / "state.db")
     metrics = Metrics()
-    return Dispatcher(config, store, metrics, SlackChannel(config.slack), None, lambda: datetime.now(UTC)), store, metrics
+    return Dispatcher(config, store, metrics, SlackChannel(config.slack), None, clock), store, metrics
 
 
 def queue(store: StateStore, *notes: Notification) -> None:
@@ -115,27 +121,39 @@ def test_a_resolution_goes_to_the_thread_and_marks_the_alert_resolved(
     assert parent_ts.method == "chat.postMessage"
 
 
-def test_rate_limits_and_server_errors_are_retried_by_slack_sdk(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+def test_rate_limits_are_retried_at_once_and_server_errors_after_a_look_in_the_channel(
+    setup, slack: SlackServer, clock: Clock
+) -> None:  # type: ignore[no-untyped-def]
     dispatcher, store, _ = setup
-    slack.fail_next(1, status=429, retry_after=1)
-    slack.fail_next(1, status=503)
+    slack.fail_next(1, status=429, retry_after=1)  # refused unread: slack-sdk tries again
     queue(store, note())
     assert dispatcher.deliver_pending() == 1
-    assert len(slack.messages()) == 3  # two refused attempts, then the delivery
-    assert store.pending("slack") == []
+    assert len(slack.messages()) == 2
+
+    slack.fail_next(1, status=503)  # Slack may have taken it: not repeated blindly
+    queue(store, note(episode=2))
+    assert dispatcher.deliver_pending() == 0
+    clock.advance(10)
+    assert dispatcher.deliver_pending() == 1
+    assert [c.method for c in slack.calls][2:] == [
+        "chat.postMessage", "conversations.history", "chat.postMessage",
+    ]  # the channel's id is known from the first alert
+    assert len(slack.posted()) == 2 and store.pending("slack") == []
 
 
-def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: SlackServer, clock: Clock) -> None:  # type: ignore[no-untyped-def]
     dispatcher, store, metrics = setup
-    slack.fail_next(3, status=500)  # more than the retry handler's budget
+    slack.fail_next(100, status=500)
     queue(store, note(), note(episode=2, segment="FR", check="orders_rows", team="platform"))
     assert dispatcher.deliver_pending() == 0
     assert [e.notification.segment for e in store.pending("slack")] == ["DE", "FR"]
+    assert len(slack.messages()) == 1, "the round stops at the first failure: Slack is down"
     assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "slack", "outcome": "error"}) == 1
+    slack.clear_failures()
+    clock.advance(10)
     assert dispatcher.deliver_pending() == 2
-    texts = [m["text"] for m in slack.messages()]
-    assert len(texts) == 5  # 3 refused attempts, then each alert once
-    assert sum("revenue [DE]" in t for t in texts[3:]) == 1 and sum("orders_rows [FR]" in t for t in texts[3:]) == 1
+    texts = [m.text for m in slack.posted()]
+    assert sum("revenue [DE]" in t for t in texts) == 1 and sum("orders_rows [FR]" in t for t in texts) == 1
     assert store.pending("slack") == []
     assert dispatcher.deliver_pending() == 0
 
@@ -231,3 +249,96 @@ def test_freshness_alerts_speak_in_durations() -> None:
     assert text.startswith(
         "CRITICAL: events_freshness is 1933% above expected (+40.0 robust SD): 5h05m vs 15m expected (band 0m to 30m)"
     )
+
+
+HOSTILE = "<!channel> <https://evil.example|Sign in again> & more"
+
+
+def mrkdwn_of(message: dict) -> list[str]:  # type: ignore[type-arg]
+    """Every piece of a posted message Slack reads as mrkdwn: the text and the blocks' mrkdwn."""
+    found = [message["text"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                found.append(node["text"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(message.get("blocks") or [])
+    return found
+
+
+def slack_markup(text: str) -> list[str]:
+    """What Slack would turn into a mention, a channel or a link."""
+    import re
+
+    return re.findall(r"<([^>]*)>", text)
+
+
+def test_values_from_the_warehouse_config_and_api_never_mention_or_link_in_slack(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    config = parse_config(demo_document(tmp_path, token=slack.token, api_url=slack.url, group_wait="0s", max_messages=2))
+    assert config.slack is not None
+    store = StateStore(tmp_path / "state.db")
+    dispatcher = Dispatcher(config, store, Metrics(), SlackChannel(config.slack), None, lambda: datetime.now(UTC))
+    hostile = dict(
+        segment=HOSTILE,  # a warehouse value
+        team="growth <!here>",  # config
+        owner="<!subteam^S0123ABC> <!channel>",  # config: a user group may be paged, nothing else
+        cause=f"deployment {HOSTILE} (https://ci.example.com/r?a=1&b=<2>)",  # from an API call
+        links={"dashboard": "https://grafana.example.com/d?var-segment=x|<!channel>"},
+    )
+    queue(store, note(check="signups", **hostile))
+    dispatcher.deliver_pending()  # an alert
+    queue(store, note("resolved", check="signups", **hostile))
+    dispatcher.deliver_pending()  # its resolution, and the edit of the alert
+    queue(store, note(check="orders_rows", team="platform", segment=HOSTILE),
+          note(check="events_freshness", team="platform", segment=HOSTILE + "2"), note(**hostile))
+    dispatcher.deliver_pending()  # a group, and an alert
+    queue(store, *[note(check=c, team=c, segment=HOSTILE) for c in ("a", "b", "c")])
+    dispatcher.deliver_pending()  # a storm: three teams over max_messages, one summary
+    deployment = Deployment(
+        id=f"d1{HOSTILE}"[:60], environment="staging", received_at=SINCE, models=[], checks=[],
+        url="https://ci.example.com/run?id=1|<!channel>>", status="failed", reason=HOSTILE,
+    )  # fmt: skip
+    store.enqueue("deployment/d1/failed", "deployment", deployment.to_json(), ["slack"])
+    dispatcher.deliver_pending()
+
+    posted = slack.messages() + slack.messages("chat.update")
+    assert len(posted) == 7
+    links = []
+    for message in posted:
+        for text in mrkdwn_of(message):
+            for token in slack_markup(text):
+                assert token == "!subteam^S0123ABC" or token.startswith("https://"), (token, text)
+                links.append(token)
+            assert "&lt;!channel&gt; &lt;https://evil.example|Sign in again&gt; &amp; more" in text or HOSTILE not in text
+    assert all("evil" not in t for t in links)
+    assert "https://ci.example.com/run?id=1%7C%3C!channel%3E%3E|change" in links
+    summary = slack.messages()[-2]["text"]
+    assert summary.startswith("3 alerts opened at once")
+    assert "&lt;!channel&gt; &lt;https://evil.example|Sign in again&gt; &amp; more" in summary
+
+
+def test_the_alert_in_slack_shows_data_as_written(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+    dispatcher, store, _ = setup
+    queue(store, note(segment=HOSTILE, owner="<!subteam^S0123ABC>", links={"runbook": "https://wiki.example.com/kpi?a=1&b=2"}))
+    dispatcher.deliver_pending()
+    [message] = slack.messages()
+    assert message["blocks"][0] == {
+        "type": "header",  # plain_text: Slack shows it as written
+        "text": {"type": "plain_text", "text": f"revenue [{HOSTILE}] moved unexpectedly"[:150]},
+    }
+    assert message["text"].startswith(
+        "CRITICAL: revenue [&lt;!channel&gt; &lt;https://evil.example|Sign in again&gt; &amp; more] is 92% below"
+    )
+    assert message["text"].endswith("Owner <!subteam^S0123ABC>.")
+    assert message["blocks"][3]["elements"][0]["text"].endswith(
+        "<https://wiki.example.com/kpi?a=1&amp;b=2|Runbook>"
+    )
+    assert all(f.get("verbatim") for f in message["blocks"][2]["fields"])

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from monitor.alerts.charts import render_chart
 from monitor.alerts.messages import alert_blocks, alert_text
 from monitor.alerts.notification import Notification
-from monitor.alerts.slack import DeliveryError, SlackChannel
+from monitor.alerts.slack import DeliveryError, SlackChannel, SlackRef
 from monitor.config import SlackConfig
 from tests.slack_server import SlackServer
 
@@ -76,8 +76,7 @@ def test_the_chart_lands_in_the_alerts_thread(slack: SlackServer, chart: bytes) 
     [upload] = slack.uploads()
     assert upload.content == chart and upload.content.startswith(PNG_MAGIC)
     assert upload.channel == "C0REVENUE"  # the channel id the alert was posted to
-    parent_ts = thread.split(":", 1)[1]
-    assert upload.thread_ts == parent_ts
+    assert upload.thread_ts == thread.ts == slack.posted()[0].ts
     assert upload.title == "revenue [DE]: last 72 hours"
     assert upload.filename.endswith(".png")
     assert message["channel"] == "#revenue"
@@ -122,17 +121,35 @@ def test_a_refused_upload_is_a_delivery_error_without_the_upload_url(
 def test_a_token_without_files_write_says_so(slack: SlackServer, chart: bytes) -> None:
     sink = channel(slack)
     thread = sink.post("#data-alerts", alert_text(alert()), alert_blocks(alert()))
-    slack.fail_next(1, status=200, error="missing_scope")
+    slack.scopes.discard("files:write")
 
-    with pytest.raises(DeliveryError, match=r"^Slack files_upload_v2: missing_scope$"):
+    with pytest.raises(DeliveryError, match=r"^Slack files_getUploadURLExternal: missing_scope \(needs files:write\)$") as caught:
         sink.upload_chart(thread, chart, "revenue [DE]")
+    assert caught.value.permanent, "no retry gives the token a scope"
     assert slack.uploads() == []
 
 
 def test_a_wrong_token_is_reported_without_the_token(slack: SlackServer, chart: bytes) -> None:
     sink = channel(slack, token="xoxb-WRONG-canary")
     with pytest.raises(DeliveryError) as caught:
-        sink.upload_chart("C0REVENUE:1700000001.000001", chart, "revenue [DE]")
-    assert str(caught.value) == "Slack files_upload_v2: invalid_auth"
+        sink.upload_chart(SlackRef.parse("C0REVENUE:1700000001.000001"), chart, "revenue [DE]")
+    assert str(caught.value) == "Slack files_getUploadURLExternal: invalid_auth"
     assert "canary" not in str(caught.value)
+    assert not caught.value.permanent, "a token can be rotated back; the chart waits"
     assert slack.uploads() == []
+
+
+def test_only_the_step_that_shares_the_file_is_never_repeated_blindly(slack: SlackServer, chart: bytes) -> None:
+    sink = channel(slack)
+    thread = sink.post("#data-alerts", alert_text(alert()), alert_blocks(alert()))
+    slack.fail_next(1, status=500, method="files.getUploadURLExternal")  # safe: slack-sdk retries
+    slack.fail_next(1, status=500, method="files.completeUploadExternal", after_processing=True)
+
+    with pytest.raises(DeliveryError) as caught:
+        sink.upload_chart(thread, chart, "revenue [DE]")
+
+    assert caught.value.in_doubt and not caught.value.permanent
+    assert len(slack.messages("files.getUploadURLExternal")) == 2
+    assert len(slack.messages("files.completeUploadExternal")) == 1
+    assert sink.find_file(thread, "revenue [DE]", datetime(2026, 1, 1, tzinfo=UTC))
+    assert not sink.find_file(thread, "revenue [FR]", datetime(2026, 1, 1, tzinfo=UTC))

@@ -83,6 +83,21 @@ def test_check_exits_2_on_an_error_or_unknown_check(
     assert "ERROR: warehouse 'default': DuckDB file" in capsys.readouterr().out
 
 
+def test_a_dbt_artifact_nested_too_deeply_is_a_clear_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deep = tmp_path / "manifest.json"
+    deep.write_text("[" * 60_000)
+    code = main(
+        ["deployment", "record", "--url", f"http://127.0.0.1:{free_port()}", "--id", "d1",
+         "--environment", "staging", "--dbt-manifest", str(deep)]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{deep} is not a dbt artifact: JSON nested too deeply" in err
+    assert "Traceback" not in err
+
+
 def test_validate_and_connect(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from matplotlib.image import imread
 from monitor.alerts.charts import value_limits
 from monitor.backtest import Episode
 from monitor.cli import main
+from monitor.config import StateConfig
 from monitor.deployments import Deployment, WatchedCheck
 from monitor.plots import Mark, Panel, render_backtest
 from monitor.store import StateStore
@@ -128,20 +129,24 @@ def test_the_plot_shows_the_segment_that_alerted(
     assert "revenue has no segment 'Mars'; segments: 'BR', 'DE'" in capsys.readouterr().err
 
 
-def test_deployments_that_watched_the_check_are_marked(
+def test_deployments_that_watched_the_check_are_marked_while_the_daemon_holds_the_store(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = StateStore(tmp_path / "kpimon-state.db")  # the config's state store
+    # the config's state store, opened (and locked) as the running daemon opens it
+    store = StateStore.open(StateConfig(path=str(tmp_path / "kpimon-state.db")))
     now = datetime.now(UTC)
     for number, check in ((1, "revenue"), (2, "signups")):
         deployment = Deployment(id=f"ci-{number}", environment="prod", received_at=now - timedelta(hours=5),
                                 models=["fct_orders"], checks=[WatchedCheck(check, now)])
-        store.save_deployment(deployment.id, "prod", "passed", deployment.received_at, deployment.to_json())
-    store.close()
+        store.record_deployment(deployment.id, "prod", "passed", deployment.received_at, deployment.to_json())
     plot = tmp_path / "revenue.png"
-    assert backtest(live_config, "revenue", "1d", "--plot", str(plot)) == 0
-    assert "1 deployments marked" in capsys.readouterr().out
-    assert pixels_like(plot.read_bytes(), DEPLOYMENT_RGB, 0.08) > 20
+    try:
+        assert backtest(live_config, "revenue", "1d", "--plot", str(plot)) == 0
+        assert "1 deployments marked" in capsys.readouterr().out
+        assert pixels_like(plot.read_bytes(), DEPLOYMENT_RGB, 0.08) > 20
+        store.ping()  # the daemon's store is still its own and writable
+    finally:
+        store.close()
 
 
 def test_a_freshness_check_replays_its_data_age(

@@ -6,13 +6,16 @@ import json
 import re
 import shutil
 import signal
+import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from monitor.demo import INCIDENTS
-from tests.conftest import demo_document, free_port, write_config
+from monitor.store import StateStore
+from tests.conftest import demo_document, free_port, slack_daemon_config, write_config
 from tests.daemon_process import DaemonProcess
 from tests.slack_server import SlackServer
 
@@ -61,13 +64,7 @@ def test_demo_shows_exactly_the_incidents_within_a_minute_and_stops_on_sigterm(
 def test_a_restart_while_firing_sends_no_second_message(
     tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
 ) -> None:
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    config = write_config(
-        tmp_path / "kpi.yaml",
-        demo_document(
-            tmp_path, token="${SLACK_BOT_TOKEN}", api_url=slack.url, channel="#data-alerts"
-        ),
-    )
+    config = slack_daemon_config(tmp_path, live_demo_warehouse, slack)
     env = {"SLACK_BOT_TOKEN": slack.token}
     port = free_port()
     first = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "first.log")
@@ -102,3 +99,44 @@ def test_a_restart_while_firing_sends_no_second_message(
     finally:
         assert second.stop()[0] == 0
     assert len(slack.messages()) == len(INCIDENTS)
+
+
+def test_the_daemon_prunes_its_state_store_by_the_configured_retention_from_the_start(
+    tmp_path: Path, live_demo_warehouse: Path
+) -> None:
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    document = demo_document(tmp_path)
+    document["state"]["retention"] = {"notifications": "7d", "deployments": "14d"}
+    state = Path(document["state"]["path"])
+    store = StateStore(state)  # what a daemon running for months left behind
+    store.enqueue("deployment/d-old/passed", "deployment", "{}", ["slack"])
+    store.enqueue("deployment/d-new/passed", "deployment", "{}", ["slack"])
+    for entry in store.pending("slack"):
+        store.mark_delivered([entry.id])
+    store.record_deployment("d-old", "prod", "passed", datetime.now(UTC) - timedelta(days=15), "{}")
+    store.record_deployment("d-new", "prod", "passed", datetime.now(UTC) - timedelta(days=13), "{}")
+    store.close()
+    with sqlite3.connect(state) as db:
+        eight_days_ago = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+        db.execute(
+            "UPDATE outbox SET created_at = ? WHERE notification_key LIKE '%d-old%'",
+            (eight_days_ago,),
+        )
+    config = write_config(tmp_path / "kpi.yaml", document)
+    daemon = DaemonProcess(["run", "-c", str(config)], free_port(), log=tmp_path / "daemon.log")
+    try:
+        daemon.wait_ready()
+        deadline = time.monotonic() + 30
+        while "state store pruned" not in daemon.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        pruned = [json.loads(line) for line in daemon.output().splitlines() if "pruned" in line]
+        assert pruned == [
+            {**pruned[0], "notifications": 1, "deployments": 1, "manifests": 0}
+        ], daemon.output()
+    finally:
+        assert daemon.stop()[0] == 0
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT notification_key FROM outbox").fetchall() == [
+            ("deployment/d-new/passed",)
+        ]
+        assert db.execute("SELECT id FROM deployments").fetchall() == [("d-new",)]

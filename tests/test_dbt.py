@@ -33,7 +33,7 @@ def test_the_diff_picks_new_and_changed_models_only() -> None:
         "model.shop.stg_orders",
         "seed.shop.country_codes",
     ]
-    changed = changed_nodes(v1, v2, ran=None)
+    changed = changed_nodes({k: v.checksum for k, v in v1.items()}, v2, ran=None)
     assert sorted(n.name for n in changed.values()) == ["fct_orders", "fct_refunds"]
     assert changed["model.shop.fct_orders"].relation == '"warehouse"."analytics"."fct_orders"'
 

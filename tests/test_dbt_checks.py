@@ -188,6 +188,10 @@ def test_a_missing_or_broken_manifest_is_named(tmp_path: Path) -> None:
     assert problems({"warehouse": WAREHOUSE, "dbt": {"manifest": str(tmp_path / "run_results.json")}}) == [
         f"dbt.manifest: {tmp_path / 'run_results.json'}: not a dbt manifest: no 'nodes' mapping"
     ]
+    (tmp_path / "deep.json").write_text("[" * 60_000)
+    assert problems({"warehouse": WAREHOUSE, "dbt": {"manifest": str(tmp_path / "deep.json")}}) == [
+        f"dbt.manifest: {tmp_path / 'deep.json'}: JSON nested too deeply"
+    ]
     assert problems({"warehouse": WAREHOUSE, "dbt": {"manifets": "x"}}) == [
         "dbt.manifest: required field is missing",
         "dbt.manifets: unknown field; did you mean 'manifest'?",

@@ -46,7 +46,14 @@ from monitor.warehouse import open_warehouses
 from monitor.warehouse.databricks import DatabricksWarehouse
 from tests.alertmanager_server import Alertmanager
 from tests.alertmanager_server import binaries as alertmanager_binaries
-from tests.conftest import DEMO_NOW, demo_document, free_port, write_config
+from tests.conftest import (
+    DEMO_NOW,
+    Clock,
+    demo_document,
+    free_port,
+    slack_daemon_config,
+    write_config,
+)
 from tests.daemon_process import KPI_MONITOR, DaemonProcess
 from tests.databricks_server import DatabricksProtocolServer, databricks_server  # noqa: F401
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401
@@ -520,8 +527,8 @@ def test_many_checks_running_at_once_never_fail_with_an_internal_error(tmp_path:
 
 
 def slack_engine(
-    demo_dir: Path, api_url: str, token: str
-) -> tuple[Engine, Metrics, Dispatcher, SlackChannel]:
+    demo_dir: Path, api_url: str, token: str, clock: Clock
+) -> tuple[Engine, Metrics, Dispatcher]:
     config = parse_config(
         demo_document(
             demo_dir,
@@ -533,9 +540,10 @@ def slack_engine(
         )
     )
     assert config.slack is not None
-    channel = SlackChannel(config.slack)
-    engine, dispatcher = run_demo(config, demo_dir, channel, None, clock=lambda: DEMO_NOW)
-    return engine, engine.metrics, dispatcher, channel
+    engine, dispatcher = run_demo(
+        config, demo_dir, SlackChannel(config.slack), None, clock=lambda: DEMO_NOW, delivery=clock
+    )
+    return engine, engine.metrics, dispatcher
 
 
 def run_demo(
@@ -544,11 +552,13 @@ def run_demo(
     slack: SlackChannel | None,
     alertmanager: AlertmanagerClient | None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    delivery: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> tuple[Engine, Dispatcher]:
-    """Every check run once, its notifications queued for the given sinks."""
+    """Every check run once (judged at ``clock``), its notifications queued for the given sinks
+    (delivered at ``delivery``)."""
     store = StateStore(demo_dir / "state.db")
     metrics = Metrics()
-    dispatcher = Dispatcher(config, store, metrics, slack, alertmanager, lambda: datetime.now(UTC))
+    dispatcher = Dispatcher(config, store, metrics, slack, alertmanager, delivery)
     engine = Engine(
         config, open_warehouses(config), store, metrics, channels=dispatcher.channels, clock=clock
     )
@@ -564,34 +574,43 @@ def incident_of(text: str) -> tuple[str, str]:
     return check, segment.rstrip("]")
 
 
-@pytest.mark.parametrize("fault", ["429", "503", "unreachable"])
+@pytest.mark.parametrize(
+    ("fault", "tries"),
+    # slack-sdk tries a rate-limited post three times, a 503 once (Slack may have taken it), and
+    # a connection that never opens three times
+    [("429", 3), ("503", 1), ("unreachable", 0)],
+)
 def test_slack_outage_keeps_notifications_in_the_outbox_and_delivers_each_once_when_back(
-    fault: str, demo_dir: Path, slack: SlackServer
+    fault: str, tries: int, demo_dir: Path, slack: SlackServer
 ) -> None:
-    failed_calls = 0
-    if fault == "unreachable":
-        api_url = f"http://127.0.0.1:{free_port()}/api/"  # nothing listens there
-    else:
-        api_url = slack.url
-        failed_calls = 3  # the first try and slack-sdk's two retries
-        slack.fail_next(failed_calls, int(fault), retry_after=0 if fault == "429" else None)
-    engine, metrics, dispatcher, channel = slack_engine(demo_dir, api_url, slack.token)
+    port = free_port() if fault == "unreachable" else slack.port  # nothing listens there yet
+    if fault != "unreachable":
+        slack.fail_next(10_000, int(fault), retry_after=0 if fault == "429" else None)
+    clock = Clock()
+    engine, metrics, dispatcher = slack_engine(
+        demo_dir, f"http://127.0.0.1:{port}/api/", slack.token, clock
+    )
     store = engine.store
 
     assert dispatcher.deliver_pending() == 0
     assert store.pending_count() == len(INCIDENTS), "every alert is kept for a retry"
     assert value(metrics, "kpimon_alerts_sent_total", channel="slack", outcome="error") == 1
     assert not value(metrics, "kpimon_alerts_sent_total", channel="slack", outcome="ok")
-    assert len(slack.messages()) == failed_calls and not slack.failures
+    assert len(slack.messages()) == tries, "the round stops at the first failure"
 
-    channel.client.base_url = slack.url  # Slack is back (or reachable again)
-    assert dispatcher.deliver_pending() == len(INCIDENTS)
-    assert dispatcher.deliver_pending() == 0
-    engine.run("revenue")  # a later run does not queue the same episode again
-    assert dispatcher.deliver_pending() == 0
-    assert store.pending_count() == 0
-    delivered = slack.messages()[failed_calls:]
-    assert sorted(incident_of(m["text"]) for m in delivered) == sorted(INCIDENTS)
+    back = SlackServer(port=port).start() if fault == "unreachable" else slack  # Slack is back
+    try:
+        slack.clear_failures()
+        clock.advance(10)  # past the failed alert's backoff
+        assert dispatcher.deliver_pending() == len(INCIDENTS)
+        assert dispatcher.deliver_pending() == 0
+        engine.run("revenue")  # a later run does not queue the same episode again
+        assert dispatcher.deliver_pending() == 0
+        assert store.pending_count() == 0
+        assert sorted(incident_of(m.text) for m in back.posted()) == sorted(INCIDENTS)
+    finally:
+        if back is not slack:
+            back.stop()
     assert value(metrics, "kpimon_alerts_sent_total", channel="slack", outcome="ok") == len(
         INCIDENTS
     )
@@ -611,7 +630,8 @@ def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
     )
     assert config.alertmanager is not None
     client = AlertmanagerClient(config.alertmanager)
-    engine, dispatcher = run_demo(config, demo_dir, None, client)
+    clock = Clock()
+    engine, dispatcher = run_demo(config, demo_dir, None, client, delivery=clock)
     store, metrics = engine.store, engine.metrics
     assert dispatcher.deliver_pending() == 0  # nobody listens
     assert len(store.pending("alertmanager")) == len(INCIDENTS)
@@ -621,6 +641,7 @@ def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
     manager.start({"route": {"receiver": "null"}, "receivers": [{"name": "null"}]})
     try:
         client.urls = [manager.url]  # Alertmanager is back
+        clock.advance(10)  # past the backoff
         assert dispatcher.deliver_pending() == len(INCIDENTS)
         assert dispatcher.deliver_pending() == 0
         assert store.pending("alertmanager") == []
@@ -824,17 +845,7 @@ def successful_posts(slack: SlackServer, skip: int) -> list[tuple[str, str]]:
 def test_sigkill_and_restart_deliver_every_alert_exactly_once_and_restore_firing_alerts(
     tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
 ) -> None:
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    config = write_config(
-        tmp_path / "kpi.yaml",
-        demo_document(
-            tmp_path,
-            token="${SLACK_BOT_TOKEN}",
-            api_url=slack.url,
-            channel="#data-alerts",
-            group_wait="0s",
-        ),
-    )
+    config = slack_daemon_config(tmp_path, live_demo_warehouse, slack, group_wait="0s")
     env = {"SLACK_BOT_TOKEN": slack.token}
     port = free_port()
 
@@ -878,3 +889,37 @@ def test_sigkill_and_restart_deliver_every_alert_exactly_once_and_restore_firing
         assert third.stop()[0] == 0
     assert len(slack.messages()) == delivered
     assert "Traceback" not in first.output() + second.output() + third.output()
+
+
+def test_a_daemon_killed_while_slack_answers_posts_each_alert_once_after_restart(
+    tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
+) -> None:
+    config = slack_daemon_config(tmp_path, live_demo_warehouse, slack, group_wait="0s", timeout=60)
+    env = {"SLACK_BOT_TOKEN": slack.token}
+    port = free_port()
+
+    def alerts() -> list[Any]:
+        return [m for m in slack.posted() if m.thread_ts is None]  # not the charts in threads
+
+    # 1. Slack takes the first alert but answers slowly; the daemon dies before the answer
+    slack.delay_next(30.0)
+    first = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "first.log")
+    try:
+        first.wait_ready()
+        slack.wait_for(1, timeout=60)
+    finally:
+        first.stop(signal.SIGKILL)
+    assert len(alerts()) == 1
+
+    # 2. the restarted daemon finds that alert in the channel and posts only the others
+    second = DaemonProcess(["run", "-c", str(config)], port, env, log=tmp_path / "second.log")
+    try:
+        second.wait_ready()
+        second.wait_all_ran()
+        wait_until(lambda: len(alerts()) >= len(INCIDENTS), 60, "every alert in Slack", 0.2)
+        time.sleep(1.0)  # the outbox is flushed after each run; give a second post a chance
+    finally:
+        assert second.stop()[0] == 0
+    assert sorted(incident_of(m.text) for m in alerts()) == sorted(INCIDENTS)
+    assert len(slack.messages()) == len(INCIDENTS), "no alert posted twice"
+    assert "slack already had a message whose answer was lost" in second.output()

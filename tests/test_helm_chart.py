@@ -12,12 +12,14 @@ import copy
 import json
 import re
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from monitor.config import StateConfig
 from tests import k8s_tools as kt
 
 KUBE_VERSIONS = (
@@ -196,6 +198,7 @@ BAD_VALUES: dict[str, dict[str, Any]] = {
     "bad image digest": {"image": {"digest": "latest"}},
     "bad pull policy": {"image": {"pullPolicy": "Sometimes"}},
     "bad duration": {"serviceMonitor": {"interval": "30 seconds"}},
+    "bad retention": {"state": {"retention": {"notifications": "a month"}}},
     "unknown alert disabled": {"prometheusRule": {"disabledAlerts": ["KPIAnomalyy"]}},
     "state given in config": {
         "config": {"state": {"path": "/tmp/x.db"}, "checks": [{"name": "a"}]}
@@ -386,7 +389,10 @@ def test_sqlite_state_on_a_claim() -> None:
     mounts = {m["name"]: m["mountPath"] for m in daemon(objects)["volumeMounts"]}
     assert mounts["state"] == "/var/lib/kpi-monitor"
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
-    assert config["state"] == {"path": "/var/lib/kpi-monitor/state.db"}
+    assert config["state"] == {
+        "path": "/var/lib/kpi-monitor/state.db",
+        "retention": {"notifications": "30d", "deployments": "90d"},
+    }
     assert pod["securityContext"]["fsGroup"] == 10001  # the volume is writable by the daemon
 
 
@@ -403,8 +409,18 @@ def test_postgresql_state_has_no_volume() -> None:
     objects = render(POSTGRESQL)
     assert not by_kind(objects, "PersistentVolumeClaim")
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
-    assert config["state"] == {"url": "${KPIMON_STATE_URL}"}
+    assert config["state"] == {
+        "url": "${KPIMON_STATE_URL}",
+        "retention": {"notifications": "30d", "deployments": "90d"},
+    }
     assert "/var/lib/kpi-monitor" not in {m["mountPath"] for m in daemon(objects)["volumeMounts"]}
+
+
+def test_state_retention_reaches_the_daemons_config() -> None:
+    objects = render({"state": {"retention": {"notifications": "7d", "deployments": "365d"}}})
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
+    assert config["state"]["retention"] == {"notifications": "7d", "deployments": "365d"}
+    assert StateConfig.model_validate(config["state"]).retention.deployments == timedelta(days=365)
 
 
 def test_a_config_change_is_reloaded_by_the_running_pod_not_rolled() -> None:
@@ -594,7 +610,34 @@ def test_network_policy_and_disruption_budget() -> None:
         },
     }
     defaults = render()
-    assert not by_kind(defaults, "NetworkPolicy") and not by_kind(defaults, "PodDisruptionBudget")
+    assert not by_kind(defaults, "PodDisruptionBudget")
+
+
+def test_a_network_policy_keeps_other_pods_off_the_port_by_default() -> None:
+    objects = render()
+    policy = one(objects, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    test_pod = one(objects, "Pod")["metadata"]["labels"]
+    assert ingress["from"] == [
+        {"podSelector": {}},  # the release's namespace
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        },
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/instance": test_pod["app.kubernetes.io/instance"],
+                    "app.kubernetes.io/component": test_pod["app.kubernetes.io/component"],
+                }
+            }
+        },
+    ]
+    opened = one(render({"networkPolicy": {"ingressFrom": []}}), "NetworkPolicy")
+    assert "from" not in opened["spec"]["ingress"][0], "an empty list lets any pod connect"
+    assert not by_kind(render({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
 
 def test_helm_test_pod_checks_readyz() -> None:

@@ -210,9 +210,35 @@ def test_any_yaml_text_is_valid_or_refused(
 
 def test_a_self_referencing_yaml_alias_is_refused_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "loop.yaml"
-    path.write_text("checks: &loop [*loop]\n")
-    with pytest.raises(ConfigError):
+    path.write_text("warehouse: {kind: duckdb, path: w.duckdb}\nchecks: &loop [*loop]\n")
+    with pytest.raises(ConfigError) as refused:
         load_config(path)
+    assert refused.value.problems == ["line 2: a YAML alias refers to a value that contains it"]
+
+
+def test_aliases_for_repeated_blocks_stay_accepted_in_a_large_config(tmp_path: Path) -> None:
+    # 500 checks sharing two anchored blocks: the aliases grow the document about fourfold
+    common = (
+        "{grain: hour, schedule: 5m, sensitivity: 4, direction: both, settle: 10m,"
+        " severity: warning, owner: '@data', resolve_after: 2}"
+    )
+    labels = "{team: data, tier: gold, domain: sales, region: eu}"
+    lines = ["warehouse: {kind: duckdb, path: w.duckdb}", "checks:"]
+    for i in range(500):
+        first = i == 0
+        lines += [
+            f"  - name: rows_{i}",
+            "    kind: row_count",
+            f"    table: t{i}",
+            "    timestamp_column: ts",
+            f"    labels: {'&labels ' + labels if first else '*labels'}",
+            f"    <<: {'&common ' + common if first else '*common'}",
+        ]
+    path = tmp_path / "big.yaml"
+    path.write_text("\n".join(lines))
+    config = load_config(path)
+    assert len(config.checks) == 500
+    assert config.checks[499].labels["tier"] == "gold" and config.checks[499].owner == "@data"
 
 
 DURATION_FIELDS = ["lookback", "settle", "max_age", "post_deploy_window", "post_deploy_interval"]

@@ -75,6 +75,13 @@ def test_the_state_store_server_and_scheduler_need_a_restart() -> None:
     assert restart_problems(old, config(revenue={"sensitivity": 5})) == []
 
 
+def test_the_state_stores_retention_changes_with_a_reload() -> None:
+    old = config()
+    document = demo_document(Path("/nowhere"))
+    document["state"]["retention"] = {"notifications": "7d", "deployments": "365d"}
+    assert restart_problems(old, parse_config(document)) == []
+
+
 class Since(Warehouse):
     """The real adapter, noting from when each query reads."""
 
@@ -82,7 +89,7 @@ class Since(Warehouse):
         super().__init__(inner.name)
         self.inner, self.dialect, self.since = inner, inner.dialect, list[object]()
 
-    def query(self, sql: str, params: Mapping[str, object], *, timeout: float | None = None) -> pd.DataFrame:
+    def _query(self, sql: str, params: Mapping[str, object], *, timeout: float | None = None) -> pd.DataFrame:
         self.since.append(params.get("since"))
         return self.inner.query(sql, params, timeout=timeout)
 

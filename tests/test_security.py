@@ -265,6 +265,41 @@ def test_without_a_configured_token_every_write_call_is_refused(
         run.daemon.stop()
 
 
+@pytest.mark.parametrize("source", ["variable", "file"])
+def test_a_blank_api_token_is_no_token_write_calls_are_refused_and_a_warning_says_why(
+    source: str,
+    tmp_path: Path,
+    live_demo_warehouse: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a Secret made from an empty file plus a newline
+    monkeypatch.delenv("KPIMON_API_TOKEN", raising=False)
+    monkeypatch.delenv("KPIMON_API_TOKEN_FILE", raising=False)
+    if source == "variable":
+        monkeypatch.setenv("KPIMON_API_TOKEN", " \n")
+    else:
+        (tmp_path / "token").write_text("\n")
+        monkeypatch.setenv("KPIMON_API_TOKEN_FILE", str(tmp_path / "token"))
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    run = start_daemon(tmp_path, demo_document(tmp_path), monkeypatch)
+    try:
+        before = snapshot(run)
+        for method, path, body in WRITE_CALLS:
+            for authorization in ("Bearer", "Bearer ", "Bearer \t", "Basic ", None):
+                headers = {"Authorization": authorization} if authorization is not None else {}
+                status, _, answer = run.call(method, path, body, token=None, headers=headers)
+                assert status == 401, (path, authorization)
+                assert "no API token" in answer["error"]
+        assert snapshot(run) == before
+        assert run.call("GET", "/api/v1/deployments/deploy-1")[0] == 404
+    finally:
+        run.daemon.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    named = "KPIMON_API_TOKEN is blank" if source == "variable" else "KPIMON_API_TOKEN_FILE"
+    assert any(named in w and "write calls are refused" in w for w in warnings), warnings
+
+
 # === bad requests ================================================================================
 
 
@@ -306,6 +341,9 @@ def test_oversized_bodies_get_413_before_anything_is_applied(running: Running) -
             b'{"until": "2030-01-01T00:00:00Z", "reason": ""}',
             "reason",
         ),
+        ("/api/v1/checks/revenue/run", b"[" * 60_000, "nested too deeply"),
+        ("/api/v1/checks/revenue/mute", b'{"until": ' * 6_000, "nested too deeply"),
+        ("/api/v1/deployments", b"[" * 600_000 + b"]" * 600_000, "nested too deeply"),
         ("/api/v1/deployments", b"", "JSON object"),
         ("/api/v1/deployments", b"null", "JSON object"),
         ("/api/v1/deployments", b'{"id": "d1"}', "environment"),

@@ -20,6 +20,7 @@ from monitor.config import parse_config
 from monitor.daemon import Daemon
 from monitor.server import _accepts_gzip
 from tests.conftest import demo_document
+from tests.slack_server import SlackServer
 
 TOKEN = "s3cret-api-token"
 
@@ -198,3 +199,36 @@ def test_mute_and_rebaseline_take_effect(daemon: Daemon) -> None:
         if s["segment"] == "DE"
     )
     assert de["alert"]["status"] == "ok"
+
+
+def test_messages_slack_refuses_for_good_are_listed_with_the_reason(
+    tmp_path: Path, live_demo_warehouse: Path, slack: SlackServer
+) -> None:
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    slack.archive("#data-alerts")
+    document = demo_document(tmp_path, token=slack.token, api_url=slack.url, channel="#data-alerts", group_wait="0s")
+    document["checks"][0]["channel"] = "#revenue"  # revenue's alert goes elsewhere, and through
+    running = Daemon(parse_config(document), host="127.0.0.1", port=0)
+    running.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listed = json.loads(call(running, "GET", "/api/v1/notifications")[2])["notifications"]
+            if len([n for n in listed if n["status"] == "failed"]) == 2:
+                break
+            time.sleep(0.2)
+        ready = call(running, "GET", "/readyz")[0]
+        refused = running.metrics.registry.get_sample_value(
+            "kpimon_alerts_sent_total", {"channel": "slack", "outcome": "error"}
+        )
+    finally:
+        running.stop()
+    failed = sorted((n for n in listed if n["status"] == "failed"), key=lambda n: n["check"])
+    assert [(n["check"], n["segment"], n["event"], n["step"], n["attempts"], n["last_error"]) for n in failed] == [
+        ("events_freshness", "", "opened", "message", 1, "Slack chat_postMessage: is_archived"),
+        ("signups", "", "opened", "message", 1, "Slack chat_postMessage: is_archived"),
+    ]
+    assert all(n["channel"] == "slack" and n["in_doubt"] is False for n in failed)
+    assert refused == 2
+    assert [m.text.split(" is ")[0] for m in slack.posted("#revenue")][:1] == ["CRITICAL: revenue [DE]"]
+    assert ready == 200, "Slack refusing a channel is not the daemon's readiness"

@@ -4,18 +4,24 @@ keeps the watch. The clock is injected so a six-hour window takes no time."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from monitor.config import Config, parse_config
 from monitor.deployments import DeploymentRequest
 from monitor.engine import Engine
+from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
+from monitor.warehouse.base import Warehouse
 from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
 from tests.conftest import DEMO_NOW, demo_document
 from tests.duckdb_writes import write
@@ -228,18 +234,12 @@ def test_a_deployment_touching_no_check_passes_at_once(world: World) -> None:
 
 
 def test_a_manifest_diff_picks_the_checks(world: World) -> None:
-    from monitor.dbt import compact_manifest
-    from tests.test_dbt import load
-
-    def manifest(name: str) -> dict[str, Any]:
-        return {k: v.model_dump() for k, v in compact_manifest(load(name)).items()}
-
     first = world.watcher.record(
-        DeploymentRequest(id="d1", environment="staging", manifest=manifest("manifest_v1.json"))
+        DeploymentRequest(id="d1", environment="staging", manifest=compact("manifest_v1.json"))
     )
     assert len(first.checks) == 6  # first deployment: every model counts as changed
     second = world.watcher.record(
-        DeploymentRequest(id="d2", environment="staging", manifest=manifest("manifest_v2.json"))
+        DeploymentRequest(id="d2", environment="staging", manifest=compact("manifest_v2.json"))
     )
     assert second.models == ["fct_orders", "fct_refunds"]
     assert sorted(c.name for c in second.checks) == [
@@ -249,3 +249,92 @@ def test_a_manifest_diff_picks_the_checks(world: World) -> None:
         "orders_rows",
         "revenue",
     ]
+
+
+def compact(name: str) -> dict[str, Any]:
+    from monitor.dbt import compact_manifest
+    from tests.test_dbt import load
+
+    return {k: v.model_dump() for k, v in compact_manifest(load(name)).items()}
+
+
+def test_a_deployment_whose_save_fails_leaves_nothing_behind_and_its_retry_is_judged_afresh(
+    world: World, demo_dir: Path
+) -> None:
+    world.watcher.record(
+        DeploymentRequest(id="d1", environment="staging", manifest=compact("manifest_v1.json"))
+    )
+    before = world.store.manifest("staging")
+    with sqlite3.connect(demo_dir / "state.db") as db:  # the deployment's own row cannot be written
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON deployments BEGIN"
+            " SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    second = DeploymentRequest(id="d2", environment="staging", manifest=compact("manifest_v2.json"))
+    with pytest.raises(StateStoreError, match="database or disk is full"):
+        world.watcher.record(second)
+    assert world.store.manifest("staging") == before, "the new manifest went with the deployment"
+    assert world.watcher.get("d2") is None
+    assert not [e for e in world.outbox() if "d2" in e.payload]
+    with sqlite3.connect(demo_dir / "state.db") as db:
+        db.execute("DROP TRIGGER full")
+    retried = world.watcher.record(second)  # the CI job retries with the same id
+    assert retried.status == "watching"
+    assert sorted(c.name for c in retried.checks) == [
+        "average_order_value",
+        "daily_customers",
+        "orders_freshness",
+        "orders_rows",
+        "revenue",
+    ]
+
+
+class HeldColumns(Warehouse):
+    """The real warehouse, but reading a table's columns waits until the test lets it go."""
+
+    def __init__(self, inner: Warehouse) -> None:
+        super().__init__(inner.name)
+        self.inner, self.dialect = inner, inner.dialect
+        self.reading, self.release = threading.Event(), threading.Event()
+
+    def _query(
+        self, sql: str, params: Mapping[str, object], *, timeout: float | None
+    ) -> pd.DataFrame:
+        return self.inner.query(sql, params, timeout=timeout)
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+    def columns(self, table: str) -> dict[str, str]:
+        self.reading.set()
+        assert self.release.wait(timeout=30)
+        return self.inner.columns(table)
+
+
+def in_thread(call: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_recording_a_deployment_blocks_neither_reads_nor_other_environments(
+    world: World,
+) -> None:
+    deploy(world, id="earlier", models=["dim_marketing_spend"])
+    held = HeldColumns(world.engine.warehouses["default"])
+    world.engine.warehouses["default"] = held
+    production = in_thread(lambda: deploy(world, id="slow", environment="production"))
+    assert held.reading.wait(timeout=30), "the recording reads the watched tables' columns"
+    # while it waits on the warehouse: reads answer, and another environment records
+    reads = in_thread(lambda: (world.watcher.get("earlier"), world.watcher.active()))
+    reads.join(timeout=10)
+    assert not reads.is_alive(), "a read of another deployment waited for the recording"
+    elsewhere = in_thread(lambda: deploy(world, id="other", environment="qa", models=["x"]))
+    elsewhere.join(timeout=10)
+    assert not elsewhere.is_alive(), "another environment waited for the recording"
+    assert world.watcher.get("other") is not None
+    assert world.watcher.get("slow") is None, "not recorded before its tables are read"
+    held.release.set()
+    production.join(timeout=30)
+    recorded = world.watcher.get("slow")
+    assert recorded is not None and recorded.status == "watching"

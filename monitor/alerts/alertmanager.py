@@ -13,6 +13,7 @@ balancer.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import json
 import logging
@@ -20,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -109,23 +111,27 @@ class AlertmanagerClient:
         self.timeout = config.timeout
         self._opener = urllib.request.build_opener()
 
-    def post(self, alerts: list[dict[str, Any]], urls: Sequence[str] | None = None) -> list[str]:
+    def post(
+        self, alerts: list[dict[str, Any]], urls: Sequence[str] | None = None
+    ) -> dict[str, Refusal]:
         """Post ``alerts`` to every URL (or only ``urls``, e.g. the ones that failed last time);
-        return the URLs, as configured, that did not accept them."""
+        return the URLs, as configured, that did not accept them, with why."""
         targets = list(self.urls if urls is None else urls)
         if not alerts or not targets:
-            return []
+            return {}
         body = json.dumps(alerts).encode()
         if len(targets) == 1:
-            accepted = [self._post_one(targets[0], body, len(alerts))]
+            errors = [self._post_one(targets[0], body, len(alerts))]
         else:
             # in parallel: a replica that times out must not delay the page on the others
             with ThreadPoolExecutor(max_workers=min(len(targets), 8)) as pool:
-                accepted = list(pool.map(lambda u: self._post_one(u, body, len(alerts)), targets))
-        return [url for url, ok in zip(targets, accepted, strict=True) if not ok]
+                errors = list(pool.map(lambda u: self._post_one(u, body, len(alerts)), targets))
+        return {url: error for url, error in zip(targets, errors, strict=True) if error}
 
-    def _post_one(self, url: str, body: bytes, count: int) -> bool:
+    def _post_one(self, url: str, body: bytes, count: int) -> Refusal | None:
+        """None when the replica at ``url`` accepted ``body``, else why not (without secrets)."""
         safe = redact(url)
+        status = None
         try:
             endpoint, auth = _endpoint(url)
             headers = {"Content-Type": "application/json", "User-Agent": "kpi-monitor"}
@@ -136,11 +142,12 @@ class AlertmanagerClient:
             )
             with self._opener.open(request, timeout=self.timeout) as response:
                 response.read()
-            return True
+            return None
         except urllib.error.HTTPError as exc:
             # Alertmanager explains a refusal in the body ("start time must be before end time")
             with exc:
                 detail = exc.read(300).decode("utf-8", "replace").strip()
+            status = exc.code
             error = f"HTTP {exc.code}: {detail}" if detail else f"HTTP {exc.code}"
         except urllib.error.URLError as exc:
             reason = exc.reason
@@ -157,7 +164,27 @@ class AlertmanagerClient:
             "alertmanager did not accept alerts",
             extra={"fields": {"alertmanager": safe, "alerts": count, "error": error}},
         )
-        return False
+        return Refusal(f"{safe}: {error}", status)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a replica did not accept a post: ``reason`` names the replica (without secrets);
+    ``status`` is its HTTP answer, if it gave one."""
+
+    reason: str
+    status: int | None = None
+
+    @property
+    def invalid(self) -> bool:
+        """The replica read the alerts and refused (some of) them: posting the same again cannot
+        help. Alertmanager keeps the valid alerts of a post and answers 400 for the others."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
+
+
+def replica_id(url: str) -> str:
+    """A short stable name for a replica's URL, for the outbox (the URL may hold a password)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _endpoint(url: str) -> tuple[str, str | None]:

@@ -116,7 +116,11 @@ def _draw(
             edgecolors="white", linewidths=0.6, label="anomalous",
         )  # fmt: skip
 
-    fig.text(0.012, 0.955, title, fontsize=13, fontweight="bold", ha="left", va="top")
+    # The title carries data (a segment value): plain text, never mathtext ("$5 off" is not a
+    # formula, and an odd number of "$" would make matplotlib raise).
+    fig.text(
+        0.012, 0.955, title, fontsize=13, fontweight="bold", ha="left", va="top", parse_math=False
+    )
     ax.legend(
         loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=4, frameon=False, fontsize=9,
         borderaxespad=0.3, handlelength=1.8,
@@ -193,7 +197,7 @@ def value_axis(ax: Any, series: Sequence[np.ndarray[Any, Any]], unit: str) -> No
         ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
         ax.yaxis.set_major_formatter(_CompactFormatter())
         if unit:
-            ax.set_ylabel(unit, fontsize=9, color="#374151")
+            ax.set_ylabel(unit, fontsize=9, color="#374151", parse_math=False)
 
 
 class _CompactFormatter(Formatter):

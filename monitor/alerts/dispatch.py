@@ -1,49 +1,37 @@
 """Delivers the notification outbox to its channels, one delivery round at a time.
 
-A notification stays in the outbox until its channel accepts it: an outage delays alerts, it
-does not lose them, and a restart resends only what was never accepted. Alerts that open within
-``slack.group_wait`` of each other are grouped per channel and team (or table) into one message,
-and a channel about to get more than ``slack.max_messages`` messages in one round gets a single
-summary instead. Charts follow their alert into its thread.
+A notification stays in the outbox until its channel accepts it, refuses it for good, or the
+bounded attempts of ``retry.py`` are spent: an outage delays alerts, it does not lose them, and a
+restart resends only what was never accepted. One message's refusal never holds up another.
+Slack's side (grouping, charts, threads, exactly-once) is ``slack_outbox.py``; Alertmanager's is
+here: every replica is posted what it has not accepted yet, so a dead replica costs the healthy
+ones nothing, and an alert is done once every replica took it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
-import pandas as pd
-
-from monitor.alerts.alertmanager import AlertmanagerClient, to_alertmanager
-from monitor.alerts.charts import render_chart
-from monitor.alerts.messages import (
-    alert_blocks,
-    alert_text,
-    deployment_blocks,
-    deployment_text,
-    group_blocks,
-    group_text,
-    series_name,
-    summary_text,
+from monitor.alerts.alertmanager import (
+    AlertmanagerClient,
+    Refusal,
+    replica_id,
+    to_alertmanager,
 )
-from monitor.alerts.notification import Notification
-from monitor.alerts.routing import channel_for, group_key
-from monitor.alerts.slack import DeliveryError, SlackChannel
+from monitor.alerts.notification import Notification, event_key
+from monitor.alerts.retry import next_attempt
+from monitor.alerts.slack import SlackChannel
+from monitor.alerts.slack_outbox import PAGE, SlackOutbox
 from monitor.config import Config
-from monitor.deployments import Deployment
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
 from monitor.store import OutboxEntry, StateStore
 
 log = logging.getLogger("monitor.alerts")
-
-GROUPED = ":group"  # suffix of a thread id whose parent lists several series
-CHARTS_PER_GROUP = 5
 
 
 class Dispatcher:
@@ -62,6 +50,7 @@ class Dispatcher:
         self.slack = slack
         self.alertmanager = alertmanager
         self.clock = clock
+        self._slack = SlackOutbox(config, store, metrics, slack, clock) if slack else None
         self._lock = threading.Lock()
 
     def reconfigure(
@@ -85,158 +74,96 @@ class Dispatcher:
 
     def deliver_pending(self) -> int:
         """One delivery round on every channel; returns how many entries were delivered."""
-        with self._lock:
-            try:
-                delivered = self._deliver_slack() if self.slack is not None else 0
-                if self.alertmanager is not None:
-                    delivered += self._deliver_alertmanager()
-            except StateStoreError as exc:
-                log.error("cannot use the outbox", extra={"fields": {"error": str(exc)}})
-                return 0
-        return delivered
-
-    # --- Slack ------------------------------------------------------------------------------
-
-    def _deliver_slack(self) -> int:
-        assert self.slack is not None and self.config.slack is not None
-        cutoff = self.clock() - self.config.slack.group_wait
+        rounds: list[tuple[str, Callable[[], int]]] = []
+        if self._slack is not None:
+            rounds.append(("slack", self._slack.deliver))
+        if self.alertmanager is not None:
+            rounds.append(("alertmanager", self._deliver_alertmanager))
         delivered = 0
-        while True:
-            pending = self.store.pending("slack", limit=500)
-            opened = [
-                e
-                for e in pending
-                if e.kind == "alert" and e.notification.kind == "opened" and e.created_at <= cutoff
-            ]
-            ready = [e for e in pending if e.kind != "alert" or e.notification.kind != "opened"]
-            if not opened and not ready:
-                return delivered
-            try:
-                if opened:
-                    delivered += self._post_opened(opened)
-                    continue  # their charts are queued now; read the outbox again
-                for entry in ready:
-                    self._post_other(entry)
-                    delivered += 1
-            except _Failed:
-                return delivered
-
-    def _post_opened(self, entries: list[OutboxEntry]) -> int:
-        """Post opened alerts: alone, grouped, or summarised per channel."""
-        assert self.slack is not None and self.config.slack is not None
-        groups: dict[tuple[str, str], list[OutboxEntry]] = defaultdict(list)
-        for entry in entries:
-            note = entry.notification
-            groups[group_key(note, channel_for(note, self.config))].append(entry)
-        by_channel: dict[str, list[list[OutboxEntry]]] = defaultdict(list)
-        for (channel, _), members in groups.items():
-            by_channel[channel].append(members)
-        for channel, channel_groups in by_channel.items():
-            if len(channel_groups) > self.config.slack.max_messages:
-                listed = [[e.notification for e in g] for g in channel_groups]
-                everyone = [e for g in channel_groups for e in g]
-                self._send(everyone, channel, summary_text(listed), None, grouped=True)
-                continue
-            for members in channel_groups:
-                notes = [e.notification for e in members]
-                if len(notes) == 1:
-                    self._send(members, channel, alert_text(notes[0]), alert_blocks(notes[0]))
-                else:
-                    self._send(
-                        members, channel, group_text(notes), group_blocks(notes), grouped=True
+        with self._lock:
+            for name, deliver in rounds:
+                try:
+                    delivered += deliver()
+                except StateStoreError as exc:
+                    log.error(
+                        "cannot use the outbox",
+                        extra={"fields": {"channel": name, "error": str(exc)}},
                     )
-        return len(entries)
-
-    def _send(
-        self,
-        members: list[OutboxEntry],
-        channel: str,
-        text: str,
-        blocks: list[dict[str, Any]] | None,
-        grouped: bool = False,
-    ) -> None:
-        """Post one message for ``members``; mark them delivered and queue their charts."""
-        assert self.slack is not None
-        try:
-            thread = self.slack.post(channel, text, blocks) + (GROUPED if grouped else "")
-        except DeliveryError as exc:
-            self._failed(members, exc)
-        for entry in members:
-            self.store.mark_delivered(entry.id, thread)
-            self.metrics.alerts_sent.labels("slack", "ok").inc()
-        charted = [e.notification for e in members if e.notification.history]
-        for note in charted[:CHARTS_PER_GROUP]:
-            payload = json.dumps({"thread": thread, "notification": note.to_json()})
-            self.store.enqueue(f"{note.key}/chart", "chart", payload, ["slack"])
-        log.info(
-            "slack alert delivered",
-            extra={"fields": {"series": [series_name(e.notification) for e in members]}},
-        )
-
-    def _post_other(self, entry: OutboxEntry) -> None:
-        """Resolutions (into the alert's thread), charts and deployment reports."""
-        assert self.slack is not None
-        try:
-            if entry.kind == "deployment":
-                deployment = Deployment.from_json(entry.payload)
-                assert self.config.slack is not None
-                remote = self.slack.post(
-                    self.config.slack.channel,
-                    deployment_text(deployment),
-                    deployment_blocks(deployment),
-                )
-            elif entry.kind == "chart":
-                data = json.loads(entry.payload)
-                note = Notification.from_json(data["notification"])
-                png = render_chart(_history(note), title=series_name(note), unit=note.unit)
-                self.slack.upload_chart(
-                    data["thread"], png, f"{series_name(note)} {note.since:%Y-%m-%d %H:%M}"
-                )
-                remote = data["thread"]
-            else:
-                remote = self._post_resolution(entry.notification)
-        except DeliveryError as exc:
-            self._failed([entry], exc)
-        self.store.mark_delivered(entry.id, remote)
-        self.metrics.alerts_sent.labels("slack", "ok").inc()
-
-    def _post_resolution(self, note: Notification) -> str:
-        assert self.slack is not None
-        opened_key = f"{note.check}/{note.segment}/{note.episode}/opened"
-        thread = self.store.remote_id(opened_key, "slack")
-        opened = self.store.notification(opened_key, "slack")
-        channel = channel_for(note, self.config)
-        if thread is None or opened is None:
-            return self.slack.post(channel, alert_text(note))
-        remote = self.slack.post(channel, alert_text(note), thread=thread)
-        if not thread.endswith(GROUPED):
-            self.slack.mark_resolved(thread, opened, note)
-        return remote
-
-    def _failed(self, entries: list[OutboxEntry], exc: DeliveryError) -> None:
-        self.metrics.alerts_sent.labels("slack", "error").inc()
-        for entry in entries:
-            self.store.mark_failed(entry.id, str(exc))
-        log.warning(
-            "slack delivery failed; kept for retry",
-            extra={"fields": {"error": str(exc), "entries": len(entries)}},
-        )
-        raise _Failed from None
+        return delivered
 
     # --- Alertmanager ------------------------------------------------------------------------
 
     def _deliver_alertmanager(self) -> int:
-        entries = self.store.pending("alertmanager", limit=500)
-        if not entries:
-            return 0
-        alerts = [self._alert(e.notification) for e in entries]
-        if self._post_alertmanager(alerts):
-            for entry in entries:
-                self.store.mark_failed(entry.id, "an Alertmanager did not accept the alerts")
-            return 0
+        now = self.clock()
+        delivered, after = 0, 0
+        while page := self.store.pending("alertmanager", PAGE, due=now, after=after):
+            after = page[-1].id
+            delivered += self._alertmanager_page(page, now)
+        return delivered
+
+    def _alertmanager_page(self, entries: list[OutboxEntry], now: datetime) -> int:
+        assert self.alertmanager is not None
+        replicas = {replica_id(url): url for url in self.alertmanager.urls}
+        # entries grouped by the replicas that have not accepted them yet: one post per group
+        waiting: dict[frozenset[str], list[tuple[OutboxEntry, dict[str, object]]]] = (
+            defaultdict(list)
+        )
         for entry in entries:
-            self.store.mark_delivered(entry.id)
-        return len(entries)
+            try:
+                alert = self._alert(entry.notification)
+            except Exception as exc:  # odd data in one alert must not stall the rest
+                log.error("cannot deliver an alert", exc_info=exc)
+                self.store.mark_failed([entry.id], f"internal error: {type(exc).__name__}: {exc}")
+                continue
+            waiting[frozenset(replicas) - entry.delivered_to].append((entry, alert))
+        delivered = 0
+        for targets, group in waiting.items():
+            refusals = self._post_group(group, [replicas[r] for r in sorted(targets)])
+            for entry, _ in group:
+                refused = refusals[entry.id]
+                took = frozenset(r for r in targets if replicas[r] not in refused)
+                delivered += self._record_alertmanager(entry, refused, took, now)
+        return delivered
+
+    def _post_group(
+        self, group: list[tuple[OutboxEntry, dict[str, object]]], urls: list[str]
+    ) -> dict[int, dict[str, Refusal]]:
+        """Post ``group`` to ``urls``; per entry, the replicas that did not accept it."""
+        # no URL: every replica took it already (one was removed from the config)
+        refused = self._post_alertmanager([alert for _, alert in group], urls) if urls else {}
+        per_entry = {entry.id: dict(refused) for entry, _ in group}
+        for url, refusal in refused.items():
+            if refusal.invalid and len(group) > 1:
+                # it kept the valid alerts and refused others: post each alone to find those
+                for entry, alert in group:
+                    alone = self._post_alertmanager([alert], [url]).get(url)
+                    if alone is None:
+                        del per_entry[entry.id][url]
+                    else:
+                        per_entry[entry.id][url] = alone
+        return per_entry
+
+    def _record_alertmanager(
+        self, entry: OutboxEntry, refused: dict[str, Refusal], took: frozenset[str], now: datetime
+    ) -> int:
+        """Record what the replicas did with ``entry``; 1 when every one has it."""
+        assert self.config.alertmanager is not None
+        accepted = entry.delivered_to | took
+        if not refused:
+            self.store.mark_delivered([entry.id])
+            return 1
+        reason = "; ".join(r.reason for r in refused.values())
+        attempts = entry.attempts + 1
+        when = next_attempt(attempts, now, self.config.alertmanager.max_attempts)
+        if any(r.invalid for r in refused.values()):
+            self.store.mark_failed([entry.id], reason, accepted)
+        elif when is None:
+            self.store.mark_failed(
+                [entry.id], f"gave up after {attempts} attempts: {reason}", accepted
+            )
+        else:
+            self.store.mark_retry([entry.id], reason, when, in_doubt=False, delivered_to=accepted)
+        return 0
 
     def resend_firing(self, firing: list[tuple[str, str, int]]) -> None:
         """Re-post open episodes (check, segment, episode) so Alertmanager does not resolve
@@ -244,13 +171,11 @@ class Dispatcher:
         if self.alertmanager is None:
             return
         with self._lock:
-            notes = [
-                self.store.notification(f"{check}/{segment}/{episode}/opened", "alertmanager")
-                for check, segment, episode in firing
-            ]
+            keys = [event_key(check, segment, n, "opened") for check, segment, n in firing]
+            notes = [self.store.notification(key, "alertmanager") for key in keys]
             alerts = [self._alert(n) for n in notes if n is not None]
             if alerts:
-                self._post_alertmanager(alerts)
+                self._post_alertmanager(alerts, self.alertmanager.urls)
 
     def _alert(self, note: Notification) -> dict[str, object]:
         assert self.config.alertmanager is not None
@@ -263,19 +188,48 @@ class Dispatcher:
             likely_cause=note.cause,
         )
 
-    def _post_alertmanager(self, alerts: list[dict[str, object]]) -> list[str]:
+    def _post_alertmanager(
+        self, alerts: list[dict[str, object]], urls: list[str]
+    ) -> dict[str, Refusal]:
         assert self.alertmanager is not None
-        failed = self.alertmanager.post(alerts)
-        self.metrics.alerts_sent.labels("alertmanager", "error" if failed else "ok").inc()
-        return failed
+        errors = self.alertmanager.post(alerts, urls)
+        self.metrics.alerts_sent.labels("alertmanager", "error" if errors else "ok").inc()
+        return errors
 
 
-class _Failed(Exception):
-    """Stops a delivery round at the first refusal, so order is kept for the next round."""
+def outbox_json(entry: OutboxEntry) -> dict[str, object]:
+    """An outbox entry as ``GET /api/v1/notifications`` shows it: what it is about (from its
+    key: ``check/segment/episode/event``, then ``/chart`` or ``/update`` for a later step of
+    a Slack delivery; ``deployment/id/verdict``) and how its delivery went."""
+    about: dict[str, object]
+    parts = entry.key.split("/")
+    if entry.kind == "deployment":
+        about = {"deployment": "/".join(parts[1:-1]), "verdict": parts[-1]}
+    else:
+        step = parts.pop() if parts[-1] in ("chart", "update") else "message"
+        # check names have no "/" and episodes are numbers: the segment is what lies between
+        about = {
+            "check": parts[0],
+            "segment": "/".join(parts[1:-2]),
+            "episode": int(parts[-2]),
+            "event": parts[-1],
+            "step": step,
+        }
+    return {
+        "id": entry.id,
+        "channel": entry.channel,
+        "kind": entry.kind,
+        **about,
+        "status": entry.status,
+        "attempts": entry.attempts,
+        "last_error": entry.last_error,
+        "queued_at": entry.created_at.isoformat(),
+        "next_attempt_at": _iso(entry.next_attempt_at),
+        "delivered_at": _iso(entry.delivered_at),
+        # Slack may show it although it is not recorded as sent (its answer was lost)
+        "in_doubt": entry.in_doubt is not None and entry.status != "sent",
+    }
 
 
-def _history(note: Notification) -> pd.DataFrame:
-    columns = ["bucket", "value", "expected", "lower", "upper", "anomalous"]
-    frame = pd.DataFrame(note.history, columns=columns)
-    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
-    return frame
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()

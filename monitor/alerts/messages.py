@@ -1,10 +1,17 @@
-"""Alert messages as people read them: a one-line text and Slack Block Kit. Pure."""
+"""Alert messages as people read them: a one-line text and Slack Block Kit. Pure.
+
+The one-line text serves Slack (``slack=True``: every value from data escaped for mrkdwn) and
+plain channels (Alertmanager annotations, logs); Block Kit is Slack's only, always escaped. Only
+``plain_text`` objects, which Slack shows as written, carry unescaped values.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from monitor.alerts import mrkdwn
 from monitor.alerts.notification import Notification
 from monitor.deployments import Deployment
 
@@ -39,8 +46,17 @@ def when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def series_name(note: Notification) -> str:
-    return f"{note.check} [{note.segment}]" if note.segment else note.check
+def _plain(text: str) -> str:
+    return text
+
+
+def _markup(slack: bool) -> Callable[[str], str]:
+    return mrkdwn.escape if slack else _plain
+
+
+def series_name(note: Notification, *, slack: bool = False) -> str:
+    esc = _markup(slack)
+    return f"{esc(note.check)} [{esc(note.segment)}]" if note.segment else esc(note.check)
 
 
 def deviation(note: Notification) -> str:
@@ -53,34 +69,51 @@ def deviation(note: Notification) -> str:
     return f"{size} ({note.score:+.1f} robust SD)"
 
 
-def alert_text(note: Notification) -> str:
-    """The plain-text line: notification previews, logs, and clients without blocks."""
+def alert_text(note: Notification, *, slack: bool = False) -> str:
+    """The one-line text: notification previews, logs, Alertmanager, clients without blocks."""
+    esc = _markup(slack)
+    name = series_name(note, slack=slack)
     if note.kind == "resolved":
         lasted = duration(note.bucket - note.since)
         if note.reason:
             return (
-                f"Resolved: {series_name(note)}: {note.reason}; "
+                f"Resolved: {name}: {esc(note.reason)}; "
                 f"the deviation lasted {lasted} from {when(note.since)}."
             )
         return (
-            f"Resolved: {series_name(note)} is back within its band "
+            f"Resolved: {name} is back within its band "
             f"({number(note.value, note.unit)}, expected {number(note.expected, note.unit)}); "
             f"the deviation lasted {lasted} from {when(note.since)}."
         )
-    owner = f" Owner {note.owner}." if note.owner else ""
-    cause = f" Likely cause: {note.cause}." if note.cause else ""
+    owner = ""
+    if note.owner:
+        owner = f" Owner {mrkdwn.owner(note.owner) if slack else note.owner}."
+    cause = f" Likely cause: {esc(note.cause)}." if note.cause else ""
     if note.reason:  # a fixed bound broken: the rule, not the model's deviation, is the news
         return (
-            f"{note.severity.upper()}: {series_name(note)} is {note.reason}: "
+            f"{note.severity.upper()}: {name} is {esc(note.reason)}: "
             f"{number(note.value, note.unit)} (expected {number(note.expected, note.unit)}), "
             f"since {when(note.since)}.{owner}{cause}"
         )
     return (
-        f"{note.severity.upper()}: {series_name(note)} is {deviation(note)}: "
+        f"{note.severity.upper()}: {name} is {deviation(note)}: "
         f"{number(note.value, note.unit)} vs {number(note.expected, note.unit)} expected "
         f"(band {number(note.lower, note.unit)} to {number(note.upper, note.unit)}), "
         f"since {when(note.since)}.{owner}{cause}"
     )
+
+
+def _section(text: str) -> dict[str, Any]:
+    # verbatim: Slack turns no bare channel name or URL in our text into a link of its own
+    return {"type": "section", "text": _mrkdwn(text[:3000])}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
 
 
 def alert_blocks(note: Notification) -> list[dict[str, Any]]:
@@ -95,68 +128,52 @@ def alert_blocks(note: Notification) -> list[dict[str, Any]]:
         ("Severity", note.severity),
     ]
     if note.owner:
-        fields.append(("Owner", note.owner))
+        fields.append(("Owner", mrkdwn.owner(note.owner)))
     if note.team:
-        fields.append(("Team", note.team))
+        fields.append(("Team", mrkdwn.escape(note.team)))
     if note.cause:
-        fields.append(("Likely cause", note.cause))
+        fields.append(("Likely cause", mrkdwn.escape(note.cause)))
     return [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": f"{series_name(note)} moved unexpectedly"[:150]},
-        },
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"{emoji} {alert_text(note)}"[:3000]},
-        },
-        {
-            "type": "section",
-            "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields],
-        },
+        _header(f"{series_name(note)} moved unexpectedly"),
+        _section(f"{emoji} {alert_text(note, slack=True)}"),
+        {"type": "section", "fields": [_mrkdwn(f"*{k}*\n{v}"[:2000]) for k, v in fields]},
         {
             "type": "context",
             "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": (
-                        f"check `{note.check}` · episode {note.episode}"
-                        f" · bucket {when(note.bucket)}{link_line(note)}"
-                    ),
-                }
+                _mrkdwn(
+                    f"check `{mrkdwn.escape(note.check)}` · episode {note.episode}"
+                    f" · bucket {when(note.bucket)}{link_line(note)}"
+                )
             ],
         },
     ]
 
 
 def link_line(note: Notification) -> str:
-    return "".join(f" · <{url}|{name.capitalize()}>" for name, url in sorted(note.links.items()))
+    return "".join(
+        f" · {mrkdwn.link(url, name.capitalize())}" for name, url in sorted(note.links.items())
+    )
 
 
 def group_text(notes: list[Notification]) -> str:
-    """One message for several series that opened together (one team or table)."""
-    first = notes[0]
-    topic = f"team {first.team}" if first.team else (first.table or first.check)
-    lines = [f"{len(notes)} series of {topic} moved unexpectedly:"]
-    lines += [f"• {alert_text(n)}" for n in notes]
+    """One message for several series that opened together (one team or table), for Slack."""
+    lines = [group_title(notes, slack=True)]
+    lines += [f"• {alert_text(n, slack=True)}" for n in notes]
     return "\n".join(lines)
 
 
+def group_title(notes: list[Notification], *, slack: bool = False) -> str:
+    first = notes[0]
+    topic = f"team {first.team}" if first.team else (first.table or first.check)
+    return f"{len(notes)} series of {_markup(slack)(topic)} moved unexpectedly:"
+
+
 def group_blocks(notes: list[Notification]) -> list[dict[str, Any]]:
-    text = group_text(notes)
-    header, *rest = text.split("\n")
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": header[:150]}}
-    ]
+    blocks: list[dict[str, Any]] = [_header(group_title(notes))]
     # Slack caps a section at 3000 characters and a message at 50 blocks
-    for line in rest[:45]:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": line[:3000]}})
-    if len(rest) > 45:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": f"and {len(rest) - 45} more"}],
-            }
-        )
+    blocks += [_section(f"• {alert_text(n, slack=True)}") for n in notes[:45]]
+    if len(notes) > 45:
+        blocks.append({"type": "context", "elements": [_mrkdwn(f"and {len(notes) - 45} more")]})
     return blocks
 
 
@@ -167,48 +184,47 @@ def summary_text(groups: list[list[Notification]]) -> str:
     for notes in groups:
         for n in notes:
             lines.append(
-                f"• {n.severity.upper()} {series_name(n)}: {deviation(n)} since {when(n.since)}"
+                f"• {n.severity.upper()} {series_name(n, slack=True)}: {deviation(n)}"
+                f" since {when(n.since)}"
             )
     return "\n".join(lines)
+
+
+def resolved_text(opened: Notification) -> str:
+    """The text that replaces the original alert once its episode resolved."""
+    return f"Resolved: {alert_text(opened, slack=True)}"
 
 
 def resolved_blocks(opened: Notification, resolved: Notification) -> list[dict[str, Any]]:
     """Block Kit that replaces the original alert once its episode resolved."""
     lasted = duration(resolved.bucket - resolved.since)
     return [
-        {
-            "type": "section",
-            "text": {
-                "type": "mrkdwn",
-                "text": (
-                    f":white_check_mark: *Resolved* after {lasted}: ~{series_name(opened)}~ "
-                    f"was {deviation(opened)} from {when(opened.since)}."
-                ),
-            },
-        },
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": alert_text(resolved)}],
-        },
+        _section(
+            f":white_check_mark: *Resolved* after {lasted}: ~{series_name(opened, slack=True)}~ "
+            f"was {deviation(opened)} from {when(opened.since)}."
+        ),
+        {"type": "context", "elements": [_mrkdwn(alert_text(resolved, slack=True))]},
     ]
 
 
 def deployment_text(deployment: Deployment) -> str:
-    """One line: the verdict, why, and what was watched."""
+    """One line for Slack: the verdict, why, and what was watched."""
+    esc = mrkdwn.escape
     verdict = {"passed": "PASSED", "failed": "FAILED"}.get(deployment.status, "WATCHING")
-    commit = f" (commit {deployment.commit[:12]})" if deployment.commit else ""
-    watched = ", ".join(c.name for c in deployment.checks) or "no check"
+    commit = f" (commit {esc(deployment.commit[:12])})" if deployment.commit else ""
+    watched = ", ".join(esc(c.name) for c in deployment.checks) or "no check"
     return (
-        f"Deployment {deployment.id} to {deployment.environment}{commit} {verdict}: "
-        f"{deployment.reason}. Watched: {watched}."
+        f"Deployment {esc(deployment.id)} to {esc(deployment.environment)}{commit} {verdict}: "
+        f"{esc(deployment.reason)}. Watched: {watched}."
     )
 
 
 def deployment_blocks(deployment: Deployment) -> list[dict[str, Any]]:
+    esc = mrkdwn.escape
     emoji = {"passed": ":white_check_mark:", "failed": ":x:"}.get(deployment.status, ":eyes:")
     lines = [f"{emoji} {deployment_text(deployment)}"]
     for d in deployment.deviations:
-        where = f"{d.check} [{d.segment}]" if d.segment else d.check
+        where = f"{esc(d.check)} [{esc(d.segment)}]" if d.segment else esc(d.check)
         tag = " (intended)" if d.intended else ""
         lines.append(
             f"• {where}{tag}: {number(d.value)} vs {number(d.expected)} expected "
@@ -217,21 +233,18 @@ def deployment_blocks(deployment: Deployment) -> list[dict[str, Any]]:
     for change in deployment.schema_changes:
         parts = []
         if change.removed:
-            parts.append(f"removed {', '.join(change.removed)}")
+            parts.append(f"removed {esc(', '.join(change.removed))}")
         if change.retyped:
-            parts.append(", ".join(f"{c} {b} -> {a}" for c, b, a in change.retyped))
+            parts.append(esc(", ".join(f"{c} {b} -> {a}" for c, b, a in change.retyped)))
         if change.added:
-            parts.append(f"added {', '.join(change.added)}")
-        broken = f" (breaks {', '.join(change.broken_checks)})" if change.broken_checks else ""
-        lines.append(f"• schema of {change.table}: {'; '.join(parts)}{broken}")
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}}
-    ]
+            parts.append(f"added {esc(', '.join(change.added))}")
+        broken = (
+            f" (breaks {esc(', '.join(change.broken_checks))})" if change.broken_checks else ""
+        )
+        lines.append(f"• schema of {esc(change.table)}: {'; '.join(parts)}{broken}")
+    blocks: list[dict[str, Any]] = [_section("\n".join(lines))]
     if deployment.url:
         blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": f"<{deployment.url}|change>"}],
-            }
+            {"type": "context", "elements": [_mrkdwn(mrkdwn.link(deployment.url, "change"))]}
         )
     return blocks

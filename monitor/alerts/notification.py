@@ -40,7 +40,7 @@ class Notification:
     @property
     def key(self) -> str:
         """Stable identity: the same episode event always has the same key."""
-        return f"{self.check}/{self.segment}/{self.episode}/{self.kind}"
+        return event_key(self.check, self.segment, self.episode, self.kind)
 
     @property
     def deviation_pct(self) -> float | None:
@@ -64,3 +64,8 @@ class Notification:
         data["since"] = datetime.fromisoformat(data["since"])
         data["bucket"] = datetime.fromisoformat(data["bucket"])
         return cls(**data)
+
+
+def event_key(check: str, segment: str, episode: int, kind: str) -> str:
+    """The outbox key of an episode's ``kind`` event ("opened", "resolved")."""
+    return f"{check}/{segment}/{episode}/{kind}"

@@ -79,11 +79,13 @@ app.kubernetes.io/part-of: kpi-monitor
 {{/* The daemon's config: the user's `config` plus the generated `state` section. */}}
 {{- define "kpi-monitor.config" -}}
 {{- $config := deepCopy .Values.config }}
+{{- $state := dict "retention" (deepCopy .Values.state.retention) }}
 {{- if eq .Values.state.backend "postgresql" }}
-{{- $_ := set $config "state" (dict "url" (printf "${%s}" .Values.state.postgresql.urlEnv)) }}
+{{- $_ := set $state "url" (printf "${%s}" .Values.state.postgresql.urlEnv) }}
 {{- else }}
-{{- $_ := set $config "state" (dict "path" (printf "%s/state.db" (include "kpi-monitor.stateDir" .))) }}
+{{- $_ := set $state "path" (printf "%s/state.db" (include "kpi-monitor.stateDir" .)) }}
 {{- end }}
+{{- $_ := set $config "state" $state }}
 {{- toYaml $config }}
 {{- end }}
 
