@@ -496,8 +496,10 @@ class Engine:
             bounds = Bounds(check.min, check.max)
             scored, replayed = self._score_new(check, segment, series)
             verdicts = [apply_bounds(v, bounds, policy.open_after) for v in scored]
-            quiet = self._models[check.name][segment].quiet_start
-            judged.append(self._judge(check, segment, verdicts, policy, chart, quiet, replayed))
+            model = self._models[check.name][segment]
+            judged.append(
+                self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
+            )
         statuses, notes = self._commit(check, judged)
         self._keep_history(check, now, window, found)
         return statuses, notes
@@ -581,7 +583,12 @@ class Engine:
         state = self.alert_state(check.name, segment)
         if state.last_bucket is not None:
             quiet = None if state.quiet_start is None else pd.Timestamp(state.quiet_start)
-            model.resume(state.anomalous_run, quiet, pd.Timestamp(state.last_bucket))
+            model.resume(
+                state.anomalous_run,
+                quiet,
+                pd.Timestamp(state.last_bucket),
+                (state.hold_sign, state.hold_evidence),
+            )
         return model, verdicts
 
     def _replay(self, check: CheckConfig, series: pd.Series) -> list[list[Any]]:
@@ -743,16 +750,24 @@ class Engine:
         verdicts: list[Verdict],
         policy: AlertPolicy,
         chart: Callable[[str], list[list[Any]]] | None = None,
-        quiet_start: pd.Timestamp | None = None,
+        model: Detector | None = None,
+        *,
         replayed: int = 0,
     ) -> _Judged:
         """Feed verdicts to the series' alert state: its new state and notifications; the
-        detector's quiet period is saved with it. The first ``replayed`` verdicts are history a
-        first start judged: episodes that ended within it are not announced, the one still open
-        at its end is (once, as opened)."""
+        ``model``'s quiet period and hold are saved with it. The first ``replayed`` verdicts
+        are history a first start judged: episodes that ended within it are not announced, the
+        one still open at its end is (once, as opened)."""
         state = self.alert_state(check.name, segment)
-        if quiet_start is not None:
-            state = replace(state, quiet_start=quiet_start.to_pydatetime())
+        if model is not None:
+            quiet = model.quiet_start
+            sign, evidence = model.hold
+            state = replace(
+                state,
+                quiet_start=quiet.to_pydatetime() if quiet is not None else state.quiet_start,
+                hold_sign=sign,
+                hold_evidence=evidence,
+            )
         notes: list[Notification] = []
         opening: tuple[Verdict, Transition] | None = None
         for i, verdict in enumerate(verdicts):

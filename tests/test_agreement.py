@@ -108,11 +108,13 @@ def test_a_daemon_started_ten_hours_into_an_incident_reports_the_start_backtest_
     assert hour - pd.Timedelta(hours=10) <= since <= hour - pd.Timedelta(hours=8)
 
 
-@pytest.mark.parametrize("recovers_after", [18])
+@pytest.mark.parametrize("restart_after", [None, 9], ids=["running", "restarted at night"])
 def test_an_episode_holds_through_the_night_while_the_level_stays_down(
-    tmp_path: Path, recovers_after: int
+    tmp_path: Path, restart_after: int | None
 ) -> None:
-    # Germany falls to 20% at 16:00 New York time and stays there through the night
+    # Germany falls to 20% at 16:00 New York time and stays there through the night; a restart
+    # at 01:00 (the pod rescheduled) keeps the episode's hold
+    recovers_after = 18
     now = datetime(2026, 11, 12, 12, 30, tzinfo=UTC)  # a Thursday, 07:30 in New York
     start = pd.Timestamp("2026-11-11 16:00", tz="America/New_York").tz_convert("UTC")
     end = start + pd.Timedelta(hours=recovers_after)
@@ -120,14 +122,23 @@ def test_an_episode_holds_through_the_night_while_the_level_stays_down(
     build_orders(tmp_path / "orders.duckdb", later, start, end)
     config = parse_config(orders_config(tmp_path))
     clock = [start.to_pydatetime() + timedelta(hours=1)]
-    engine = Engine(config, open_warehouses(config), StateStore(":memory:"), Metrics(),
-                    clock=lambda: clock[0])  # fmt: skip
+    restart = None if restart_after is None else clock[0] + timedelta(hours=restart_after)
+
+    def started() -> Engine:
+        store = StateStore(str(tmp_path / "state.db"))
+        return Engine(config, open_warehouses(config), store, Metrics(), clock=lambda: clock[0])
+
+    engine = started()
     statuses = []
     while clock[0] <= later:
+        if clock[0] == restart:
+            engine.store.close()
+            engine = started()
         engine.run("orders")
         state = engine.alert_state("orders", BROKEN)
         statuses.append((pd.Timestamp(clock[0]), state.status, state.episode))
         clock[0] += timedelta(hours=1)
+    engine.store.close()
     down = [s for t, s, _ in statuses if start + pd.Timedelta(hours=3) <= t <= end]
     assert down and all(s == "firing" for s in down), statuses
     assert {episode for _, _, episode in statuses} <= {0, 1}  # one episode, never re-opened

@@ -68,6 +68,10 @@ class AlertState:
     # the detector's quiet period (Detector.quiet_start), saved with the alert state so that a
     # restarted detector resumes it; the state machine itself never reads it
     quiet_start: datetime | None = None
+    # the detector's hold on an open episode (Detector.hold: the run's direction and the
+    # evidence the series is still away), saved so a restart mid-incident keeps it
+    hold_sign: int = 0
+    hold_evidence: float = 0.0
 
     @property
     def firing(self) -> bool:

@@ -165,13 +165,29 @@ class Detector:
         self._last = self._verdict(ts, v, out[0])
         return self._last
 
-    def resume(self, run: int, quiet_start: pd.Timestamp | None, judged: pd.Timestamp) -> None:
+    @property
+    def hold(self) -> tuple[int, float]:
+        """The direction of the latest anomalous run while the series holds away (0: none) and
+        the evidence it still does, in robust spreads: what :meth:`resume` carries over."""
+        s = self._state[0]
+        sign = int(s["sign"])
+        return (sign, float(s["evidence"])) if sign != 0 else (0, 0.0)
+
+    def resume(
+        self,
+        run: int,
+        quiet_start: pd.Timestamp | None,
+        judged: pd.Timestamp,
+        hold: tuple[int, float] = (0, 0.0),
+    ) -> None:
         """Carry on from an earlier detector of this series (the daemon restarted): ``run`` is
         the anomalous run the alert state counted up to the bucket ``judged`` (verdicts up to it,
-        stepped again, do not count twice) and ``quiet_start`` that detector's
-        :attr:`quiet_start`, so the aftermath of an incident is not judged a new one."""
+        stepped again, do not count twice), ``quiet_start`` and ``hold`` that detector's
+        :attr:`quiet_start` and :attr:`hold`, so the aftermath of an incident is not judged a
+        new one and an incident under way is not resolved by a restart."""
         s = self._state[0]
         s["run"] = max(run, 0)
+        s["sign"], s["evidence"] = hold
         s["counted_ns"] = as_utc(judged).value
         if quiet_start is not None:
             start = as_utc(quiet_start)
