@@ -31,6 +31,9 @@ COPY monitor ./monitor
 RUN pip install --no-cache-dir --no-deps . \
     && python -m compileall -q /opt/venv/lib \
     && kpi-monitor --help > /dev/null
+# The detection kernels compiled now (numba), so no pod spends its first seconds compiling: the
+# runtime copies this cache into /tmp at start (monitor/detection/compiled.py).
+RUN KPIMON_NUMBA_CACHE=/opt/numba-seed python -m monitor.detection
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -55,6 +58,7 @@ RUN groupadd --system --gid 10001 kpimon \
     && install -d -o 10001 -g 10001 -m 0750 /var/lib/kpi-monitor
 
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/numba-seed /opt/numba-seed
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -62,6 +66,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     TMPDIR=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
+    KPIMON_NUMBA_SEED=/opt/numba-seed \
     KPIMON_LOG_FORMAT=json \
     KPIMON_CONFIG=/etc/kpi-monitor/config.yaml
 

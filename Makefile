@@ -37,7 +37,7 @@ test: lint typecheck unit
 
 # figures, not assertions: CI runs them small so they keep working; run them full on demand
 bench-smoke: $(STAMP)
-	$(BIN)/python -m benchmarks.detection --smoke
+	$(BIN)/python -m benchmarks.detection --smoke --jobs 2
 	$(BIN)/python -m benchmarks.throughput --smoke
 	$(BIN)/python -m benchmarks.warehouse --smoke
 	$(BIN)/python -m benchmarks.soak --smoke

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from monitor.detect import Detector, DetectorSpec
+from monitor.detection import Detector, DetectorSpec
 
 HOURS = 8 * 168
 
@@ -66,9 +66,7 @@ def detector_bytes(idx: pd.DatetimeIndex, row: npt.NDArray[np.float64]) -> int:
     """Memory one warmed detector keeps (its numpy buffers)."""
     detector = Detector(DetectorSpec(3600))
     detector.warm(idx[:-1], row[:-1])
-    return sum(v.nbytes for v in vars(detector).values() if isinstance(v, np.ndarray)) + sum(
-        a.nbytes for a in (*detector._res, *detector._shape)
-    )
+    return detector.nbytes
 
 
 def mstl_seconds(idx: pd.DatetimeIndex, values: npt.NDArray[np.float64]) -> float:

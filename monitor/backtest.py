@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.alerts.state import AlertPolicy, AlertState, advance
-from monitor.detect import Detector, DetectorSpec, Verdict
+from monitor.detection import Detector, DetectorSpec, Verdict
 
 Aggregate = Literal["mean", "sum", "last", "max", "min"]
 

@@ -345,9 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     csv.add_argument("--grain", default="auto", help="auto, hour, day or a duration such as 5m")
     csv.add_argument("--sensitivity", type=float, help="band half-width in robust standard units")
     csv.add_argument(
-        "--alert-after", type=int, default=1, help="anomalous buckets that open an alert"
+        "--alert-after",
+        type=int,
+        help="anomalous buckets that open an alert (default: the daemon's, 2 below daily grain, "
+        "else 1)",
     )
-    csv.add_argument("--resolve-after", type=int, default=2, help="normal buckets that resolve it")
+    csv.add_argument(
+        "--resolve-after",
+        type=int,
+        help="normal buckets that resolve it (default: the daemon's, 2, and two hours below an "
+        "hourly grain)",
+    )
     csv.add_argument("--min", type=float, help="a fixed lower bound (a check's `min`)")
     csv.add_argument("--max", type=float, help="a fixed upper bound (a check's `max`)")
     output = backtest.add_argument_group("output")

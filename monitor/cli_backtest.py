@@ -19,7 +19,7 @@ import pandas as pd
 from monitor.alerts.state import AlertPolicy
 from monitor.backtest import Episode, Replay, infer_bucket_seconds, replay
 from monitor.config import GRAIN_SECONDS, CheckConfig, Config
-from monitor.detect import DetectorSpec
+from monitor.detection import DetectorSpec
 from monitor.durations import is_cron, parse_duration
 from monitor.errors import KpiMonitorError, StateStoreError
 from monitor.plots import MAX_PANELS, Mark, Panel, render_backtest
@@ -52,7 +52,18 @@ def backtest_csv(args: argparse.Namespace) -> int:
     spec = DetectorSpec(seconds)
     if args.sensitivity is not None:
         spec = replace(spec, sensitivity=args.sensitivity)
-    policy = AlertPolicy(open_after=args.alert_after, resolve_after=args.resolve_after)
+    daemon = AlertPolicy.for_grain(seconds)  # unless told otherwise, what the daemon would send
+    policy = replace(
+        daemon,
+        **{
+            field: value
+            for field, value in (
+                ("open_after", args.alert_after),
+                ("resolve_after", args.resolve_after),
+            )
+            if value is not None
+        },
+    )
     bounds = Bounds(args.min, args.max)
     result = replay(
         frame,

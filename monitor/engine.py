@@ -26,7 +26,7 @@ from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
 from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
 from monitor.config import CheckConfig, Config
-from monitor.detect import Detector, DetectorSpec, Verdict
+from monitor.detection import Detector, DetectorSpec, Verdict
 from monitor.errors import (
     QueryTimeout,
     StateStoreError,
@@ -494,12 +494,12 @@ class Engine:
             if series.empty:
                 continue
             bounds = Bounds(check.min, check.max)
-            verdicts = [
-                apply_bounds(v, bounds, policy.open_after)
-                for v in self._score_new(check, segment, series, policy)
-            ]
-            quiet = self._models[check.name][segment].quiet_start
-            judged.append(self._judge(check, segment, verdicts, policy, chart, quiet))
+            scored, replayed = self._score_new(check, segment, series)
+            verdicts = [apply_bounds(v, bounds, policy.open_after) for v in scored]
+            model = self._models[check.name][segment]
+            judged.append(
+                self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
+            )
         statuses, notes = self._commit(check, judged)
         self._keep_history(check, now, window, found)
         return statuses, notes
@@ -519,7 +519,7 @@ class Engine:
             index = pd.DatetimeIndex([to_utc(b) for b, _ in points])
             values = np.array([v for _, v in points], dtype=float)
             # the newest bucket is left to the next run to re-score, so it is exported at once
-            model = self._warmed(check, segment, index[:-1], values[:-1])
+            model, _ = self._warmed(check, segment, index[:-1], values[:-1], replay=False)
             with self._guard:
                 self._models[check.name][segment] = model
                 self._learned[check.name][segment] = index[-2]
@@ -554,24 +554,42 @@ class Engine:
         self, check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray
     ) -> Detector:
         """A new model that has learned this history, re-based at the check's rebaseline."""
+        return self._learned_from(check, buckets, values, judge=False)[0]
+
+    def _learned_from(
+        self, check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray, *, judge: bool
+    ) -> tuple[Detector, list[Verdict]]:
+        """``_fitted``; with ``judge``, also the verdicts of every bucket of the history, as
+        stepping through it gives (``backtest``'s)."""
         model = Detector(detector_spec(check))
-        model.warm(buckets, values)
+        verdicts = model.warm(buckets, values, judge_last=len(buckets) if judge else 0)
         restarted = self._rebaselines.get(check.name)
         if restarted is not None:
             model.acknowledge(pd.Timestamp(restarted))
-        return model
+        return model, verdicts
 
     def _warmed(
-        self, check: CheckConfig, segment: str, buckets: pd.DatetimeIndex, values: np.ndarray
-    ) -> Detector:
+        self,
+        check: CheckConfig,
+        segment: str,
+        buckets: pd.DatetimeIndex,
+        values: np.ndarray,
+        *,
+        replay: bool,
+    ) -> tuple[Detector, list[Verdict]]:
         """``_fitted``, carrying on from the alert state saved before a restart (the quiet
-        period in progress)."""
-        model = self._fitted(check, buckets, values)
+        period in progress); with ``replay`` (a first start), judging the history."""
+        model, verdicts = self._learned_from(check, buckets, values, judge=replay)
         state = self.alert_state(check.name, segment)
         if state.last_bucket is not None:
             quiet = None if state.quiet_start is None else pd.Timestamp(state.quiet_start)
-            model.resume(state.anomalous_run, quiet, pd.Timestamp(state.last_bucket))
-        return model
+            model.resume(
+                state.anomalous_run,
+                quiet,
+                pd.Timestamp(state.last_bucket),
+                (state.hold_sign, state.hold_evidence),
+            )
+        return model, verdicts
 
     def _replay(self, check: CheckConfig, series: pd.Series) -> list[list[Any]]:
         """Verdicts of the last ``chart_buckets`` buckets, for the chart in the alert's thread."""
@@ -660,24 +678,26 @@ class Engine:
         return Window(max(since, lookback_start), until, segments, False)
 
     def _score_new(
-        self, check: CheckConfig, segment: str, series: pd.Series, policy: AlertPolicy
-    ) -> list[Verdict]:
-        """Verdicts for buckets not judged before; builds the model on first sight."""
+        self, check: CheckConfig, segment: str, series: pd.Series
+    ) -> tuple[list[Verdict], int]:
+        """Verdicts for the buckets not judged before, and how many of the first ones are a
+        replay: a series seen for the first time (no alert state) has its whole history judged
+        as ``backtest`` would, so the daemon starts with the episodes backtest shows; after a
+        restart the model learns what was judged and judges only what came since."""
         models, learned_by_segment = self._models[check.name], self._learned[check.name]
         model = models.get(segment)
+        replayed: list[Verdict] = []
         if model is None:
             judged = self.alert_state(check.name, segment).last_bucket
-            # a fresh start judges only the newest buckets that can open or close an episode;
-            # a restart also catches up on buckets that arrived while it was down, as far
-            catch_up = policy.open_after + policy.resolve_after
-            cut = max(len(series) - catch_up, 0)
+            # the newest bucket is always stepped, so a restarted daemon exports it at once (the
+            # alert state ignores a bucket it has already judged)
+            cut = len(series) - 1
             if judged is not None:
-                cut = max(cut, int(series.index.searchsorted(to_utc(judged), side="right")))
-            # re-score at least the newest bucket so a restarted daemon exports it at once;
-            # the alert state ignores buckets it has already judged
-            cut = min(cut, len(series) - 1)
+                cut = min(cut, int(series.index.searchsorted(to_utc(judged), side="right")))
             buckets = pd.DatetimeIndex(series.index)
-            model = self._warmed(check, segment, buckets[:cut], series.to_numpy()[:cut])
+            model, replayed = self._warmed(
+                check, segment, buckets[:cut], series.to_numpy()[:cut], replay=judged is None
+            )
             with self._guard:
                 models[segment] = model
                 if cut:
@@ -691,7 +711,7 @@ class Engine:
         if len(new):
             with self._guard:
                 learned_by_segment[segment] = new.index[-1]
-        return verdicts
+        return replayed + verdicts, len(replayed)
 
     def _run_freshness(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
@@ -730,16 +750,34 @@ class Engine:
         verdicts: list[Verdict],
         policy: AlertPolicy,
         chart: Callable[[str], list[list[Any]]] | None = None,
-        quiet_start: pd.Timestamp | None = None,
+        model: Detector | None = None,
+        *,
+        replayed: int = 0,
     ) -> _Judged:
         """Feed verdicts to the series' alert state: its new state and notifications; the
-        detector's quiet period is saved with it."""
+        ``model``'s quiet period and hold are saved with it. The first ``replayed`` verdicts
+        are history a first start judged: episodes that ended within it are not announced, the
+        one still open at its end is (once, as opened)."""
         state = self.alert_state(check.name, segment)
-        if quiet_start is not None:
-            state = replace(state, quiet_start=quiet_start.to_pydatetime())
+        if model is not None:
+            quiet = model.quiet_start
+            sign, evidence = model.hold
+            state = replace(
+                state,
+                quiet_start=quiet.to_pydatetime() if quiet is not None else state.quiet_start,
+                hold_sign=sign,
+                hold_evidence=evidence,
+            )
         notes: list[Notification] = []
-        for verdict in verdicts:
+        opening: tuple[Verdict, Transition] | None = None
+        for i, verdict in enumerate(verdicts):
             state, transition = advance(state, verdict, policy)
+            if i < replayed:
+                if transition is not None:
+                    opening = (verdict, transition) if transition.kind == "opened" else None
+                if i + 1 < replayed or opening is None or not state.firing:
+                    continue
+                verdict, transition = opening
             if transition is not None:
                 note = self._notification(check, segment, verdict, transition)
                 if note.kind == "opened" and chart is not None and self.channels:

@@ -15,7 +15,7 @@ import pandas as pd
 from monitor.alerts.state import AlertPolicy, AlertState, advance
 from monitor.backtest import OUTPUT_COLUMNS, Episode, Replay, alert_score
 from monitor.buckets import to_utc
-from monitor.detect import DetectorSpec, Verdict
+from monitor.detection import DetectorSpec, Verdict
 from monitor.queries import FRESHNESS_HISTORY_LIMIT
 
 MIN_GAPS = 5

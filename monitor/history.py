@@ -21,7 +21,7 @@ import pandas as pd
 
 from monitor.buckets import to_utc
 from monitor.config import CheckConfig
-from monitor.detect import Detector, Verdict
+from monitor.detection import Detector, Verdict
 
 Fitted = Callable[[CheckConfig, pd.DatetimeIndex, np.ndarray], Detector]
 """Builds a model that has learned a history (``Engine._fitted``)."""

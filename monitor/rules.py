@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from monitor.alerts.messages import number
-from monitor.detect import Verdict
+from monitor.detection import Verdict
 
 
 @dataclass(frozen=True)

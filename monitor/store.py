@@ -21,8 +21,9 @@ from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
-# 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts
-SCHEMA_VERSION = 4
+# 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts;
+# 5: series_state.hold_sign, hold_evidence
+SCHEMA_VERSION = 5
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -38,6 +39,8 @@ CREATE TABLE IF NOT EXISTS series_state (
     last_bucket TEXT,
     updated_at TEXT NOT NULL,
     quiet_start TEXT,
+    hold_sign INTEGER,
+    hold_evidence REAL,
     PRIMARY KEY (check_name, segment)
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -218,6 +221,9 @@ class StateStore:
         # a store created by version 1 has every table but lacks this column
         self._db.add_column("series_state", "quiet_start", "TEXT")
         self._migrate_delivery_attempts()
+        # version 5: the detector's hold on an open episode
+        self._db.add_column("series_state", "hold_sign", "INTEGER")
+        self._db.add_column("series_state", "hold_evidence", "REAL")
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -255,11 +261,11 @@ class StateStore:
     def load_states(self, check: str | None = None) -> dict[tuple[str, str], AlertState]:
         sql = (
             "SELECT check_name, segment, status, anomalous_run, normal_run, since, episode,"
-            " last_bucket, quiet_start FROM series_state"
+            " last_bucket, quiet_start, hold_sign, hold_evidence FROM series_state"
         )
         rows = self._read(sql + " WHERE check_name = ?", (check,)) if check else self._read(sql)
         states = {}
-        for name, segment, status, a_run, n_run, since, episode, last, quiet in rows:
+        for name, segment, status, a_run, n_run, since, episode, last, quiet, sign, held in rows:
             states[(str(name), str(segment))] = AlertState(
                 status=status,
                 anomalous_run=int(a_run),
@@ -268,6 +274,8 @@ class StateStore:
                 episode=int(episode),
                 last_bucket=_parse(last),
                 quiet_start=_parse(quiet),
+                hold_sign=int(sign or 0),
+                hold_evidence=float(held or 0.0),
             )
         return states
 
@@ -305,6 +313,8 @@ class StateStore:
                 _iso(state.last_bucket),
                 now,
                 _iso(state.quiet_start),
+                state.hold_sign,
+                state.hold_evidence,
             )
             for segment, state, _ in series
         ]
@@ -317,13 +327,14 @@ class StateStore:
         with self._transaction() as db:
             db.executemany(
                 "INSERT INTO series_state (check_name, segment, status, anomalous_run, normal_run,"
-                " since, episode, last_bucket, updated_at, quiet_start)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " since, episode, last_bucket, updated_at, quiet_start, hold_sign, hold_evidence)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (check_name, segment) DO UPDATE SET status = excluded.status,"
                 " anomalous_run = excluded.anomalous_run, normal_run = excluded.normal_run,"
                 " since = excluded.since, episode = excluded.episode,"
                 " last_bucket = excluded.last_bucket, updated_at = excluded.updated_at,"
-                " quiet_start = excluded.quiet_start",
+                " quiet_start = excluded.quiet_start, hold_sign = excluded.hold_sign,"
+                " hold_evidence = excluded.hold_evidence",
                 states,
             )
             if outbox:

@@ -21,7 +21,7 @@ from monitor.alerts.charts import (
     history_frame,
     render_chart,
 )
-from monitor.detect import Verdict
+from monitor.detection import Verdict
 
 
 def history(n: int = 72, anomalous: Sequence[int] = (), baseline_from: int = 0) -> pd.DataFrame:

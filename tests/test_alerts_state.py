@@ -18,16 +18,20 @@ class V:
     span: int = 0
     lower: float | None = None
     upper: float | None = None
+    holding: bool = False
 
 
 def feed(
     pattern: str, policy: AlertPolicy, state: AlertState | None = None
 ) -> tuple[AlertState, list[str]]:
-    """'x' anomalous, '.' normal, '?' no baseline; returns the transitions as 'open@i'/'resolve@i'."""
+    """'x' anomalous, '.' normal, 'h' in the band but still away (holding), '?' no baseline;
+    returns the transitions as 'open@i'/'resolve@i'."""
     state = state or AlertState()
     events = []
     for i, ch in enumerate(pattern):
-        verdict = V(T0 + timedelta(hours=i), None if ch == "?" else 1.0, ch == "x")
+        verdict = V(
+            T0 + timedelta(hours=i), None if ch == "?" else 1.0, ch == "x", holding=ch == "h"
+        )
         state, transition = advance(state, verdict, policy)
         if transition:
             events.append(f"{transition.kind}@{i}")
@@ -38,6 +42,18 @@ def test_opens_after_n_anomalous_buckets_and_resolves_after_m_normal() -> None:
     state, events = feed("..xx..x..", AlertPolicy(open_after=2, resolve_after=2))
     assert events == ["opened@3", "resolved@5"]
     assert state.status == "ok" and state.episode == 1
+
+
+def test_an_open_episode_holds_while_the_series_is_still_away() -> None:
+    # a night bucket that fits a wide band while the level stays down is not a return to normal
+    state, events = feed("..xxhhhhhh..", AlertPolicy(open_after=2, resolve_after=2))
+    assert events == ["opened@3", "resolved@11"]
+    assert state.status == "ok" and state.episode == 1
+
+
+def test_holding_neither_opens_an_episode_nor_extends_a_pending_run() -> None:
+    _, events = feed(".xhhhx.hh", AlertPolicy(open_after=2, resolve_after=2))
+    assert events == []
 
 
 def test_a_single_blip_does_not_open_an_episode() -> None:

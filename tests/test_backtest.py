@@ -16,7 +16,7 @@ from monitor.backtest import (
     unit_score,
 )
 from monitor.backtest import backtest as run_backtest
-from monitor.detect import Detector, DetectorSpec, Verdict
+from monitor.detection import Detector, DetectorSpec, Verdict
 
 HOUR = 3600
 

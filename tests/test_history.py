@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.config import Config
-from monitor.detect import Detector
+from monitor.detection import Detector
 from monitor.engine import detector_spec, fingerprint
 from monitor.history import Replays
 from monitor.store import StateStore

@@ -10,7 +10,7 @@ import pandas as pd
 from monitor.alerts.messages import alert_text
 from monitor.alerts.state import AlertPolicy, AlertState, advance
 from monitor.config import parse_config
-from monitor.detect import Verdict
+from monitor.detection import Verdict
 from monitor.rules import Bounds, apply_bounds
 from tests.conftest import DEMO_NOW, demo_document
 from tests.duckdb_writes import write

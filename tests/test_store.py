@@ -65,7 +65,7 @@ def old_store(database: str, tmp_path: Path, request: pytest.FixtureRequest, *sq
 
 # What each earlier schema version left: version 1 the tables the upgrade changes (series_state,
 # outbox; the others are unchanged since), version 2 series_state.quiet_start, version 3
-# alert_events.
+# alert_events, version 4 the outbox's delivery attempts.
 VERSION_1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE series_state (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
@@ -83,6 +83,11 @@ VERSION_3 = (
     "CREATE TABLE alert_events (notification_key TEXT PRIMARY KEY, check_name TEXT NOT NULL,"
     " muted INTEGER NOT NULL, created_at TEXT NOT NULL, payload TEXT NOT NULL)",
 )
+VERSION_4 = tuple(
+    f"ALTER TABLE outbox ADD COLUMN {column} TEXT"
+    for column in ("next_attempt_at", "in_doubt", "in_doubt_at", "delivered_to")
+)
+EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4)
 
 
 def schema_version(config: StateConfig) -> str:
@@ -97,11 +102,11 @@ def schema_version(config: StateConfig) -> str:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     version: int, database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    ddl = [*VERSION_1, *(VERSION_2 if version >= 2 else ()), *(VERSION_3 if version >= 3 else ())]
+    ddl = [statement for step in EARLIER[:version] for statement in step]
     rows = (
         f"INSERT INTO meta VALUES ('schema_version', '{version}')",
         "INSERT INTO series_state (check_name, segment, status, anomalous_run, normal_run, since,"
@@ -117,9 +122,10 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     [entry] = store.pending("slack", due=T)  # the message waiting before the upgrade still goes
     assert (entry.notification, entry.status, entry.attempts) == (NOTE, "pending", 0)
     store.mark_delivered([entry.id], "C1:123.4")
-    # the upgraded store takes what the current version writes: a quiet period, alert events
+    # the upgraded store takes what the current version writes: a quiet period, the detector's
+    # hold on an open episode, alert events
     resolved = replace(NOTE, kind="resolved")
-    upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T)
+    upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T, hold_sign=-1, hold_evidence=7.5)
     store.record("revenue", "DE", upgraded, [resolved], ["slack"])
     assert [e.notification for e in store.alert_events("revenue")] == [resolved]
     store.close()

@@ -175,7 +175,8 @@ def test_a_benign_deployment_passes_when_the_window_ends(world: World) -> None:
 
 
 def test_an_intended_change_passes_and_is_not_alerted_on(world: World, demo_dir: Path) -> None:
-    deployment_id = deploy(world, expect_change=["revenue"])
+    # the fan-out doubles US orders: revenue and the row count rise, as the deployment says
+    deployment_id = deploy(world, expect_change=["revenue", "orders_rows"])
     fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
     for hours in range(1, 7):
         world.clock[0] = DEPLOYED + timedelta(hours=hours)
@@ -184,7 +185,7 @@ def test_an_intended_change_passes_and_is_not_alerted_on(world: World, demo_dir:
     passed = world.watcher.get(deployment_id)
     assert passed is not None and passed.status == "passed"
     assert not [e for e in world.outbox() if e.kind == "alert" and e.notification.segment == "US"]
-    assert world.store.rebaselines() == {"revenue": DEPLOYED}
+    assert world.store.rebaselines() == {"revenue": DEPLOYED, "orders_rows": DEPLOYED}
 
 
 def test_a_dropped_column_a_check_uses_fails_the_deployment(world: World, demo_dir: Path) -> None:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, Locator, MaxNLocator
 
 if TYPE_CHECKING:
-    from monitor.detect import Verdict
+    from monitor.detection import Verdict
 
 WIDTH_PX = 900
 HEIGHT_PX = 400

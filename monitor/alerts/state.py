@@ -37,11 +37,24 @@ class Scored(Protocol):
     @property
     def span(self) -> int: ...
 
+    @property
+    def holding(self) -> bool: ...
+
 
 @dataclass(frozen=True)
 class AlertPolicy:
     open_after: int = 1
     resolve_after: int = 2
+
+    @classmethod
+    def for_grain(cls, bucket_seconds: int) -> AlertPolicy:
+        """The daemon's defaults for a grain: open after two anomalous buckets in a row below
+        daily grain (one at daily grain and coarser), resolve after two normal buckets; below an
+        hour, resolving takes the same two hours, not two buckets."""
+        return cls(
+            open_after=2 if bucket_seconds < 86_400 else 1,
+            resolve_after=max(2, -(-7_200 // bucket_seconds)),
+        )
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,10 @@ class AlertState:
     # the detector's quiet period (Detector.quiet_start), saved with the alert state so that a
     # restarted detector resumes it; the state machine itself never reads it
     quiet_start: datetime | None = None
+    # the detector's hold on an open episode (Detector.hold: the run's direction and the
+    # evidence the series is still away), saved so a restart mid-incident keeps it
+    hold_sign: int = 0
+    hold_evidence: float = 0.0
 
     @property
     def firing(self) -> bool:
@@ -92,7 +109,10 @@ def advance(
         return replace(state, status="pending"), None
     if state.status == "pending":
         return replace(state, status="ok", anomalous_run=0, normal_run=1, since=None), None
-    state = replace(state, anomalous_run=0, normal_run=state.normal_run + 1)
+    # an open episode's bucket that fits the band while the series is still away from its
+    # expected level (a wide night band) is not a normal one: the episode stays open
+    held = state.firing and verdict.holding
+    state = replace(state, anomalous_run=0, normal_run=0 if held else state.normal_run + 1)
     if state.firing and state.normal_run >= policy.resolve_after:
         assert state.since is not None
         resolved = replace(state, status="ok", since=None)

@@ -1,8 +1,9 @@
-"""Specification of the detection engine, on plain generated data."""
+"""Specification of a series' model (monitor.detection.Detector), on plain generated data."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -10,11 +11,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitor.detect import Detector, DetectorSpec, Verdict
+from monitor.detection import Detector, DetectorSpec, Verdict
+from monitor.detection.geometry import geometry
 
 HOUR = 3600
 DAY = 86400
-# warm() judges nothing, so it starts no quiet period; equivalence is checked without one
+# a warm() that judges nothing starts no quiet period; equivalence is checked without one
 NO_QUIET = 1.0
 
 
@@ -365,7 +367,7 @@ def test_negative_series_work_in_linear_space() -> None:
     v = 5 * np.sin(np.arange(idx.size) / 24 * 2 * np.pi) + rng.normal(0, 0.5, idx.size)
     det = Detector(DetectorSpec(HOUR))
     verdicts = step_all(det, idx[:-1], v[:-1])
-    assert not det.log_space
+    assert det.scale == "as is"
     assert sum(x.anomalous for x in verdicts) <= 2
     assert det.step(idx[-1], v[-1] + 20).anomalous
 
@@ -376,7 +378,7 @@ def test_switching_to_linear_space_keeps_warm_equivalence() -> None:
     stepped = Detector(DetectorSpec(HOUR, quiet_factor=NO_QUIET))
     step_all(stepped, idx[:400], v[:400])
     warm = warmed(DetectorSpec(HOUR, quiet_factor=NO_QUIET), idx, v, 400)
-    assert not stepped.log_space and not warm.log_space
+    assert stepped.scale == warm.scale == "as is"
     assert same(step_all(warm, idx[400:], v[400:]), step_all(stepped, idx[400:], v[400:]))
 
 
@@ -616,36 +618,6 @@ def test_property_warm_then_step_equals_stepping(
     assert same(step_all(warm, idx[tail], v[tail]), step_all(stepped, idx[tail], v[tail]))
 
 
-def test_vectorised_medians_match_the_scalar_rule() -> None:
-    """The fast paths of warm() (per-row medians that count NaN only where there is one, moving
-    medians of a period's sub-window means) give the very numbers of the plain rule."""
-    from monitor.detect import _period_level, _period_level_one, _row_median_count
-
-    rng = np.random.default_rng(7)
-    matrix = rng.normal(size=(400, 7))
-    matrix[rng.random(matrix.shape) < 0.1] = np.nan
-    matrix[::9, 1] = np.inf
-    matrix[5] = np.nan
-    median, count = _row_median_count(matrix)
-    for row, med, n in zip(matrix, median, count, strict=True):
-        finite = np.sort(row[~np.isnan(row)])
-        assert n == finite.size
-        if finite.size:
-            assert med == 0.5 * (finite[(n - 1) // 2] + finite[n // 2])
-        else:
-            assert math.isnan(med)
-    values = rng.normal(size=1200)
-    values[rng.random(values.size) < 0.2] = np.nan
-    values[300:340] = np.nan  # a sub-window missing, and centers short of half their values
-    for period, sub in ((168, 24), (24, 1), (2016, 288), (14, 1)):
-        # every center whose window has ended, the early ones reaching before the data
-        centers = np.arange(0, values.size - period + period // 2 + 1, dtype=np.int64)
-        vectorised = _period_level(values, centers, period, sub)
-        scalar = [_period_level_one(values, int(c), period, sub) for c in centers]
-        assert vectorised == pytest.approx(scalar, rel=1e-12, nan_ok=True)
-        assert np.isnan(vectorised).any() and not np.isnan(vectorised).all()
-
-
 # --------------------------------------------------------------------------- sub-hourly grains
 
 FIVE_MINUTES = 300
@@ -664,20 +636,16 @@ def five_minute_load(seed: int, days: int, bump: int = 0) -> tuple[pd.DatetimeIn
 
 
 def test_five_minute_slots_pool_ten_minutes_either_side() -> None:
-    from monitor.detect import _geometry
-
-    assert _geometry(DetectorSpec(FIVE_MINUTES)).pool == 2
-    assert _geometry(DetectorSpec(60)).pool == 10
-    assert _geometry(DetectorSpec(900)).pool == 0
-    assert _geometry(DetectorSpec(HOUR)).pool == 0
-    assert _geometry(DetectorSpec(DAY)).pool == 0
+    assert geometry(DetectorSpec(FIVE_MINUTES)).pool == 2
+    assert geometry(DetectorSpec(60)).pool == 10
+    assert geometry(DetectorSpec(900)).pool == 0
+    assert geometry(DetectorSpec(HOUR)).pool == 0
+    assert geometry(DetectorSpec(DAY)).pool == 0
 
 
 def test_pooled_slots_steady_the_expected_value_of_noisy_five_minute_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import monitor.detect as detect
-
     idx, v = five_minute_load(1, days=10)
 
     def jumps() -> float:
@@ -686,12 +654,10 @@ def test_pooled_slots_steady_the_expected_value_of_noisy_five_minute_data(
         return float(np.mean(np.abs(np.diff(np.asarray(expected, dtype=float)))))
 
     pooled = jumps()
-    monkeypatch.setattr(detect, "_SEASON_POOL_SECONDS", 0)
-    detect._geometry.cache_clear()  # geometries are cached per spec
-    try:
-        alone = jumps()
-    finally:
-        detect._geometry.cache_clear()
+    spec = DetectorSpec(FIVE_MINUTES)
+    unpooled = replace(geometry(spec), pool=0)
+    monkeypatch.setattr("monitor.detection.detector.geometry", lambda _: unpooled)
+    alone = jumps()
     assert pooled < 0.6 * alone
 
 
