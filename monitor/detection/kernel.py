@@ -115,11 +115,12 @@ def run(
         # ---- forecasts, from what was learned before this bucket
         s0, own0 = NAN, 0
         s1, own1 = NAN, 0
-        if periods[0] > 0:
-            s0, own0 = season(shapes_long, index, periods[0], cycles, pool, first, newest, work)
-        if periods[1] > 0:  # kept up for when a gap in the weekly profile needs it
+        if periods[1] > 0:  # kept up for when the weekly profile is short or has a gap
             s1, own1 = season(rings[RING_DAY_SHAPES], index, periods[1], cycles, pool, first,
-                              newest, work)  # fmt: skip
+                              newest, work, NAN)  # fmt: skip
+        if periods[0] > 0:
+            s0, own0 = season(shapes_long, index, periods[0], cycles, pool, first, newest, work,
+                              s1 if own1 >= 3 and not intermittent.applies(s) else NAN)  # fmt: skip
         regime, base = 2, 0.0
         if own0 >= 2:
             regime, base = 0, s0
