@@ -559,10 +559,13 @@ class Engine:
     def _learned_from(
         self, check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray, *, judge: bool
     ) -> tuple[Detector, list[Verdict]]:
-        """``_fitted``; with ``judge``, also the verdicts of every bucket of the history, as
-        stepping through it gives (``backtest``'s)."""
+        """``_fitted``; with ``judge``, also the verdicts of the newer half of the history, as
+        stepping through it gives (``backtest``'s). The older half is what the model learns
+        before its verdicts are worth recording: judged on its second day, a model pages on its
+        own immaturity, and those episodes would number the real ones."""
         model = Detector(detector_spec(check))
-        verdicts = model.warm(buckets, values, judge_last=len(buckets) if judge else 0)
+        judged = len(buckets) - len(buckets) // 2 if judge else 0
+        verdicts = model.warm(buckets, values, judge_last=judged)
         restarted = self._rebaselines.get(check.name)
         if restarted is not None:
             model.acknowledge(pd.Timestamp(restarted))
@@ -681,9 +684,10 @@ class Engine:
         self, check: CheckConfig, segment: str, series: pd.Series
     ) -> tuple[list[Verdict], int]:
         """Verdicts for the buckets not judged before, and how many of the first ones are a
-        replay: a series seen for the first time (no alert state) has its whole history judged
-        as ``backtest`` would, so the daemon starts with the episodes backtest shows; after a
-        restart the model learns what was judged and judges only what came since."""
+        replay: a series seen for the first time (no alert state) has the newer half of its
+        history judged as ``backtest`` would, so the daemon starts with the episodes backtest
+        shows; after a restart the model learns what was judged and judges only what came
+        since."""
         models, learned_by_segment = self._models[check.name], self._learned[check.name]
         model = models.get(segment)
         replayed: list[Verdict] = []
