@@ -28,6 +28,7 @@ from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
 from monitor.config import CheckConfig, Config
 from monitor.detection import Detector, DetectorSpec, Verdict
 from monitor.errors import (
+    QueryFailed,
     QueryTimeout,
     StateStoreError,
     WarehouseError,
@@ -74,6 +75,7 @@ class Window:
 class _BatchRead:
     window: Window
     frame: pd.DataFrame
+    members: tuple[str, ...]  # the checks whose values it holds, in column order
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ class Engine:
         self._batches = {c.name: g for g in groups.values() if len(g) > 1 for c in g}
         self._batch_locks = {k: threading.Lock() for k, g in groups.items() if len(g) > 1}
         self._batch_reads: dict[tuple[object, ...], _BatchRead] = {}
+        # batched checks reading alone since their shared query failed, until their own succeeds
+        self._apart: set[str] = set()
         self._restored: set[str] = set()
         # per freshness check: the load minutes seen over the lookback, and when fully read
         self._loads: dict[str, tuple[pd.DatetimeIndex, datetime]] = {}
@@ -619,42 +623,71 @@ class Engine:
 
         A batch query reads what every member needs (the earliest ``since``, the whole lookback
         if one needs it) and serves the members that run after it, until a new bucket completes.
+        When it fails for its SQL, one member's SQL is at fault: every member then reads alone,
+        so the error stays with the check that caused it, and rejoins the batch once its own
+        query succeeds.
         """
-        members = self._batches.get(check.name)
-        if members is None:
-            query = series_query(
-                check, warehouse.dialect, window.since, window.segments, window.until
-            )
-            return warehouse.query(query.sql, query.params), window
+        group = self._batches.get(check.name)
+        with self._guard:
+            apart = set(self._apart)
+        members = [m for m in group or () if m.name not in apart]
+        if check.name in apart or len(members) < 2:
+            return self._read_alone(check, warehouse, window), window
         key = batch_key(check, self.config.warehouse_of(check))
         assert key is not None  # only metric and row_count checks are batched
+        names = tuple(m.name for m in members)
         with self._batch_locks[key]:
             cached = self._batch_reads.get(key)
-            if cached is None or not _serves(cached.window, window):
-                wanted = [window] + [
-                    self._query_window(m, now, self._known(m.name))
-                    for m in members
-                    if m is not check
-                ]
-                full = any(w.full for w in wanted) or any(
-                    w.segments != window.segments for w in wanted
-                )
-                since = min(w.since for w in wanted)
-                union = Window(since, window.until, None if full else window.segments, full)
-                query = series_query(
-                    check, warehouse.dialect, union.since, union.segments, union.until, members
-                )
-                frame = warehouse.query(query.sql, query.params)
-                if full and check.dimensions and "segment" in frame.columns:
-                    ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
-                    union = Window(union.since, union.until, ranked, True)
-                cached = _BatchRead(union, frame)
+            if cached is None or cached.members != names or not _serves(cached.window, window):
+                try:
+                    cached = self._read_batch(check, members, warehouse, window, now)
+                except QueryFailed as exc:
+                    self._batch_reads.pop(key, None)
+                    with self._guard:
+                        self._apart.update(names)
+                    log.info(
+                        "a query shared by several checks failed: each reads alone until its"
+                        " own query succeeds",
+                        extra={"fields": {"checks": ",".join(names), "error": exc.detail}},
+                    )
+                    return self._read_alone(check, warehouse, window), window
                 self._batch_reads[key] = cached
         column = batch_column(members.index(check))
         if column not in cached.frame.columns:
             return cached.frame, cached.window  # the warehouse answered oddly: normalise says how
         frame = cached.frame[[c for c in ("bucket", "segment") if c in cached.frame.columns]]
         return frame.assign(value=cached.frame[column]), cached.window
+
+    def _read_alone(self, check: CheckConfig, warehouse: Warehouse, window: Window) -> pd.DataFrame:
+        query = series_query(check, warehouse.dialect, window.since, window.segments, window.until)
+        frame = warehouse.query(query.sql, query.params)
+        with self._guard:
+            self._apart.discard(check.name)  # its SQL works: it may share a query again
+        return frame
+
+    def _read_batch(
+        self,
+        check: CheckConfig,
+        members: list[CheckConfig],
+        warehouse: Warehouse,
+        window: Window,
+        now: datetime,
+    ) -> _BatchRead:
+        """One query for ``members``, covering what each of them needs next."""
+        wanted = [window] + [
+            self._query_window(m, now, self._known(m.name)) for m in members if m is not check
+        ]
+        full = any(w.full for w in wanted) or any(w.segments != window.segments for w in wanted)
+        since = min(w.since for w in wanted)
+        union = Window(since, window.until, None if full else window.segments, full)
+        query = series_query(
+            check, warehouse.dialect, union.since, union.segments, union.until, members
+        )
+        frame = warehouse.query(query.sql, query.params)
+        if full and check.dimensions and "segment" in frame.columns:
+            ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
+            union = Window(union.since, union.until, ranked, True)
+        return _BatchRead(union, frame, tuple(m.name for m in members))
 
     def _query_window(self, check: CheckConfig, now: datetime, known: set[str]) -> Window:
         """What to read: from when, folding segments how.
