@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -46,7 +46,8 @@ from monitor.queries import (
     series_query,
 )
 from monitor.rules import Bounds, apply_bounds
-from monitor.series import normalise
+from monitor.segments import Ranking, rerank
+from monitor.series import newest_rows, normalise
 from monitor.store import StateStore
 from monitor.warehouse.base import Warehouse
 
@@ -282,13 +283,22 @@ class Engine:
         return notes
 
     def _close_episodes(
-        self, check: CheckConfig, reason: str, fallback: datetime
+        self,
+        check: CheckConfig,
+        reason: str,
+        fallback: datetime,
+        segments: Mapping[str, str] | None = None,
     ) -> list[Notification]:
         """Resolve the check's open episodes, saying why (not a recovery); call with the
-        check's lock held. ``fallback``: the bucket named when a series has judged none."""
+        check's lock held. ``fallback``: the bucket named when a series has judged none.
+        ``segments``: only theirs, each with its own reason."""
         name = check.name
         with self._guard:
-            firing = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
+            firing = {
+                k: s
+                for k, s in self._states.items()
+                if k[0] == name and s.firing and (segments is None or k[1] in segments)
+            }
         notes = []
         for (_, segment), state in firing.items():
             assert state.since is not None
@@ -302,7 +312,8 @@ class Engine:
                 else Verdict(pd.Timestamp(bucket), float("nan"), None, None, None, 0.0, False)
             )
             transition = Transition("resolved", state.episode, state.since, bucket)
-            note = replace(self._notification(check, segment, verdict, transition), reason=reason)
+            why = reason if segments is None else segments[segment]
+            note = replace(self._notification(check, segment, verdict, transition), reason=why)
             self.store.record(name, segment, closed, [note], self.channels)
             with self._guard:
                 self._states[(name, segment)] = closed
@@ -466,13 +477,34 @@ class Engine:
         window = self._query_window(check, now, known)
         frame, window = self._read(check, warehouse, window, now)
         since, segments, until = window.since, window.segments, window.until
-        found = normalise(frame, check, now, expected=known, start=since if known else None)
+        found = normalise(
+            frame,
+            check,
+            now,
+            # a full read re-ranks: a known segment it leaves out is no longer tracked
+            expected=() if window.full else known,
+            start=since if known else None,
+            keep=segments,
+        )
+        closed: list[Notification] = []
         if window.full:
             ranked = window.segments
             if ranked is None:
                 ranked = sorted(set(found) - {OTHER_SEGMENT})
             with self._guard:
-                self._full[check.name] = (now, ranked)
+                previous = self._full[check.name][1] if check.name in self._full else None
+            ranking = rerank(
+                ranked,
+                previous,
+                known,
+                newest_rows(frame, check),
+                pd.Timestamp(now - self.config.state.retention.segments),
+                check.max_segments,
+            )
+            found = {s: v for s, v in found.items() if s in ranking.tracked or s == OTHER_SEGMENT}
+            closed = self._untrack(check, ranking, now)
+            with self._guard:
+                self._full[check.name] = (now, ranking.tracked)
         elif set(found) - known:
             # a segment seen for the first time: learn its history with a full query next run
             with self._guard:
@@ -506,7 +538,40 @@ class Engine:
             )
         statuses, notes = self._commit(check, judged)
         self._keep_history(check, now, window, found)
-        return statuses, notes
+        return statuses, closed + notes
+
+    def _untrack(self, check: CheckConfig, ranking: Ranking, now: datetime) -> list[Notification]:
+        """Stop tracking the segments a re-rank dropped: their open alerts resolve saying why,
+        their models, memory and metric series go (their alert state stays in the store, so a
+        segment that comes back numbers its episodes on, until retention prunes it). When
+        ``__other__`` sums other segments than before, its model learns its history again."""
+        name = check.name
+        notes = self._close_episodes(check, "", now, segments=ranking.dropped)
+        with self._guard:
+            for segment in ranking.dropped:
+                self._models[name].pop(segment, None)
+                self._learned[name].pop(segment, None)
+                self._latest.pop((name, segment), None)
+                self._states.pop((name, segment), None)
+            if ranking.refolded:
+                self._models[name].pop(OTHER_SEGMENT, None)
+                self._learned[name].pop(OTHER_SEGMENT, None)
+            returning = [s for s in ranking.tracked if (name, s) not in self._states]
+        if returning:
+            # a segment tracked again carries on from its saved state: its episodes' numbers,
+            # and so their notifications' keys, are never used twice
+            saved = self.store.load_states(name)
+            with self._guard:
+                for segment in returning:
+                    if (name, segment) in saved:
+                        self._states[(name, segment)] = saved[(name, segment)]
+        for segment, reason in ranking.dropped.items():
+            self.metrics.forget_series((name, segment, check.severity, check.team))
+            log.info(
+                "segment no longer tracked",
+                extra={"fields": {"check": name, "segment": segment, "reason": reason}},
+            )
+        return notes
 
     def _restore(self, check: CheckConfig, now: datetime) -> None:
         """Rebuild a check's models from the series cached in the state store, so the first
@@ -707,7 +772,8 @@ class Engine:
         since = min(learned)
         for _ in range(check.refetch_buckets):
             since = bucket_start(since - pd.Timedelta(seconds=1), check.grain, check.timezone)
-        segments = full[1] if check.dimensions else None
+        # sql checks fold in the engine: by the ranking too, not by the counts of a short read
+        segments = full[1] if check.dimensions or check.kind == "sql" else None
         return Window(max(since, lookback_start), until, segments, False)
 
     def _score_new(
