@@ -194,7 +194,7 @@ class Engine:
         # batched checks reading alone since their shared query failed, until their own succeeds
         self._apart: set[str] = set()
         self._restored: set[str] = set()
-        # per freshness check: the load minutes seen over the lookback, and when fully read
+        # per freshness check: the load times seen over the lookback, and when fully read
         self._loads: dict[str, tuple[pd.DatetimeIndex, datetime]] = {}
         self._latest: dict[tuple[str, str], SeriesStatus] = {}
         self._last_run: dict[str, RunResult] = {}
@@ -596,6 +596,16 @@ class Engine:
             self._full[check.name] = (full_at, ranked or [])
         log.info("models restored from the state store", extra={"fields": {"check": check.name}})
 
+    def _restore_loads(self, check: CheckConfig) -> None:
+        """A freshness check's load times cached in the state store (see ``_run_freshness``),
+        so the first run after a restart reads only the loads since."""
+        saved = self.store.load_history(check.name, fingerprint(check))
+        if saved is None or not saved[2].get(""):
+            return
+        loaded = pd.DatetimeIndex([to_utc(moment) for moment, _ in saved[2][""]])
+        with self._guard:
+            self._loads[check.name] = (loaded.sort_values(), saved[0])
+
     def _keep_history(
         self, check: CheckConfig, now: datetime, window: Window, found: dict[str, pd.Series]
     ) -> None:
@@ -816,19 +826,34 @@ class Engine:
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
         start = to_utc(now - check.effective_lookback)
+        if check.name not in self._restored:
+            self._restored.add(check.name)
+            self._restore_loads(check)
         with self._guard:
             cache = self._loads.get(check.name)
         # a warm run reads only loads since the newest one seen (less an overlap for late rows)
-        if cache is not None and len(cache[0]) and now - cache[1] < FULL_REFRESH:
+        warm = cache is not None and len(cache[0]) > 0 and now - cache[1] < FULL_REFRESH
+        if cache is not None and warm:
             cached, full_at = cache
             since = cached.max() - FRESHNESS_OVERLAP
         else:
             cached, full_at, since = pd.DatetimeIndex([], tz="UTC"), now, start
         query = freshness_query(check, warehouse.dialect, since, now)
-        loaded = cached[cached < since].union(_utc_index(warehouse.query(query.sql, query.params)))
+        fetched = _utc_index(warehouse.query(query.sql, query.params))
+        loaded = cached[cached < since].union(fetched)
         loaded = loaded[loaded >= start]
         with self._guard:
             self._loads[check.name] = (loaded, full_at)
+        # cached as a series' buckets are, so a restart reads only the loads since
+        self.store.save_history(
+            check.name,
+            fingerprint(check),
+            full_at,
+            None,
+            [("", moment.to_pydatetime(), 1.0) for moment in fetched[fetched >= start]],
+            replace=not warm,
+            keep_from=start.to_pydatetime(),
+        )
         if len(loaded) == 0:
             query = newest_row_query(check, warehouse.dialect, now)
             loaded = _utc_index(warehouse.query(query.sql, query.params))

@@ -165,20 +165,21 @@ def freshness_query(
     until: datetime | None = None,
     limit: int | None = FRESHNESS_HISTORY_LIMIT,
 ) -> Query:
-    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first: the
-    newest ``limit`` of them (None: all, for a backtest).
+    """When rows arrived since ``since``: per minute that has rows, its newest row's own
+    timestamp (naive UTC), newest first; the newest ``limit`` of them (None: all, for a
+    backtest). A load is counted once a minute, and the newest is exact to its row.
 
     With ``until`` (now), rows stamped in the future (a skewed clock) prove nothing.
     """
     assert check.timestamp_column is not None and check.table is not None
-    ts = dialect.quote(check.timestamp_column)
-    minute = dialect.trunc("minute", dialect.utc_time(ts))
+    ts = dialect.utc_time(dialect.quote(check.timestamp_column))
     params: dict[str, object] = {"since": _naive_utc(since)}
     if until is not None:
         params["until"] = _naive_utc(until)
     return Query(
-        f"SELECT DISTINCT {minute} AS loaded\nFROM {dialect.quote(check.table)}\n"
-        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC"
+        f"SELECT max({ts}) AS loaded\nFROM {dialect.quote(check.table)}\n"
+        f"WHERE {_filters(check, dialect, bounded=until is not None)}\n"
+        f"GROUP BY {dialect.trunc('minute', ts)}\nORDER BY 1 DESC"
         + (f"\nLIMIT {int(limit)}" if limit is not None else ""),
         params,
     )
