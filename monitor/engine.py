@@ -177,6 +177,10 @@ class Engine:
         self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
         self._states = store.load_states()
+        # per check: the newest bucket any of its series has judged (see ``_rewind``)
+        self._judged_until: dict[str, datetime] = {}
+        for (name, _), state in self._states.items():
+            self._note_judged(name, state)
         # per check, per segment: the model, and the newest bucket it has learned
         self._models: dict[str, dict[str, Detector]] = {c.name: {} for c in config.checks}
         self._learned: dict[str, dict[str, pd.Timestamp]] = {c.name: {} for c in config.checks}
@@ -357,6 +361,8 @@ class Engine:
             if memory.restored:
                 self._restored.add(name)
             self._states.update({(name, s): st for s, st in memory.states.items()})
+            for state in memory.states.values():
+                self._note_judged(name, state)
             self._latest.update({(name, s): st for s, st in memory.latest.items()})
             if memory.last_run is not None:
                 self._last_run[name] = memory.last_run
@@ -410,6 +416,7 @@ class Engine:
         warehouse = self.warehouses[warehouse_name]
         labels = {"check": check.name, "warehouse": warehouse_name}
         try:
+            rewound = self._rewind(check, started)
             if check.kind == "freshness":
                 statuses, notes = self._run_freshness(check, warehouse, started)
             else:
@@ -436,7 +443,52 @@ class Engine:
         else:
             outcome = "ok"
         self.metrics.last_success.labels(check.name).set(time.time())
-        return self._finish(check, outcome, started, t0, statuses=statuses, notes=notes)
+        return self._finish(check, outcome, started, t0, statuses=statuses, notes=rewound + notes)
+
+    def _rewind(self, check: CheckConfig, now: datetime) -> list[Notification]:
+        """Judge again what was judged ahead of its time: buckets after the newest complete one
+        now were judged while the clock was ahead (empty, so as zeros). Their series' episodes
+        resolve saying so, their alert states go back to before the newest complete bucket (a
+        freshness check's to none: its next run is judged as a first), and the check's models
+        are rebuilt from the warehouse."""
+        freshness = check.kind == "freshness"
+        grain, zone = check.grain, check.timezone
+        newest = to_utc(now) if freshness else last_complete(now, grain, zone, check.settle)
+        with self._guard:
+            judged = self._judged_until.get(check.name)
+            if judged is None or to_utc(judged) <= newest:
+                return []
+            ahead = [
+                (segment, state.episode)
+                for (name, segment), state in self._states.items()
+                if name == check.name and state.last_bucket is not None
+                and to_utc(state.last_bucket) > newest
+            ]  # fmt: skip
+            self._judged_until.pop(check.name)
+        reason = f"judged ahead of its time: the clock was past {newest.isoformat()}, then back"
+        notes = self._close_episodes(check, "", now, segments={s: reason for s, _ in ahead})
+        before = None if freshness else bucket_start(newest - pd.Timedelta(seconds=1), grain, zone)
+        states: list[tuple[str, AlertState, list[Notification]]] = [
+            (segment, AlertState(episode=episode, last_bucket=before), [])
+            for segment, episode in ahead
+        ]
+        self.store.record_all(check.name, states, self.channels)
+        with self._guard:
+            for segment, state, _ in states:
+                self._states[(check.name, segment)] = state
+                self._note_judged(check.name, state)
+        self._forget(check.name)
+        log.warning(
+            "buckets judged ahead of their time are judged again",
+            extra={"fields": {"check": check.name, "newest": newest.isoformat()}},
+        )
+        return notes
+
+    def _note_judged(self, name: str, state: AlertState) -> None:
+        """Keep ``_judged_until`` up to date; call with the guard held (or in ``__init__``)."""
+        judged = self._judged_until.get(name)
+        if state.last_bucket is not None and (judged is None or state.last_bucket > judged):
+            self._judged_until[name] = state.last_bucket
 
     def _reached(self, warehouse: Warehouse, up: bool) -> None:
         """Export whether a warehouse answered, and log when it comes back (its failure is in
@@ -940,6 +992,7 @@ class Engine:
                 )
             with self._guard:
                 self._states[key] = j.state
+                self._note_judged(check.name, j.state)
                 if latest is not None:
                     self._latest[key] = latest
             if latest is not None:
