@@ -545,10 +545,16 @@ class Engine:
                 ranked = sorted(set(found) - {OTHER_SEGMENT})
             with self._guard:
                 previous = self._full[check.name][1] if check.name in self._full else None
+                # a segment firing since before a restart has no model yet, but must resolve
+                held = known | {
+                    segment
+                    for (name, segment), state in self._states.items()
+                    if name == check.name and state.firing
+                }
             ranking = rerank(
                 ranked,
                 previous,
-                known,
+                held,
                 newest_rows(frame, check),
                 pd.Timestamp(now - self.config.state.retention.segments),
                 check.max_segments,

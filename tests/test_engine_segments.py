@@ -196,3 +196,21 @@ def test_a_segment_without_rows_for_the_retention_stops_being_tracked_and_leaves
     assert daemon.engine.alert_state("orders", "IT").episode >= 1
     episodes = [n.episode for r in results for n in r.notifications if n.segment == "IT"]
     assert all(e > 1 for e in episodes)
+
+
+def test_a_segment_firing_before_a_restart_that_is_no_longer_tracked_resolves(
+    tmp_path: Path,
+) -> None:
+    stop = NOW.replace(tzinfo=None, minute=0) + timedelta(hours=2)
+    build_shop(
+        tmp_path / "shop.duckdb",
+        {"DE": (START, None, 5), "FR": (START, None, 2), "IT": (START, stop, 3)},
+    )
+    daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(days=1))))
+    assert daemon.run_hours(8) == ["IT"]  # its rows stopped
+    daemon.now += timedelta(days=2)  # down for two days: no cache to restore from
+    daemon.restart()
+    [result] = daemon.run_results(1)
+    assert [(n.segment, n.kind) for n in result.notifications] == [("IT", "resolved")]
+    assert "no rows since" in result.notifications[0].reason
+    assert daemon.engine.firing() == []
