@@ -284,8 +284,9 @@ class RetentionConfig(_Model):
     )
     segments: PositiveDuration = Field(
         default=timedelta(days=7),
-        description="a segment with no row for this long is no longer tracked (checked at the "
-        "daily re-rank): its alert resolves, its model and metric series go",
+        description="a segment with no row for this long before the check's newest row is no "
+        "longer tracked (checked at the daily re-rank): its alert resolves, its model and "
+        "metric series go",
     )
 
 

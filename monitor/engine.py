@@ -551,14 +551,11 @@ class Engine:
                     for (name, segment), state in self._states.items()
                     if name == check.name and state.firing
                 }
-            ranking = rerank(
-                ranked,
-                previous,
-                held,
-                newest_rows(frame, check),
-                pd.Timestamp(now - self.config.state.retention.segments),
-                check.max_segments,
-            )
+            newest = newest_rows(frame, check)
+            # vanished while the others go on: a table that stopped loading is an outage
+            latest = max(newest.values(), default=pd.Timestamp(now))
+            cutoff = latest - pd.Timedelta(self.config.state.retention.segments)
+            ranking = rerank(ranked, previous, held, newest, cutoff, check.max_segments)
             found = {s: v for s, v in found.items() if s in ranking.tracked or s == OTHER_SEGMENT}
             closed = self._untrack(check, ranking, now)
             with self._guard:
@@ -765,7 +762,7 @@ class Engine:
             apart = set(self._apart)
         members = [m for m in group or () if m.name not in apart]
         if check.name in apart or len(members) < 2:
-            return self._read_alone(check, warehouse, window), window
+            return self._read_alone(check, warehouse, window, now), window
         key = batch_key(check, self.config.warehouse_of(check))
         assert key is not None  # only metric and row_count checks are batched
         names = tuple(m.name for m in members)
@@ -783,7 +780,7 @@ class Engine:
                         " own query succeeds",
                         extra={"fields": {"checks": ",".join(names), "error": exc.detail}},
                     )
-                    return self._read_alone(check, warehouse, window), window
+                    return self._read_alone(check, warehouse, window, now), window
                 self._batch_reads[key] = cached
         column = batch_column(members.index(check))
         if column not in cached.frame.columns:
@@ -791,8 +788,12 @@ class Engine:
         frame = cached.frame[[c for c in ("bucket", "segment") if c in cached.frame.columns]]
         return frame.assign(value=cached.frame[column]), cached.window
 
-    def _read_alone(self, check: CheckConfig, warehouse: Warehouse, window: Window) -> pd.DataFrame:
-        query = series_query(check, warehouse.dialect, window.since, window.segments, window.until)
+    def _read_alone(
+        self, check: CheckConfig, warehouse: Warehouse, window: Window, now: datetime
+    ) -> pd.DataFrame:
+        since, segments, until = window.since, window.segments, window.until
+        seen = self._seen(now)
+        query = series_query(check, warehouse.dialect, since, segments, until, seen=seen)
         frame = warehouse.query(query.sql, query.params)
         with self._guard:
             self._apart.discard(check.name)  # its SQL works: it may share a query again
@@ -813,14 +814,18 @@ class Engine:
         full = any(w.full for w in wanted) or any(w.segments != window.segments for w in wanted)
         since = min(w.since for w in wanted)
         union = Window(since, window.until, None if full else window.segments, full)
-        query = series_query(
-            check, warehouse.dialect, union.since, union.segments, union.until, members
-        )
+        query = series_query(check, warehouse.dialect, union.since, union.segments, union.until,
+                             members, seen=self._seen(now))  # fmt: skip
         frame = warehouse.query(query.sql, query.params)
         if full and check.dimensions and "segment" in frame.columns:
             ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
             union = Window(union.since, union.until, ranked, True)
         return _BatchRead(union, frame, tuple(m.name for m in members))
+
+    def _seen(self, now: datetime) -> datetime:
+        """A re-rank ranks the segments with a row since then first: those without make way
+        for live ones (see monitor.segments)."""
+        return now - self.config.state.retention.segments
 
     def _query_window(self, check: CheckConfig, now: datetime, known: set[str]) -> Window:
         """What to read: from when, folding segments how.

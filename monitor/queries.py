@@ -87,6 +87,7 @@ def series_query(
     segments: Sequence[str] | None = None,
     until: datetime | None = None,
     batch: Sequence[CheckConfig] = (),
+    seen: datetime | None = None,
 ) -> Query:
     """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks
     (an sql check's own query, limited to ``max_rows`` + 1 rows).
@@ -96,7 +97,8 @@ def series_query(
     largest (by rows since ``since``) folded into ``__other__``. An incremental query passes
     the ``segments`` chosen by the last full query instead, so folding stays the same.
     ``until`` (generated queries only) skips rows of buckets not complete yet. With ``batch``
-    (checks of one :func:`batch_key`), the value of ``batch[i]`` is column ``value_i``.
+    (checks of one :func:`batch_key`), the value of ``batch[i]`` is column ``value_i``. With
+    ``seen``, segments with a row since then rank before those without (see monitor.segments).
     """
     params: dict[str, object] = {"since": _naive_utc(since)}
     if check.kind == "sql":
@@ -139,11 +141,16 @@ def series_query(
             f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2",
             params,
         )
+    rank = "count(*) DESC, 1"
+    if seen is not None:
+        params["seen"] = _naive_utc(seen)
+        column = dialect.quote(check.timestamp_column)
+        rank = f"CASE WHEN max({column}) >= {dialect.param('seen')} THEN 0 ELSE 1 END, {rank}"
     sql = (
         "WITH top_segments AS (\n"
         f"  SELECT {segment} AS segment FROM {table}\n"
         f"  WHERE {where}\n"
-        f"  GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {int(check.max_segments)}\n"
+        f"  GROUP BY 1 ORDER BY {rank} LIMIT {int(check.max_segments)}\n"
         ")\n"
         f"SELECT {bucket} AS bucket,\n"
         f"  CASE WHEN {segment} IN (SELECT segment FROM top_segments) THEN {segment}"

@@ -6,8 +6,11 @@ one a day after) and every read until the next folds by it, so cold and warm rea
 re-rank that leaves a segment out does not make it an outage: it stops being tracked (its alert
 resolves saying why, its model and metric series go) and its rows count in ``__other__``, whose
 model then learns its history again, since it sums other segments than before. A segment with
-no row for ``state.retention.segments`` stops being tracked the same way (until then its empty
-buckets are zeros: rows that stop are an outage). The series of a check without segments (``""``)
+no row for ``state.retention.segments`` before the check's newest row stops being tracked the
+same way (until then its empty buckets are zeros: rows that stop are an outage; and when every
+segment stopped, the table did: an outage, not churn); so that such segments make way for live
+ones, a re-rank ranks the segments with a row within the retention first (generated queries;
+an ``sql`` check ranks the rows it returns). The series of a check without segments (``""``)
 is always tracked. Pure.
 """
 

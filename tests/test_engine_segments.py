@@ -165,8 +165,8 @@ def hourly_amount(rows: int, now: datetime) -> float:
 def test_a_segment_without_rows_for_the_retention_stops_being_tracked_and_leaves_metrics(
     tmp_path: Path,
 ) -> None:
-    stop = NOW.replace(tzinfo=None, minute=0) + timedelta(hours=2)
-    back = stop + timedelta(hours=70)
+    stop = NOW.replace(tzinfo=None, minute=0) + timedelta(hours=8)
+    back = stop + timedelta(hours=64)
     build_shop(
         tmp_path / "shop.duckdb",
         {"DE": (START, None, 5), "FR": (START, None, 2), "IT": (START, stop, 3)},
@@ -177,7 +177,7 @@ def test_a_segment_without_rows_for_the_retention_stops_being_tracked_and_leaves
             " ?::TIMESTAMP + INTERVAL 10 DAY, INTERVAL 20 MINUTE) t(ts)",
             [back, back],
         )
-    daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(days=1))))
+    daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(hours=12))))
     results = daemon.run_results(50)
     opened = [n for r in results for n in r.notifications if n.kind == "opened"]
     resolved = [n for r in results for n in r.notifications if n.kind == "resolved"]
@@ -214,3 +214,30 @@ def test_a_segment_firing_before_a_restart_that_is_no_longer_tracked_resolves(
     assert [(n.segment, n.kind) for n in result.notifications] == [("IT", "resolved")]
     assert "no rows since" in result.notifications[0].reason
     assert daemon.engine.firing() == []
+
+
+def test_a_table_that_stops_loading_stays_an_outage_of_every_segment(tmp_path: Path) -> None:
+    stop = NOW.replace(tzinfo=None, minute=0) + timedelta(hours=2)
+    build_shop(tmp_path / "shop.duckdb", {"DE": (START, stop, 5), "FR": (START, stop, 2)})
+    daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(hours=12))))
+    opened = daemon.run_hours(30)  # past the re-rank, a day after the rows stopped
+    assert sorted(opened) == ["DE", "FR"]
+    assert daemon.exported() == {"DE": 0.0, "FR": 0.0}
+    assert {segment for _, segment, _ in daemon.engine.firing()} == {"DE", "FR"}
+
+
+def test_segments_without_rows_for_the_retention_make_way_for_live_ones_in_the_top(
+    tmp_path: Path,
+) -> None:
+    gone = NOW.replace(tzinfo=None, minute=0) - timedelta(days=2)
+    build_shop(
+        tmp_path / "shop.duckdb",
+        {"DE": (START, None, 5), "FR": (START, None, 2), "ES": (START, None, 1),
+         "IT": (START, gone, 9), "NL": (START, gone, 8)},
+    )  # fmt: skip
+    daemon = Daemon(shop_config(tmp_path, max_segments=3,
+                                retention=RetentionConfig(segments=timedelta(days=1))))  # fmt: skip
+    daemon.run_hours(1)
+    assert set(daemon.exported()) == {"DE", "FR", "ES", "__other__"}
+    # IT and NL count in __other__, but no more since they stopped
+    assert daemon.exported()["__other__"] == 0

@@ -198,6 +198,10 @@ def test_databricks_metric_full_and_incremental() -> None:
         "GROUP BY 1, 2"
     )
     assert warm.params["s0"] == "US" and warm.params["s1"] == "DE"
+    # a re-rank: segments with rows within the segment retention first
+    seen = series_query(dbx(), DBX, SINCE, None, UNTIL, seen=datetime(2026, 11, 19, 15, tzinfo=UTC))
+    assert "  GROUP BY 1 ORDER BY CASE WHEN max(`order_ts`) >= :seen THEN 0 ELSE 1 END, count(*) DESC, 1 LIMIT 5\n" in seen.sql
+    assert seen.params["seen"] == datetime(2026, 11, 19, 15)
 
 
 def test_databricks_row_count_batch_freshness_sql_and_columns() -> None:
