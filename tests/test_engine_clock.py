@@ -7,15 +7,24 @@ Real DuckDB files and SQLite state stores; the engine with a clock the test sets
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from monitor.config import parse_config
+from monitor.daemon import Daemon
 from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.store import StateStore
 from monitor.timeline import Timeline
 from monitor.warehouse import open_warehouses
+from tests.conftest import demo_document
 from tests.test_faults import NOW, build_visits, duckdb_config, visits_check
+from tests.test_server import TOKEN, call, wait_for_run
 from tests.test_timeline import Host
 
 
@@ -83,3 +92,33 @@ def test_a_freshness_check_that_judged_the_future_recovers_when_the_clock_comes_
     assert engine.series("visits_fresh")[0].verdict.bucket == NOW
 
 
+
+
+def test_a_running_daemon_whose_host_clock_jumps_a_day_ahead_judges_no_bucket_of_the_future(
+    tmp_path: Path, live_demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ahead = [timedelta(0)]  # how far the host's wall clock is set ahead
+    monkeypatch.setattr(
+        "monitor.daemon.Timeline", lambda: Timeline(lambda: datetime.now(UTC) + ahead[0])
+    )
+    monkeypatch.setenv("KPIMON_API_TOKEN", TOKEN)
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    daemon = Daemon(parse_config(demo_document(tmp_path)), host="127.0.0.1", port=0)
+    daemon.start()
+    try:
+        before = wait_for_run(daemon, "orders_rows")
+        ahead[0] = timedelta(days=1)
+        assert call(daemon, "POST", "/api/v1/checks/orders_rows/run", b"", TOKEN)[0] == 202
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            after = json.loads(call(daemon, "GET", "/api/v1/checks/orders_rows")[2])
+            if after["last_run"]["started"] != before["last_run"]["started"]:
+                break
+            time.sleep(0.1)
+        assert after["last_run"]["started"] < (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+        assert after["last_run"]["outcome"] == "ok", after["last_run"]
+        [series] = after["series"]
+        assert series["bucket"] < datetime.now(UTC).isoformat()  # no bucket of tomorrow judged
+        assert series["alert"]["status"] == "ok"
+    finally:
+        daemon.stop()
