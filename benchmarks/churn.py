@@ -2,7 +2,7 @@
 store and /metrics must stay flat.
 
     python -m benchmarks.soak --churn            # 24 checks, 500 cycles (see --help)
-    python -m benchmarks.soak --churn --smoke    # 8 checks, 150 cycles, for CI (< 60 s)
+    python -m benchmarks.soak --churn --smoke    # 8 checks, 150 cycles, for CI (1 to 2 min)
 
 One ``monitor.engine.Engine`` over a real DuckDB file and a real SQLite state store runs every
 check once a cycle, its clock injected and advanced one hourly bucket per cycle (as
