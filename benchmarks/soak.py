@@ -2,6 +2,7 @@
 
     python -m benchmarks.soak                 # the full run (on demand; see --help for sizes)
     python -m benchmarks.soak --smoke         # a small configuration for CI (< 60 s)
+    python -m benchmarks.soak --churn [--smoke]   # segment churn (see benchmarks/churn.py)
 
 What runs is the daemon's own machinery, minus wall-clock waiting: one ``monitor.engine.Engine``
 over a real DuckDB file and a real SQLite state store, its clock injected and advanced one hourly
@@ -354,6 +355,12 @@ def soak(size: Size, workers: int | None, scrape_interval: float, budget: float 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true", help="a small configuration (< 60 s)")
+    parser.add_argument(
+        "--churn",
+        action="store_true",
+        help="segment churn instead: memory and the state store over many segments coming and"
+        " going (benchmarks/churn.py)",
+    )
     parser.add_argument("--checks", type=int, help=f"checks (full: {FULL.checks})")
     parser.add_argument(
         "--segmented", type=int, help=f"checks with a dimension (full: {FULL.segmented})"
@@ -370,6 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)  # errors are tallied and printed below
+    if args.churn:
+        from benchmarks import churn
+
+        sized = churn.SMOKE if args.smoke else churn.FULL
+        return churn.churn(
+            churn.ChurnSize(args.checks or sized.checks, args.cycles or sized.cycles)
+        )
     size = SMOKE if args.smoke else FULL
     if args.checks is not None or args.segmented is not None or args.cycles is not None:
         checks = args.checks if args.checks is not None else size.checks

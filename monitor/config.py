@@ -273,10 +273,21 @@ WarehouseConfig = Annotated[
 class RetentionConfig(_Model):
     """How long the state store keeps what is done with, so it stops growing: delivered
     notifications, finished deployments, and the dbt manifest of an environment not deployed
-    to since."""
+    to since; the alert history; and how long a segment without rows is still tracked."""
 
     notifications: PositiveDuration = timedelta(days=30)
     deployments: PositiveDuration = timedelta(days=90)
+    alert_history: PositiveDuration = Field(
+        default=timedelta(days=90),
+        description="episodes whose events are all older than this (and than the longest "
+        "check lookback, which the pages draw) leave the alert history, unless still firing",
+    )
+    segments: PositiveDuration = Field(
+        default=timedelta(days=7),
+        description="a segment with no row for this long before the check's newest row is no "
+        "longer tracked (checked at the daily re-rank): its alert resolves, its model and "
+        "metric series go",
+    )
 
 
 class StateConfig(_Model):

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -36,6 +36,7 @@ from monitor.reload import ReloadBusy, ReloadPlan, plan_reload, restart_problems
 from monitor.scheduler import CheckScheduler
 from monitor.server import Api
 from monitor.store import StateStore
+from monitor.timeline import Timeline
 from monitor.warehouse import Warehouse, open_warehouse, open_warehouses
 from monitor.watcher import DeploymentWatcher
 
@@ -46,10 +47,6 @@ SHUTDOWN_GRACE_SECONDS = 7.0
 RELOAD_PAUSE_SECONDS = 60.0
 RETIRED = "the check was removed from the configuration"
 REDEFINED = "the check's query changed with a config reload"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _slack(config: Config) -> SlackChannel | None:
@@ -70,9 +67,12 @@ class Daemon:
         self.metrics = Metrics()
         self.store = StateStore.open(config.state)
         self.warehouses = open_warehouses(config)
+        # the wall clock, unless it jumps ahead of the time elapsed (see monitor.timeline)
+        self.clock = Timeline()
         self.dispatcher = Dispatcher(
-            config, self.store, self.metrics, _slack(config), _alertmanager(config), clock=_now
-        )
+            config, self.store, self.metrics, _slack(config), _alertmanager(config),
+            clock=self.clock,
+        )  # fmt: skip
         self.metrics.declare_channels(["log", *self.dispatcher.channels])
         self.engine = Engine(
             config,
@@ -80,6 +80,7 @@ class Daemon:
             self.store,
             self.metrics,
             channels=self.dispatcher.channels,
+            clock=self.clock,
             chart_buckets=_chart_buckets(config),
         )
         self.watcher = DeploymentWatcher(

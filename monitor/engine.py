@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -28,6 +28,7 @@ from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
 from monitor.config import CheckConfig, Config
 from monitor.detection import Detector, DetectorSpec, Verdict
 from monitor.errors import (
+    QueryFailed,
     QueryTimeout,
     StateStoreError,
     WarehouseError,
@@ -45,7 +46,8 @@ from monitor.queries import (
     series_query,
 )
 from monitor.rules import Bounds, apply_bounds
-from monitor.series import normalise
+from monitor.segments import Ranking, rerank
+from monitor.series import newest_rows, normalise
 from monitor.store import StateStore
 from monitor.warehouse.base import Warehouse
 
@@ -74,6 +76,7 @@ class Window:
 class _BatchRead:
     window: Window
     frame: pd.DataFrame
+    members: tuple[str, ...]  # the checks whose values it holds, in column order
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,10 @@ class Engine:
         self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
         self._states = store.load_states()
+        # per check: the newest bucket any of its series has judged (see ``_rewind``)
+        self._judged_until: dict[str, datetime] = {}
+        for (name, _), state in self._states.items():
+            self._note_judged(name, state)
         # per check, per segment: the model, and the newest bucket it has learned
         self._models: dict[str, dict[str, Detector]] = {c.name: {} for c in config.checks}
         self._learned: dict[str, dict[str, pd.Timestamp]] = {c.name: {} for c in config.checks}
@@ -188,8 +195,10 @@ class Engine:
         self._batches = {c.name: g for g in groups.values() if len(g) > 1 for c in g}
         self._batch_locks = {k: threading.Lock() for k, g in groups.items() if len(g) > 1}
         self._batch_reads: dict[tuple[object, ...], _BatchRead] = {}
+        # batched checks reading alone since their shared query failed, until their own succeeds
+        self._apart: set[str] = set()
         self._restored: set[str] = set()
-        # per freshness check: the load minutes seen over the lookback, and when fully read
+        # per freshness check: the load times seen over the lookback, and when fully read
         self._loads: dict[str, tuple[pd.DatetimeIndex, datetime]] = {}
         self._latest: dict[tuple[str, str], SeriesStatus] = {}
         self._last_run: dict[str, RunResult] = {}
@@ -278,13 +287,22 @@ class Engine:
         return notes
 
     def _close_episodes(
-        self, check: CheckConfig, reason: str, fallback: datetime
+        self,
+        check: CheckConfig,
+        reason: str,
+        fallback: datetime,
+        segments: Mapping[str, str] | None = None,
     ) -> list[Notification]:
         """Resolve the check's open episodes, saying why (not a recovery); call with the
-        check's lock held. ``fallback``: the bucket named when a series has judged none."""
+        check's lock held. ``fallback``: the bucket named when a series has judged none.
+        ``segments``: only theirs, each with its own reason."""
         name = check.name
         with self._guard:
-            firing = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
+            firing = {
+                k: s
+                for k, s in self._states.items()
+                if k[0] == name and s.firing and (segments is None or k[1] in segments)
+            }
         notes = []
         for (_, segment), state in firing.items():
             assert state.since is not None
@@ -298,7 +316,8 @@ class Engine:
                 else Verdict(pd.Timestamp(bucket), float("nan"), None, None, None, 0.0, False)
             )
             transition = Transition("resolved", state.episode, state.since, bucket)
-            note = replace(self._notification(check, segment, verdict, transition), reason=reason)
+            why = reason if segments is None else segments[segment]
+            note = replace(self._notification(check, segment, verdict, transition), reason=why)
             self.store.record(name, segment, closed, [note], self.channels)
             with self._guard:
                 self._states[(name, segment)] = closed
@@ -342,6 +361,8 @@ class Engine:
             if memory.restored:
                 self._restored.add(name)
             self._states.update({(name, s): st for s, st in memory.states.items()})
+            for state in memory.states.values():
+                self._note_judged(name, state)
             self._latest.update({(name, s): st for s, st in memory.latest.items()})
             if memory.last_run is not None:
                 self._last_run[name] = memory.last_run
@@ -395,6 +416,7 @@ class Engine:
         warehouse = self.warehouses[warehouse_name]
         labels = {"check": check.name, "warehouse": warehouse_name}
         try:
+            rewound = self._rewind(check, started)
             if check.kind == "freshness":
                 statuses, notes = self._run_freshness(check, warehouse, started)
             else:
@@ -421,7 +443,52 @@ class Engine:
         else:
             outcome = "ok"
         self.metrics.last_success.labels(check.name).set(time.time())
-        return self._finish(check, outcome, started, t0, statuses=statuses, notes=notes)
+        return self._finish(check, outcome, started, t0, statuses=statuses, notes=rewound + notes)
+
+    def _rewind(self, check: CheckConfig, now: datetime) -> list[Notification]:
+        """Judge again what was judged ahead of its time: buckets after the newest complete one
+        now were judged while the clock was ahead (empty, so as zeros). Their series' episodes
+        resolve saying so, their alert states go back to before the newest complete bucket (a
+        freshness check's to none: its next run is judged as a first), and the check's models
+        are rebuilt from the warehouse."""
+        freshness = check.kind == "freshness"
+        grain, zone = check.grain, check.timezone
+        newest = to_utc(now) if freshness else last_complete(now, grain, zone, check.settle)
+        with self._guard:
+            judged = self._judged_until.get(check.name)
+            if judged is None or to_utc(judged) <= newest:
+                return []
+            ahead = [
+                (segment, state.episode)
+                for (name, segment), state in self._states.items()
+                if name == check.name and state.last_bucket is not None
+                and to_utc(state.last_bucket) > newest
+            ]  # fmt: skip
+            self._judged_until.pop(check.name)
+        reason = f"judged ahead of its time: the clock was past {newest.isoformat()}, then back"
+        notes = self._close_episodes(check, "", now, segments={s: reason for s, _ in ahead})
+        before = None if freshness else bucket_start(newest - pd.Timedelta(seconds=1), grain, zone)
+        states: list[tuple[str, AlertState, list[Notification]]] = [
+            (segment, AlertState(episode=episode, last_bucket=before), [])
+            for segment, episode in ahead
+        ]
+        self.store.record_all(check.name, states, self.channels)
+        with self._guard:
+            for segment, state, _ in states:
+                self._states[(check.name, segment)] = state
+                self._note_judged(check.name, state)
+        self._forget(check.name)
+        log.warning(
+            "buckets judged ahead of their time are judged again",
+            extra={"fields": {"check": check.name, "newest": newest.isoformat()}},
+        )
+        return notes
+
+    def _note_judged(self, name: str, state: AlertState) -> None:
+        """Keep ``_judged_until`` up to date; call with the guard held (or in ``__init__``)."""
+        judged = self._judged_until.get(name)
+        if state.last_bucket is not None and (judged is None or state.last_bucket > judged):
+            self._judged_until[name] = state.last_bucket
 
     def _reached(self, warehouse: Warehouse, up: bool) -> None:
         """Export whether a warehouse answered, and log when it comes back (its failure is in
@@ -462,13 +529,37 @@ class Engine:
         window = self._query_window(check, now, known)
         frame, window = self._read(check, warehouse, window, now)
         since, segments, until = window.since, window.segments, window.until
-        found = normalise(frame, check, now, expected=known, start=since if known else None)
+        found = normalise(
+            frame,
+            check,
+            now,
+            # a full read re-ranks: a known segment it leaves out is no longer tracked
+            expected=() if window.full else known,
+            start=since if known else None,
+            keep=segments,
+        )
+        closed: list[Notification] = []
         if window.full:
             ranked = window.segments
             if ranked is None:
                 ranked = sorted(set(found) - {OTHER_SEGMENT})
             with self._guard:
-                self._full[check.name] = (now, ranked)
+                previous = self._full[check.name][1] if check.name in self._full else None
+                # a segment firing since before a restart has no model yet, but must resolve
+                held = known | {
+                    segment
+                    for (name, segment), state in self._states.items()
+                    if name == check.name and state.firing
+                }
+            newest = newest_rows(frame, check)
+            # vanished while the others go on: a table that stopped loading is an outage
+            latest = max(newest.values(), default=pd.Timestamp(now))
+            cutoff = latest - pd.Timedelta(self.config.state.retention.segments)
+            ranking = rerank(ranked, previous, held, newest, cutoff, check.max_segments)
+            found = {s: v for s, v in found.items() if s in ranking.tracked or s == OTHER_SEGMENT}
+            closed = self._untrack(check, ranking, now)
+            with self._guard:
+                self._full[check.name] = (now, ranking.tracked)
         elif set(found) - known:
             # a segment seen for the first time: learn its history with a full query next run
             with self._guard:
@@ -502,7 +593,40 @@ class Engine:
             )
         statuses, notes = self._commit(check, judged)
         self._keep_history(check, now, window, found)
-        return statuses, notes
+        return statuses, closed + notes
+
+    def _untrack(self, check: CheckConfig, ranking: Ranking, now: datetime) -> list[Notification]:
+        """Stop tracking the segments a re-rank dropped: their open alerts resolve saying why,
+        their models, memory and metric series go (their alert state stays in the store, so a
+        segment that comes back numbers its episodes on, until retention prunes it). When
+        ``__other__`` sums other segments than before, its model learns its history again."""
+        name = check.name
+        notes = self._close_episodes(check, "", now, segments=ranking.dropped)
+        with self._guard:
+            for segment in ranking.dropped:
+                self._models[name].pop(segment, None)
+                self._learned[name].pop(segment, None)
+                self._latest.pop((name, segment), None)
+                self._states.pop((name, segment), None)
+            if ranking.refolded:
+                self._models[name].pop(OTHER_SEGMENT, None)
+                self._learned[name].pop(OTHER_SEGMENT, None)
+            returning = [s for s in ranking.tracked if (name, s) not in self._states]
+        if returning:
+            # a segment tracked again carries on from its saved state: its episodes' numbers,
+            # and so their notifications' keys, are never used twice
+            saved = self.store.load_states(name)
+            with self._guard:
+                for segment in returning:
+                    if (name, segment) in saved:
+                        self._states[(name, segment)] = saved[(name, segment)]
+        for segment, reason in ranking.dropped.items():
+            self.metrics.forget_series((name, segment, check.severity, check.team))
+            log.info(
+                "segment no longer tracked",
+                extra={"fields": {"check": name, "segment": segment, "reason": reason}},
+            )
+        return notes
 
     def _restore(self, check: CheckConfig, now: datetime) -> None:
         """Rebuild a check's models from the series cached in the state store, so the first
@@ -526,6 +650,16 @@ class Engine:
         with self._guard:
             self._full[check.name] = (full_at, ranked or [])
         log.info("models restored from the state store", extra={"fields": {"check": check.name}})
+
+    def _restore_loads(self, check: CheckConfig) -> None:
+        """A freshness check's load times cached in the state store (see ``_run_freshness``),
+        so the first run after a restart reads only the loads since."""
+        saved = self.store.load_history(check.name, fingerprint(check))
+        if saved is None or not saved[2].get(""):
+            return
+        loaded = pd.DatetimeIndex([to_utc(moment) for moment, _ in saved[2][""]])
+        with self._guard:
+            self._loads[check.name] = (loaded.sort_values(), saved[0])
 
     def _keep_history(
         self, check: CheckConfig, now: datetime, window: Window, found: dict[str, pd.Series]
@@ -622,42 +756,79 @@ class Engine:
 
         A batch query reads what every member needs (the earliest ``since``, the whole lookback
         if one needs it) and serves the members that run after it, until a new bucket completes.
+        When it fails for its SQL, one member's SQL is at fault: every member then reads alone,
+        so the error stays with the check that caused it, and rejoins the batch once its own
+        query succeeds.
         """
-        members = self._batches.get(check.name)
-        if members is None:
-            query = series_query(
-                check, warehouse.dialect, window.since, window.segments, window.until
-            )
-            return warehouse.query(query.sql, query.params), window
+        group = self._batches.get(check.name)
+        with self._guard:
+            apart = set(self._apart)
+        members = [m for m in group or () if m.name not in apart]
+        if check.name in apart or len(members) < 2:
+            return self._read_alone(check, warehouse, window, now), window
         key = batch_key(check, self.config.warehouse_of(check))
         assert key is not None  # only metric and row_count checks are batched
+        names = tuple(m.name for m in members)
         with self._batch_locks[key]:
             cached = self._batch_reads.get(key)
-            if cached is None or not _serves(cached.window, window):
-                wanted = [window] + [
-                    self._query_window(m, now, self._known(m.name))
-                    for m in members
-                    if m is not check
-                ]
-                full = any(w.full for w in wanted) or any(
-                    w.segments != window.segments for w in wanted
-                )
-                since = min(w.since for w in wanted)
-                union = Window(since, window.until, None if full else window.segments, full)
-                query = series_query(
-                    check, warehouse.dialect, union.since, union.segments, union.until, members
-                )
-                frame = warehouse.query(query.sql, query.params)
-                if full and check.dimensions and "segment" in frame.columns:
-                    ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
-                    union = Window(union.since, union.until, ranked, True)
-                cached = _BatchRead(union, frame)
+            if cached is None or cached.members != names or not _serves(cached.window, window):
+                try:
+                    cached = self._read_batch(check, members, warehouse, window, now)
+                except QueryFailed as exc:
+                    self._batch_reads.pop(key, None)
+                    with self._guard:
+                        self._apart.update(names)
+                    log.info(
+                        "a query shared by several checks failed: each reads alone until its"
+                        " own query succeeds",
+                        extra={"fields": {"checks": ",".join(names), "error": exc.detail}},
+                    )
+                    return self._read_alone(check, warehouse, window, now), window
                 self._batch_reads[key] = cached
         column = batch_column(members.index(check))
         if column not in cached.frame.columns:
             return cached.frame, cached.window  # the warehouse answered oddly: normalise says how
         frame = cached.frame[[c for c in ("bucket", "segment") if c in cached.frame.columns]]
         return frame.assign(value=cached.frame[column]), cached.window
+
+    def _read_alone(
+        self, check: CheckConfig, warehouse: Warehouse, window: Window, now: datetime
+    ) -> pd.DataFrame:
+        since, segments, until = window.since, window.segments, window.until
+        seen = self._seen(now)
+        query = series_query(check, warehouse.dialect, since, segments, until, seen=seen)
+        frame = warehouse.query(query.sql, query.params)
+        with self._guard:
+            self._apart.discard(check.name)  # its SQL works: it may share a query again
+        return frame
+
+    def _read_batch(
+        self,
+        check: CheckConfig,
+        members: list[CheckConfig],
+        warehouse: Warehouse,
+        window: Window,
+        now: datetime,
+    ) -> _BatchRead:
+        """One query for ``members``, covering what each of them needs next."""
+        wanted = [window] + [
+            self._query_window(m, now, self._known(m.name)) for m in members if m is not check
+        ]
+        full = any(w.full for w in wanted) or any(w.segments != window.segments for w in wanted)
+        since = min(w.since for w in wanted)
+        union = Window(since, window.until, None if full else window.segments, full)
+        query = series_query(check, warehouse.dialect, union.since, union.segments, union.until,
+                             members, seen=self._seen(now))  # fmt: skip
+        frame = warehouse.query(query.sql, query.params)
+        if full and check.dimensions and "segment" in frame.columns:
+            ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
+            union = Window(union.since, union.until, ranked, True)
+        return _BatchRead(union, frame, tuple(m.name for m in members))
+
+    def _seen(self, now: datetime) -> datetime:
+        """A re-rank ranks the segments with a row since then first: those without make way
+        for live ones (see monitor.segments)."""
+        return now - self.config.state.retention.segments
 
     def _query_window(self, check: CheckConfig, now: datetime, known: set[str]) -> Window:
         """What to read: from when, folding segments how.
@@ -677,7 +848,8 @@ class Engine:
         since = min(learned)
         for _ in range(check.refetch_buckets):
             since = bucket_start(since - pd.Timedelta(seconds=1), check.grain, check.timezone)
-        segments = full[1] if check.dimensions else None
+        # sql checks fold in the engine: by the ranking too, not by the counts of a short read
+        segments = full[1] if check.dimensions or check.kind == "sql" else None
         return Window(max(since, lookback_start), until, segments, False)
 
     def _score_new(
@@ -721,19 +893,34 @@ class Engine:
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
         start = to_utc(now - check.effective_lookback)
+        if check.name not in self._restored:
+            self._restored.add(check.name)
+            self._restore_loads(check)
         with self._guard:
             cache = self._loads.get(check.name)
         # a warm run reads only loads since the newest one seen (less an overlap for late rows)
-        if cache is not None and len(cache[0]) and now - cache[1] < FULL_REFRESH:
+        warm = cache is not None and len(cache[0]) > 0 and now - cache[1] < FULL_REFRESH
+        if cache is not None and warm:
             cached, full_at = cache
             since = cached.max() - FRESHNESS_OVERLAP
         else:
             cached, full_at, since = pd.DatetimeIndex([], tz="UTC"), now, start
         query = freshness_query(check, warehouse.dialect, since, now)
-        loaded = cached[cached < since].union(_utc_index(warehouse.query(query.sql, query.params)))
+        fetched = _utc_index(warehouse.query(query.sql, query.params))
+        loaded = cached[cached < since].union(fetched)
         loaded = loaded[loaded >= start]
         with self._guard:
             self._loads[check.name] = (loaded, full_at)
+        # cached as a series' buckets are, so a restart reads only the loads since
+        self.store.save_history(
+            check.name,
+            fingerprint(check),
+            full_at,
+            None,
+            [("", moment.to_pydatetime(), 1.0) for moment in fetched[fetched >= start]],
+            replace=not warm,
+            keep_from=start.to_pydatetime(),
+        )
         if len(loaded) == 0:
             query = newest_row_query(check, warehouse.dialect, now)
             loaded = _utc_index(warehouse.query(query.sql, query.params))
@@ -820,6 +1007,7 @@ class Engine:
                 )
             with self._guard:
                 self._states[key] = j.state
+                self._note_judged(check.name, j.state)
                 if latest is not None:
                     self._latest[key] = latest
             if latest is not None:

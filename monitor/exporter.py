@@ -88,6 +88,10 @@ class _Family(ABC):
             text = self._label_texts.setdefault(values, _label_text(self.labelnames, values))
         return text
 
+    def forget_text(self, values: Labels) -> None:
+        """Drop a series' cached label text (shared by the families over the same labels)."""
+        self._label_texts.pop(values, None)
+
     def _metric(self) -> Metric:
         return Metric(self.name, self.documentation, self.kind)
 
@@ -148,6 +152,7 @@ class SeriesGauge(_Family):
         with self._lock:
             for values in [v for v in self._values if v[0] == first]:
                 del self._values[values], self._lines[values]
+                self.forget_text(values)
 
     def collect(self) -> Iterator[Metric]:
         metric = self._metric()
@@ -214,6 +219,7 @@ class _CountingFamily(_Family):
         with self._lock:
             for values in [v for v in self._series if v[0] == first]:
                 del self._series[values]
+                self.forget_text(values)
 
     @abstractmethod
     def _write(self, series: _Counted) -> None:
@@ -481,6 +487,14 @@ class Metrics:
         """Drop every sample of a check removed from the config."""
         for family in self._families:
             family.drop(check)
+
+    def forget_series(self, labels: tuple[str, str, str, str]) -> None:
+        """Drop the samples of one series (a segment no longer tracked), label text included."""
+        for gauge in (self.value, self.expected, self.lower, self.upper, self.score,
+                      self.anomaly, self.bucket_ts):  # fmt: skip
+            gauge.remove(*labels)
+        self.value.forget_text(labels)
+        self.data_age.remove(*labels[:2])
 
     def config_loaded(self, success: bool, when: float | None = None) -> None:
         """Record a config (re)load: refused ones leave the time of the last good one."""

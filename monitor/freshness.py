@@ -1,6 +1,6 @@
 """How late is unusually late: the age of the newest row against the table's own load rhythm.
 
-Pure. The history is the set of minutes in which rows arrived; the gaps between them say how
+Pure. The history is when rows arrived (a minute's newest row, exact); the gaps say how
 long the table normally goes without new rows. The open gap (now minus the newest load) is
 scored against the closed ones, so it never trains its own baseline.
 """
@@ -31,8 +31,9 @@ def assess(
 ) -> Verdict | None:
     """Score the current data age; None when the table has no rows at all.
 
-    ``loaded`` holds tz-aware load minutes. Without ``max_age`` and with fewer than five gaps in
-    the history there is no baseline yet (``expected`` is None): the age is reported, not judged.
+    ``loaded`` holds tz-aware load times (see ``freshness_query``). Without ``max_age`` and with
+    fewer than five gaps in the history there is no baseline yet (``expected`` is None): the age
+    is reported, not judged. The verdict's bucket is ``now``: every run is judged.
     """
     if len(loaded) == 0:
         return None
@@ -40,7 +41,7 @@ def assess(
     epoch = pd.Timestamp(0, tz="UTC")
     stamps = np.unique((loaded.tz_convert("UTC") - epoch).total_seconds().to_numpy())
     age = max(0.0, moment.timestamp() - float(stamps[-1]))
-    bucket = moment.floor("min")
+    bucket = moment  # every run is judged, however short the schedule
     gaps = np.diff(stamps)
     gaps = gaps[gaps > 0]
     limit = max_age.total_seconds() if max_age is not None else None
@@ -94,7 +95,7 @@ def replay_ages(
     policy: AlertPolicy,
 ) -> Replay:
     """The data age judged at each of ``moments`` as a freshness check run then would have:
-    against the load minutes of the lookback before it (the newest ``FRESHNESS_HISTORY_LIMIT``;
+    against the load times of the lookback before it (the newest ``FRESHNESS_HISTORY_LIMIT``;
     the newest load ever when none is that recent), with the limit learned from them, through
     the alert state machine. ``loaded``: every load minute (tz-aware), in any order."""
     stamps = loaded.tz_convert("UTC").unique().sort_values()

@@ -87,6 +87,7 @@ def series_query(
     segments: Sequence[str] | None = None,
     until: datetime | None = None,
     batch: Sequence[CheckConfig] = (),
+    seen: datetime | None = None,
 ) -> Query:
     """Rows of (bucket, segment, value) from ``since`` on, for metric, row_count and sql checks
     (an sql check's own query, limited to ``max_rows`` + 1 rows).
@@ -96,7 +97,8 @@ def series_query(
     largest (by rows since ``since``) folded into ``__other__``. An incremental query passes
     the ``segments`` chosen by the last full query instead, so folding stays the same.
     ``until`` (generated queries only) skips rows of buckets not complete yet. With ``batch``
-    (checks of one :func:`batch_key`), the value of ``batch[i]`` is column ``value_i``.
+    (checks of one :func:`batch_key`), the value of ``batch[i]`` is column ``value_i``. With
+    ``seen``, segments with a row since then rank before those without (see monitor.segments).
     """
     params: dict[str, object] = {"since": _naive_utc(since)}
     if check.kind == "sql":
@@ -139,11 +141,16 @@ def series_query(
             f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2",
             params,
         )
+    rank = "count(*) DESC, 1"
+    if seen is not None:
+        params["seen"] = _naive_utc(seen)
+        column = dialect.quote(check.timestamp_column)
+        rank = f"CASE WHEN max({column}) >= {dialect.param('seen')} THEN 0 ELSE 1 END, {rank}"
     sql = (
         "WITH top_segments AS (\n"
         f"  SELECT {segment} AS segment FROM {table}\n"
         f"  WHERE {where}\n"
-        f"  GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT {int(check.max_segments)}\n"
+        f"  GROUP BY 1 ORDER BY {rank} LIMIT {int(check.max_segments)}\n"
         ")\n"
         f"SELECT {bucket} AS bucket,\n"
         f"  CASE WHEN {segment} IN (SELECT segment FROM top_segments) THEN {segment}"
@@ -165,20 +172,21 @@ def freshness_query(
     until: datetime | None = None,
     limit: int | None = FRESHNESS_HISTORY_LIMIT,
 ) -> Query:
-    """Distinct minutes (naive UTC) in which rows arrived since ``since``, newest first: the
-    newest ``limit`` of them (None: all, for a backtest).
+    """When rows arrived since ``since``: per minute that has rows, its newest row's own
+    timestamp (naive UTC), newest first; the newest ``limit`` of them (None: all, for a
+    backtest). A load is counted once a minute, and the newest is exact to its row.
 
     With ``until`` (now), rows stamped in the future (a skewed clock) prove nothing.
     """
     assert check.timestamp_column is not None and check.table is not None
-    ts = dialect.quote(check.timestamp_column)
-    minute = dialect.trunc("minute", dialect.utc_time(ts))
+    ts = dialect.utc_time(dialect.quote(check.timestamp_column))
     params: dict[str, object] = {"since": _naive_utc(since)}
     if until is not None:
         params["until"] = _naive_utc(until)
     return Query(
-        f"SELECT DISTINCT {minute} AS loaded\nFROM {dialect.quote(check.table)}\n"
-        f"WHERE {_filters(check, dialect, bounded=until is not None)}\nORDER BY 1 DESC"
+        f"SELECT max({ts}) AS loaded\nFROM {dialect.quote(check.table)}\n"
+        f"WHERE {_filters(check, dialect, bounded=until is not None)}\n"
+        f"GROUP BY {dialect.trunc('minute', ts)}\nORDER BY 1 DESC"
         + (f"\nLIMIT {int(limit)}" if limit is not None else ""),
         params,
     )

@@ -262,9 +262,12 @@ class CheckScheduler:
     def _prune(self) -> None:
         retention = self.config.state.retention
         now = datetime.now(UTC)
+        # the pages draw a check's episodes over its whole lookback
+        lookbacks = [check.effective_lookback for check in self.config.checks]
+        history = max([retention.alert_history, *lookbacks])
         try:
             gone = self.engine.store.prune(
-                now - retention.notifications, now - retention.deployments
+                now - retention.notifications, now - retention.deployments, now - history
             )
         except StateStoreError as exc:
             log.warning(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 
 import numpy as np
@@ -35,6 +35,7 @@ def normalise(
     *,
     expected: Iterable[str] = (),
     start: pd.Timestamp | None = None,
+    keep: Collection[str] | None = None,
 ) -> dict[str, pd.Series]:
     """Per segment, values of complete buckets up to the newest complete one, sorted.
 
@@ -44,7 +45,8 @@ def normalise(
     without rows, from the segment's first bucket (or ``start``, the first bucket the query
     covered) to the newest complete bucket; so do the ``expected`` segments (already known) that
     have no row at all: a segment whose rows stopped is a series of zeros, not a series that
-    vanished.
+    vanished. ``keep``: the segments the last ranking tracks, kept whatever their rows in this
+    read (see ``_fold_segments``).
     """
     if check.kind == "sql" and len(frame) > check.max_rows:
         raise MalformedResult(
@@ -61,7 +63,7 @@ def normalise(
     found = _split(*_rows(frame, columns, check.name), check.name)
     newest = last_complete(now, check.grain, check.timezone, check.settle)
     found = {segment: _until(*points, newest.value) for segment, points in found.items()}
-    found = dict(sorted(_fold_segments(found, check.max_segments).items()))
+    found = dict(sorted(_fold_segments(found, check.max_segments, keep).items()))
     if not check.fills_zero:
         return {segment: _series(*points) for segment, points in found.items()}
     empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
@@ -151,19 +153,35 @@ def _until(buckets: npt.NDArray[np.int64], values: npt.NDArray[np.float64], last
     return buckets[:keep], values[:keep]
 
 
-def _fold_segments(found: dict[str, Points], limit: int) -> dict[str, Points]:
-    """Keep at most ``limit`` segments (most rows first, ties in the query's order); add the
-    rest into __other__. Generated queries fold in SQL already; this bounds what custom ``sql``
-    checks return."""
+def _fold_segments(
+    found: dict[str, Points], limit: int, keep: Collection[str] | None = None
+) -> dict[str, Points]:
+    """Keep at most ``limit`` segments (most rows first, ties in the query's order; or the
+    ``keep`` ones: a short read's counts must not re-rank them); add the rest into __other__.
+    Generated queries fold in SQL already; this bounds what custom ``sql`` checks return."""
     counts = {segment: len(points[0]) for segment, points in found.items()}
     counts.pop(OTHER_SEGMENT, None)
     if len(counts) <= limit:
         return found
-    keep = sorted(counts, key=lambda segment: -counts[segment])[:limit]
-    rest = [points for segment, points in found.items() if segment not in keep]
+    if keep is not None:
+        kept = [segment for segment in counts if segment in keep]
+    else:
+        kept = sorted(counts, key=lambda segment: -counts[segment])[:limit]
+    rest = [points for segment, points in found.items() if segment not in kept]
     buckets, inverse = np.unique(np.concatenate([b for b, _ in rest]), return_inverse=True)
     # a sum over rows: a null value adds nothing
     values = np.nan_to_num(np.concatenate([v for _, v in rest]), nan=0.0)
     sums = np.bincount(inverse, weights=values, minlength=len(buckets)).astype(np.float64)
     folded: Points = (buckets.astype(np.int64), sums)
-    return {**{segment: found[segment] for segment in keep}, OTHER_SEGMENT: folded}
+    return {**{segment: found[segment] for segment in kept}, OTHER_SEGMENT: folded}
+
+
+def newest_rows(frame: pd.DataFrame, check: CheckConfig) -> dict[str, pd.Timestamp]:
+    """Per segment of a query's rows, the bucket of its newest row (a null value counts: the
+    segment has rows)."""
+    columns = {str(c).lower(): c for c in frame.columns}
+    if "bucket" not in columns or "value" not in columns:
+        return {}
+    ns, segments, _ = _rows(frame, columns, check.name)
+    newest = pd.Series(ns).groupby(segments).max()
+    return {str(s): pd.Timestamp(int(t), tz="UTC") for s, t in newest.items()}

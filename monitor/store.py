@@ -10,6 +10,7 @@ nothing already delivered is sent again.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -666,18 +667,29 @@ class StateStore:
                 (check, until.isoformat(), reason),
             )
 
-    def prune(self, notifications_before: datetime, deployments_before: datetime) -> dict[str, int]:
+    def prune(
+        self,
+        notifications_before: datetime,
+        deployments_before: datetime,
+        alerts_before: datetime | None = None,
+    ) -> dict[str, int]:
         """Delete what is done with and older than the cutoffs: notifications no longer pending
         (but not the opening of an episode still firing, nor of one whose resolution waits for
         delivery: the resolution is threaded under it and edits it, and Alertmanager re-sent
         from it), finished deployments, and the manifests of environments not deployed to
-        since. How many rows of each went."""
+        since; the alert history's episodes whose events are all older than ``alerts_before``
+        (None: none), unless still firing; the alert state of series not judged since
+        ``notifications_before`` (a segment no longer tracked, a removed check) once no
+        notification or history event of theirs is left (a series that comes back must not
+        number an episode as one whose key is still used), and the cached series of checks not
+        read since. How many rows of each went."""
         # states first: an episode resolving meanwhile has its resolution pending below
-        needed = {
+        firing = {
             event_key(check, segment, state.episode, "opened")
             for (check, segment), state in self.load_states().items()
             if state.firing
         }
+        needed = set(firing)
         waiting = self._read(
             "SELECT payload FROM outbox WHERE status = 'pending' AND kind = 'alert'"
         )
@@ -693,24 +705,88 @@ class StateStore:
             )
             if key not in needed
         ]
-        for start in range(0, len(done), _PRUNE_BATCH):  # short transactions, small statements
-            batch = done[start : start + _PRUNE_BATCH]
-            with self._transaction() as db:
-                db.execute(
-                    f"DELETE FROM outbox WHERE id IN ({', '.join('?' * len(batch))})",
-                    tuple(batch),
-                )
+        self._delete_keys("outbox", "id", done)
         cutoff = deployments_before.astimezone(UTC).isoformat()
         with self._transaction() as db:
             deployments = db.execute(
                 "DELETE FROM deployments WHERE status <> 'watching' AND received_at < ?", (cutoff,)
             )
             manifests = db.execute("DELETE FROM manifests WHERE updated_at < ?", (cutoff,))
+        events = 0 if alerts_before is None else self._prune_alert_events(alerts_before, firing)
+        states, caches = self._prune_series(notifications_before)
         return {
             "notifications": len(done),
             "deployments": _rowcount(deployments),
             "manifests": _rowcount(manifests),
+            "alert_events": events,
+            "series_states": states,
+            "series_caches": caches,
         }
+
+    def _prune_alert_events(self, before: datetime, firing: set[str]) -> int:
+        """Delete the history of episodes whose events are all older than ``before`` and whose
+        opening is not in ``firing``; how many events went."""
+        newest: dict[str, str] = {}
+        keys: dict[str, list[str]] = {}
+        for key, created in self._read("SELECT notification_key, created_at FROM alert_events"):
+            episode = str(key).rsplit("/", 1)[0]
+            newest[episode] = max(newest.get(episode, ""), str(created))
+            keys.setdefault(episode, []).append(str(key))
+        cutoff = before.astimezone(UTC).isoformat()
+        gone = [
+            key
+            for episode, created in newest.items()
+            if created < cutoff and f"{episode}/opened" not in firing
+            for key in keys[episode]
+        ]
+        self._delete_keys("alert_events", "notification_key", gone)
+        return len(gone)
+
+    def _prune_series(self, before: datetime) -> tuple[int, int]:
+        """Delete the alert state of series not judged since ``before`` that no notification or
+        history event names any more, and the cached series of checks not read since; how many
+        states and caches went."""
+        cutoff = before.astimezone(UTC).isoformat()
+        named: set[tuple[str, str]] = set()
+        for table in ("outbox", "alert_events"):
+            for (key,) in self._read(f"SELECT notification_key FROM {table}"):
+                named |= _series_named(str(key))
+        stale: list[tuple[object, ...]] = [
+            (str(check), str(segment), cutoff)
+            for check, segment in self._read(
+                "SELECT check_name, segment FROM series_state WHERE updated_at < ?"
+                " AND status <> 'firing'",
+                (cutoff,),
+            )
+            if (str(check), str(segment)) not in named
+        ]
+        for start in range(0, len(stale), _PRUNE_BATCH):
+            with self._transaction() as db:
+                db.executemany(
+                    "DELETE FROM series_state WHERE check_name = ? AND segment = ?"
+                    " AND updated_at < ? AND status <> 'firing'",
+                    stale[start : start + _PRUNE_BATCH],
+                )
+        checks = [
+            str(name)
+            for (name,) in self._read(
+                "SELECT check_name FROM history_meta WHERE full_at < ?", (cutoff,)
+            )
+        ]
+        with self._transaction() as db:
+            for name in checks:
+                db.execute("DELETE FROM series_history WHERE check_name = ?", (name,))
+                db.execute("DELETE FROM history_meta WHERE check_name = ?", (name,))
+        return len(stale), len(checks)
+
+    def _delete_keys(self, table: str, column: str, keys: Sequence[object]) -> None:
+        for start in range(0, len(keys), _PRUNE_BATCH):  # short transactions, small statements
+            batch = keys[start : start + _PRUNE_BATCH]
+            with self._transaction() as db:
+                db.execute(
+                    f"DELETE FROM {table} WHERE {column} IN ({', '.join('?' * len(batch))})",
+                    tuple(batch),
+                )
 
     def close(self) -> None:
         self._db.close()
@@ -721,6 +797,16 @@ class StateStore:
             (notification_key, channel),
         )
         return Notification.from_json(str(rows[0][0])) if rows else None
+
+
+_EPISODE_EVENT = re.compile(r"/\d+/(?:opened|resolved)(?=/|$)")
+
+
+def _series_named(key: str) -> set[tuple[str, str]]:
+    """The (check, segment) a notification key may belong to: ``check/segment/episode/kind``
+    and its delivery steps (``.../update``); a segment may hold ``/``, so every reading."""
+    check, _, rest = key.partition("/")
+    return {(check, rest[: m.start()]) for m in _EPISODE_EVENT.finditer(rest)}
 
 
 class _Recorded(Exception):

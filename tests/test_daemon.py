@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from monitor.alerts.notification import Notification
+from monitor.alerts.state import AlertState
 from monitor.demo import INCIDENTS
 from monitor.store import StateStore
 from tests.conftest import demo_document, free_port, slack_daemon_config, write_config
@@ -115,6 +117,9 @@ def test_the_daemon_prunes_its_state_store_by_the_configured_retention_from_the_
         store.mark_delivered([entry.id])
     store.record_deployment("d-old", "prod", "passed", datetime.now(UTC) - timedelta(days=15), "{}")
     store.record_deployment("d-new", "prod", "passed", datetime.now(UTC) - timedelta(days=13), "{}")
+    old = datetime(2025, 6, 2, tzinfo=UTC)  # an episode long over, of a segment long gone
+    episode = Notification("opened", "revenue", "XX", 1, old, old, 1.0, 10.0, 8.0, 12.0, -5.0, "")
+    store.record("revenue", "XX", AlertState(episode=1, last_bucket=old), [episode], [])
     store.close()
     with sqlite3.connect(state) as db:
         eight_days_ago = (datetime.now(UTC) - timedelta(days=8)).isoformat()
@@ -122,6 +127,8 @@ def test_the_daemon_prunes_its_state_store_by_the_configured_retention_from_the_
             "UPDATE outbox SET created_at = ? WHERE notification_key LIKE '%d-old%'",
             (eight_days_ago,),
         )
+        db.execute("UPDATE alert_events SET created_at = ?", (old.isoformat(),))
+        db.execute("UPDATE series_state SET updated_at = ?", (old.isoformat(),))
     config = write_config(tmp_path / "kpi.yaml", document)
     daemon = DaemonProcess(["run", "-c", str(config)], free_port(), log=tmp_path / "daemon.log")
     try:
@@ -131,7 +138,8 @@ def test_the_daemon_prunes_its_state_store_by_the_configured_retention_from_the_
             time.sleep(0.2)
         pruned = [json.loads(line) for line in daemon.output().splitlines() if "pruned" in line]
         assert pruned == [
-            {**pruned[0], "notifications": 1, "deployments": 1, "manifests": 0}
+            {**pruned[0], "notifications": 1, "deployments": 1, "manifests": 0,
+             "alert_events": 1, "series_states": 1}
         ], daemon.output()
     finally:
         assert daemon.stop()[0] == 0

@@ -383,6 +383,59 @@ def test_one_checks_bad_sql_fails_that_check_only(demo_dir: Path) -> None:
     )
 
 
+def visits_engine(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+                  checks: list[dict[str, Any]]) -> tuple[Engine, Metrics]:  # fmt: skip
+    """An engine on ``kpi.visits`` (hourly_rows) in a DuckDB file, a PostgreSQL database or
+    the Databricks protocol server."""
+    state = {"path": str(tmp_path / "state.db")}
+    if kind == "databricks":
+        srv = request.getfixturevalue("visits_on_databricks")
+        warehouse: dict[str, Any] = {
+            "kind": "databricks", "server_hostname": "127.0.0.1", "http_path": srv.http_path,
+            "access_token": srv.token, "connection_uri": srv.connection_uri, "retries": 0,
+        }  # fmt: skip
+    elif kind == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA kpi")
+            conn.execute("CREATE TABLE kpi.visits (ts timestamp, amount double precision)")
+            with conn.cursor() as cursor:
+                cursor.executemany("INSERT INTO kpi.visits VALUES (%s, %s)", hourly_rows())
+        warehouse = {"kind": "postgres", "dsn": dsn}
+    else:
+        build_visits(tmp_path / "wh.duckdb")
+        warehouse = {"kind": "duckdb", "path": str(tmp_path / "wh.duckdb")}
+    config = parse_config({"warehouse": warehouse, "state": state, "checks": checks})
+    engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
+    request.addfinalizer(lambda: [w.close() for w in engine.warehouses.values()])
+    return engine, metrics
+
+
+@pytest.mark.parametrize("kind", ["duckdb", "postgres", "databricks"])
+@pytest.mark.parametrize("first", ["broken", "visits"])
+def test_one_checks_bad_sql_fails_that_check_only_when_its_query_is_shared(
+    kind: str, first: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    checks = [
+        visits_check(),
+        visits_check("broken", expression="sum(amount_typo)"),
+        visits_check("peak", expression="max(amount)"),
+    ]
+    engine, metrics = visits_engine(kind, request, tmp_path, checks)
+    order = [first] + [c["name"] for c in checks if c["name"] != first]
+    for _ in range(2):  # a cold and a warm run each
+        results = {name: engine.run(name) for name in order}
+        assert results["broken"].outcome == "error"
+        assert "amount_typo" in (results["broken"].error or "")
+        assert results["visits"].outcome == "ok", results["visits"].error
+        assert results["peak"].outcome == "ok", results["peak"].error
+        assert value(metrics, "kpimon_warehouse_up", warehouse="default") == 1
+    assert series_samples(metrics, "kpimon_value", "visits") != []
+    assert series_samples(metrics, "kpimon_value", "peak") != []
+    assert series_samples(metrics, "kpimon_value", "broken") == []
+    assert value(metrics, "kpimon_check_runs_total", check="visits", outcome="error") == 0
+
+
 # --- malformed results -------------------------------------------------------------------------
 
 GOOD = "select date_trunc('hour', ts) as bucket, amount as value from kpi.visits where ts >= :since"

@@ -378,6 +378,9 @@ def test_deployment_runs_one_restricted_daemon(case: str) -> None:
     assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
 
 
+RETENTION = {"notifications": "30d", "deployments": "90d", "alert_history": "90d", "segments": "7d"}
+
+
 def test_sqlite_state_on_a_claim() -> None:
     objects = render()
     claim = one(objects, "PersistentVolumeClaim")
@@ -391,7 +394,7 @@ def test_sqlite_state_on_a_claim() -> None:
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
     assert config["state"] == {
         "path": "/var/lib/kpi-monitor/state.db",
-        "retention": {"notifications": "30d", "deployments": "90d"},
+        "retention": RETENTION,
     }
     assert pod["securityContext"]["fsGroup"] == 10001  # the volume is writable by the daemon
 
@@ -411,15 +414,16 @@ def test_postgresql_state_has_no_volume() -> None:
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
     assert config["state"] == {
         "url": "${KPIMON_STATE_URL}",
-        "retention": {"notifications": "30d", "deployments": "90d"},
+        "retention": RETENTION,
     }
     assert "/var/lib/kpi-monitor" not in {m["mountPath"] for m in daemon(objects)["volumeMounts"]}
 
 
 def test_state_retention_reaches_the_daemons_config() -> None:
-    objects = render({"state": {"retention": {"notifications": "7d", "deployments": "365d"}}})
+    retention = {"notifications": "7d", "deployments": "365d", "alert_history": "400d", "segments": "2d"}
+    objects = render({"state": {"retention": retention}})
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
-    assert config["state"]["retention"] == {"notifications": "7d", "deployments": "365d"}
+    assert config["state"]["retention"] == retention
     assert StateConfig.model_validate(config["state"]).retention.deployments == timedelta(days=365)
 
 

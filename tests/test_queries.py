@@ -80,8 +80,10 @@ def test_row_count_freshness_and_sql() -> None:
         check(kind="freshness", expression=None, timestamp_column="loaded_at"), D, SINCE
     )
     assert fresh.sql == (
-        "SELECT DISTINCT date_trunc('minute', timezone('UTC', CAST(\"loaded_at\" AS TIMESTAMPTZ))) AS loaded\n"
-        'FROM "analytics"."fct_orders"\nWHERE "loaded_at" >= $since\nORDER BY 1 DESC\nLIMIT 5000'
+        "SELECT max(timezone('UTC', CAST(\"loaded_at\" AS TIMESTAMPTZ))) AS loaded\n"
+        'FROM "analytics"."fct_orders"\nWHERE "loaded_at" >= $since\n'
+        "GROUP BY date_trunc('minute', timezone('UTC', CAST(\"loaded_at\" AS TIMESTAMPTZ)))\n"
+        "ORDER BY 1 DESC\nLIMIT 5000"
     )
     newest = newest_row_query(check(kind="freshness", expression=None), D)
     assert newest.params == {} and "max(" in newest.sql
@@ -196,6 +198,10 @@ def test_databricks_metric_full_and_incremental() -> None:
         "GROUP BY 1, 2"
     )
     assert warm.params["s0"] == "US" and warm.params["s1"] == "DE"
+    # a re-rank: segments with rows within the segment retention first
+    seen = series_query(dbx(), DBX, SINCE, None, UNTIL, seen=datetime(2026, 11, 19, 15, tzinfo=UTC))
+    assert "  GROUP BY 1 ORDER BY CASE WHEN max(`order_ts`) >= :seen THEN 0 ELSE 1 END, count(*) DESC, 1 LIMIT 5\n" in seen.sql
+    assert seen.params["seen"] == datetime(2026, 11, 19, 15)
 
 
 def test_databricks_row_count_batch_freshness_sql_and_columns() -> None:
@@ -211,9 +217,10 @@ def test_databricks_row_count_batch_freshness_sql_and_columns() -> None:
     fresh = freshness_query(dbx(kind="freshness", expression=None, dimensions=[], where=None,
                                 timestamp_column="_loaded_at"), DBX, SINCE, UNTIL)
     assert fresh.sql == (
-        "SELECT DISTINCT date_trunc('MINUTE', CAST(`_loaded_at` AS TIMESTAMP)) AS loaded\n"
+        "SELECT max(CAST(`_loaded_at` AS TIMESTAMP)) AS loaded\n"
         "FROM `main`.`analytics`.`fct_orders`\n"
         "WHERE `_loaded_at` >= :since AND `_loaded_at` < :until\n"
+        "GROUP BY date_trunc('MINUTE', CAST(`_loaded_at` AS TIMESTAMP))\n"
         "ORDER BY 1 DESC\nLIMIT 5000"
     )
     newest = newest_row_query(dbx(kind="freshness", expression=None, dimensions=[], where=None), DBX, UNTIL)

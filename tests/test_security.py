@@ -328,6 +328,8 @@ def test_oversized_bodies_get_413_before_anything_is_applied(running: Running) -
         ("/api/v1/checks/revenue/rebaseline", b"[1, 2]", "must be a JSON object"),
         ("/api/v1/checks/revenue/rebaseline", b'{"since": "last tuesday"}', "since"),
         ("/api/v1/checks/revenue/rebaseline", b'{"since": "2026-11-20T10:00:00"}', "time zone"),
+        ("/api/v1/checks/revenue/rebaseline", b'{"since": "0001-01-01T00:00:00+14:00"}', "1970"),
+        ("/api/v1/checks/revenue/rebaseline", b'{"since": "9999-12-31T23:00:00-05:00"}', "2200"),
         ("/api/v1/checks/revenue/rebaseline", b'{"when": "2026-11-20T10:00:00Z"}', "when"),
         ("/api/v1/checks/revenue/rebaseline", b'"2026-11-20T10:00:00Z"', "JSON object"),
         ("/api/v1/checks/revenue/mute", b'{"until": "2030-01-01T00:00:00"}', "reason"),

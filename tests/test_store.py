@@ -310,7 +310,8 @@ def test_retention_prunes_what_is_done_with_and_keeps_what_is_still_needed(
 
     gone = store.prune(cutoff, cutoff)
 
-    assert gone == {"notifications": 3, "deployments": 1, "manifests": 1}
+    assert gone == {"notifications": 3, "deployments": 1, "manifests": 1, "alert_events": 0,
+                    "series_states": 0, "series_caches": 0}  # fmt: skip
     # an episode still firing keeps its opening: the resolution is threaded under it
     assert store.remote_id(NOTE.key, "slack") is not None
     assert store.notification(replace(NOTE, segment="GB").key, "slack") is not None
@@ -320,7 +321,7 @@ def test_retention_prunes_what_is_done_with_and_keeps_what_is_still_needed(
     assert store.deployment("d0") is None
     assert store.deployment("d1") == '{"id": "d1"}' and store.deployment("d2") is not None
     assert store.manifest("pr-1234") is None and store.manifest("prod") == "{}"
-    assert store.prune(cutoff, cutoff) == {"notifications": 0, "deployments": 0, "manifests": 0}
+    assert not any(store.prune(cutoff, cutoff).values())
     store.close()
 
 
@@ -342,6 +343,59 @@ def test_retention_keeps_the_opening_of_an_episode_whose_resolution_waits_for_de
     [reply] = store.pending("slack")
     store.mark_delivered([reply.id], "C1:123.5")
     assert store.prune(datetime.now(UTC), datetime.now(UTC))["notifications"] == 2
+    store.close()
+
+
+def test_retention_prunes_the_alert_history_by_episode_and_keeps_what_still_fires(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    closed = AlertState(episode=1, last_bucket=T)
+    gone, late, firing = (replace(NOTE, segment=s) for s in ("FR", "GB", "DE"))
+    store.record("revenue", "FR", closed, [gone, replace(gone, kind="resolved")], [])
+    store.record("revenue", "GB", closed, [late], [])
+    store.record("revenue", "DE", AlertState("firing", 2, 0, T, 1, T), [firing], [])
+    time.sleep(0.01)
+    cutoff = datetime.now(UTC)
+    time.sleep(0.01)
+    store.record("revenue", "GB", closed, [replace(late, kind="resolved")], [])
+
+    assert store.prune(cutoff, cutoff, cutoff)["alert_events"] == 2
+
+    history = {(e.notification.segment, e.notification.kind) for e in store.alert_events("revenue")}
+    # an episode goes whole: GB's opening stays with its recent resolution
+    assert history == {("GB", "opened"), ("GB", "resolved"), ("DE", "opened")}
+    store.close()
+
+
+def test_retention_forgets_series_no_longer_judged_once_nothing_names_them(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    store.record("revenue", "IT", AlertState(last_bucket=T), [], [])  # never alerted
+    store.record("revenue", "ES", AlertState(episode=1, last_bucket=T), [replace(NOTE, segment="ES")], [])
+    store.record("revenue", "DE", AlertState("firing", 2, 0, T, 1, T), [], [])
+    store.record("revenue", "A/1", AlertState(episode=2, last_bucket=T),
+                 [replace(NOTE, segment="A/1", episode=2)], [])  # fmt: skip
+    store.record("revenue", "A", AlertState(last_bucket=T), [], [])
+    store.save_history("gone_check", "f", T, None, [("", T, 1.0)], replace=True, keep_from=T)
+    time.sleep(0.01)
+    cutoff = datetime.now(UTC)
+    time.sleep(0.01)
+    store.record("revenue", "NL", AlertState(last_bucket=T), [], [])  # judged since the cutoff
+    store.save_history("orders", "f", datetime.now(UTC), None, [("", T, 1.0)], replace=True,
+                       keep_from=T)  # fmt: skip
+
+    gone = store.prune(cutoff, cutoff)
+
+    assert (gone["series_states"], gone["series_caches"]) == (2, 1)
+    # a series whose episode is still in the history keeps its state: a new episode 1 of ES
+    # would reuse the key of the first one's events
+    assert set(store.load_states()) == {("revenue", s) for s in ("ES", "DE", "A/1", "NL")}
+    assert store.load_history("gone_check", "f") is None
+    assert store.load_history("orders", "f") is not None
+    store.prune(cutoff, cutoff, cutoff)  # the history goes, and then the states it named
+    assert set(store.load_states()) == {("revenue", s) for s in ("DE", "NL")}
     store.close()
 
 
