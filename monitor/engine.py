@@ -25,6 +25,9 @@ from monitor.alerts.links import render_link
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
 from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
+from monitor.calendar.book import CalendarBook
+from monitor.calendar.config import EventRequest, RecordedEvent
+from monitor.calendar.detector import detector_for
 from monitor.config import CheckConfig, Config
 from monitor.detection import Detector, DetectorSpec, Verdict
 from monitor.errors import (
@@ -173,6 +176,8 @@ class Engine:
         self.chart_buckets = chart_buckets
         self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
+        self.calendars = CalendarBook(store, clock)
+        self._recalendared: set[str] = set()  # checks whose models predate a calendar change
         self._states = store.load_states()
         # per check, per segment: the model, and the newest bucket it has learned
         self._models: dict[str, dict[str, Detector]] = {c.name: {} for c in config.checks}
@@ -251,7 +256,8 @@ class Engine:
             return {}
         with self._guard:
             rebaselined = self._rebaselines.get(name)
-        return self._replays.judged(check, saved[2], buckets, (fingerprint(check), rebaselined))
+        key = (fingerprint(check), rebaselined, self.calendars.calendar(check))
+        return self._replays.judged(check, saved[2], buckets, key)
 
     def rebaseline(self, name: str, since: datetime) -> list[Notification]:
         """Accept a check's level from ``since`` on (an intended change).
@@ -362,6 +368,30 @@ class Engine:
         )
         return notes
 
+    def record_event(self, request: EventRequest) -> RecordedEvent:
+        """Record a calendar event or exclusion window (persisted); the checks it applies to
+        rebuild their models with it at their next run.
+
+        :raises monitor.calendar.book.UnknownChecks: for a check name not configured."""
+        event = self.calendars.record(request, self.config)
+        self._recalendar(event)
+        return event
+
+    def delete_event(self, event_id: str) -> RecordedEvent | None:
+        """Remove a recorded event or exclusion (None: no such id)."""
+        event = self.calendars.delete(event_id)
+        if event is not None:
+            self._recalendar(event)
+        return event
+
+    def _recalendar(self, event: RecordedEvent) -> None:
+        with self._guard:
+            self._recalendared.update(
+                c.name
+                for c in self.config.checks
+                if c.kind != "freshness" and event.applies_to(c.name)
+            )
+
     def mute(self, name: str, until: datetime, reason: str) -> None:
         """Send no notification for the check until ``until`` (a planned backfill); its metrics
         and alert state go on, so what fires during the mute is visible in Prometheus."""
@@ -455,6 +485,11 @@ class Engine:
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
+        with self._guard:
+            recalendared = check.name in self._recalendared
+            self._recalendared.discard(check.name)
+        if recalendared:
+            self._forget(check.name)  # rebuilt with the new marks; judged buckets stay judged
         if check.name not in self._restored:
             self._restored.add(check.name)
             self._restore(check, now)
@@ -561,7 +596,7 @@ class Engine:
     ) -> tuple[Detector, list[Verdict]]:
         """``_fitted``; with ``judge``, also the verdicts of every bucket of the history, as
         stepping through it gives (``backtest``'s)."""
-        model = Detector(detector_spec(check))
+        model = detector_for(detector_spec(check), self.calendars.calendar(check))
         verdicts = model.warm(buckets, values, judge_last=len(buckets) if judge else 0)
         restarted = self._rebaselines.get(check.name)
         if restarted is not None:
@@ -781,9 +816,18 @@ class Engine:
             if transition is not None:
                 note = self._notification(check, segment, verdict, transition)
                 if note.kind == "opened" and chart is not None and self.channels:
-                    note = replace(note, history=chart(segment))
+                    rows = chart(segment)
+                    note = replace(note, history=rows, calendar=self._chart_calendar(check, rows))
                 notes.append(note)
         return _Judged(segment, verdicts, state, notes)
+
+    def _chart_calendar(self, check: CheckConfig, rows: list[list[Any]]) -> list[list[str]]:
+        """The holidays, events and exclusions over an alert chart's buckets."""
+        if not rows or check.kind == "freshness":
+            return []
+        first, last = to_utc(pd.Timestamp(rows[0][0])), to_utc(pd.Timestamp(rows[-1][0]))
+        spans = self.calendars.calendar(check).spans(first, last + pd.Timedelta(seconds=1))
+        return [[s.kind, s.name, s.start.isoformat(), s.end.isoformat()] for s in spans]
 
     def _commit(
         self, check: CheckConfig, judged: list[_Judged]

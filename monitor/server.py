@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
+from monitor.calendar.book import UnknownChecks
+from monitor.calendar.config import EventRequest
+from monitor.config import CheckConfig
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
 from monitor.errors import ConfigError, StateStoreError
@@ -34,6 +37,7 @@ log = logging.getLogger("monitor.server")
 _M = TypeVar("_M", bound=BaseModel)
 
 NOTIFICATIONS_LISTED = 500
+CALENDAR_AHEAD = timedelta(days=90)  # a check's upcoming holidays and events, in its answer
 MAX_BODY_BYTES = 64 * 1024
 MAX_DEPLOYMENT_BYTES = 8 * 1024 * 1024  # a compacted dbt manifest of a large project
 # Bodies from this size on are gzipped for clients that accept it (Prometheus does): /metrics of
@@ -171,6 +175,8 @@ class Api:
             ),
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/mute$"), {"POST": self.post_mute}),
             (re.compile(r"^/api/v1/notifications$"), {"GET": self.list_notifications}),
+            (re.compile(r"^/api/v1/events$"), {"GET": self.list_events, "POST": self.post_event}),
+            (re.compile(r"^/api/v1/events/(?P<event_id>[^/]+)$"), {"DELETE": self.delete_event}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
             (re.compile(r"^/-/reload$"), {"POST": self.post_reload}),
             (
@@ -340,6 +346,24 @@ class Api:
                 "error": last.error,
             },
             "series": [series_json(s) for s in self.engine.series(name)],
+            "calendar": self._calendar_json(check),
+        }
+
+    def _calendar_json(self, check: CheckConfig) -> dict[str, Any] | None:
+        """A check's calendar: its settings and the holidays, events and exclusion windows
+        from its lookback to 90 days ahead (None for a freshness check: it has none)."""
+        if check.kind == "freshness":
+            return None
+        calendar = self.engine.calendars.calendar(check)
+        now = to_utc(self.engine.clock())
+        spans = calendar.spans(now - check.effective_lookback, now + CALENDAR_AHEAD)
+        return {
+            "country": calendar.country,
+            "subdivision": calendar.subdivision,
+            "on_holiday": calendar.on_holiday,
+            "widen": calendar.widen,
+            "learn_from": None if check.learn_from is None else check.learn_from.isoformat(),
+            "spans": [span.json() for span in spans],
         }
 
     def list_checks(self) -> Response:
@@ -352,6 +376,26 @@ class Api:
         """Messages not delivered yet and those given up, newest first."""
         entries = self.engine.store.outbox(["pending", "failed"], limit=NOTIFICATIONS_LISTED)
         return _json(200, {"notifications": [outbox_json(e) for e in entries]})
+
+    def list_events(self) -> Response:
+        """The events and exclusion windows recorded through the API, oldest first."""
+        return _json(200, {"events": [e.json() for e in self.engine.calendars.events()]})
+
+    def post_event(self, body: object) -> Response:
+        request = _validate(EventRequest, body)
+        try:
+            event = self.engine.record_event(request)
+        except UnknownChecks as exc:
+            raise HttpError(400, str(exc)) from None
+        return _json(201, event.json())
+
+    def delete_event(self, event_id: str, body: object) -> Response:
+        if body not in (None, {}):
+            raise HttpError(400, "this call takes no body")
+        event = self.engine.delete_event(event_id)
+        if event is None:
+            raise HttpError(404, f"no event with id {event_id!r}")
+        return _json(200, {"deleted": event.json()})
 
     def post_run(self, name: str, body: object) -> Response:
         if self.engine.config.check(name) is None:

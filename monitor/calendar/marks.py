@@ -1,0 +1,224 @@
+"""The mark of each bucket, from the calendar and the series seen before it: what the detector
+is told about a holiday, an event or an excluded bucket (see ``monitor.detection.Mark``).
+
+- An exclusion window, a bucket before ``learn_from`` and, with ``on_holiday: mute``, a holiday
+  or event: neither learned nor judged.
+- A holiday or event is never learned, so the level does not sag for days after Christmas. It
+  is judged:
+  - ``compare`` (the default): against the same holiday or event in an earlier occurrence the
+    history holds (the same day of it and local hour), scaled by how the regular level moved
+    since (the median of the regular buckets of the 28 days before each occurrence), with the
+    band widened by ``COMPARE_WIDEN``: Thanksgiving against last Thanksgiving. Without one, as
+    ``widen``.
+  - an event with an expected ``effect``: against the regular forecast of its slot (the median
+    of the same weekday and local hour over the four weeks before) times ``1 + effect``.
+  - ``widen``: against the regular forecast with the band widened by the configured factor,
+    else one learned from the earlier holidays and events of the history (the 90th percentile
+    of their deviations from their slot's regular forecast over the band's half-width, at least
+    ``MIN_LEARNED`` of them), else ``DEFAULT_WIDEN``.
+
+Causal: a bucket's mark uses only buckets before it. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from monitor.calendar.days import Calendar, Tag
+from monitor.detection import REGULAR, Mark
+
+COMPARE_WIDEN = 1.5  # last year's day, rescaled, is a forecast with its own error
+DEFAULT_WIDEN = 4.0  # a holiday with nothing to learn from: four times the band
+MAX_WIDEN = 20.0
+MIN_LEARNED = 3  # earlier holiday or event buckets needed to learn the widening
+LEVEL_DAYS = 28  # the regular level around an occurrence: the four weeks before it
+SLOT_WEEKS = 4  # the regular forecast of a slot: the same weekday and hour, four weeks back
+KEEP_DAYS = 800  # a comparison needs last year's occurrence: keep two years and a bit
+_DAY_NS = 86_400 * 10**9
+_WEEK_NS = 7 * _DAY_NS
+
+UNJUDGED = Mark(learn=False, judge=False)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    ns: int
+    value: float
+    tag: Tag
+
+
+class Marker:
+    """Marks one series' buckets in order, remembering what it needs of them (by local
+    wall-clock time, in nanoseconds).
+
+    >>> marker = Marker(Calendar(country="US"), 86400, sensitivity=4.0)
+    >>> marks = marker.marks(history.index, history.to_numpy())      # doctest: +SKIP
+    """
+
+    def __init__(self, calendar: Calendar, bucket_seconds: int, sensitivity: float) -> None:
+        self.calendar = calendar
+        self.bucket_seconds = bucket_seconds
+        self.sensitivity = sensitivity
+        self._regular_ns: list[int] = []
+        self._regular: list[float] = []
+        self._values: dict[int, float] = {}  # every bucket seen, by its start
+        self._occurrences: dict[tuple[str, int, int], list[_Seen]] = {}
+        # |deviation| of earlier holidays and events from their slot's forecast, in log1p units
+        self._deviations: list[tuple[int, float]] = []
+        self._spread: tuple[int, float] | None = None  # (local day, robust sd), per day
+
+    def marks(self, buckets: pd.DatetimeIndex, values: npt.ArrayLike) -> list[Mark]:
+        """The marks of these buckets (after every bucket marked before), learning them."""
+        vals = np.asarray(values, dtype=np.float64).ravel()
+        index = pd.DatetimeIndex(buckets)
+        utc = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        tags = self.calendar.tags(utc, self.bucket_seconds)
+        # wall-clock times: a week before is the same weekday and local hour across DST
+        stamps = utc.tz_convert(self.calendar.timezone).tz_localize(None).as_unit("ns").asi8
+        out: list[Mark] = []
+        for ns, value, tag in zip(stamps.tolist(), vals.tolist(), tags, strict=True):
+            out.append(REGULAR if tag is None else self._mark(ns, tag))
+            self._remember(ns, value, tag)
+        self._forget_before(int(stamps[-1]) - KEEP_DAYS * _DAY_NS if len(stamps) else 0)
+        return out
+
+    # ------------------------------------------------------------------ one bucket
+    def _mark(self, ns: int, tag: Tag) -> Mark:
+        if not tag.judged or self.calendar.on_holiday == "mute":
+            return UNJUDGED
+        effect = self._effect(tag)
+        if effect is not None:
+            base = self._slot_forecast(ns)
+            if base is not None:
+                return _expecting(base * (1.0 + effect), COMPARE_WIDEN)
+        if self.calendar.on_holiday == "compare":
+            earlier = self._compared(ns, tag)
+            if earlier is not None:
+                return _expecting(earlier, COMPARE_WIDEN)
+        return Mark(learn=False, widen=self._widen(ns))
+
+    def _effect(self, tag: Tag) -> float | None:
+        if tag.kind != "event":
+            return None
+        for event in self.calendar.events:
+            if event.name == tag.name and event.effect is not None:
+                return event.effect
+        return None
+
+    def _compared(self, ns: int, tag: Tag) -> float | None:
+        """The same day and hour of the latest earlier occurrence, scaled by the level."""
+        level_now = self._level(ns - tag.day * _DAY_NS)
+        if level_now is None:
+            return None
+        for seen in reversed(self._occurrences.get((tag.name, tag.day, tag.hour), [])):
+            if seen.tag.occurrence == tag.occurrence or not math.isfinite(seen.value):
+                continue
+            level_then = self._level(seen.ns - seen.tag.day * _DAY_NS)
+            if level_then is None or level_then <= 0:
+                continue
+            return seen.value * level_now / level_then
+        return None
+
+    def _level(self, start_ns: int) -> float | None:
+        """The median regular value of the ``LEVEL_DAYS`` before ``start_ns``."""
+        lo = bisect.bisect_left(self._regular_ns, start_ns - LEVEL_DAYS * _DAY_NS)
+        hi = bisect.bisect_left(self._regular_ns, start_ns)
+        window = np.asarray(self._regular[lo:hi])
+        window = window[np.isfinite(window)]
+        # a week of a daily series, a day of an hourly one
+        if window.size < max(7, min(24, 7 * 86400 // self.bucket_seconds)):
+            return None
+        return float(np.median(window))
+
+    def _slot_forecast(self, ns: int) -> float | None:
+        """The median of the regular buckets 1 to ``SLOT_WEEKS`` weeks before, at the same
+        weekday and local hour."""
+        found = [
+            v
+            for k in range(1, SLOT_WEEKS + 1)
+            if (v := self._regular_value(ns - k * _WEEK_NS)) is not None
+        ]
+        return float(np.median(found)) if len(found) >= 2 else None
+
+    def _regular_value(self, ns: int) -> float | None:
+        i = bisect.bisect_left(self._regular_ns, ns)
+        if i < len(self._regular_ns) and self._regular_ns[i] == ns:
+            value = self._regular[i]
+            return value if math.isfinite(value) else None
+        return None
+
+    def _widen(self, ns: int) -> float:
+        if self.calendar.widen is not None:
+            return self.calendar.widen
+        if len(self._deviations) < MIN_LEARNED:
+            return DEFAULT_WIDEN
+        spread = self._regular_spread(ns)
+        if spread is None or spread <= 0:
+            return DEFAULT_WIDEN
+        typical = float(np.quantile([d for _, d in self._deviations], 0.9))
+        return float(np.clip(typical / (self.sensitivity * spread), 1.0, MAX_WIDEN))
+
+    def _regular_spread(self, ns: int) -> float | None:
+        """Robust sd of the regular buckets of the last four weeks around their slot's
+        forecast, in log1p units; computed once a day."""
+        day = ns // _DAY_NS
+        if self._spread is not None and self._spread[0] == day:
+            return self._spread[1]
+        lo = bisect.bisect_left(self._regular_ns, ns - LEVEL_DAYS * _DAY_NS)
+        deviations = [
+            d
+            for t in self._regular_ns[lo:]
+            if (d := self._deviation(t, self._values[t])) is not None
+        ]
+        spread = 1.4826 * float(np.median(np.abs(deviations))) if len(deviations) >= 7 else None
+        self._spread = (day, spread or 0.0)
+        return spread
+
+    def _deviation(self, ns: int, value: float) -> float | None:
+        base = self._slot_forecast(ns)
+        if base is None or base < 0 or not value >= 0:
+            return None
+        return math.log1p(value) - math.log1p(base)
+
+    # ------------------------------------------------------------------ memory
+    def _remember(self, ns: int, value: float, tag: Tag | None) -> None:
+        self._values[ns] = value
+        if tag is None:
+            self._regular_ns.append(ns)
+            self._regular.append(value)
+            return
+        if not tag.judged:
+            return
+        self._occurrences.setdefault((tag.name, tag.day, tag.hour), []).append(
+            _Seen(ns, value, tag)
+        )
+        deviation = self._deviation(ns, value)
+        if deviation is not None:
+            self._deviations.append((ns, abs(deviation)))
+
+    def _forget_before(self, cutoff: int) -> None:
+        if not self._regular_ns or self._regular_ns[0] >= cutoff:
+            return
+        cut = bisect.bisect_left(self._regular_ns, cutoff)
+        del self._regular_ns[:cut], self._regular[:cut]
+        self._values = {t: v for t, v in self._values.items() if t >= cutoff}
+        self._deviations = [(t, d) for t, d in self._deviations if t >= cutoff]
+        for key, seen in list(self._occurrences.items()):
+            kept = [s for s in seen if s.ns >= cutoff]
+            if kept:
+                self._occurrences[key] = kept
+            else:
+                del self._occurrences[key]
+
+
+def _expecting(expected: float, widen: float) -> Mark:
+    if not math.isfinite(expected):
+        return Mark(learn=False, widen=DEFAULT_WIDEN)
+    return Mark(learn=False, widen=widen, expected=expected)
+
