@@ -4,6 +4,7 @@ and the pages use."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +14,7 @@ from monitor.detection import kernel
 from monitor.detection.episodes import BOTH, DOWN, UP
 from monitor.detection.forecasters import FORECASTERS
 from monitor.detection.geometry import Geometry, geometry
+from monitor.detection.marks import REGULAR, Mark, MarkArrays
 from monitor.detection.scales import shift_for
 from monitor.detection.spec import DetectorSpec
 from monitor.detection.state import NO_INDEX, new_state
@@ -109,14 +111,21 @@ class Detector:
 
     # ----------------------------------------------------------------- learning and judging
     def warm(
-        self, buckets: pd.DatetimeIndex, values: npt.ArrayLike, *, judge_last: int = 0
+        self,
+        buckets: pd.DatetimeIndex,
+        values: npt.ArrayLike,
+        *,
+        judge_last: int = 0,
+        marks: Sequence[Mark] | None = None,
     ) -> list[Verdict]:
         """Learn a block of history (sorted, complete buckets after everything learned; NaN
         values are gaps), judging its last ``judge_last`` buckets as ``step`` would; returns
-        their verdicts. Judging costs a calibration a day, so judge only what will be read."""
+        their verdicts. Judging costs a calibration a day, so judge only what will be read.
+        ``marks``, one per bucket, say what the calendar knows of each (see :class:`Mark`)."""
         vals = np.asarray(values, dtype=np.float64).ravel()
         if len(buckets) != vals.size:
             raise ValueError(f"{len(buckets)} buckets but {vals.size} values")
+        told = MarkArrays.of(marks, vals.size)
         if vals.size == 0:
             return []
         utc = as_utc_index(buckets)
@@ -130,11 +139,13 @@ class Detector:
         judge = np.zeros(vals.size, dtype=np.bool_)
         if judge_last > 0:
             judge[-judge_last:] = True
-        # gaps and a repeated local hour (DST fall-back) are not learned, as in step()
+        judge &= told.judge
+        # gaps and a repeated local hour (DST fall-back) are not learned, as in step(); a
+        # bucket neither judged nor learned is not run at all
         newest = int(self._state[0]["newest"])
         previous = np.concatenate(([newest], index[:-1]))
-        keep = np.isfinite(vals) & (index > previous) & (index > newest)
-        out = self._feed(index[keep], vals[keep], stamps[keep], judge[keep])
+        keep = np.isfinite(vals) & (index > previous) & (index > newest) & (judge | told.learn)
+        out = self._feed(index[keep], vals[keep], stamps[keep], judge[keep], told[keep])
         if judge_last <= 0:
             return []
         rows = np.full((vals.size, kernel.OUT_COLUMNS), np.nan)
@@ -143,16 +154,17 @@ class Detector:
         first = vals.size - min(judge_last, vals.size)
         return [self._verdict(utc[i], float(vals[i]), rows[i]) for i in range(first, vals.size)]
 
-    def step(self, bucket: pd.Timestamp, value: float) -> Verdict:
-        """Judge one new complete bucket (strictly after everything learned), then learn it.
-        Gaps are allowed; a NaN value gets no baseline and is not learned."""
+    def step(self, bucket: pd.Timestamp, value: float, mark: Mark = REGULAR) -> Verdict:
+        """Judge one new complete bucket (strictly after everything learned), then learn it,
+        as its ``mark`` says. Gaps are allowed; a NaN value gets no baseline and is not
+        learned."""
         ts = as_utc(bucket)
         if self._last_ns is not None and ts.value <= self._last_ns:
             last = pd.Timestamp(self._last_ns, tz="UTC")
             raise ValueError(f"step({ts}) is not after the last learned bucket {last}")
         self._last_ns = ts.value
         v = float(value)
-        if not math.isfinite(v):
+        if not math.isfinite(v) or not (mark.judge or mark.learn):
             return Verdict.unjudged(ts, v)
         index = self._clock.index(ts)
         newest = int(self._state[0]["newest"])
@@ -160,7 +172,7 @@ class Detector:
             return self._repeated(ts, v)  # DST fall-back: the local hour repeats
         out = self._feed(
             np.array([index], dtype=np.int64), np.array([v]), np.array([ts.value]),
-            np.ones(1, dtype=np.bool_),
+            np.array([mark.judge]), MarkArrays.of([mark], 1),
         )  # fmt: skip
         self._last = self._verdict(ts, v, out[0])
         return self._last
@@ -206,13 +218,19 @@ class Detector:
 
     # ----------------------------------------------------------------- internals
     def _feed(
-        self, index: IntArray, values: FloatArray, stamps: IntArray, judge: npt.NDArray[np.bool_]
+        self,
+        index: IntArray,
+        values: FloatArray,
+        stamps: IntArray,
+        judge: npt.NDArray[np.bool_],
+        marks: MarkArrays,
     ) -> FloatArray:
         out = np.zeros((index.size, kernel.OUT_COLUMNS))
         done = 0
         while done < index.size:
+            rest = slice(done, None)
             done += self._run(
-                index[done:], values[done:], stamps[done:], judge[done:], out[done:]
+                index[rest], values[rest], stamps[rest], judge[rest], marks[rest], out[rest]
             )
             rebuild = float(self._state[0]["rebuild"])
             if rebuild == rebuild:
@@ -225,13 +243,15 @@ class Detector:
         values: FloatArray,
         stamps: IntArray,
         judge: npt.NDArray[np.bool_],
+        marks: MarkArrays,
         out: FloatArray,
     ) -> int:
         """The kernel over these buckets, with this model's buffers."""
         return kernel.run(
             self._state, self._geo_array, self._judging, self._rings, self._shapes, self._x,
             self._windows, self._counts, self._hw_day, self._hw_week, self._slot_sigma,
-            self._spans, self._scales, index, values, stamps, judge, out,
+            self._spans, self._scales, index, values, stamps, judge, marks.learn, marks.widen,
+            marks.expected, out,
         )  # fmt: skip
 
     def _rebuild(self, lam: float) -> None:
@@ -253,6 +273,7 @@ class Detector:
             values[known],
             np.zeros(n, dtype=np.int64),
             np.zeros(n, dtype=np.bool_),
+            MarkArrays.of(None, n),
             np.zeros((n, kernel.OUT_COLUMNS)),
         )
         s["learned"] = old["learned"]

@@ -81,10 +81,15 @@ def run(
     values: FloatArray,
     stamps: IntArray,
     judge: BoolArray,
+    learn: BoolArray,
+    widen: FloatArray,
+    expected_at: FloatArray,
     out: FloatArray,
 ) -> int:
-    """Forecast, judge (where ``judge``) and learn each bucket of ``indices`` (local, increasing)
-    with ``values`` (finite) and ``stamps`` (UTC ns). ``rings`` rows: see ``RING_*``;
+    """Forecast, judge (where ``judge``) and learn (where ``learn``) each bucket of ``indices``
+    (local, increasing) with ``values`` (finite) and ``stamps`` (UTC ns); ``widen`` and
+    ``expected_at`` (NaN: the forecast) are the calendar's marks (monitor.detection.marks): a
+    bucket that is not learned leaves a gap behind it. ``rings`` rows: see ``RING_*``;
     ``windows``: the level's sorted windows per seasonal regime, then each period's level
     window. Returns how many buckets it took: fewer when the scale must change
     (``state.rebuild``)."""
@@ -136,17 +141,24 @@ def run(
             if s.calibrated_at != at:
                 calibrate(s, at, resid, first, newest, window, day, slot_sigma, work, work2)
                 intermittent.calibrate(s, x_ring, y_ring, at - window, at, first, newest, work)
-            judged = forecasts[s.chosen] == forecasts[s.chosen] and s.sigma == s.sigma
+            judged = s.sigma == s.sigma
+        forecast = forecasts[s.chosen]  # the calibration chose the forecaster
+        if expected_at[j] == expected_at[j]:
+            told = max(expected_at[j], 0.0) if s.nonnegative else expected_at[j]
+            forecast = forward(told, s.lam, s.shift)
+        judged = judged and forecast == forecast
         if judged:
             if intermittent.applies(s):
-                _judge_intermittent(s, geo, judging, x_ring, forecasts[s.chosen], spans, first,
-                                    newest, index, v, y, stamps[j], out[j])  # fmt: skip
+                _judge_intermittent(s, geo, judging, x_ring, forecast, spans, first, newest,
+                                    index, v, y, stamps[j], widen[j], out[j])  # fmt: skip
             else:
-                _judge(s, geo, judging, resid, forecasts[s.chosen], slot_sigma, spans, scales,
-                       first, newest, index, v, y, stamps[j], out[j], work, work2)  # fmt: skip
+                _judge(s, geo, judging, resid, forecast, slot_sigma, spans, scales, first,
+                       newest, index, v, y, stamps[j], widen[j], out[j], work, work2)  # fmt: skip
         else:
             out[j, :] = 0.0
             out[j, OUT_EXPECTED] = out[j, OUT_LOWER] = out[j, OUT_UPPER] = NAN
+        if not learn[j]:
+            continue
         # ---- learn
         # the running sums at the newest bucket learned (they carry through a gap)
         previous_sum = get(rings[RING_SUM], before, first, newest)
@@ -338,12 +350,13 @@ def _judge_intermittent(
     v: float,
     y: float,
     stamp: int,
+    widen: float,
     row: FloatArray,
 ) -> None:
     """A mostly-zero series: a non-zero value against the sizes of the others, and the run of
     non-zero (or zero) buckets against the share of zeros (see monitor.detection.intermittent)."""
     quiet = s.run == 0 and index < s.quiet_until
-    limit_z = judging[J_SENSITIVITY] * (judging[J_QUIET_FACTOR] if quiet else 1.0)
+    limit_z = judging[J_SENSITIVITY] * (judging[J_QUIET_FACTOR] if quiet else 1.0) * widen
     direction = int(judging[J_DIRECTION])
     expected = max(inverse(forecast, s.lam, s.shift), 0.0) if s.nonnegative else inverse(
         forecast, s.lam, s.shift)  # fmt: skip
@@ -388,11 +401,12 @@ def _judge(
     v: float,
     y: float,
     stamp: int,
+    widen: float,
     row: FloatArray,
     work: FloatArray,
     work2: FloatArray,
 ) -> None:
-    sigma = spread_at(s, slot_sigma, index, geo[G_DAY], forecast)
+    sigma = spread_at(s, slot_sigma, index, geo[G_DAY], forecast) * widen
     quiet = s.run == 0 and index < s.quiet_until
     limit_z = judging[J_SENSITIVITY] * (judging[J_QUIET_FACTOR] if quiet else 1.0)
     direction = int(judging[J_DIRECTION])
