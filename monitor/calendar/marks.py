@@ -12,6 +12,11 @@ is told about a holiday, an event or an excluded bucket (see ``monitor.detection
     ``widen``.
   - an event with an expected ``effect``: against the regular forecast of its slot (the median
     of the same weekday and local hour over the four weeks before) times ``1 + effect``.
+  - below daily grain, once ``SAME_DAY_BUCKETS`` earlier buckets of the same holiday or event
+    day are known (and no earlier occurrence is): against the regular forecast of its slot
+    scaled by how those buckets compared with theirs (their sum over their forecasts' sum),
+    with the regular band (the day's own scale is known): the morning of a first Black Friday
+    says what its afternoon should be, so a collapse in the afternoon is caught.
   - ``widen``: against the regular forecast with the band widened by the configured factor,
     else one learned from the earlier holidays and events of the history (the 90th percentile
     of their deviations from their slot's regular forecast over the band's half-width, at least
@@ -34,8 +39,10 @@ from monitor.calendar.days import Calendar, Tag
 from monitor.detection import REGULAR, Mark
 
 COMPARE_WIDEN = 1.5  # last year's day, rescaled, is a forecast with its own error
-DEFAULT_WIDEN = 4.0  # a holiday with nothing to learn from: four times the band
+DEFAULT_WIDEN = 8.0  # a holiday with nothing to learn from (shops may close): eight times the band
+LEARNED_MARGIN = 1.5  # the learned widening covers the earlier holidays' 90th percentile with room
 MAX_WIDEN = 20.0
+SAME_DAY_BUCKETS = 6  # earlier buckets of the same holiday day that say how the day goes
 MIN_LEARNED = 3  # earlier holiday or event buckets needed to learn the widening
 LEVEL_DAYS = 28  # the regular level around an occurrence: the four weeks before it
 SLOT_WEEKS = 4  # the regular forecast of a slot: the same weekday and hour, four weeks back
@@ -72,6 +79,8 @@ class Marker:
         # |deviation| of earlier holidays and events from their slot's forecast, in log1p units
         self._deviations: list[tuple[int, float]] = []
         self._spread: tuple[int, float] | None = None  # (local day, robust sd), per day
+        # per holiday or event day: the sum of its values so far and of their slot forecasts
+        self._same_day: dict[tuple[str, object, int], tuple[float, float, int]] = {}
 
     def marks(self, buckets: pd.DatetimeIndex, values: npt.ArrayLike) -> list[Mark]:
         """The marks of these buckets (after every bucket marked before), learning them."""
@@ -101,6 +110,10 @@ class Marker:
             earlier = self._compared(ns, tag)
             if earlier is not None:
                 return _expecting(earlier, COMPARE_WIDEN)
+            so_far = self._same_day.get((tag.name, tag.occurrence, tag.day))
+            base = self._slot_forecast(ns)
+            if so_far is not None and so_far[2] >= SAME_DAY_BUCKETS and base is not None:
+                return _expecting(base * so_far[0] / so_far[1], 1.0)
         return Mark(learn=False, widen=self._widen(ns))
 
     def _effect(self, tag: Tag) -> float | None:
@@ -162,7 +175,8 @@ class Marker:
         if spread is None or spread <= 0:
             return DEFAULT_WIDEN
         typical = float(np.quantile([d for _, d in self._deviations], 0.9))
-        return float(np.clip(typical / (self.sensitivity * spread), 1.0, MAX_WIDEN))
+        widen = LEARNED_MARGIN * typical / (self.sensitivity * spread)
+        return float(np.clip(widen, 1.0, MAX_WIDEN))
 
     def _regular_spread(self, ns: int) -> float | None:
         """Robust sd of the regular buckets of the last four weeks around their slot's
@@ -198,9 +212,14 @@ class Marker:
         self._occurrences.setdefault((tag.name, tag.day, tag.hour), []).append(
             _Seen(ns, value, tag)
         )
-        deviation = self._deviation(ns, value)
-        if deviation is not None:
-            self._deviations.append((ns, abs(deviation)))
+        base = self._slot_forecast(ns)
+        if base is None or base < 0 or not value >= 0:
+            return
+        self._deviations.append((ns, abs(math.log1p(value) - math.log1p(base))))
+        if self.bucket_seconds < 86400 and base > 0:
+            key = (tag.name, tag.occurrence, tag.day)
+            total, expected, count = self._same_day.get(key, (0.0, 0.0, 0))
+            self._same_day[key] = (total + value, expected + base, count + 1)
 
     def _forget_before(self, cutoff: int) -> None:
         if not self._regular_ns or self._regular_ns[0] >= cutoff:
@@ -209,6 +228,7 @@ class Marker:
         del self._regular_ns[:cut], self._regular[:cut]
         self._values = {t: v for t, v in self._values.items() if t >= cutoff}
         self._deviations = [(t, d) for t, d in self._deviations if t >= cutoff]
+        self._same_day = {k: v for k, v in self._same_day.items() if v[2] < 24}
         for key, seen in list(self._occurrences.items()):
             kept = [s for s in seen if s.ns >= cutoff]
             if kept:
