@@ -60,7 +60,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     directory = Path(args.dir).resolve()
     os.environ["KPIMON_DEMO_DIR"] = str(directory)
-    times = demo.build(directory / "demo.duckdb")
+    times = demo.build(directory / "demo.duckdb", campaign=True)
+    # config/demo.yaml's campaign event
+    start, end = times.campaign
+    os.environ["KPIMON_DEMO_CAMPAIGN_START"] = start.isoformat()
+    os.environ["KPIMON_DEMO_CAMPAIGN_END"] = end.isoformat()
     print(
         f"kpi-monitor demo: warehouse written to {directory / 'demo.duckdb'}"
         f" (incidents live as of {times.now:%Y-%m-%d %H:%M} UTC)",

@@ -17,7 +17,8 @@ from monitor.calendar.days import Calendar, Event, Exclusion, Moment, check_regi
 if TYPE_CHECKING:
     from monitor.config import CheckConfig
 
-When = date | AwareDatetime
+# an instant first: "2026-11-27T00:00:00Z" is that instant, not a local date
+When = AwareDatetime | date
 
 
 def _ordered(start: Moment, end: Moment, names: tuple[str, str]) -> None:

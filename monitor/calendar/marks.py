@@ -6,10 +6,11 @@ is told about a holiday, an event or an excluded bucket (see ``monitor.detection
 - A holiday or event is never learned, so the level does not sag for days after Christmas. It
   is judged:
   - ``compare`` (the default): against the same holiday or event in an earlier occurrence the
-    history holds (the same day of it and local hour), scaled by how the regular level moved
-    since (the median of the regular buckets of the 28 days before each occurrence), with the
-    band widened by ``COMPARE_WIDEN``: Thanksgiving against last Thanksgiving. Without one, as
-    ``widen``.
+    history holds (the same day of it and local hour), scaled by how the regular forecast of
+    its slot moved since (the median of the same weekday and hour over the four weeks before
+    each; else the median of the regular buckets of the 28 days before each occurrence), with
+    the band widened by ``COMPARE_WIDEN``: Thanksgiving against last Thanksgiving. Without one,
+    as ``widen``.
   - an event with an expected ``effect``: against the regular forecast of its slot (the median
     of the same weekday and local hour over the four weeks before) times ``1 + effect``.
   - below daily grain, once ``SAME_DAY_BUCKETS`` earlier buckets of the same holiday or event
@@ -125,17 +126,20 @@ class Marker:
         return None
 
     def _compared(self, ns: int, tag: Tag) -> float | None:
-        """The same day and hour of the latest earlier occurrence, scaled by the level."""
+        """The same day and hour of the latest earlier occurrence, scaled by how the regular
+        forecast of its slot moved since (the weekday and hour: Christmas on a Wednesday after
+        one on a Monday), else by how the level moved."""
+        slot_now = self._slot_forecast(ns)
         level_now = self._level(ns - tag.day * _DAY_NS)
-        if level_now is None:
-            return None
         for seen in reversed(self._occurrences.get((tag.name, tag.day, tag.hour), [])):
             if seen.tag.occurrence == tag.occurrence or not math.isfinite(seen.value):
                 continue
+            slot_then = self._slot_forecast(seen.ns)
+            if slot_now is not None and slot_then is not None and slot_then > 0:
+                return seen.value * slot_now / slot_then
             level_then = self._level(seen.ns - seen.tag.day * _DAY_NS)
-            if level_then is None or level_then <= 0:
-                continue
-            return seen.value * level_now / level_then
+            if level_now is not None and level_then is not None and level_then > 0:
+                return seen.value * level_now / level_then
         return None
 
     def _level(self, start_ns: int) -> float | None:
