@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
 from monitor.calendar.book import UnknownChecks
-from monitor.calendar.config import EventRequest
+from monitor.calendar.config import EventRequest, RecordedEvent
 from monitor.config import CheckConfig
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
@@ -152,6 +152,7 @@ class Api:
         deployments: DeploymentWatcher,
         watch: Callable[[Deployment], None],
         reload: Callable[[], ReloadPlan] | None = None,
+        annotate: Callable[[RecordedEvent, str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.reload = reload
@@ -161,6 +162,7 @@ class Api:
         self.token = token or None  # an empty token would match an empty Authorization
         self.deployments = deployments
         self.watch = watch
+        self.annotate = annotate  # a recorded event, in its checks' time zone: to Grafana
         self.pages = PageData(engine, engine.store, deployments)
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/metrics$"), {"GET": self.get_metrics}),
@@ -387,7 +389,16 @@ class Api:
             event = self.engine.record_event(request)
         except UnknownChecks as exc:
             raise HttpError(400, str(exc)) from None
+        if self.annotate is not None:
+            self.annotate(event, self._zone(request.checks))
         return _json(201, event.json())
+
+    def _zone(self, names: list[str]) -> str:
+        """The time zone of these checks (of every check when empty) if they share one, else
+        UTC: what the dates of an event mean on a Grafana annotation."""
+        checks = [c for c in self.engine.config.checks if not names or c.name in names]
+        zones = {c.timezone for c in checks}
+        return zones.pop() if len(zones) == 1 else "UTC"
 
     def delete_event(self, event_id: str, body: object) -> Response:
         if body not in (None, {}):

@@ -25,6 +25,7 @@ from monitor.exporter import Metrics
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from tests.conftest import DEMO_NOW, demo_document
+from tests.test_grafana import grafana  # noqa: F401 - the fixture
 from tests.test_server import call
 
 TOKEN = "calendar-api-token"
@@ -231,3 +232,25 @@ def test_a_calendar_in_defaults_applies_where_a_check_has_none(tmp_path: Path) -
     assert revenue.calendar is not None and revenue.calendar.country == "US"
     assert revenue.on_holiday == "widen"
     assert signups.calendar is not None and signups.calendar.country is None  # its own
+
+
+def test_a_recorded_event_becomes_a_grafana_annotation(
+    tmp_path: Path, live_demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch,
+    grafana: tuple[str, list[tuple[dict[str, str], Any]]],  # noqa: F811
+) -> None:  # fmt: skip
+    url, received = grafana
+    monkeypatch.setenv("KPIMON_API_TOKEN", TOKEN)
+    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
+    document = demo_document(tmp_path)
+    document["grafana"] = {"url": url, "token": "glsa_canary", "dashboard_uid": "kpi-monitor"}
+    running = Daemon(parse_config(document), host="127.0.0.1", port=0)
+    running.start()
+    try:
+        assert post(running, SALE)[0] == 201
+    finally:
+        running.stop()
+    [(_, (path, body))] = received
+    assert path == "/api/annotations"
+    assert body["tags"] == ["kpi-monitor", "calendar", "event", "revenue", "orders_rows"]
+    # the demo's checks are in New York: the sale starts at its midnight
+    assert body["time"] == int(pd.Timestamp("2026-12-27", tz="America/New_York").timestamp() * 1000)
