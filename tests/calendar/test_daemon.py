@@ -26,7 +26,7 @@ from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from tests.conftest import DEMO_NOW, demo_document
 from tests.test_grafana import grafana  # noqa: F401 - the fixture
-from tests.test_server import call
+from tests.test_server import call, wait_for_run
 
 TOKEN = "calendar-api-token"
 
@@ -254,3 +254,19 @@ def test_a_recorded_event_becomes_a_grafana_annotation(
     assert body["tags"] == ["kpi-monitor", "calendar", "event", "revenue", "orders_rows"]
     # the demo's checks are in New York: the sale starts at its midnight
     assert body["time"] == int(pd.Timestamp("2026-12-27", tz="America/New_York").timestamp() * 1000)
+
+
+def test_the_check_page_shades_the_calendar_and_escapes_its_names(daemon: Daemon) -> None:
+    now = pd.Timestamp.now(tz="UTC")
+    hostile = {"name": "<script>alert(1)</script> sale", "checks": ["revenue"],
+               "start": (now - pd.Timedelta(days=2)).isoformat(),
+               "end": (now - pd.Timedelta(days=1)).isoformat()}  # fmt: skip
+    assert post(daemon, hostile)[0] == 201
+    wait_for_run(daemon, "revenue")
+    status, _, body = call(daemon, "GET", "/checks/revenue")
+    page = body.decode()
+    assert status == 200
+    assert page.count('<rect class="span event"') >= 1
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; sale" in page
+    assert "<script>" not in page
+    assert '<span class="key event">event</span>' in page
