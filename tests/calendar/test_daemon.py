@@ -4,6 +4,7 @@ events (token required, persisted), and the store keeps them across a restart.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -92,18 +93,32 @@ def test_a_check_without_the_event_in_its_scope_still_fires(
     assert engine.run("revenue").outcome == "ok"
 
 
+@contextlib.contextmanager
+def running(document: dict[str, Any]) -> Iterator[Daemon]:
+    """The daemon on ``document`` (a demo config), serving on a free port until the end."""
+    started = Daemon(parse_config(document), host="127.0.0.1", port=0)
+    started.start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
 @pytest.fixture
-def daemon(
-    tmp_path: Path, live_demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Daemon]:
+def live_demo(tmp_path: Path, live_demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory with the live demo warehouse; the API token set."""
     monkeypatch.setenv("KPIMON_API_TOKEN", TOKEN)
     shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    document = demo_document(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def daemon(live_demo: Path) -> Iterator[Daemon]:
+    """The demo daemon, its revenue check with the Bavarian holidays."""
+    document = demo_document(live_demo)
     document["checks"][0]["calendar"] = {"country": "DE", "subdivision": "BY"}
-    running = Daemon(parse_config(document), host="127.0.0.1", port=0)
-    running.start()
-    yield running
-    running.stop()
+    with running(document) as started:
+        yield started
 
 
 def post(daemon: Daemon, body: dict[str, Any], token: str | None = TOKEN) -> tuple[int, Any]:
@@ -177,29 +192,17 @@ def test_writing_events_needs_the_token_and_bad_events_are_refused_with_the_fiel
     assert json.loads(call(daemon, "GET", "/api/v1/events")[2])["events"] == []
 
 
-def test_recorded_events_survive_a_restart(tmp_path: Path, live_demo_warehouse: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    monkeypatch.setenv("KPIMON_API_TOKEN", TOKEN)
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    config = parse_config(demo_document(tmp_path))
-    first = Daemon(config, host="127.0.0.1", port=0)
-    first.start()
-    try:
-        window = {"kind": "exclusion", "reason": "backfill", "start": "2026-11-01T00:00:00Z",
-                  "end": "2026-11-02T00:00:00Z"}  # fmt: skip
+def test_recorded_events_survive_a_restart(live_demo: Path) -> None:
+    window = {"kind": "exclusion", "reason": "backfill", "start": "2026-11-01T00:00:00Z",
+              "end": "2026-11-02T00:00:00Z"}  # fmt: skip
+    with running(demo_document(live_demo)) as first:
         status, recorded = post(first, window)
         assert status == 201
-    finally:
-        first.stop()
-    second = Daemon(config, host="127.0.0.1", port=0)
-    second.start()
-    try:
+    with running(demo_document(live_demo)) as second:
         listed = json.loads(call(second, "GET", "/api/v1/events")[2])["events"]
-        assert [(e["id"], e["reason"], e["checks"]) for e in listed] == [
-            (recorded["id"], "backfill", [])
-        ]
-    finally:
-        second.stop()
+    assert [(e["id"], e["reason"], e["checks"]) for e in listed] == [
+        (recorded["id"], "backfill", [])
+    ]
 
 
 def test_the_calendar_is_refused_at_load_with_its_field(tmp_path: Path) -> None:
@@ -235,20 +238,13 @@ def test_a_calendar_in_defaults_applies_where_a_check_has_none(tmp_path: Path) -
 
 
 def test_a_recorded_event_becomes_a_grafana_annotation(
-    tmp_path: Path, live_demo_warehouse: Path, monkeypatch: pytest.MonkeyPatch,
-    grafana: tuple[str, list[tuple[dict[str, str], Any]]],  # noqa: F811
-) -> None:  # fmt: skip
+    live_demo: Path, grafana: tuple[str, list[tuple[dict[str, str], Any]]]  # noqa: F811
+) -> None:
     url, received = grafana
-    monkeypatch.setenv("KPIMON_API_TOKEN", TOKEN)
-    shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
-    document = demo_document(tmp_path)
+    document = demo_document(live_demo)
     document["grafana"] = {"url": url, "token": "glsa_canary", "dashboard_uid": "kpi-monitor"}
-    running = Daemon(parse_config(document), host="127.0.0.1", port=0)
-    running.start()
-    try:
-        assert post(running, SALE)[0] == 201
-    finally:
-        running.stop()
+    with running(document) as started:
+        assert post(started, SALE)[0] == 201
     [(_, (path, body))] = received
     assert path == "/api/annotations"
     assert body["tags"] == ["kpi-monitor", "calendar", "event", "revenue", "orders_rows"]
