@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -38,6 +38,8 @@ _M = TypeVar("_M", bound=BaseModel)
 
 NOTIFICATIONS_LISTED = 500
 CALENDAR_AHEAD = timedelta(days=90)  # a check's upcoming holidays and events, in its answer
+EARLIEST_SINCE = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_SINCE = datetime(2200, 12, 31, tzinfo=UTC)
 MAX_BODY_BYTES = 64 * 1024
 MAX_DEPLOYMENT_BYTES = 8 * 1024 * 1024  # a compacted dbt manifest of a large project
 # Bodies from this size on are gzipped for clients that accept it (Prometheus does): /metrics of
@@ -423,6 +425,9 @@ class Api:
         since = request.since or self.engine.clock()
         if since.tzinfo is None:
             raise HttpError(400, "since: give a time zone, e.g. 2026-11-26T10:00:00Z")
+        if not EARLIEST_SINCE <= since <= LATEST_SINCE:
+            # the detector's clock (pandas, nanoseconds) cannot hold such a time
+            raise HttpError(400, f"since: {since.isoformat()} is out of range (1970 to 2200)")
         resolved = self.engine.rebaseline(name, since)
         return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
 

@@ -8,17 +8,35 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from monitor.calendar.days import Calendar, Event, Exclusion, Moment, check_region
 
 if TYPE_CHECKING:
     from monitor.config import CheckConfig
 
+EARLIEST, LATEST = date(1970, 1, 1), date(2200, 12, 31)
+
+
+def _in_range(moment: Moment) -> Moment:
+    day = moment.date() if isinstance(moment, datetime) else moment
+    if not EARLIEST <= day <= LATEST:
+        raise ValueError(f"{moment.isoformat()} is out of range: give a time from 1970 to 2200")
+    return moment
+
+
 # an instant first: "2026-11-27T00:00:00Z" is that instant, not a local date
-When = AwareDatetime | date
+When = Annotated[AwareDatetime | date, AfterValidator(_in_range)]
 
 
 def _ordered(start: Moment, end: Moment, names: tuple[str, str]) -> None:

@@ -47,7 +47,9 @@ SAME_DAY_BUCKETS = 6  # earlier buckets of the same holiday day that say how the
 MIN_LEARNED = 3  # earlier holiday or event buckets needed to learn the widening
 LEVEL_DAYS = 28  # the regular level around an occurrence: the four weeks before it
 SLOT_WEEKS = 4  # the regular forecast of a slot: the same weekday and hour, four weeks back
-KEEP_DAYS = 800  # a comparison needs last year's occurrence: keep two years and a bit
+KEEP_DAYS = 800  # a comparison needs last year's occurrence: kept two years and a bit
+# regular buckets kept: the spread's four weeks, each with the four weeks of its slot forecast
+REGULAR_DAYS = LEVEL_DAYS + 7 * SLOT_WEEKS + 1
 _DAY_NS = 86_400 * 10**9
 _WEEK_NS = 7 * _DAY_NS
 
@@ -56,9 +58,14 @@ UNJUDGED = Mark(learn=False, judge=False)
 
 @dataclass(frozen=True)
 class _Seen:
+    """A holiday or event bucket, with what a later occurrence is compared through: the
+    regular forecast of its slot and the regular level before its occurrence, as they were."""
+
     ns: int
     value: float
     tag: Tag
+    base: float | None
+    level: float | None
 
 
 class Marker:
@@ -75,13 +82,14 @@ class Marker:
         self.sensitivity = sensitivity
         self._regular_ns: list[int] = []
         self._regular: list[float] = []
-        self._values: dict[int, float] = {}  # every bucket seen, by its start
         self._occurrences: dict[tuple[str, int, int], list[_Seen]] = {}
         # |deviation| of earlier holidays and events from their slot's forecast, in log1p units
         self._deviations: list[tuple[int, float]] = []
         self._spread: tuple[int, float] | None = None  # (local day, robust sd), per day
-        # per holiday or event day: the sum of its values so far and of their slot forecasts
-        self._same_day: dict[tuple[str, object, int], tuple[float, float, int]] = {}
+        self._pruned = -1  # the local day of data memory was last trimmed on
+        # per holiday or event day: the sum of its values so far, of their slot forecasts, how
+        # many, and the newest
+        self._same_day: dict[tuple[str, object, int], tuple[float, float, int, int]] = {}
 
     def marks(self, buckets: pd.DatetimeIndex, values: npt.ArrayLike) -> list[Mark]:
         """The marks of these buckets (after every bucket marked before), learning them."""
@@ -95,7 +103,8 @@ class Marker:
         for ns, value, tag in zip(stamps.tolist(), vals.tolist(), tags, strict=True):
             out.append(REGULAR if tag is None else self._mark(ns, tag))
             self._remember(ns, value, tag)
-        self._forget_before(int(stamps[-1]) - KEEP_DAYS * _DAY_NS if len(stamps) else 0)
+        if len(stamps):
+            self._forget(int(stamps[-1]))
         return out
 
     # ------------------------------------------------------------------ one bucket
@@ -134,12 +143,10 @@ class Marker:
         for seen in reversed(self._occurrences.get((tag.name, tag.day, tag.hour), [])):
             if seen.tag.occurrence == tag.occurrence or not math.isfinite(seen.value):
                 continue
-            slot_then = self._slot_forecast(seen.ns)
-            if slot_now is not None and slot_then is not None and slot_then > 0:
-                return seen.value * slot_now / slot_then
-            level_then = self._level(seen.ns - seen.tag.day * _DAY_NS)
-            if level_now is not None and level_then is not None and level_then > 0:
-                return seen.value * level_now / level_then
+            if slot_now is not None and seen.base is not None and seen.base > 0:
+                return seen.value * slot_now / seen.base
+            if level_now is not None and seen.level is not None and seen.level > 0:
+                return seen.value * level_now / seen.level
         return None
 
     def _level(self, start_ns: int) -> float | None:
@@ -191,8 +198,8 @@ class Marker:
         lo = bisect.bisect_left(self._regular_ns, ns - LEVEL_DAYS * _DAY_NS)
         deviations = [
             d
-            for t in self._regular_ns[lo:]
-            if (d := self._deviation(t, self._values[t])) is not None
+            for t, v in zip(self._regular_ns[lo:], self._regular[lo:], strict=True)
+            if (d := self._deviation(t, v)) is not None
         ]
         spread = 1.4826 * float(np.median(np.abs(deviations))) if len(deviations) >= 7 else None
         self._spread = (day, spread or 0.0)
@@ -206,37 +213,41 @@ class Marker:
 
     # ------------------------------------------------------------------ memory
     def _remember(self, ns: int, value: float, tag: Tag | None) -> None:
-        self._values[ns] = value
         if tag is None:
             self._regular_ns.append(ns)
             self._regular.append(value)
             return
         if not tag.judged:
             return
-        self._occurrences.setdefault((tag.name, tag.day, tag.hour), []).append(
-            _Seen(ns, value, tag)
-        )
         base = self._slot_forecast(ns)
+        level = self._level(ns - tag.day * _DAY_NS)
+        self._occurrences.setdefault((tag.name, tag.day, tag.hour), []).append(
+            _Seen(ns, value, tag, base, level)
+        )
         if base is None or base < 0 or not value >= 0:
             return
         self._deviations.append((ns, abs(math.log1p(value) - math.log1p(base))))
         if self.bucket_seconds < 86400 and base > 0:
             key = (tag.name, tag.occurrence, tag.day)
-            total, expected, count = self._same_day.get(key, (0.0, 0.0, 0))
-            self._same_day[key] = (total + value, expected + base, count + 1)
+            total, expected, count, _ = self._same_day.get(key, (0.0, 0.0, 0, ns))
+            self._same_day[key] = (total + value, expected + base, count + 1, ns)
 
-    def _forget_before(self, cutoff: int) -> None:
-        if not self._regular_ns or self._regular_ns[0] >= cutoff:
+    def _forget(self, newest: int) -> None:
+        """Drop what no later mark needs, once a day of data (so a step copies nothing)."""
+        day = newest // _DAY_NS
+        if day == self._pruned:
             return
-        cut = bisect.bisect_left(self._regular_ns, cutoff)
+        self._pruned = day
+        regular = newest - REGULAR_DAYS * _DAY_NS
+        cut = bisect.bisect_left(self._regular_ns, regular)
         del self._regular_ns[:cut], self._regular[:cut]
-        self._values = {t: v for t, v in self._values.items() if t >= cutoff}
-        self._deviations = [(t, d) for t, d in self._deviations if t >= cutoff]
-        self._same_day = {k: v for k, v in self._same_day.items() if v[2] < 24}
+        self._same_day = {k: v for k, v in self._same_day.items() if v[3] >= regular}
+        kept = newest - KEEP_DAYS * _DAY_NS
+        self._deviations = [(t, d) for t, d in self._deviations if t >= kept]
         for key, seen in list(self._occurrences.items()):
-            kept = [s for s in seen if s.ns >= cutoff]
-            if kept:
-                self._occurrences[key] = kept
+            recent = [s for s in seen if s.ns >= kept]
+            if recent:
+                self._occurrences[key] = recent
             else:
                 del self._occurrences[key]
 

@@ -128,3 +128,19 @@ def test_marks_are_causal_a_bucket_is_marked_alike_however_the_history_is_fed() 
     for bucket, value in series.iloc[cut:].items():
         stepped += marker.marks(pd.DatetimeIndex([bucket]), [value])
     assert stepped == whole
+
+
+def test_a_marker_keeps_a_bounded_memory_however_long_it_runs() -> None:
+    import pickle
+
+    calendar = Calendar(timezone=TZ, events=(Event("sale", date(2024, 1, 10), date(2024, 1, 10)),))
+    hours = pd.date_range("2024-01-01", periods=24 * 400, freq="h", tz="UTC")
+    values = np.random.default_rng(2).poisson(100, len(hours)).astype(float)
+    marker = Marker(calendar, 3600, 4.0)
+    sizes = []
+    for day in range(0, 400, 20):  # twenty days at a time, as a daemon would over months
+        chunk = slice(day * 24, (day + 20) * 24)
+        marker.marks(hours[chunk], values[chunk])
+        sizes.append(len(pickle.dumps(marker)))
+    # about two months of regular hours are kept: the size stops growing after that
+    assert max(sizes[4:]) < 1.2 * sizes[4]
