@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -34,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.calendar_corpus import CalendarSeries, Market, corpus
+from benchmarks.calendar_corpus import CalendarSeries, Market, corpus, make_series
 from monitor.alerts.state import AlertPolicy
 from monitor.backtest import replay
 from monitor.calendar.days import Calendar
+from monitor.calendar.detector import detector_for
 from monitor.detection import DetectorSpec
 
 NAB_DIR = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "nab"
@@ -197,6 +199,27 @@ def nyc_taxi(nab_dir: Path) -> dict[str, object] | None:
     return out
 
 
+def step_cost(series: CalendarSeries) -> tuple[float, float]:
+    """CPU milliseconds per ``step`` of the hourly series' last four weeks, after a ``warm``
+    of what comes before: without and with its calendar (best of three)."""
+    spec = DetectorSpec(series.bucket_seconds, timezone=series.calendar.timezone)
+    index = pd.DatetimeIndex(series.frame["timestamp"])
+    values = series.frame["value"].to_numpy()
+    cut = len(index) - 28 * 24
+    costs = []
+    for calendar in (None, series.calendar):
+        best = math.inf
+        for _ in range(3):
+            detector = detector_for(spec, calendar)
+            detector.warm(index[:cut], values[:cut])
+            t0 = time.process_time()
+            for bucket, value in zip(index[cut:], values[cut:], strict=True):
+                detector.step(bucket, float(value))
+            best = min(best, (time.process_time() - t0) / (len(index) - cut) * 1000)
+        costs.append(best)
+    return costs[0], costs[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--smoke", action="store_true", help="one seed, both markets and grains")
@@ -213,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = run(range(seeds), markets)
     print_table(results, seeds)
+    plain, marked = step_cost(make_series("US", "hour", 0))
+    print(f"one step of an hourly series: {plain:.3f} ms CPU without a calendar, {marked:.3f} ms "
+          "with the US holidays and events")  # fmt: skip
     taxi = nyc_taxi(args.nab_dir)
     if taxi is None:
         print(f"NAB {NYC_TAXI}: not in {args.nab_dir}; not run")

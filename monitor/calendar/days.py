@@ -10,12 +10,14 @@ instants it covers ``[start, end)``, and a bucket belongs to it when they overla
 from __future__ import annotations
 
 import functools
+import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
 import holidays
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 Kind = Literal["holiday", "event", "exclusion"]
@@ -23,6 +25,7 @@ OnHoliday = Literal["compare", "widen", "mute"]
 Moment = date | datetime
 
 BEFORE_LEARN_FROM = "before learn_from"
+_NS = 10**9
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ def _holidays(country: str, subdivision: str | None, year: int) -> tuple[tuple[d
     return tuple(sorted((day, "; ".join(found.get_list(day))) for day in found))
 
 
+@functools.lru_cache(maxsize=256)
+def _holidays_by_day(country: str, subdivision: str | None, year: int) -> dict[date, str]:
+    return dict(_holidays(country, subdivision, year))
+
+
 def check_region(country: str, subdivision: str | None) -> None:
     """:raises ValueError: naming the country or subdivision the holidays package lacks."""
     supported = holidays.list_supported_countries()
@@ -160,47 +168,62 @@ class Calendar:
     def tags(self, buckets: pd.DatetimeIndex, bucket_seconds: int) -> list[Tag | None]:
         """One tag per bucket (None: a regular bucket). An exclusion or a bucket before
         ``learn_from`` wins over an event, an event over a holiday."""
-        tags: list[Tag | None] = [None] * len(buckets)
-        if self.empty or len(buckets) == 0:
-            return tags
-        utc = _utc(buckets)
-        local = utc.tz_convert(self.timezone)
-        days = np.asarray(local.date)
-        hours = np.asarray(local.hour) if bucket_seconds < 86400 else np.zeros(len(utc), int)
-        ends = utc + pd.Timedelta(seconds=bucket_seconds)
-        for day, name in self.holidays_in(days[0], days[-1]):
-            for i in np.flatnonzero(days == day):
-                tags[i] = Tag("holiday", name, day, 0, int(hours[i]))
-        for event in self.events:
-            self._cover(tags, utc, ends, days, hours, "event", event.name, event.start, event.end)
-        for exclusion in self.exclusions:
-            self._cover(tags, utc, ends, days, hours, "exclusion", exclusion.reason,
-                        exclusion.start, exclusion.end)  # fmt: skip
-        if self.learn_from is not None:
-            first = self._instant(self.learn_from, end=False)
-            for i in np.flatnonzero(np.asarray(utc < first)):
-                tags[i] = Tag("exclusion", BEFORE_LEARN_FROM, days[0], 0, int(hours[i]))
-        return tags
+        return [tag for _, tag in self.tagged(_utc(buckets).as_unit("ns").asi8, bucket_seconds)]
 
-    def _cover(
-        self,
-        tags: list[Tag | None],
-        utc: pd.DatetimeIndex,
-        ends: pd.DatetimeIndex,
-        days: np.ndarray,
-        hours: np.ndarray,
-        kind: Kind,
-        name: str,
-        start: Moment,
-        end: Moment,
-    ) -> None:
-        lo, hi = self.bounds(start, end)
-        inside = np.flatnonzero(np.asarray((utc < hi) & (ends > lo)))
-        if inside.size == 0:
-            return
-        first = lo.tz_convert(self.timezone).date()
-        for i in inside:
-            tags[i] = Tag(kind, name, first, max((days[i] - first).days, 0), int(hours[i]))
+    def tagged(
+        self, stamps: npt.NDArray[np.int64], bucket_seconds: int
+    ) -> list[tuple[int, Tag | None]]:
+        """Per bucket start (UTC nanoseconds): its local wall-clock time (nanoseconds, as if
+        UTC) and its tag. A loop over plain numbers: a daemon's step marks one bucket."""
+        zone = zoneinfo.ZoneInfo(self.timezone)
+        step = bucket_seconds * _NS
+        daily = bucket_seconds >= 86400
+        windows = self._windows
+        learn_from = self._learn_from_ns
+        out: list[tuple[int, Tag | None]] = []
+        for ns in stamps.tolist():
+            local = datetime.fromtimestamp(ns // _NS, zone)
+            offset = local.utcoffset()
+            wall = ns + (int(offset.total_seconds()) * _NS if offset is not None else 0)
+            if self.empty:
+                out.append((wall, None))
+                continue
+            day, hour = local.date(), 0 if daily else local.hour
+            tag: Tag | None = None
+            name = self._holiday_on(day)
+            if name is not None:
+                tag = Tag("holiday", name, day, 0, hour)
+            for lo, hi, kind, label, first in windows:  # in order: exclusions last, they win
+                if ns < hi and ns + step > lo:
+                    tag = Tag(kind, label, first, max((day - first).days, 0), hour)
+            if learn_from is not None and ns < learn_from:
+                tag = Tag("exclusion", BEFORE_LEARN_FROM, day, 0, hour)
+            out.append((wall, tag))
+        return out
+
+    def _holiday_on(self, day: date) -> str | None:
+        if self.country is None:
+            return None
+        return _holidays_by_day(self.country, self.subdivision, day.year).get(day)
+
+    @functools.cached_property
+    def _windows(self) -> tuple[tuple[int, int, Kind, str, date], ...]:
+        """Events then exclusions: ``[lo, hi)`` in UTC nanoseconds, kind, name, first local day."""
+        found: list[tuple[int, int, Kind, str, date]] = []
+        named: list[tuple[Kind, str, Moment, Moment]] = [
+            *(("event", e.name, e.start, e.end) for e in self.events),
+            *(("exclusion", x.reason, x.start, x.end) for x in self.exclusions),
+        ]
+        for kind, name, start, end in named:
+            lo, hi = self.bounds(start, end)
+            found.append((lo.value, hi.value, kind, name, lo.tz_convert(self.timezone).date()))
+        return tuple(found)
+
+    @functools.cached_property
+    def _learn_from_ns(self) -> int | None:
+        if self.learn_from is None:
+            return None
+        return int(self._instant(self.learn_from, end=False).value)
 
     def spans(self, start: pd.Timestamp, end: pd.Timestamp) -> list[Span]:
         """Every holiday, event and exclusion overlapping ``[start, end)``, in order of start."""

@@ -41,7 +41,7 @@ class CalendarDetector(Detector):
 
     def step(self, bucket: pd.Timestamp, value: float, mark: Mark | None = None) -> Verdict:
         """As :meth:`Detector.step`, the bucket marked by the calendar unless ``mark`` is given."""
-        [found] = self._marker.marks(pd.DatetimeIndex([bucket]), [value])
+        found = self._marker.mark(bucket, value)
         return super().step(bucket, value, mark or found)
 
 

@@ -93,18 +93,25 @@ class Marker:
 
     def marks(self, buckets: pd.DatetimeIndex, values: npt.ArrayLike) -> list[Mark]:
         """The marks of these buckets (after every bucket marked before), learning them."""
-        vals = np.asarray(values, dtype=np.float64).ravel()
         index = pd.DatetimeIndex(buckets)
         utc = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-        tags = self.calendar.tags(utc, self.bucket_seconds)
+        return self._marks(utc.as_unit("ns").asi8, np.asarray(values, dtype=np.float64).ravel())
+
+    def mark(self, bucket: pd.Timestamp, value: float) -> Mark:
+        """The mark of one bucket (after every bucket marked before), learning it."""
+        ts = pd.Timestamp(bucket)
+        ns = (ts.tz_localize("UTC") if ts.tzinfo is None else ts).as_unit("ns").value
+        return self._marks(np.array([ns], dtype=np.int64), np.array([value]))[0]
+
+    def _marks(self, stamps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]) -> list[Mark]:
         # wall-clock times: a week before is the same weekday and local hour across DST
-        stamps = utc.tz_convert(self.calendar.timezone).tz_localize(None).as_unit("ns").asi8
+        tagged = self.calendar.tagged(stamps, self.bucket_seconds)
         out: list[Mark] = []
-        for ns, value, tag in zip(stamps.tolist(), vals.tolist(), tags, strict=True):
+        for (ns, tag), value in zip(tagged, values.tolist(), strict=True):
             out.append(REGULAR if tag is None else self._mark(ns, tag))
             self._remember(ns, value, tag)
-        if len(stamps):
-            self._forget(int(stamps[-1]))
+        if tagged:
+            self._forget(tagged[-1][0])
         return out
 
     # ------------------------------------------------------------------ one bucket
