@@ -350,7 +350,6 @@ class Api:
                 "error": last.error,
             },
             "series": [series_json(s) for s in self.engine.series(name)],
-            "calendar": self._calendar_json(check),
         }
 
     def _calendar_json(self, check: CheckConfig) -> dict[str, Any] | None:
@@ -374,7 +373,11 @@ class Api:
         return _json(200, {"checks": [self._check_json(c.name) for c in self.engine.config.checks]})
 
     def get_check(self, name: str) -> Response:
-        return _json(200, self._check_json(name))
+        answer = self._check_json(name)
+        check = self.engine.config.check(name)
+        assert check is not None  # _check_json answered 404 otherwise
+        # one check's answer only: a list of 2,000 checks would compute every calendar
+        return _json(200, {**answer, "calendar": self._calendar_json(check)})
 
     def list_notifications(self) -> Response:
         """Messages not delivered yet and those given up, newest first."""

@@ -266,3 +266,20 @@ def test_the_check_page_shades_the_calendar_and_escapes_its_names(daemon: Daemon
     assert "&lt;script&gt;alert(1)&lt;/script&gt; sale" in page
     assert "<script>" not in page
     assert '<span class="key event">event</span>' in page
+
+
+def test_the_alert_chart_carries_the_calendar_of_its_buckets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    times = demo.build(tmp_path / "demo.duckdb", now=DEMO_NOW, campaign=True)
+    start, end = times.campaign
+    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_START", start.isoformat())
+    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_END", end.isoformat())
+    config = parse_config(demo_document(tmp_path), "demo.yaml")
+    engine = Engine(config, open_warehouses(config), StateStore(tmp_path / "state.db"), Metrics(),
+                    channels=["slack"], clock=lambda: DEMO_NOW, chart_buckets=72)  # fmt: skip
+    engine.run("signups")
+    [opened] = [e.notification for e in engine.store.pending("slack", due=DEMO_NOW + timedelta(hours=1))
+                if e.kind == "alert" and e.notification.check == "signups"]  # fmt: skip
+    assert len(opened.history) == 72
+    assert opened.calendar == [["event", "Referral campaign", start.isoformat(), end.isoformat()]]
