@@ -5,6 +5,7 @@ a picture of what alerted."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -222,3 +223,31 @@ def test_an_unknown_country_is_refused_by_name(
 ) -> None:
     assert main(["backtest", "--csv", str(incident_csv), "--country", "XX"]) == 2
     assert "unknown country 'XX'" in capsys.readouterr().err
+
+
+def test_a_checks_backtest_uses_its_calendar_and_the_events_recorded_in_the_store(
+    tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitor.calendar.config import EventRequest, RecordedEvent
+
+    assert backtest(live_config, "signups", "1d") == 0
+    plain = capsys.readouterr().out
+    assert "signups: alert at" in plain  # the demo's signup spike
+    # an exclusion over the spike, recorded through the API into the daemon's store
+    now = datetime.now(UTC)
+    window = EventRequest.model_validate({
+        "kind": "exclusion", "reason": "signup bot", "checks": ["signups"],
+        "start": (now - timedelta(hours=8)).isoformat(), "end": (now + timedelta(hours=3)).isoformat(),
+    })  # fmt: skip
+    recorded = RecordedEvent.new(window, now)
+    store = StateStore.open(StateConfig(path=str(tmp_path / "kpimon-state.db")))
+    try:
+        store.save_calendar_event(recorded.id, now, json.dumps(recorded.json()))
+        plot = tmp_path / "signups.png"
+        assert backtest(live_config, "signups", "1d", "--plot", str(plot)) == 0
+    finally:
+        store.close()
+    excluded = capsys.readouterr().out
+    assert "signups: alert at" not in excluded
+    exclusion = np.array([0x6B, 0x72, 0x80]) / 255 * 0.15 + 0.85
+    assert pixels_like(plot.read_bytes(), exclusion, 0.02) > 200
