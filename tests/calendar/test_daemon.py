@@ -283,3 +283,21 @@ def test_the_alert_chart_carries_the_calendar_of_its_buckets(
                 if e.kind == "alert" and e.notification.check == "signups"]  # fmt: skip
     assert len(opened.history) == 72
     assert opened.calendar == [["event", "Referral campaign", start.isoformat(), end.isoformat()]]
+
+
+def test_a_restart_with_a_calendar_sends_nothing_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    times = demo.build(tmp_path / "demo.duckdb", now=DEMO_NOW, campaign=True)
+    start, end = times.campaign
+    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_START", start.isoformat())
+    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_END", end.isoformat())
+    config = parse_config(demo_document(tmp_path), "demo.yaml")
+    first = engine_for(config, tmp_path / "state.db", [DEMO_NOW])
+    assert first.run("signups").outcome == "anomaly"
+    queued = len(first.store.outbox(["pending"]))
+    later = [DEMO_NOW + timedelta(minutes=20)]
+    restarted = engine_for(config, tmp_path / "state.db", later)  # models from the cache
+    assert restarted.run("signups").outcome == "anomaly"
+    assert len(restarted.store.outbox(["pending"])) == queued  # nothing queued again
+    assert signups_alert_starts(restarted) == [times.signup_spike[0].to_pydatetime()]
