@@ -45,16 +45,24 @@ def signups_alert_starts(engine: Engine) -> list[datetime]:
     ]
 
 
+def campaign_demo(
+    directory: Path, monkeypatch: pytest.MonkeyPatch, *, declared: bool = True
+) -> tuple[Config, demo.DemoTimes]:
+    """The demo at DEMO_NOW with its referral campaign, declared as `kpi-monitor demo` does."""
+    times = demo.build(directory / "demo.duckdb", now=DEMO_NOW, campaign=True)
+    if declared:
+        start, end = times.campaign
+        monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_START", start.isoformat())
+        monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_END", end.isoformat())
+    return parse_config(demo_document(directory), "demo.yaml"), times
+
+
 @pytest.mark.parametrize("declared", [True, False])
 def test_the_demo_campaign_is_a_configured_event_and_does_not_alert(
     declared: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    times = demo.build(tmp_path / "demo.duckdb", now=DEMO_NOW, campaign=True)
-    start, end = times.campaign
-    if declared:  # as `kpi-monitor demo` does
-        monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_START", start.isoformat())
-        monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_END", end.isoformat())
-    config = parse_config(demo_document(tmp_path), "demo.yaml")
+    config, times = campaign_demo(tmp_path, monkeypatch, declared=declared)
+    start = times.campaign[0]
     engine = engine_for(config, tmp_path / "state.db", [DEMO_NOW])
     assert engine.run("signups").outcome == "anomaly"  # the spike after it still fires
     spike = times.signup_spike[0].to_pydatetime()
@@ -271,11 +279,8 @@ def test_the_check_page_shades_the_calendar_and_escapes_its_names(daemon: Daemon
 def test_the_alert_chart_carries_the_calendar_of_its_buckets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    times = demo.build(tmp_path / "demo.duckdb", now=DEMO_NOW, campaign=True)
+    config, times = campaign_demo(tmp_path, monkeypatch)
     start, end = times.campaign
-    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_START", start.isoformat())
-    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_END", end.isoformat())
-    config = parse_config(demo_document(tmp_path), "demo.yaml")
     engine = Engine(config, open_warehouses(config), StateStore(tmp_path / "state.db"), Metrics(),
                     channels=["slack"], clock=lambda: DEMO_NOW, chart_buckets=72)  # fmt: skip
     engine.run("signups")
@@ -288,11 +293,7 @@ def test_the_alert_chart_carries_the_calendar_of_its_buckets(
 def test_a_restart_with_a_calendar_sends_nothing_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    times = demo.build(tmp_path / "demo.duckdb", now=DEMO_NOW, campaign=True)
-    start, end = times.campaign
-    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_START", start.isoformat())
-    monkeypatch.setenv("KPIMON_DEMO_CAMPAIGN_END", end.isoformat())
-    config = parse_config(demo_document(tmp_path), "demo.yaml")
+    config, times = campaign_demo(tmp_path, monkeypatch)
     first = engine_for(config, tmp_path / "state.db", [DEMO_NOW])
     assert first.run("signups").outcome == "anomaly"
     queued = len(first.store.outbox(["pending"]))
