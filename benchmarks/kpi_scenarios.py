@@ -36,6 +36,7 @@ SCENARIOS: dict[str, bool] = {
     "missing_buckets": False,
     "holiday": False,
     "late_partial_bucket": False,
+    "month_end": False,
     "acknowledged_shift": True,
     "deployment_shift": True,
     "gradual_drift": True,
@@ -253,6 +254,10 @@ def make_series(scenario: str, grain: Grain, seed: int) -> Series:
             length = 24 if hourly else 1
             mean[day : day + length] *= rng.uniform(0.4, 0.7)
             ignore.append((day, day + length - 1))
+    elif scenario == "month_end":
+        # closing and payroll: the last day of every month well above the rest (at daily
+        # grain the model learns it from the third month on; hourly checks do not)
+        mean *= np.where(np.asarray(idx.is_month_end), rng.uniform(1.5, 2.0), 1.0)
     elif scenario == "late_partial_bucket":
         post.append((n - 1, n, rng.uniform(0.2, 0.6)))
         complete_before = idx[-1]  # the last bucket has not ended: incomplete

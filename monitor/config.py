@@ -448,7 +448,8 @@ class CheckConfig(_Model):
     def effective_lookback(self) -> timedelta:
         if self.lookback is not None:
             return self.lookback
-        return timedelta(weeks=8) if self.grain == "hour" else timedelta(weeks=26)
+        # daily: two years and more, so the date of the year can be learned (detection.dates)
+        return timedelta(weeks=8) if self.grain == "hour" else timedelta(weeks=110)
 
     @property
     def effective_alert_after(self) -> int:

@@ -19,17 +19,14 @@ from pathlib import Path
 
 import numba
 
-# the modules whose kernels are compiled (and cached) together
-KERNEL_MODULES = (
-    "rings", "windows", "scales", "forecasters", "scoring", "intermittent", "episodes", "kernel",
-)  # fmt: skip
-
 
 def cache_key() -> str:
+    """A digest of every module of the package (a list of the kernel modules would go stale
+    the day one is added) and of the numba and Python versions."""
     digest = hashlib.sha256(f"{numba.__version__} {sys.version}".encode())
-    here = Path(__file__).parent
-    for name in KERNEL_MODULES:
-        digest.update((here / f"{name}.py").read_bytes())
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(module.name.encode())
+        digest.update(module.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from monitor.detection import kernel
+from monitor.detection import dates, kernel
 from monitor.detection.episodes import BOTH, DOWN, UP
 from monitor.detection.forecasters import FORECASTERS
 from monitor.detection.geometry import Geometry, geometry
@@ -78,6 +78,8 @@ class Detector:
         self._hw_week = np.zeros(max(g.week, 1))
         self._slot_sigma = np.full(max(g.day, 1), np.nan)
         self._scales = np.full(len(g.spans), np.nan)
+        self._dated = np.full(g.long_ring if g.dated else 1, np.nan)
+        self._dated_table = np.zeros((3, dates.KINDS))
 
     # ----------------------------------------------------------------- what it knows
     @property
@@ -96,10 +98,18 @@ class Detector:
         return FORECASTERS[int(self._state[0]["chosen"])]
 
     @property
+    def date_effect(self) -> str:
+        """The effect of the date beyond the week the series is forecast with (daily grain,
+        chosen by a blind test): ``none``, ``day of month``, ``month end``, ``business day`` or
+        ``yearly``."""
+        return dates.NAMES[int(self._state[0]["dated_kind"])]
+
+    @property
     def nbytes(self) -> int:
         """Memory the model keeps: its buffers and state."""
         arrays = (self._state, self._x, self._shapes, self._rings, self._windows, self._counts,
-                  self._hw_day, self._hw_week, self._slot_sigma, self._scales)  # fmt: skip
+                  self._hw_day, self._hw_week, self._slot_sigma, self._scales, self._dated,
+                  self._dated_table)  # fmt: skip
         return sum(a.nbytes for a in arrays)
 
     @property
@@ -250,7 +260,8 @@ class Detector:
         return kernel.run(
             self._state, self._geo_array, self._judging, self._rings, self._shapes, self._x,
             self._windows, self._counts, self._hw_day, self._hw_week, self._slot_sigma,
-            self._spans, self._scales, index, values, stamps, judge, marks.learn, marks.widen,
+            self._spans, self._scales, self._dated, self._dated_table, index, values, stamps,
+            judge, marks.learn, marks.widen,
             marks.expected, out,
         )  # fmt: skip
 

@@ -64,9 +64,11 @@ def season(
     first: int,
     newest: int,
     work: FloatArray,
+    tiebreak: float,
 ) -> tuple[float, int]:
     """The seasonal median at ``index`` (NaN without a sample) and how many of the slot's own
-    samples it rests on."""
+    samples it rests on. With two samples, ``tiebreak`` (the shorter period's shape, when
+    known) is a third: the mean of two is no defence against one anomalous cycle."""
     own = 0
     lo, hi = math.inf, -math.inf
     for k in range(1, cycles + 1):
@@ -77,7 +79,11 @@ def season(
             lo, hi = min(lo, v), max(hi, v)
     if own == 0:
         return NAN, 0
-    own_median = median(work, own)
+    if own == 2 and tiebreak == tiebreak:
+        work[2] = tiebreak
+        own_median = median(work, 3)
+    else:
+        own_median = median(work, own)
     if pool == 0:
         return own_median, own
     m = own

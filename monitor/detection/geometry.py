@@ -27,6 +27,8 @@ SUSTAINED_SUBDAILY = (2, 3, 4, 6, 12, 24)
 SUSTAINED_DAILY = (2, 3, 5, 7)
 # the scale is chosen with at least this many buckets of out-of-sample residuals
 SCALE_MIN_SAMPLES = 48
+# days of residuals a daily series keeps for the effects of the date: two years, and a margin
+DATED_HISTORY = 2 * 366 + 8
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class Geometry:
     replays."""
     short_ring: int
     """Buffer of everything else: the calibration window and the shorter look-backs."""
+    dated: int
+    """1 at daily grain: effects of the date beyond the week (monitor.detection.dates) are
+    learned, and the long buffer holds two years and more."""
 
     @property
     def periods(self) -> tuple[int, int]:
@@ -73,12 +78,12 @@ class Geometry:
 
 KERNEL_FIELDS = (
     "week", "day", "cycles", "pool", "level_window", "level_short", "spread_window", "refresh",
-    "min_history", "scale_every", "quiet_span", "long_ring", "short_ring",
+    "min_history", "scale_every", "quiet_span", "long_ring", "short_ring", "dated",
 )  # fmt: skip
 # the positions of those fields in Geometry.as_array(), for the kernels
 (
     G_WEEK, G_DAY, G_CYCLES, G_POOL, G_LEVEL, G_LEVEL_SHORT, G_SPREAD, G_REFRESH, G_MIN_HISTORY,
-    G_SCALE_EVERY, G_QUIET_SPAN, G_LONG_RING, G_SHORT_RING,
+    G_SCALE_EVERY, G_QUIET_SPAN, G_LONG_RING, G_SHORT_RING, G_DATED,
 ) = range(len(KERNEL_FIELDS))  # fmt: skip
 
 
@@ -99,6 +104,8 @@ def geometry(spec: DetectorSpec) -> Geometry:
     longest = max(week, day, 1)
     short = max(spread_window + refresh, spec.season_cycles * (day or 1) + pool, level_window,
                 longest, max(spans)) + 2  # fmt: skip
+    dated = 1 if b == DAY else 0
+    long = max(spec.season_cycles * longest + pool, short, DATED_HISTORY * dated) + 1
     return Geometry(
         week=week,
         day=day,
@@ -112,6 +119,7 @@ def geometry(spec: DetectorSpec) -> Geometry:
         scale_every=week or 7,
         quiet_span=DAY // b,
         spans=spans,
-        long_ring=ring_size(max(spec.season_cycles * longest + pool, short) + 1),
+        long_ring=ring_size(long),
         short_ring=ring_size(short),
+        dated=dated,
     )

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from monitor.detection import intermittent
+from monitor.detection import dates, intermittent
 from monitor.detection.episodes import BOTH, DOWN, POINT, UP, holds, judged_span, remember
 from monitor.detection.forecasters import (
     LEVEL_LONG,
@@ -30,6 +30,7 @@ from monitor.detection.forecasters import (
 )
 from monitor.detection.geometry import (
     G_CYCLES,
+    G_DATED,
     G_DAY,
     G_LEVEL,
     G_LEVEL_SHORT,
@@ -77,6 +78,8 @@ def run(
     slot_sigma: FloatArray,
     spans: IntArray,
     scales: FloatArray,
+    dated_ring: FloatArray,
+    dated_table: FloatArray,
     indices: IntArray,
     values: FloatArray,
     stamps: IntArray,
@@ -89,7 +92,9 @@ def run(
     """Forecast, judge (where ``judge``) and learn (where ``learn``) each bucket of ``indices``
     (local, increasing) with ``values`` (finite) and ``stamps`` (UTC ns); ``widen`` and
     ``expected_at`` (NaN: the forecast) are the calendar's marks (monitor.detection.marks): a
-    bucket that is not learned leaves a gap behind it. ``rings`` rows: see ``RING_*``;
+    bucket that is not learned leaves a gap behind it. ``dated_ring`` and ``dated_table``:
+    the uncorrected residuals and the blind test of the date's effects (daily grain, see
+    monitor.detection.dates). ``rings`` rows: see ``RING_*``;
     ``windows``: the level's sorted windows per seasonal regime, then each period's level
     window. Returns how many buckets it took: fewer when the scale must change
     (``state.rebuild``)."""
@@ -105,21 +110,23 @@ def run(
     work = np.empty(size)
     work2 = np.empty(size)
     table = np.empty((6, window + 1))
+    effects = np.full(dates.KINDS, NAN)
     for j in range(indices.shape[0]):
         index, v = indices[j], values[j]
         if s.newest != NO_INDEX and index > s.newest + 1:
-            _gap(s, rings, shapes_long, x_ring, windows, counts, index)
+            _gap(s, rings, shapes_long, x_ring, dated_ring, windows, counts, index)
         first = s.first if s.first != NO_INDEX else index
         newest = before = s.newest
         y = forward(v, s.lam, s.shift)
         # ---- forecasts, from what was learned before this bucket
         s0, own0 = NAN, 0
         s1, own1 = NAN, 0
-        if periods[0] > 0:
-            s0, own0 = season(shapes_long, index, periods[0], cycles, pool, first, newest, work)
-        if periods[1] > 0:  # kept up for when a gap in the weekly profile needs it
+        if periods[1] > 0:  # kept up for when the weekly profile is short or has a gap
             s1, own1 = season(rings[RING_DAY_SHAPES], index, periods[1], cycles, pool, first,
-                              newest, work)  # fmt: skip
+                              newest, work, NAN)  # fmt: skip
+        if periods[0] > 0:
+            s0, own0 = season(shapes_long, index, periods[0], cycles, pool, first, newest, work,
+                              s1 if own1 >= 3 and not intermittent.applies(s) else NAN)  # fmt: skip
         regime, base = 2, 0.0
         if own0 >= 2:
             regime, base = 0, s0
@@ -129,10 +136,19 @@ def run(
         _slide_level(s, source, windows, counts, regime, index, geo[G_LEVEL], geo[G_LEVEL_SHORT],
                      first, newest)  # fmt: skip
         lvl = level(windows, counts, geo[G_LEVEL_SHORT])
+        dated = 0.0  # the date's effects: the position in the month the blind test chose,
+        if geo[G_DATED]:  # and the date of the year once two years agree on it
+            for k in range(1, dates.KINDS):
+                effects[k] = dates.effect(dated_ring, k, index, first, newest, work)
+            if s.dated_kind != dates.NONE and effects[s.dated_kind] == effects[s.dated_kind]:
+                dated = effects[s.dated_kind]
+            year = dates.yearly(dated_ring, s.dated_kind, index, first, newest, work)
+            if year == year:
+                dated += year
         forecasts = (
-            base + lvl,
-            smoothing_forecast(s, hw_day, hw_week, index, day, week),
-            base + s.fast_level,
+            base + lvl + dated,
+            smoothing_forecast(s, hw_day, hw_week, index, day, week) + dated,
+            base + s.fast_level + dated,
         )
         # ---- judge
         judged = False
@@ -170,6 +186,11 @@ def run(
                                              else 0.0))  # fmt: skip
         for k in range(3):
             put(resid[k], index, y - forecasts[k])
+        if geo[G_DATED]:
+            uncorrected = y - (forecasts[s.chosen] - dated)
+            if uncorrected == uncorrected:
+                s.dated_kind = dates.score(dated_table, effects, uncorrected)
+            put(dated_ring, index, uncorrected)
         put(rings[RING_REGIME], index, y - s0)
         put(rings[RING_REGIME + 1], index, y - s1)
         if s.first == NO_INDEX:
@@ -178,7 +199,7 @@ def run(
         s.learned += 1
         first, newest = s.first, index
         smoothing_learn(s, hw_day, hw_week, index, y, forecasts[SMOOTHING], day, week)
-        fast_learn(s, y - base)
+        fast_learn(s, y - base - dated)
         for k in range(2):
             if periods[k] > 0:
                 # the shapes whose period window this bucket completes: its own and, after a
@@ -221,6 +242,7 @@ def _gap(
     rings: FloatArray,
     shapes_long: FloatArray,
     x_ring: FloatArray,
+    dated_ring: FloatArray,
     windows: FloatArray,
     counts: IntArray,
     index: int,
@@ -233,6 +255,7 @@ def _gap(
         clear(rings[r], s.newest + 1, index)
     clear(shapes_long, s.newest + 1, index)
     clear(x_ring, s.newest + 1, index)
+    clear(dated_ring, s.newest + 1, index)
     for k in range(max(s.newest + 1, index - rings.shape[1]), index):
         put(rings[RING_SUM], k, last_sum)
         put(rings[RING_COUNT], k, last_count)

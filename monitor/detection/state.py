@@ -50,6 +50,7 @@ STATE = np.dtype(
         ("size_sigma", np.float64),
         ("scales_at", np.int64),  # the week start the sustained test's scales were taken at
         ("scales_of", np.int64),  # ... for this forecaster's residuals
+        ("dated_kind", np.int64),  # the effect of the date applied (monitor.detection.dates)
         # episodes (monitor.detection.episodes)
         ("run", np.int64),  # anomalous verdicts in a row, as the alert state machine counts
         ("sign", np.int64),  # direction of the latest anomalous run while it holds, else 0

@@ -91,8 +91,8 @@ def test_quiet_on_clean_hourly_seasonal_series_with_trend(seed: int) -> None:
     det = warmed(DetectorSpec(HOUR), idx, v, 2 * 168)
     verdicts = step_all(det, idx[2 * 168 :], v[2 * 168 :])
     flagged = sum(x.anomalous for x in verdicts)
-    # 6 weeks = 1008 buckets: at most a rare isolated tail event
-    assert flagged <= 2, [(x.bucket, x.value, x.expected) for x in verdicts if x.anomalous]
+    # 6 weeks = 1008 buckets: at most the rare tail events of its noise (0.3%)
+    assert flagged <= 3, [(x.bucket, x.value, x.expected) for x in verdicts if x.anomalous]
     assert all(x.expected is not None for x in verdicts)
 
 
@@ -686,3 +686,17 @@ def test_warm_equivalence_with_pooled_five_minute_slots(split: int) -> None:
     warm = warmed(spec, idx, v, split)
     tail = slice(split, split + 400)
     assert same(step_all(warm, idx[tail], v[tail]), step_all(stepped, idx[tail], v[tail]))
+
+
+def test_an_outage_in_one_of_two_known_weeks_does_not_halve_the_weekly_profile() -> None:
+    idx, values = hourly_orders(21, weeks=3)
+    values = values.copy()
+    outage = slice(24 + 9, 24 + 12)  # Tuesday 09:00-12:00 of the first week
+    values[outage] = 0.0
+    detector = Detector(DetectorSpec(HOUR))
+    two_weeks_on = 2 * 168 + 24 + 9
+    verdicts = detector.warm(idx[: two_weeks_on + 3], values[: two_weeks_on + 3], judge_last=3)
+    for verdict, usual in zip(verdicts, values[two_weeks_on : two_weeks_on + 3], strict=True):
+        assert verdict.expected is not None
+        assert verdict.expected == pytest.approx(usual, rel=0.3)
+        assert not verdict.anomalous
