@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from monitor.alerts.state import AlertPolicy, AlertState, advance
-from monitor.detection import Detector, DetectorSpec, Verdict
+from monitor.calendar.days import Calendar
+from monitor.calendar.detector import detector_for
+from monitor.detection import DetectorSpec, Verdict
 
 Aggregate = Literal["mean", "sum", "last", "max", "min"]
 
@@ -124,6 +126,7 @@ def replay(
     acknowledge: Iterable[object] = (),
     complete_before: object | None = None,
     rules: Callable[[Verdict], Verdict] | None = None,
+    calendar: Calendar | None = None,
 ) -> Replay:
     """Replay ``frame`` bucket by bucket, causally, through Detector and the alert state machine.
 
@@ -134,7 +137,8 @@ def replay(
     the episode and stops alerting on it. ``complete_before``: buckets ending after this instant
     are incomplete; they are neither scored nor learned, exactly as in the daemon. ``rules``:
     applied to each verdict before the alert state machine, as the daemon applies a check's
-    fixed bounds (:func:`monitor.rules.apply_bounds`).
+    fixed bounds (:func:`monitor.rules.apply_bounds`). ``calendar``: the check's holidays,
+    events and exclusion windows, marked on each bucket as the daemon marks them.
     """
     policy = policy or AlertPolicy()
     if timestamp_column not in frame.columns or value_column not in frame.columns:
@@ -161,7 +165,7 @@ def replay(
         grouped = grouped[np.asarray(end <= cutoff)]
     acks = sorted(_utc(pd.Series(list(acknowledge), dtype="object")).dropna())
 
-    detector = Detector(spec)
+    detector = detector_for(spec, calendar)
     state = AlertState()
     episodes: list[Episode] = []
     n = len(grouped)

@@ -60,7 +60,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     directory = Path(args.dir).resolve()
     os.environ["KPIMON_DEMO_DIR"] = str(directory)
-    times = demo.build(directory / "demo.duckdb")
+    times = demo.build(directory / "demo.duckdb", campaign=True)
+    # config/demo.yaml's campaign event
+    start, end = times.campaign
+    os.environ["KPIMON_DEMO_CAMPAIGN_START"] = start.isoformat()
+    os.environ["KPIMON_DEMO_CAMPAIGN_END"] = end.isoformat()
     print(
         f"kpi-monitor demo: warehouse written to {directory / 'demo.duckdb'}"
         f" (incidents live as of {times.now:%Y-%m-%d %H:%M} UTC)",
@@ -356,6 +360,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="normal buckets that resolve it (default: the daemon's, 2, and two hours below an "
         "hourly grain)",
     )
+    csv.add_argument(
+        "--timezone", default="UTC", help="the series' business time zone (default UTC)"
+    )
+    csv.add_argument(
+        "--country", help="mark this country's public holidays (ISO code: US, DE...)"
+    )
+    csv.add_argument("--subdivision", help="with --country: a state or region (CA, BY...)")
+    csv.add_argument(
+        "--on-holiday",
+        choices=("compare", "widen", "mute"),
+        default="compare",
+        help="how a holiday is judged (a check's `on_holiday`; default compare)",
+    )
     csv.add_argument("--min", type=float, help="a fixed lower bound (a check's `min`)")
     csv.add_argument("--max", type=float, help="a fixed upper bound (a check's `max`)")
     output = backtest.add_argument_group("output")
@@ -367,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument(
         "--plot",
         metavar="OUT.png",
-        help="draw what alerted: values, band, anomalies, alert episodes, deployments",
+        help="draw what alerted: values, band, anomalies, alert episodes, deployments, "
+        "holidays, events and exclusion windows",
     )
     backtest.set_defaults(func=cmd_backtest)
 

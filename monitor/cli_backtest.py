@@ -10,6 +10,7 @@ the limit learned from the loads before each moment.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,8 @@ import pandas as pd
 
 from monitor.alerts.state import AlertPolicy
 from monitor.backtest import Episode, Replay, infer_bucket_seconds, replay
+from monitor.calendar.config import RecordedEvent, calendar_for
+from monitor.calendar.days import Calendar, Span, check_region
 from monitor.config import GRAIN_SECONDS, CheckConfig, Config
 from monitor.detection import DetectorSpec
 from monitor.durations import is_cron, parse_duration
@@ -49,7 +52,13 @@ def backtest_csv(args: argparse.Namespace) -> int:
         seconds = GRAIN_SECONDS[args.grain]
     else:
         seconds = int(parse_duration(args.grain).total_seconds())
-    spec = DetectorSpec(seconds)
+    try:
+        spec = DetectorSpec(seconds, timezone=args.timezone)
+        if args.country is not None:
+            check_region(args.country, args.subdivision)
+    except ValueError as exc:
+        raise KpiMonitorError(f"backtest: {exc}") from None
+    calendar = Calendar(args.timezone, args.country, args.subdivision, on_holiday=args.on_holiday)
     if args.sensitivity is not None:
         spec = replace(spec, sensitivity=args.sensitivity)
     daemon = AlertPolicy.for_grain(seconds)  # unless told otherwise, what the daemon would send
@@ -72,16 +81,18 @@ def backtest_csv(args: argparse.Namespace) -> int:
         timestamp_column=args.timestamp_column,
         value_column=args.value_column,
         rules=lambda v: apply_bounds(v, bounds, policy.open_after),
+        calendar=calendar,
     )
     print(f"{len(result.rows)} rows in {seconds}s buckets")
-    print_episodes("", result.episodes, "UTC")
+    print_episodes("", result.episodes, args.timezone)
     if args.out:
         result.rows.to_csv(args.out, index=False)
         print(f"scored rows -> {args.out}")
     if args.plot:
         title = f"{Path(args.csv).name}: backtest"
         png = render_backtest([Panel(Path(args.csv).stem, result.buckets, result.episodes)],
-                              title=title)  # fmt: skip
+                              title=title, timezone=args.timezone,
+                              spans=_spans(calendar, result))  # fmt: skip
         Path(args.plot).write_bytes(png)
         print(f"chart of {len(result.buckets)} buckets -> {args.plot}")
     return EXIT_OK
@@ -92,13 +103,15 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
 
     now = datetime.now(UTC)
     shown_from = pd.Timestamp(now - parse_duration(args.since))
+    marks, recorded = _from_store(config, check, shown_from)
+    calendar = calendar_for(check, recorded)
     name = config.warehouse_of(check)
     warehouse = open_warehouse(name, config.all_warehouses()[name])
     try:
         if check.kind == "freshness":
             replays = {"": _replay_freshness(check, warehouse, shown_from, now)}
         else:
-            replays = _replay_series(check, warehouse, shown_from, now)
+            replays = _replay_series(check, warehouse, shown_from, now, calendar)
     finally:
         warehouse.close()
     if not replays:
@@ -123,9 +136,9 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
         panels = _panels(check, shown, args.segment)
         unit = "seconds" if check.kind == "freshness" else ""
         title = f"{check.name}: backtest from {moment(shown_from, check.timezone)}"
-        marks = _deployments(config, check, shown_from)
+        spans = calendar.spans(shown_from, pd.Timestamp(now)) if check.kind != "freshness" else []
         png = render_backtest(panels, title=title, timezone=check.timezone, unit=unit,
-                              marks=marks)  # fmt: skip
+                              marks=marks, spans=spans)  # fmt: skip
         Path(args.plot).write_bytes(png)
         drawn = ", ".join(p.label for p in panels[:MAX_PANELS])
         more = f" and {len(panels) - MAX_PANELS} more" if len(panels) > MAX_PANELS else ""
@@ -134,7 +147,11 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
 
 
 def _replay_series(
-    check: CheckConfig, warehouse: Warehouse, shown_from: pd.Timestamp, now: datetime
+    check: CheckConfig,
+    warehouse: Warehouse,
+    shown_from: pd.Timestamp,
+    now: datetime,
+    calendar: Calendar,
 ) -> dict[str, Replay]:
     from monitor.buckets import bucket_start, last_complete, next_bucket
     from monitor.engine import alert_policy, detector_spec
@@ -156,6 +173,7 @@ def _replay_series(
             policy,
             aggregate="sum",
             rules=lambda v: apply_bounds(v, bounds, policy.open_after),
+            calendar=calendar,
         )
         for segment, series in found.items()
         if not series.empty
@@ -214,30 +232,43 @@ def _panels(check: CheckConfig, shown: dict[str, Replay], wanted: str | None) ->
     return [Panel(label(s), shown[s].buckets, shown[s].episodes) for s in chosen]
 
 
-def _deployments(config: Config, check: CheckConfig, shown_from: pd.Timestamp) -> list[Mark]:
-    """Deployments that watched the check since ``shown_from``, from the daemon's state store
-    (read only when it exists: a backtest never creates one; and beside the daemon, without
-    taking the lock that keeps a second daemon off the file)."""
+def _from_store(
+    config: Config, check: CheckConfig, shown_from: pd.Timestamp
+) -> tuple[list[Mark], list[RecordedEvent]]:
+    """Deployments that watched the check since ``shown_from``, and the calendar events and
+    exclusions recorded through the API, from the daemon's state store (read only when it
+    exists: a backtest never creates one; and beside the daemon, without taking the lock that
+    keeps a second daemon off the file)."""
     from monitor.deployments import Deployment
     from monitor.store import StateStore
 
     if config.state.url is None and not Path(config.state.path).exists():
-        return []
+        return [], []
     try:
         store = StateStore.open(config.state, exclusive=False)
         try:
             documents = store.deployments(since=shown_from.to_pydatetime())
+            events = store.calendar_events()
         finally:
             store.close()
     except StateStoreError as exc:
-        print(f"deployments not marked: {exc}")
-        return []
+        print(f"deployments and recorded events not used: {exc}")
+        return [], []
     deployments = [Deployment.from_json(d) for d in documents]
-    return [
+    marks = [
         Mark(pd.Timestamp(d.received_at), f"{d.id} ({d.environment})")
         for d in deployments
         if d.watched(check.name) is not None
     ]
+    return marks, [RecordedEvent.from_json(json.loads(e)) for e in events]
+
+
+def _spans(calendar: Calendar, result: Replay) -> list[Span]:
+    if result.buckets.empty:
+        return []
+    buckets = pd.to_datetime(result.buckets["bucket"], utc=True)
+    end = buckets.max() + pd.Timedelta(seconds=result.bucket_seconds)
+    return calendar.spans(buckets.min(), end)
 
 
 def print_episodes(

@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.calendar.config import CalendarConfig, ExclusionConfig, OnHoliday, When
 from monitor.config_errors import Wording, did_you_mean, join, nearest
 from monitor.dbt import ArtifactError
 from monitor.dbt_checks import DeclaredCheck, declared_checks
@@ -422,6 +423,10 @@ class CheckConfig(_Model):
     models: list[str] = Field(default_factory=list)
     channel: str | None = None
     mute_until: datetime | None = None
+    calendar: CalendarConfig | None = None
+    exclude: list[ExclusionConfig] = Field(default_factory=list, max_length=1000)
+    learn_from: When | None = None
+    on_holiday: OnHoliday = "compare"
     post_deploy_window: PositiveDuration = timedelta(hours=6)
     post_deploy_interval: PositiveDuration = timedelta(minutes=5)
 

@@ -83,6 +83,7 @@ class Daemon:
             clock=self.clock,
             chart_buckets=_chart_buckets(config),
         )
+        annotator = GrafanaAnnotator(config.grafana) if config.grafana else None
         self.watcher = DeploymentWatcher(
             config,
             self.store,
@@ -90,7 +91,7 @@ class Daemon:
             self.metrics,
             channels=self.dispatcher.channels,
             clock=self.engine.clock,
-            annotate=GrafanaAnnotator(config.grafana) if config.grafana else None,
+            annotate=annotator,
         )
         self.engine.cause = self.watcher.cause
         self.engine.after_run = self.watcher.observe
@@ -104,6 +105,7 @@ class Daemon:
             deployments=self.watcher,
             watch=self.scheduler.watch,
             reload=self.reload,
+            annotate=annotator.event if annotator is not None else None,
         )
         try:
             self.http = HttpServer(
@@ -204,6 +206,8 @@ class Daemon:
             after_run=self.watcher.observe,
         )
         with self.scheduler.paused(RELOAD_PAUSE_SECONDS):
+            # one book of recorded events: none recorded since the new engine was built is lost
+            engine.calendars = self.engine.calendars
             for name in plan.removed:
                 self.engine.retire(name, RETIRED)
             for name in plan.kept:

@@ -3,7 +3,10 @@
 Orders follow a daily and weekly rhythm in New York time, grow slowly, and carry Poisson and
 day-to-day noise. Three incidents are live when the demo starts: orders from Germany collapse,
 the raw events table stops loading, and signups spike; they end one to two hours later, so the
-alerts resolve while the demo runs. Rows are also written for the next 24 hours (each appears
+alerts resolve while the demo runs. `kpi-monitor demo` also runs a referral campaign that more
+than doubles signups for four hours before their spike: a configured event (its times come from
+KPIMON_DEMO_CAMPAIGN_START and _END, set by the command, in config/demo.yaml), so it does not
+alert. Rows are also written for the next 24 hours (each appears
 in the table at once, but buckets are judged only once complete and freshness ignores rows
 stamped in the future) so the demo stays live for a day without a writer fighting the monitor
 for the DuckDB file lock.
@@ -27,6 +30,7 @@ SEED = 20261126
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "JP", "CA", "AU")
 COUNTRY_SHARE = (0.42, 0.14, 0.10, 0.10, 0.09, 0.07, 0.05, 0.03)
 BROKEN_COUNTRY = "DE"
+CAMPAIGN_EFFECT = 1.5  # the campaign's signups: +150%, as config/demo.yaml expects
 
 # What the demo breaks, as (check, segment): the series whose alert must fire, and no others.
 INCIDENTS: frozenset[tuple[str, str]] = frozenset(
@@ -51,6 +55,11 @@ class DemoTimes:
     @property
     def signup_spike(self) -> tuple[pd.Timestamp, pd.Timestamp]:
         return self.hour - pd.Timedelta(hours=3), self.hour + pd.Timedelta(hours=1)
+
+    @property
+    def campaign(self) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """A referral campaign: signups x2.5 for four hours, ending before their incident."""
+        return self.hour - pd.Timedelta(hours=9), self.hour - pd.Timedelta(hours=5)
 
     @property
     def events_stopped(self) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -85,8 +94,11 @@ def _timestamps(
     return pd.DatetimeIndex(starts + offsets)
 
 
-def build(path: str | Path, now: datetime | None = None, seed: int = SEED) -> DemoTimes:
-    """Write the demo warehouse to ``path`` (replacing it) and return its incident times."""
+def build(
+    path: str | Path, now: datetime | None = None, seed: int = SEED, *, campaign: bool = False
+) -> DemoTimes:
+    """Write the demo warehouse to ``path`` (replacing it) and return its incident times; with
+    ``campaign``, signups also follow the referral campaign (see :attr:`DemoTimes.campaign`)."""
     times = DemoTimes((now or datetime.now(UTC)).astimezone(UTC))
     rng = np.random.default_rng(seed)
     first = times.hour - pd.Timedelta(HISTORY)
@@ -94,7 +106,7 @@ def build(path: str | Path, now: datetime | None = None, seed: int = SEED) -> De
     rhythm = _rhythm(hours)
 
     orders = _orders(hours, rhythm, times, rng)
-    signups = _signups(hours, rhythm, times, rng)
+    signups = _signups(hours, rhythm, times, rng, campaign)
     events = _events(hours, rhythm, times, rng)
 
     target = Path(path)
@@ -150,9 +162,16 @@ def _orders(
 
 
 def _signups(
-    hours: pd.DatetimeIndex, rhythm: np.ndarray, times: DemoTimes, rng: np.random.Generator
+    hours: pd.DatetimeIndex,
+    rhythm: np.ndarray,
+    times: DemoTimes,
+    rng: np.random.Generator,
+    campaign: bool,
 ) -> pd.DataFrame:
     rate = 80.0 * rhythm * _day_noise(hours, rng, 0.05)
+    if campaign:
+        start, end = times.campaign
+        rate = np.where((hours >= start) & (hours < end), rate * (1 + CAMPAIGN_EFFECT), rate)
     start, end = times.signup_spike
     rate = np.where((hours >= start) & (hours < end), rate * 6.0, rate)
     signup_ts = _timestamps(hours, rng.poisson(rate), rng)

@@ -25,6 +25,9 @@ from monitor.alerts.links import render_link
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
 from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
+from monitor.calendar.book import CalendarBook
+from monitor.calendar.config import EventRequest, RecordedEvent
+from monitor.calendar.detector import detector_for
 from monitor.config import CheckConfig, Config
 from monitor.detection import Detector, DetectorSpec, Verdict
 from monitor.errors import (
@@ -176,6 +179,8 @@ class Engine:
         self.chart_buckets = chart_buckets
         self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
+        self.calendars = CalendarBook(store, clock)
+        self._recalendared: set[str] = set()  # checks whose models predate a calendar change
         self._states = store.load_states()
         # per check: the newest bucket any of its series has judged (see ``_rewind``)
         self._judged_until: dict[str, datetime] = {}
@@ -260,7 +265,8 @@ class Engine:
             return {}
         with self._guard:
             rebaselined = self._rebaselines.get(name)
-        return self._replays.judged(check, saved[2], buckets, (fingerprint(check), rebaselined))
+        key = (fingerprint(check), rebaselined, self.calendars.calendar(check))
+        return self._replays.judged(check, saved[2], buckets, key)
 
     def rebaseline(self, name: str, since: datetime) -> list[Notification]:
         """Accept a check's level from ``since`` on (an intended change).
@@ -382,6 +388,30 @@ class Engine:
             extra={"fields": {"check": name, "reason": reason, "resolved": len(notes)}},
         )
         return notes
+
+    def record_event(self, request: EventRequest) -> RecordedEvent:
+        """Record a calendar event or exclusion window (persisted); the checks it applies to
+        rebuild their models with it at their next run.
+
+        :raises monitor.calendar.book.UnknownChecks: for a check name not configured."""
+        event = self.calendars.record(request, self.config)
+        self._recalendar(event)
+        return event
+
+    def delete_event(self, event_id: str) -> RecordedEvent | None:
+        """Remove a recorded event or exclusion (None: no such id)."""
+        event = self.calendars.delete(event_id)
+        if event is not None:
+            self._recalendar(event)
+        return event
+
+    def _recalendar(self, event: RecordedEvent) -> None:
+        with self._guard:
+            self._recalendared.update(
+                c.name
+                for c in self.config.checks
+                if c.kind != "freshness" and event.applies_to(c.name)
+            )
 
     def mute(self, name: str, until: datetime, reason: str) -> None:
         """Send no notification for the check until ``until`` (a planned backfill); its metrics
@@ -522,6 +552,11 @@ class Engine:
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> tuple[list[SeriesStatus], list[Notification]]:
+        with self._guard:
+            recalendared = check.name in self._recalendared
+            self._recalendared.discard(check.name)
+        if recalendared:
+            self._forget(check.name)  # rebuilt with the new marks; judged buckets stay judged
         if check.name not in self._restored:
             self._restored.add(check.name)
             self._restore(check, now)
@@ -697,7 +732,7 @@ class Engine:
         stepping through it gives (``backtest``'s). The older half is what the model learns
         before its verdicts are worth recording: judged on its second day, a model pages on its
         own immaturity, and those episodes would number the real ones."""
-        model = Detector(detector_spec(check))
+        model = detector_for(detector_spec(check), self.calendars.calendar(check))
         judged = len(buckets) - len(buckets) // 2 if judge else 0
         verdicts = model.warm(buckets, values, judge_last=judged)
         restarted = self._rebaselines.get(check.name)
@@ -972,9 +1007,18 @@ class Engine:
             if transition is not None:
                 note = self._notification(check, segment, verdict, transition)
                 if note.kind == "opened" and chart is not None and self.channels:
-                    note = replace(note, history=chart(segment))
+                    rows = chart(segment)
+                    note = replace(note, history=rows, calendar=self._chart_calendar(check, rows))
                 notes.append(note)
         return _Judged(segment, verdicts, state, notes)
+
+    def _chart_calendar(self, check: CheckConfig, rows: list[list[Any]]) -> list[list[str]]:
+        """The holidays, events and exclusions over an alert chart's buckets."""
+        if not rows or check.kind == "freshness":
+            return []
+        first, last = to_utc(pd.Timestamp(rows[0][0])), to_utc(pd.Timestamp(rows[-1][0]))
+        spans = self.calendars.calendar(check).spans(first, last + pd.Timedelta(seconds=1))
+        return [[s.kind, s.name, s.start.isoformat(), s.end.isoformat()] for s in spans]
 
     def _commit(
         self, check: CheckConfig, judged: list[_Judged]

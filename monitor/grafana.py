@@ -1,4 +1,5 @@
-"""Deployments as Grafana annotations (``POST /api/annotations``), when Grafana is configured."""
+"""Deployments, and the calendar events and exclusion windows recorded through the API, as
+Grafana annotations (``POST /api/annotations``), when Grafana is configured."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import urllib.error
 import urllib.request
 
+from monitor.calendar.config import RecordedEvent
+from monitor.calendar.days import Calendar
 from monitor.config import GrafanaConfig
 from monitor.deployments import Deployment
 
@@ -30,15 +33,43 @@ def annotation(deployment: Deployment, dashboard_uid: str | None) -> dict[str, o
     return body
 
 
+def event_annotation(
+    event: RecordedEvent, timezone: str, dashboard_uid: str | None
+) -> dict[str, object]:
+    """A region from the event's start to its end (dates are whole days in ``timezone``),
+    tagged with its kind and the checks it applies to."""
+    q = event.request
+    start, end = Calendar(timezone=timezone).bounds(q.start, q.until)
+    what = q.name if q.kind == "event" else f"Excluded: {q.reason}"
+    scope = f" ({', '.join(q.checks)})" if q.checks else " (every check)"
+    body: dict[str, object] = {
+        "time": int(start.timestamp() * 1000),
+        "timeEnd": int(end.timestamp() * 1000),
+        "tags": ["kpi-monitor", "calendar", q.kind, *q.checks],
+        "text": f"{what}{scope}",
+    }
+    if dashboard_uid:
+        body["dashboardUID"] = dashboard_uid
+    return body
+
+
 class GrafanaAnnotator:
     def __init__(self, config: GrafanaConfig) -> None:
         self.config = config
 
     def __call__(self, deployment: Deployment) -> None:
         """Post the annotation; a failure is logged, never raised (it must not block a deploy)."""
+        self._post(annotation(deployment, self.config.dashboard_uid), {"deployment": deployment.id})
+
+    def event(self, event: RecordedEvent, timezone: str) -> None:
+        """Annotate a recorded event or exclusion; a failure is logged, never raised."""
+        body = event_annotation(event, timezone, self.config.dashboard_uid)
+        self._post(body, {"event": event.id})
+
+    def _post(self, body: dict[str, object], about: dict[str, str]) -> None:
         request = urllib.request.Request(  # noqa: S310 - the Grafana URL comes from config
             self.config.url.rstrip("/") + "/api/annotations",
-            data=json.dumps(annotation(deployment, self.config.dashboard_uid)).encode(),
+            data=json.dumps(body).encode(),
             method="POST",
             headers={
                 "Content-Type": "application/json",
@@ -52,5 +83,5 @@ class GrafanaAnnotator:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             log.warning(
                 "grafana annotation failed",
-                extra={"fields": {"deployment": deployment.id, "error": str(reason)}},
+                extra={"fields": {**about, "error": str(reason)}},
             )

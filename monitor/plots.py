@@ -3,7 +3,8 @@
 One panel per series (the segments that alerted, or the one asked for), stacked: the observed
 values, the expected line and the band (clipped by the axes where it is far wider than the data,
 as while a model warms up), anomalous buckets in red, each alert episode shaded from its first
-anomalous bucket to its resolution, and deployments as labelled vertical lines. Times are shown in
+anomalous bucket to its resolution, the calendar's holidays, events and exclusion windows shaded
+faintly in their own colours, and deployments as labelled vertical lines. Times are shown in
 the check's business time zone, which the axis names.
 """
 
@@ -20,8 +21,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from monitor.alerts.charts import RENDER_LOCK, finish_axes
+from monitor.alerts.charts import RENDER_LOCK, draw_spans, finish_axes
 from monitor.backtest import Episode
+from monitor.calendar.days import Span
 
 WIDTH_PX = 1200
 PANEL_PX = 260
@@ -61,8 +63,10 @@ def render_backtest(
     timezone: str = "UTC",
     unit: str = "",
     marks: Sequence[Mark] = (),
+    spans: Sequence[Span] = (),
 ) -> bytes:
-    """PNG of up to ``MAX_PANELS`` panels (the caller orders them, most telling first)."""
+    """PNG of up to ``MAX_PANELS`` panels (the caller orders them, most telling first), with
+    the calendar's holidays, events and exclusion windows shaded (``spans``)."""
     if not panels:
         raise ValueError("nothing to draw: no series")
     shown = list(panels)[:MAX_PANELS]
@@ -78,7 +82,7 @@ def render_backtest(
         for i, panel in enumerate(shown):
             bottom = top - (i + 1) * step
             ax = fig.add_axes((0.06, bottom + 0.16 * step, 0.92, 0.72 * step))
-            _panel(ax, panel, timezone, unit, marks, legend=i == 0)
+            _panel(ax, panel, timezone, unit, marks, spans, legend=i == 0)
         out = io.BytesIO()
         fig.savefig(out, format="png", dpi=_DPI, facecolor="white")
         return out.getvalue()
@@ -95,7 +99,14 @@ def _floats(column: pd.Series[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
 
 
 def _panel(
-    ax: Any, panel: Panel, timezone: str, unit: str, marks: Sequence[Mark], *, legend: bool
+    ax: Any,
+    panel: Panel,
+    timezone: str,
+    unit: str,
+    marks: Sequence[Mark],
+    spans: Sequence[Span],
+    *,
+    legend: bool,
 ) -> None:
     frame = panel.buckets.sort_values("bucket")
     x = _local(frame["bucket"], timezone)
@@ -103,6 +114,8 @@ def _panel(
     lower, upper = _floats(frame["lower"]), _floats(frame["upper"])
     anomalous = frame["anomalous"].fillna(False).astype(bool).to_numpy()
     end = x[-1] if len(x) else None
+    if len(x):
+        draw_spans(ax, spans, lambda t: _local([t], timezone)[0], (x[0], end))
     for episode in panel.episodes:
         since = _local([episode.since], timezone)[0]
         until = _local([episode.resolved], timezone)[0] if episode.resolved is not None else end

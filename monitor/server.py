@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
+from monitor.calendar.book import UnknownChecks
+from monitor.calendar.config import EventRequest, RecordedEvent
+from monitor.config import CheckConfig
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
 from monitor.errors import ConfigError, StateStoreError
@@ -35,6 +38,7 @@ _M = TypeVar("_M", bound=BaseModel)
 
 NOTIFICATIONS_LISTED = 500
 REBASELINE_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
+CALENDAR_AHEAD = timedelta(days=90)  # a check's upcoming holidays and events, in its answer
 MAX_BODY_BYTES = 64 * 1024
 MAX_DEPLOYMENT_BYTES = 8 * 1024 * 1024  # a compacted dbt manifest of a large project
 # Bodies from this size on are gzipped for clients that accept it (Prometheus does): /metrics of
@@ -149,6 +153,7 @@ class Api:
         deployments: DeploymentWatcher,
         watch: Callable[[Deployment], None],
         reload: Callable[[], ReloadPlan] | None = None,
+        annotate: Callable[[RecordedEvent, str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.reload = reload
@@ -158,6 +163,7 @@ class Api:
         self.token = token or None  # an empty token would match an empty Authorization
         self.deployments = deployments
         self.watch = watch
+        self.annotate = annotate  # a recorded event, in its checks' time zone: to Grafana
         self.pages = PageData(engine, engine.store, deployments)
         self._routes: list[tuple[re.Pattern[str], dict[str, Callable[..., Response]]]] = [
             (re.compile(r"^/metrics$"), {"GET": self.get_metrics}),
@@ -172,6 +178,8 @@ class Api:
             ),
             (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/mute$"), {"POST": self.post_mute}),
             (re.compile(r"^/api/v1/notifications$"), {"GET": self.list_notifications}),
+            (re.compile(r"^/api/v1/events$"), {"GET": self.list_events, "POST": self.post_event}),
+            (re.compile(r"^/api/v1/events/(?P<event_id>[^/]+)$"), {"DELETE": self.delete_event}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
             (re.compile(r"^/-/reload$"), {"POST": self.post_reload}),
             (
@@ -343,16 +351,66 @@ class Api:
             "series": [series_json(s) for s in self.engine.series(name)],
         }
 
+    def _calendar_json(self, check: CheckConfig) -> dict[str, Any] | None:
+        """A check's calendar: its settings and the holidays, events and exclusion windows
+        from its lookback to 90 days ahead (None for a freshness check: it has none)."""
+        if check.kind == "freshness":
+            return None
+        calendar = self.engine.calendars.calendar(check)
+        now = to_utc(self.engine.clock())
+        spans = calendar.spans(now - check.effective_lookback, now + CALENDAR_AHEAD)
+        return {
+            "country": calendar.country,
+            "subdivision": calendar.subdivision,
+            "on_holiday": calendar.on_holiday,
+            "widen": calendar.widen,
+            "learn_from": None if check.learn_from is None else check.learn_from.isoformat(),
+            "spans": [span.json() for span in spans],
+        }
+
     def list_checks(self) -> Response:
         return _json(200, {"checks": [self._check_json(c.name) for c in self.engine.config.checks]})
 
     def get_check(self, name: str) -> Response:
-        return _json(200, self._check_json(name))
+        answer = self._check_json(name)
+        check = self.engine.config.check(name)
+        assert check is not None  # _check_json answered 404 otherwise
+        # one check's answer only: a list of 2,000 checks would compute every calendar
+        return _json(200, {**answer, "calendar": self._calendar_json(check)})
 
     def list_notifications(self) -> Response:
         """Messages not delivered yet and those given up, newest first."""
         entries = self.engine.store.outbox(["pending", "failed"], limit=NOTIFICATIONS_LISTED)
         return _json(200, {"notifications": [outbox_json(e) for e in entries]})
+
+    def list_events(self) -> Response:
+        """The events and exclusion windows recorded through the API, oldest first."""
+        return _json(200, {"events": [e.json() for e in self.engine.calendars.events()]})
+
+    def post_event(self, body: object) -> Response:
+        request = _validate(EventRequest, body)
+        try:
+            event = self.engine.record_event(request)
+        except UnknownChecks as exc:
+            raise HttpError(400, str(exc)) from None
+        if self.annotate is not None:
+            self.annotate(event, self._zone(request.checks))
+        return _json(201, event.json())
+
+    def _zone(self, names: list[str]) -> str:
+        """The time zone of these checks (of every check when empty) if they share one, else
+        UTC: what the dates of an event mean on a Grafana annotation."""
+        checks = [c for c in self.engine.config.checks if not names or c.name in names]
+        zones = {c.timezone for c in checks}
+        return zones.pop() if len(zones) == 1 else "UTC"
+
+    def delete_event(self, event_id: str, body: object) -> Response:
+        if body not in (None, {}):
+            raise HttpError(400, "this call takes no body")
+        event = self.engine.delete_event(event_id)
+        if event is None:
+            raise HttpError(404, f"no event with id {event_id!r}")
+        return _json(200, {"deleted": event.json()})
 
     def post_run(self, name: str, body: object) -> Response:
         if self.engine.config.check(name) is None:

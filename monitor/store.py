@@ -23,8 +23,8 @@ from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
 # 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts;
-# 5: series_state.hold_sign, hold_evidence
-SCHEMA_VERSION = 5
+# 5: series_state.hold_sign, hold_evidence; 6: calendar_events
+SCHEMA_VERSION = 6
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -106,6 +106,11 @@ CREATE TABLE IF NOT EXISTS alert_events (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_events_check ON alert_events (check_name, created_at);
+CREATE TABLE IF NOT EXISTS calendar_events (
+    event_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    document TEXT NOT NULL
+);
 """
 
 
@@ -571,6 +576,25 @@ class StateStore:
                 " ON CONFLICT (check_name) DO UPDATE SET since = excluded.since",
                 (check, since.isoformat()),
             )
+
+    def calendar_events(self) -> list[str]:
+        """The events and exclusion windows recorded through the API (JSON documents), oldest
+        first."""
+        rows = self._read("SELECT document FROM calendar_events ORDER BY created_at, event_id")
+        return [str(document) for (document,) in rows]
+
+    def save_calendar_event(self, event_id: str, created_at: datetime, document: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO calendar_events (event_id, created_at, document) VALUES (?, ?, ?)",
+                (event_id, _instant(created_at), document),
+            )
+
+    def delete_calendar_event(self, event_id: str) -> bool:
+        """Whether there was such an event."""
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM calendar_events WHERE event_id = ?", (event_id,))
+            return _rowcount(cursor) > 0
 
     def load_history(
         self, check: str, fingerprint: str

@@ -203,3 +203,30 @@ def test_dollar_signs_are_drawn_not_read_as_a_formula() -> None:
     plain = ink(render_chart(history(), title="a"))
     # mathtext would draw "$a$" as one italic a; as text it is three characters
     assert ink(render_chart(history(), title="$a$")) > 2 * plain
+
+
+def test_holidays_events_and_exclusions_are_shaded_in_their_colours() -> None:
+    from monitor.alerts.charts import SPAN_COLOURS
+    from monitor.calendar.days import Span
+
+    frame = history()
+    start = frame["bucket"][24]
+    spans = [
+        Span("holiday", "Thanksgiving Day", start, start + pd.Timedelta(hours=24)),
+        Span("exclusion", "backfill $5 <b>", start + pd.Timedelta(hours=30),
+             start + pd.Timedelta(hours=36)),
+    ]  # fmt: skip
+    plain = plot(render_chart(frame, title="revenue"))
+    shaded = plot(render_chart(frame, title="revenue", spans=spans))
+
+    def tinted(image: np.ndarray, kind: str) -> np.ndarray:
+        colour = np.array([int(SPAN_COLOURS[kind][i : i + 2], 16) for i in (1, 3, 5)])
+        blended = 255 * 0.85 + colour * 0.15  # alpha 0.15 on white
+        return (abs(image - blended) < 6).all(axis=2)
+
+    [columns] = np.nonzero(tinted(shaded, "holiday").sum(axis=0) >= 20)
+    assert not tinted(plain, "holiday").any()
+    # hours 24 to 48 of 0 to 71, on axes from x = 76 to 881 (the band hides a little of it)
+    assert 76 + 805 * 22 / 71 < columns.min() < 76 + 805 * 26 / 71
+    assert 76 + 805 * 46 / 71 < columns.max() < 76 + 805 * 50 / 71
+    assert tinted(shaded, "exclusion").sum() > 500

@@ -5,6 +5,7 @@ a picture of what alerted."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,3 +191,63 @@ def test_the_plot_shades_episodes_and_marks_deployments() -> None:
                              marks=[Mark(idx[40], "ci-7 (prod)")], timezone="Europe/Berlin")
     assert pixels_like(plain, EPISODE_RGB) < 100 < 2000 < pixels_like(marked, EPISODE_RGB)  # anti-aliased red dots aside
     assert pixels_like(plain, DEPLOYMENT_RGB, 0.08) == 0 and pixels_like(marked, DEPLOYMENT_RGB, 0.08) > 20
+
+
+def test_a_csv_backtest_knows_a_countrys_holidays_as_local_days(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    days = pd.date_range("2024-06-03", "2025-12-31", freq="D", tz="America/New_York")
+    rng = np.random.default_rng(5)
+    values = 1000 * np.array([1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 0.9])[days.day_of_week]
+    values = values * rng.normal(1, 0.02, len(days))
+    for day in ("2024-11-28", "2024-12-25", "2025-11-27", "2025-12-25"):
+        values[days.get_loc(pd.Timestamp(day, tz="America/New_York"))] *= 0.4
+    csv = tmp_path / "revenue.csv"
+    # local midnights written in UTC, as a warehouse export would have them
+    pd.DataFrame({"timestamp": days.tz_convert("UTC"), "value": values}).to_csv(csv, index=False)
+    assert main(["backtest", "--csv", str(csv)]) == 0
+    plain = capsys.readouterr().out
+    plot = tmp_path / "plot.png"
+    assert main(["backtest", "--csv", str(csv), "--timezone", "America/New_York",
+                 "--country", "US", "--plot", str(plot)]) == 0  # fmt: skip
+    known = capsys.readouterr().out
+    assert "2025-12-25" in plain and "2025-11-27" in plain
+    assert "2025-12-25" not in known and "2025-11-27" not in known
+    assert "America/New_York" in known or "EST" in known
+    holiday = np.array([0x16, 0xA3, 0x4A]) / 255 * 0.15 + 0.85
+    assert pixels_like(plot.read_bytes(), holiday, 0.02) > 200
+
+
+def test_an_unknown_country_is_refused_by_name(
+    tmp_path: Path, incident_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backtest", "--csv", str(incident_csv), "--country", "XX"]) == 2
+    assert "unknown country 'XX'" in capsys.readouterr().err
+
+
+def test_a_checks_backtest_uses_its_calendar_and_the_events_recorded_in_the_store(
+    tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitor.calendar.config import EventRequest, RecordedEvent
+
+    assert backtest(live_config, "signups", "1d") == 0
+    plain = capsys.readouterr().out
+    assert "signups: alert at" in plain  # the demo's signup spike
+    # an exclusion over the spike, recorded through the API into the daemon's store
+    now = datetime.now(UTC)
+    window = EventRequest.model_validate({
+        "kind": "exclusion", "reason": "signup bot", "checks": ["signups"],
+        "start": (now - timedelta(hours=8)).isoformat(), "end": (now + timedelta(hours=3)).isoformat(),
+    })  # fmt: skip
+    recorded = RecordedEvent.new(window, now)
+    store = StateStore.open(StateConfig(path=str(tmp_path / "kpimon-state.db")))
+    try:
+        store.save_calendar_event(recorded.id, now, json.dumps(recorded.json()))
+        plot = tmp_path / "signups.png"
+        assert backtest(live_config, "signups", "1d", "--plot", str(plot)) == 0
+    finally:
+        store.close()
+    excluded = capsys.readouterr().out
+    assert "signups: alert at" not in excluded
+    exclusion = np.array([0x6B, 0x72, 0x80]) / 255 * 0.15 + 0.85
+    assert pixels_like(plot.read_bytes(), exclusion, 0.02) > 200

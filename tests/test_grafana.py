@@ -68,3 +68,25 @@ def test_an_unreachable_grafana_is_logged_not_raised(caplog: pytest.LogCaptureFi
     GrafanaAnnotator(GrafanaConfig(url="http://127.0.0.1:1", token=SecretStr("glsa_canary"), timeout=1))(deployment())
     assert "grafana annotation failed" in caplog.text
     assert "glsa_canary" not in caplog.text + " ".join(str(getattr(r, "fields", "")) for r in caplog.records)
+
+
+def test_a_recorded_event_is_a_region_in_its_checks_time_zone(grafana) -> None:  # type: ignore[no-untyped-def]
+    from monitor.calendar.config import EventRequest, RecordedEvent
+
+    url, received = grafana
+    sale = EventRequest.model_validate({"name": "Black Friday", "start": "2026-11-27", "end": "2026-11-30",
+                                        "checks": ["revenue"]})
+    annotator = GrafanaAnnotator(GrafanaConfig(url=url, token=SecretStr("glsa_canary")))
+    annotator.event(RecordedEvent("e1", sale, DEPLOYED), "America/New_York")
+    window = EventRequest.model_validate({"kind": "exclusion", "reason": "backfill",
+                                          "start": "2026-11-02T10:00:00Z", "end": "2026-11-02T12:00:00Z"})
+    annotator.event(RecordedEvent("e2", window, DEPLOYED), "UTC")
+    [(_, (_, sale_body)), (_, (_, window_body))] = received
+    assert sale_body == {
+        "time": int(datetime(2026, 11, 27, 5, tzinfo=UTC).timestamp() * 1000),  # New York midnight
+        "timeEnd": int(datetime(2026, 12, 1, 5, tzinfo=UTC).timestamp() * 1000),  # end day included
+        "tags": ["kpi-monitor", "calendar", "event", "revenue"],
+        "text": "Black Friday (revenue)",
+    }
+    assert window_body["text"] == "Excluded: backfill (every check)"
+    assert window_body["timeEnd"] - window_body["time"] == 2 * 3600 * 1000

@@ -16,7 +16,7 @@ import io
 import json
 import re
 import shutil
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +393,35 @@ def test_any_deployment_body_is_recorded_or_refused_with_a_4xx(api: Api, body: A
         assert got_status == 200 and stored["id"] == answer["id"]
 
 
+days = st.dates().map(date.isoformat) | st.sampled_from(["0001-01-01", "2026-02-30", "2026-12-24"])
+event_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "kind": st.sampled_from(["event", "exclusion", "holiday"]) | json_values,
+        "name": st.sampled_from(["Black Friday", "<b>x</b>", ""]) | json_values,
+        "reason": st.text(max_size=20) | json_values,
+        "start": moments | days,
+        "end": moments | days,
+        "effect": st.floats(allow_nan=True, allow_infinity=True) | json_values,
+        "checks": st.lists(st.sampled_from([*CHECKS, "nope"]), max_size=3) | json_values,
+        "x": json_values,
+    },
+)
+
+
+@BOUNDED
+@given(body=event_bodies | json_values)
+def test_any_event_body_is_recorded_or_refused_with_a_4xx_and_checks_still_run(
+    api: Api, body: Any
+) -> None:
+    status, answer = call(api, "POST", "/api/v1/events", json.dumps(body).encode())
+    assert_answered(status, answer)
+    if status == 201:
+        assert_answered(*call(api, "GET", "/api/v1/checks/revenue", b""))
+        assert api.engine.run("revenue").outcome != "error"
+        assert call(api, "DELETE", f"/api/v1/events/{answer['id']}", b"")[0] == 200
+
+
 @settings(BOUNDED, max_examples=100)
 @given(
     raw=st.binary(max_size=200),
@@ -402,6 +431,7 @@ def test_any_deployment_body_is_recorded_or_refused_with_a_4xx(api: Api, body: A
             "/api/v1/checks/revenue/run",
             "/api/v1/checks/revenue/rebaseline",
             "/api/v1/checks/revenue/mute",
+            "/api/v1/events",
         ]
     ),
 )

@@ -65,7 +65,7 @@ def old_store(database: str, tmp_path: Path, request: pytest.FixtureRequest, *sq
 
 # What each earlier schema version left: version 1 the tables the upgrade changes (series_state,
 # outbox; the others are unchanged since), version 2 series_state.quiet_start, version 3
-# alert_events, version 4 the outbox's delivery attempts.
+# alert_events, version 4 the outbox's delivery attempts, version 5 the detector's hold.
 VERSION_1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE series_state (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
@@ -87,7 +87,11 @@ VERSION_4 = tuple(
     f"ALTER TABLE outbox ADD COLUMN {column} TEXT"
     for column in ("next_attempt_at", "in_doubt", "in_doubt_at", "delivered_to")
 )
-EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4)
+VERSION_5 = (
+    "ALTER TABLE series_state ADD COLUMN hold_sign INTEGER",
+    "ALTER TABLE series_state ADD COLUMN hold_evidence REAL",
+)
+EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5)
 
 
 def schema_version(config: StateConfig) -> str:
@@ -102,7 +106,7 @@ def schema_version(config: StateConfig) -> str:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     version: int, database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -123,13 +127,15 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     assert (entry.notification, entry.status, entry.attempts) == (NOTE, "pending", 0)
     store.mark_delivered([entry.id], "C1:123.4")
     # the upgraded store takes what the current version writes: a quiet period, the detector's
-    # hold on an open episode, alert events
+    # hold on an open episode, alert events, calendar events
     resolved = replace(NOTE, kind="resolved")
     upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T, hold_sign=-1, hold_evidence=7.5)
     store.record("revenue", "DE", upgraded, [resolved], ["slack"])
     assert [e.notification for e in store.alert_events("revenue")] == [resolved]
+    store.save_calendar_event("e1", T, '{"id": "e1"}')
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
+    assert reopened.calendar_events() == ['{"id": "e1"}']
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
     assert reopened.remote_id(NOTE.key, "slack") == "C1:123.4"
     assert [e.notification for e in reopened.pending("slack")] == [resolved]
@@ -261,6 +267,20 @@ def test_the_same_episode_event_is_queued_once(open_store: Callable[[], StateSto
     assert store.pending("slack") == []
     assert store.remote_id(NOTE.key, "slack") == "C1:123.4"
     store.close()
+
+
+def test_calendar_events_are_kept_in_order_and_deleted_by_id(
+    open_store: Callable[[], StateStore],
+) -> None:
+    store = open_store()
+    store.save_calendar_event("b", T + timedelta(minutes=1), '{"id": "b"}')
+    store.save_calendar_event("a", T, '{"id": "a", "name": "Black Friday \u0000"}')
+    store.close()
+    again = open_store()
+    assert again.calendar_events() == ['{"id": "a", "name": "Black Friday \u0000"}', '{"id": "b"}']
+    assert again.delete_calendar_event("a") and not again.delete_calendar_event("a")
+    assert again.calendar_events() == ['{"id": "b"}']
+    again.close()
 
 
 def test_deployments_manifests_schemas_and_rebaselines_are_kept(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.dates as mdates
@@ -18,6 +18,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, Locator, MaxNLocator
+
+from monitor.calendar.days import Span
 
 if TYPE_CHECKING:
     from monitor.detection import Verdict
@@ -33,6 +35,9 @@ _OBSERVED = "#1f3b73"
 _EXPECTED = "#6b7280"
 _BAND = "#9cc3e6"
 _ANOMALY = "#d7191c"
+# the calendar's spans, faint behind the data: holidays green, events amber, exclusions grey
+SPAN_COLOURS = {"holiday": "#16a34a", "event": "#d97706", "exclusion": "#6b7280"}
+SPANS_NAMED = 12  # more spans than this are drawn without their names (two years of holidays)
 
 # Matplotlib's font cache and Agg renderer are not safe to use from two threads at once; charts
 # are rendered by the dispatcher's threads, so they take turns (a render takes a few ms).
@@ -50,7 +55,9 @@ def history_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def render_chart(history: pd.DataFrame, *, title: str, unit: str = "") -> bytes:
+def render_chart(
+    history: pd.DataFrame, *, title: str, unit: str = "", spans: Sequence[Span] = ()
+) -> bytes:
     """PNG (900x400) of ``history``: the observed values, the expected line, the normal band
     and the anomalous buckets as red dots.
 
@@ -58,6 +65,7 @@ def render_chart(history: pd.DataFrame, *, title: str, unit: str = "") -> bytes:
     the columns ``bucket`` (tz-aware, UTC), ``value``, ``expected``, ``lower``, ``upper`` and
     ``anomalous``. ``expected``/``lower``/``upper`` are NaN where no baseline exists yet; those
     buckets show the observed value only. ``unit="seconds"`` labels the value axis in durations.
+    ``spans``: the holidays, events and exclusion windows to shade behind the data.
     """
     missing = [c for c in COLUMNS if c not in history.columns]
     if missing:
@@ -74,7 +82,9 @@ def render_chart(history: pd.DataFrame, *, title: str, unit: str = "") -> bytes:
     anomalous = frame["anomalous"].fillna(False).astype(bool).to_numpy()
 
     with RENDER_LOCK:
-        return _draw(x, value, expected, lower, upper, anomalous, title=title, unit=unit)
+        return _draw(
+            x, value, expected, lower, upper, anomalous, title=title, unit=unit, spans=spans
+        )
 
 
 def _floats(column: pd.Series[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -91,12 +101,14 @@ def _draw(
     *,
     title: str,
     unit: str,
+    spans: Sequence[Span],
 ) -> bytes:
     fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI, facecolor="white")
     FigureCanvasAgg(fig)
     # Fixed margins instead of a layout engine: same picture, a fraction of the time.
     ax = fig.add_axes((0.085, 0.14, 0.895, 0.70))
 
+    draw_spans(ax, spans, lambda t: t.tz_convert(None).to_datetime64(), (x[0], x[-1]))
     band = np.isfinite(lower) & np.isfinite(upper)
     if band.any():
         ax.fill_between(
@@ -142,6 +154,29 @@ def _draw(
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=_DPI, facecolor="white")
     return out.getvalue()
+
+
+def draw_spans(
+    ax: Any,
+    spans: Sequence[Span],
+    to_x: Callable[[pd.Timestamp], Any],
+    shown: tuple[Any, Any],
+) -> None:
+    """Shade each span (clipped to the ``shown`` range of x), labelled by its kind in the
+    legend and by its name at its start while there are few."""
+    first, last = shown
+    named = len(spans) <= SPANS_NAMED
+    for span in spans:
+        start, end = max(to_x(span.start), first), min(to_x(span.end), last)
+        if start >= end:
+            continue
+        colour = SPAN_COLOURS[span.kind]
+        ax.axvspan(start, end, color=colour, alpha=0.15, linewidth=0, label=span.kind)
+        if named:
+            # data from the config or the API: plain text, never mathtext
+            ax.annotate(span.name, (start, 0.02), xycoords=("data", "axes fraction"), fontsize=7,
+                        color=colour, rotation=90, va="bottom", ha="left",
+                        parse_math=False)  # fmt: skip
 
 
 def value_limits(

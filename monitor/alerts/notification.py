@@ -36,6 +36,8 @@ class Notification:
     links: dict[str, str] = field(default_factory=dict)  # name -> URL (dashboard, runbook)
     # recent buckets for the chart: [bucket ISO, value, expected, lower, upper, anomalous]
     history: list[list[Any]] = field(default_factory=list)
+    # the calendar over the chart's buckets: [kind, name, start ISO, end ISO], shaded on it
+    calendar: list[list[str]] = field(default_factory=list)
 
     @property
     def key(self) -> str:

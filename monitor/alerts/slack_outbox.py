@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -52,6 +52,7 @@ from monitor.alerts.notification import Notification, event_key
 from monitor.alerts.retry import next_attempt
 from monitor.alerts.routing import channel_for, group_key
 from monitor.alerts.slack import DeliveryError, SlackChannel, SlackRef
+from monitor.calendar.days import Kind, Span
 from monitor.config import Config
 from monitor.deployments import Deployment
 from monitor.errors import StateStoreError
@@ -274,7 +275,8 @@ class SlackOutbox:
 
         def send(_: str | None) -> SlackRef:
             try:
-                png = render_chart(_history(note), title=series_name(note), unit=note.unit)
+                png = render_chart(_history(note), title=series_name(note), unit=note.unit,
+                                   spans=_spans(note))  # fmt: skip
             except Exception as exc:
                 raise DeliveryError(
                     f"chart could not be drawn: {type(exc).__name__}: {exc}", permanent=True
@@ -393,6 +395,13 @@ class SlackOutbox:
 
 def _unknown(entry: OutboxEntry) -> _Step:
     raise ValueError(f"no Slack delivery for outbox entries of kind {entry.kind!r}")
+
+
+def _spans(note: Notification) -> list[Span]:
+    return [
+        Span(cast(Kind, kind), name, pd.Timestamp(start), pd.Timestamp(end))
+        for kind, name, start, end in note.calendar
+    ]
 
 
 def _history(note: Notification) -> pd.DataFrame:

@@ -128,6 +128,16 @@ class PageData:
             )
             if url
         }
+        calendar = (
+            ()
+            if check.kind == "freshness"
+            else tuple(
+                Span(s.kind, s.start.to_pydatetime(), s.end.to_pydatetime(), s.name)
+                for s in self.engine.calendars.calendar(check).spans(
+                    to_utc(start), to_utc(now)
+                )
+            )
+        )
         return CheckPage(
             row=row,
             charts=tuple(charts),
@@ -140,6 +150,7 @@ class PageData:
             day_choices=choices,
             now=now,
             links=links,
+            calendar=calendar,
         )
 
     def _sql(self, check: CheckConfig, now: datetime) -> str:

@@ -160,10 +160,10 @@ class Overview:
 
 @dataclass(frozen=True)
 class Span:
-    """A stretch of time drawn on a chart: an alert episode (and, once they exist, calendar
-    events and exclusion windows: issue 16)."""
+    """A stretch of time drawn on a chart: an alert episode, or a holiday, event or exclusion
+    window of the check's calendar."""
 
-    kind: Literal["episode", "event", "exclusion"]
+    kind: Literal["episode", "holiday", "event", "exclusion"]
     start: datetime
     end: datetime | None  # None: still open
     label: str
@@ -220,8 +220,8 @@ class CheckPage:
     days: int
     day_choices: tuple[int, ...]
     now: datetime
-    # what later issues add, shown once they exist: calendar events and exclusion windows
-    # (issue 16) and the drill-down explanation of a deviation (issue 15)
+    # the check's holidays, events and exclusion windows over the window shown; what a later
+    # issue adds, shown once it exists: the drill-down explanation of a deviation (issue 15)
     calendar: tuple[Span, ...] = ()
     explanation: str | None = None
     links: dict[str, str] = field(default_factory=dict)  # name -> URL (dashboard, runbook)
