@@ -38,6 +38,7 @@ from monitor.freshness import age_history, assess
 from monitor.history import Point, Replays, judge_again
 from monitor.queries import (
     OTHER_SEGMENT,
+    TOTAL_SEGMENT,
     batch_column,
     batch_key,
     freshness_query,
@@ -56,6 +57,7 @@ DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
 FULL_REFRESH = timedelta(days=1)
 FRESHNESS_OVERLAP = timedelta(hours=1)  # late rows stamped before the newest load seen
 AGE_STEP = timedelta(minutes=15)  # a freshness chart's data age is drawn at this step
+NOT_RANKED = frozenset({OTHER_SEGMENT, TOTAL_SEGMENT})  # rows that are no segment of their own
 
 
 @dataclass(frozen=True)
@@ -466,7 +468,7 @@ class Engine:
         if window.full:
             ranked = window.segments
             if ranked is None:
-                ranked = sorted(set(found) - {OTHER_SEGMENT})
+                ranked = sorted(set(found) - NOT_RANKED)
             with self._guard:
                 self._full[check.name] = (now, ranked)
         elif set(found) - known:
@@ -646,7 +648,7 @@ class Engine:
                 )
                 frame = warehouse.query(query.sql, query.params)
                 if full and check.dimensions and "segment" in frame.columns:
-                    ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
+                    ranked = sorted(set(frame["segment"].astype(str)) - NOT_RANKED)
                     union = Window(union.since, union.until, ranked, True)
                 cached = _BatchRead(union, frame)
                 self._batch_reads[key] = cached

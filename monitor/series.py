@@ -12,7 +12,7 @@ import pandas as pd
 from monitor.buckets import grid, last_complete
 from monitor.config import CheckConfig
 from monitor.errors import MalformedResult
-from monitor.queries import OTHER_SEGMENT
+from monitor.queries import OTHER_SEGMENT, TOTAL_SEGMENT
 
 Points = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """A segment's buckets (UTC nanoseconds, ascending) and their values (NaN: missing)."""
@@ -157,9 +157,12 @@ def _fold_segments(found: dict[str, Points], limit: int) -> dict[str, Points]:
     checks return."""
     counts = {segment: len(points[0]) for segment, points in found.items()}
     counts.pop(OTHER_SEGMENT, None)
+    counts.pop(TOTAL_SEGMENT, None)  # the total is no segment to fold
     if len(counts) <= limit:
         return found
     keep = sorted(counts, key=lambda segment: -counts[segment])[:limit]
+    if TOTAL_SEGMENT in found:
+        keep.insert(0, TOTAL_SEGMENT)
     rest = [points for segment, points in found.items() if segment not in keep]
     buckets, inverse = np.unique(np.concatenate([b for b, _ in rest]), return_inverse=True)
     # a sum over rows: a null value adds nothing
