@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from typing import Any, Literal
 
 Kind = Literal["one", "few", "broad", "mix", "none"]
 
-COVERAGE = 0.6  # share of the deviation the named cells must carry together
+COVERAGE = 0.5  # share of the deviation the named cells must carry together
 CONCENTRATION = 0.5  # everything else moved at most this fraction as much, relatively
 MAX_CULPRITS = 3  # more cells than this is no explanation: it is broad
+SPECIFIC = 0.3  # the named cells' own move (beyond the common one) carries this much of it
 HOLD = 2.0  # the total holds while within this many spreads of its expected value
 MOVED = 4.0  # a cell moved when beyond this many of its own spreads
 TOP_CELLS = 100  # cells kept per dimension or pair; the rest fold into one
@@ -240,45 +241,108 @@ def explain(
     delta = actual - expected
     spread = total_spread or math.sqrt(sum(c.spread**2 for c in first))
     held = spread > 0 and abs(delta) < HOLD * spread
+    # what moved every cell alike (the day's mood, or a broad move) is taken out before looking
+    # for the cells that moved on their own
+    common = _common_change(sets)
+    rebased = {
+        dims: [replace(c, expected=c.expected * (1 + common)) for c in cells]
+        for dims, cells in sets.items()
+    }
+    raw = {c.where: c for cells in sets.values() for c in cells}
+    residual = sum(c.delta for c in rebased[next(d for d in sets if len(d) == 1)])
     if held:
-        movers = _mix(singles)
+        movers = _mix([cells for dims, cells in rebased.items() if len(dims) == 1])
         if movers:
-            culprits = tuple(Contribution(c, _share(c, delta)) for c in movers)
+            culprits = tuple(Contribution(raw[c.where], _share(raw[c.where], delta)) for c in movers)
             return Explanation("mix", actual, expected, culprits, culprits, named=named)
     if delta == 0:
         return Explanation("none", actual, expected, named=named)
-    best: tuple[tuple[float, float], list[Cell]] | None = None
-    for cells in sets.values():
-        found = _culprits(list(cells), delta, MOVED if held else HOLD)
-        if found is not None and (best is None or found[0] < best[0]):
-            best = found
+    least = MOVED if held else HOLD
+    found = [
+        c
+        for c in (_culprits(cells, residual, least) for cells in rebased.values())
+        if c and (held or abs(sum(x.delta for x in c)) >= SPECIFIC * abs(delta))
+    ]
     every = [c for cells in sets.values() for c in cells if c.where[0][1] != OTHER]
-    if best is None and held:  # a small segment may still explain a small move, else nothing
-        return Explanation("none", actual, expected, named=named)
-    if best is None:
+
+    def surprise(cell: Cell) -> float:
+        # impact beyond the cell's size: a large cell that moved with the rest is no news
+        return _share(cell, delta) - (cell.expected / expected if expected else 0.0)
+
+    if not found:
+        if held:  # a small segment may still explain a small move, else nothing
+            return Explanation("none", actual, expected, named=named)
         ranked = sorted(every, key=lambda c: -_share(c, delta))[:RANKED]
         contributions = tuple(Contribution(c, _share(c, delta)) for c in ranked)
         return Explanation("broad", actual, expected, (), contributions, named=named)
-    named_cells = best[1]
-    culprits = tuple(Contribution(c, _share(c, delta)) for c in named_cells)
-    others = sorted(
-        (c for c in every if c not in named_cells), key=lambda c: -_share(c, delta)
-    )[: max(RANKED - len(culprits), 0)]
-    ranked_all = culprits + tuple(Contribution(c, _share(c, delta)) for c in others)
+    named_cells = [raw[c.where] for c in _sharpest(found)]
+    culprits = tuple(
+        sorted((Contribution(c, _share(c, delta)) for c in named_cells), key=lambda c: -c.share)
+    )
+    others = sorted((c for c in every if c not in named_cells), key=lambda c: -surprise(c))
+    ranked_all = culprits + tuple(
+        Contribution(c, _share(c, delta)) for c in others[: max(RANKED - len(culprits), 0)]
+    )
     kind: Kind = "one" if len(culprits) == 1 else "few"
     return Explanation(kind, actual, expected, culprits, ranked_all, named=named)
+
+
+def _common_change(sets: Mapping[tuple[str, ...], Sequence[Cell]]) -> float:
+    """The relative change every cell moved by: per dimension, the median of its values'
+    changes, each value counted once whatever its size (a large value that moved alone is one
+    value of many), values too small to tell (noise over half their value) left out; of those,
+    the smallest. A cause in one dimension is spread over every value of the others, so its own
+    dimension's median is the one that shows what moved everything; 0 when none is known."""
+    medians = []
+    for dims, cells in sets.items():
+        changes = sorted(
+            c.delta / c.expected
+            for c in cells
+            if c.expected > 0 and c.where[0][1] != OTHER and c.spread < c.expected / 2
+        )
+        if len(dims) != 1 or not changes:
+            continue
+        middle = len(changes) // 2
+        odd = len(changes) % 2
+        medians.append(changes[middle] if odd else (changes[middle - 1] + changes[middle]) / 2)
+    return max(min(medians, key=abs), -1.0) if medians else 0.0
 
 
 def _share(cell: Cell, delta: float) -> float:
     return cell.delta / delta if delta else 0.0
 
 
-def _culprits(
-    cells: list[Cell], delta: float, least: float
-) -> tuple[tuple[float, float], list[Cell]] | None:
+def _change(cells: Sequence[Cell]) -> float:
+    expected = sum(c.expected for c in cells)
+    return sum(c.delta for c in cells) / expected if expected > 0 else math.inf
+
+
+def _sharpest(found: list[list[Cell]]) -> list[Cell]:
+    """Of the explanations of several dimensions and pairs, the one needing the fewest cells,
+    then the one of fewest dimensions: a pair wins over its dimension only when the rest of
+    that dimension's cells (Germany's other platforms) did not move with it."""
+    found = sorted(found, key=lambda cells: (len(cells), len(cells[0].where), -abs(_change(cells))))
+    best = found[0]
+    for other in found[1:]:
+        if len(other) != len(best) or len(other[0].where) <= len(best[0].where):
+            continue
+        parent_expected = sum(c.expected for c in best)
+        inner_expected = sum(c.expected for c in other)
+        rest_expected = parent_expected - inner_expected
+        inner = _change(other)
+        if rest_expected <= 0 or inner_expected > parent_expected:
+            continue
+        rest = (sum(c.delta for c in best) - sum(c.delta for c in other)) / rest_expected
+        if rest * math.copysign(1.0, inner) < CONCENTRATION * abs(inner):
+            return other
+    return best
+
+
+def _culprits(cells: list[Cell], delta: float, least: float) -> list[Cell] | None:
     """The fewest cells of one dimension (or pair) that carry ``COVERAGE`` of the deviation,
     moved beyond ``least`` of their spread, and moved, relatively, more than everything else;
-    with the sort key (cells, -their change). A folded rest is never named."""
+    then any other cell that moved as they did (a second cause). A folded rest is never
+    named."""
     candidates = sorted(
         (c for c in cells if c.where[0][1] != OTHER), key=lambda c: -_share(c, delta)
     )
@@ -303,7 +367,13 @@ def _culprits(
         # everything else moved the same way by at least half as much: not these cells' doing
         if change_rest * math.copysign(1.0, delta) > CONCENTRATION * abs(change_in):
             return None
-        return (float(k), -abs(change_in)), chosen
+        for cell in candidates[k:]:
+            if len(chosen) == MAX_CULPRITS or _share(cell, delta) <= 0:
+                break
+            alike = cell.change is not None and abs(cell.change) >= CONCENTRATION * abs(change_in)
+            if alike and abs(cell.delta) >= least * cell.spread:
+                chosen = [*chosen, cell]
+        return chosen
     return None
 
 
