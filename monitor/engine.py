@@ -27,6 +27,7 @@ from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
 from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
 from monitor.config import CheckConfig, Config
 from monitor.detection import Detector, DetectorSpec, Verdict
+from monitor.drilldown import Explanation
 from monitor.errors import (
     QueryTimeout,
     StateStoreError,
@@ -36,6 +37,7 @@ from monitor.errors import (
 from monitor.exporter import Metrics
 from monitor.freshness import age_history, assess
 from monitor.history import Point, Replays, judge_again
+from monitor.incidents import Incidents
 from monitor.queries import (
     OTHER_SEGMENT,
     TOTAL_SEGMENT,
@@ -198,6 +200,7 @@ class Engine:
         self._locks = {c.name: threading.Lock() for c in config.checks}
         self._guard = threading.Lock()
         self._replays = Replays(self._fitted)
+        self._incidents = Incidents()
         for check in config.checks:
             metrics.declare_check(check.name)
         for name in warehouses:
@@ -502,9 +505,35 @@ class Engine:
             judged.append(
                 self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
             )
-        statuses, notes = self._commit(check, judged)
+        statuses, notes = self._commit(check, self._explained(check, judged))
         self._keep_history(check, now, window, found)
         return statuses, notes
+
+    def _explained(self, check: CheckConfig, judged: list[_Judged]) -> list[_Judged]:
+        """The run's verdicts told to the drill-down; while an episode of the check is open,
+        each alert opening now says what explains the incident."""
+        self._incidents.record(check.name, [(j.segment, j.verdicts) for j in judged])
+        states = {j.segment: j.state for j in judged}
+        with self._guard:
+            for (name, segment), state in self._states.items():
+                if name == check.name:
+                    states.setdefault(segment, state)
+        opened = [s.since for s in states.values() if s.firing and s.since is not None]
+        found = self._incidents.explain(
+            check, min(opened) if opened else None, detector_spec(check).sensitivity
+        )
+        if found is None:
+            return judged
+        text = found.text(check.name)
+        return [
+            replace(j, notes=[replace(n, explanation=text) if n.kind == "opened" else n
+                              for n in j.notes])  # fmt: skip
+            for j in judged
+        ]
+
+    def explanation(self, name: str) -> Explanation | None:
+        """The drill-down of the check's open incident, if any."""
+        return self._incidents.latest(name)
 
     def _restore(self, check: CheckConfig, now: datetime) -> None:
         """Rebuild a check's models from the series cached in the state store, so the first
@@ -609,6 +638,7 @@ class Engine:
             self._learned[name].clear()
             self._full.pop(name, None)
             self._loads.pop(name, None)
+        self._incidents.forget(name)
 
     def _known(self, name: str) -> set[str]:
         with self._guard:  # other checks' runs add their models concurrently

@@ -322,6 +322,7 @@ class Api:
         if check is None:
             raise HttpError(404, f"no check named {name!r}")
         last = self.engine.last_run(name)
+        explained = self.engine.explanation(name)
         return {
             "name": check.name,
             "kind": check.kind,
@@ -340,6 +341,7 @@ class Api:
                 "error": last.error,
             },
             "series": [series_json(s) for s in self.engine.series(name)],
+            "explanation": None if explained is None else explained.to_json(check.name),
         }
 
     def list_checks(self) -> Response:
