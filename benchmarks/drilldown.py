@@ -7,9 +7,12 @@ Each incident is a check with 2 to 4 dimensions of 5 to 50 values each (the prod
 at 2,500 segments by shrinking the largest dimension), skewed value shares (Dirichlet) with
 interactions between dimensions, and the noise and daily rhythm of the KPI suite's hourly
 series (``benchmarks.kpi_scenarios``: a random hour of a random series), its level scaled to
-20 a segment in an average hour (a count of 20 orders, say; at night far fewer). The incident spans the two buckets an alert opens on. Every segment's expected value
-carries a forecast error, its actual value the suite's multiplicative noise and Poisson counts,
-and its spread is what a detector's band would say. The causes:
+20 a segment in an average hour (a count of 20 orders, say; at night far fewer). The incident
+spans the two buckets an alert opens on. Every segment's expected value carries a forecast
+error, its actual value the suite's multiplicative noise (part of it shared by every segment:
+the day's mood) and Poisson counts, and its spread is what a detector's band would say. Only
+incidents whose cause moved at least 5 of its own spreads count (what a monitor watching that
+cell would see; a broad move: 5 of the total's). The causes:
 
 - ``one``: one value of one dimension (at least 5% of the total) drops to 0-70% or rises to
   140-300%;
@@ -160,7 +163,8 @@ def _attempt(kind: str, seed: int) -> tuple[Incident, bool]:
         name: (float(a), float(e), float(s))
         for name, a, e, s in zip(names, actual, expected, spread, strict=True)
     }
-    total_spread = float(np.sqrt(np.sum(spread**2 - (common * expected) ** 2) + (common * volume) ** 2))
+    own = np.sum(spread**2 - (common * expected) ** 2)
+    total_spread = float(np.sqrt(own + (common * volume) ** 2))
     if kind == "broad":
         moved = abs(float((mean * (factor - 1)).sum())) / total_spread
     else:
@@ -208,7 +212,9 @@ def report(outcomes: list[Outcome]) -> list[str]:
     pinned = [o.found.kind == "one" for o in by["broad"]]
     said_broad = [o.found.kind == "broad" for o in by["broad"]]
     mixed = [o.found.kind == "mix" for o in by["mix"]]
-    mix_movers = [all(c in named(o, 4) for c in o.causes) for o in by["mix"] if o.found.kind == "mix"]
+    mix_movers = [
+        all(c in named(o, 4) for c in o.causes) for o in by["mix"] if o.found.kind == "mix"
+    ]
     ms = [o.seconds * 1000 for o in outcomes]
     segments = [o.segments for o in outcomes]
 

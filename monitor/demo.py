@@ -1,9 +1,9 @@
 """The demo warehouse: 8 weeks of hourly e-commerce data with live incidents, in DuckDB.
 
 Orders follow a daily and weekly rhythm in New York time, grow slowly, and carry Poisson and
-day-to-day noise. Three incidents are live when the demo starts: Germany's payments fail (its orders are
-cancelled, so revenue from Germany collapses and the total drops by a quarter),
-the raw events table stops loading, and signups spike; they end one to two hours later, so the
+day-to-day noise. Three incidents are live when the demo starts: Germany's payments fail (its
+orders are cancelled, so revenue from Germany collapses and the total drops by a quarter), the
+raw events table stops loading, and signups spike; they end one to two hours later, so the
 alerts resolve while the demo runs. Rows are also written for the next 24 hours (each appears
 in the table at once, but buckets are judged only once complete and freshness ignores rows
 stamped in the future) so the demo stays live for a day without a writer fighting the monitor

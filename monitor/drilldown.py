@@ -253,7 +253,9 @@ def explain(
     if held:
         movers = _mix([cells for dims, cells in rebased.items() if len(dims) == 1])
         if movers:
-            culprits = tuple(Contribution(raw[c.where], _share(raw[c.where], delta)) for c in movers)
+            culprits = tuple(
+                Contribution(raw[c.where], _share(raw[c.where], delta)) for c in movers
+            )
             return Explanation("mix", actual, expected, culprits, culprits, named=named)
     if delta == 0:
         return Explanation("none", actual, expected, named=named)

@@ -100,6 +100,10 @@ class SeriesStatus:
     state: AlertState
 
 
+Committed = tuple[list[SeriesStatus], list[Notification], dict[str, list[Verdict]]]
+"""A run's saved outcome: the latest status per series, its notifications, its verdicts."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     check: str
@@ -109,6 +113,8 @@ class RunResult:
     error: str | None = None
     series: list[SeriesStatus] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    verdicts: dict[str, list[Verdict]] = field(default_factory=dict)
+    """Per segment, every verdict the run gave (a first start's judged history included)."""
 
 
 @dataclass(frozen=True)
@@ -401,9 +407,9 @@ class Engine:
         labels = {"check": check.name, "warehouse": warehouse_name}
         try:
             if check.kind == "freshness":
-                statuses, notes = self._run_freshness(check, warehouse, started)
+                statuses, notes, verdicts = self._run_freshness(check, warehouse, started)
             else:
-                statuses, notes = self._run_series(check, warehouse, started)
+                statuses, notes, verdicts = self._run_series(check, warehouse, started)
             self._reached(warehouse, True)
         except WarehouseError as exc:
             # bad SQL or a malformed answer is the check's fault: the warehouse did answer
@@ -426,7 +432,9 @@ class Engine:
         else:
             outcome = "ok"
         self.metrics.last_success.labels(check.name).set(time.time())
-        return self._finish(check, outcome, started, t0, statuses=statuses, notes=notes)
+        return self._finish(
+            check, outcome, started, t0, statuses=statuses, notes=notes, verdicts=verdicts
+        )
 
     def _reached(self, warehouse: Warehouse, up: bool) -> None:
         """Export whether a warehouse answered, and log when it comes back (its failure is in
@@ -446,6 +454,7 @@ class Engine:
         statuses: list[SeriesStatus] | None = None,
         notes: list[Notification] | None = None,
         fields: dict[str, str] | None = None,
+        verdicts: dict[str, list[Verdict]] | None = None,
     ) -> RunResult:
         elapsed = time.perf_counter() - t0
         self.metrics.runs.labels(check.name, outcome).inc()
@@ -455,11 +464,20 @@ class Engine:
                 "check run failed",
                 extra={"fields": {"check": check.name, "error": error, **(fields or {})}},
             )
-        return RunResult(check.name, outcome, started, elapsed, error, statuses or [], notes or [])
+        return RunResult(
+            check.name,
+            outcome,
+            started,
+            elapsed,
+            error,
+            statuses or [],
+            notes or [],
+            verdicts or {},
+        )
 
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
-    ) -> tuple[list[SeriesStatus], list[Notification]]:
+    ) -> Committed:
         if check.name not in self._restored:
             self._restored.add(check.name)
             self._restore(check, now)
@@ -505,9 +523,9 @@ class Engine:
             judged.append(
                 self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
             )
-        statuses, notes = self._commit(check, self._explained(check, judged))
+        committed = self._commit(check, self._explained(check, judged))
         self._keep_history(check, now, window, found)
-        return statuses, notes
+        return committed
 
     def _explained(self, check: CheckConfig, judged: list[_Judged]) -> list[_Judged]:
         """The run's verdicts told to the drill-down; while an episode of the check is open,
@@ -525,11 +543,11 @@ class Engine:
         if found is None:
             return judged
         text = found.text(check.name)
-        return [
-            replace(j, notes=[replace(n, explanation=text) if n.kind == "opened" else n
-                              for n in j.notes])  # fmt: skip
-            for j in judged
-        ]
+
+        def told(note: Notification) -> Notification:
+            return replace(note, explanation=text) if note.kind == "opened" else note
+
+        return [replace(j, notes=[told(n) for n in j.notes]) for j in judged]
 
     def explanation(self, name: str) -> Explanation | None:
         """The drill-down of the check's open incident, if any."""
@@ -747,7 +765,7 @@ class Engine:
 
     def _run_freshness(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
-    ) -> tuple[list[SeriesStatus], list[Notification]]:
+    ) -> Committed:
         start = to_utc(now - check.effective_lookback)
         with self._guard:
             cache = self._loads.get(check.name)
@@ -767,7 +785,7 @@ class Engine:
             loaded = _utc_index(warehouse.query(query.sql, query.params))
         verdict = assess(loaded, now, check.sensitivity or DEFAULT_SENSITIVITY, check.max_age)
         if verdict is None:
-            return [], []
+            return [], [], {}
         self.metrics.data_age.labels(check.name, "").set(verdict.value)
 
         def chart(_: str) -> list[list[Any]]:
@@ -819,7 +837,7 @@ class Engine:
 
     def _commit(
         self, check: CheckConfig, judged: list[_Judged]
-    ) -> tuple[list[SeriesStatus], list[Notification]]:
+    ) -> Committed:
         """Persist a run's states and queued notifications in one transaction, then (only once
         they are saved) publish them: memory, metrics and log."""
         muted = self.muted(check, self.clock())
@@ -875,7 +893,7 @@ class Engine:
                 },
             )
             self.metrics.alerts_sent.labels("log", "ok").inc()
-        return statuses, notes
+        return statuses, notes, {j.segment: j.verdicts for j in judged if j.verdicts}
 
     def _notification(
         self,

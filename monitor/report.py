@@ -78,4 +78,4 @@ def render_table(results: list[RunResult], engine: Engine) -> str:
         for result in results
         if (explained := engine.explanation(result.check)) is not None
     ]
-    return "\n".join(lines + ([""] + ["Where did it move?"] + where if where else []))
+    return "\n".join([*lines, "", "Where did it move?", *where] if where else lines)

@@ -27,6 +27,7 @@ from monitor.deployments import (
     likely_cause,
     onset_after,
     record_deviation,
+    record_evidence,
     record_schema,
     schema_change,
     start,
@@ -268,16 +269,36 @@ class DeploymentWatcher:
     # --- watching ------------------------------------------------------------------------------
 
     def observe(self, result: RunResult) -> None:
-        """Engine hook: an alert opened on a watched check fails its deployment."""
-        opened = [n for n in result.notifications if n.kind == "opened"]
-        if not opened:
-            return
+        """Engine hook: a watched check's series that broke from its expected level after the
+        deployment (the sequential test), or an alert opened on it, fails its deployment."""
         check = self.config.check(result.check)
-        assert check is not None
+        if check is None:
+            return
         now = self.clock()
-        for note in opened:
+        if result.verdicts:
+            for deployment in self.active():
+                self._test(deployment, check, result, now)
+        for note in (n for n in result.notifications if n.kind == "opened"):
             for deployment in self.active():
                 self._deviation(deployment, check, note, now)
+
+    def _test(
+        self, deployment: Deployment, check: CheckConfig, result: RunResult, now: datetime
+    ) -> None:
+        watched = deployment.watched(check.name)
+        if watched is None or watched.intended or now > watched.until:
+            return
+        with self._lock:
+            current = self._active.get(deployment.id)
+            if current is None:
+                return
+            updated = record_evidence(current, check, result.verdicts, judging_lag(check), now)
+            if updated == current:
+                return
+            self._save(updated)
+            self._active[deployment.id] = updated
+        if updated.status != "watching":
+            self._finish(updated)
 
     def _deviation(
         self, deployment: Deployment, check: CheckConfig, note: Notification, now: datetime
@@ -295,6 +316,7 @@ class DeploymentWatcher:
             note.score,
             note.since,
             watched.intended,
+            note.explanation,
         )
         with self._lock:
             current = self._active.get(deployment.id)

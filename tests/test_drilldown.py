@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from monitor.drilldown import Contribution, cells_from_segments, explain, fold, Cell
+from monitor.drilldown import Cell, Contribution, cells_from_segments, explain, fold
 
 COUNTRIES = {"US": 400.0, "DE": 250.0, "GB": 150.0, "FR": 100.0, "BR": 60.0, "JP": 40.0}
 PLATFORMS = {"ios": 0.5, "android": 0.3, "web": 0.2}
