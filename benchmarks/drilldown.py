@@ -137,12 +137,14 @@ def _attempt(kind: str, seed: int) -> tuple[Incident, bool]:
     if kind in wanted:
         count, chooser, least = wanted[kind]
         chosen = chooser()
-        while len(causes) < count:
-            if pick(chosen, least) is None:
-                return Incident(kind, dims, {}, [], 0.0), False
+        for _ in range(20):
+            if len(causes) == count or pick(chosen, least) is None:
+                break
             if len(set(causes)) < len(causes):
                 causes.pop()
                 masks.pop()
+        if len(causes) < count:
+            return Incident(kind, dims, {}, [], 0.0), False
     if kind in ("one", "pair", "two"):
         factor[np.logical_or.reduce(masks)] = move()
     elif kind == "broad":

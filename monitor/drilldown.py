@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import Any, Literal
 
@@ -119,7 +119,8 @@ class Explanation:
     since: str = ""
     until: str = ""
     """The incident's first and last bucket (ISO), when known."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    segments: tuple[str, ...] = ()
+    """The segments (series) that moved most the total's way, for the chart beside it."""
 
     @property
     def change(self) -> float | None:

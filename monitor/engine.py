@@ -499,17 +499,28 @@ class Engine:
             found = {s: v for s, v in found.items() if s in known}
         history: dict[str, pd.Series] | None = found if window.full else None
 
-        def chart(segment: str) -> list[list[Any]]:
+        def lookback() -> dict[str, pd.Series]:
             # the chart of an opening alert needs the whole lookback; a warm run re-reads it
             nonlocal history
-            if self.chart_buckets == 0:
-                return []
             if history is None:
                 start = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
                 full = series_query(check, warehouse.dialect, start, segments, until)
                 history = normalise(warehouse.query(full.sql, full.params), check, now)
-            series = history.get(segment)
+            return history
+
+        def chart(segment: str) -> list[list[Any]]:
+            if self.chart_buckets == 0:
+                return []
+            series = lookback().get(segment)
             return self._replay(check, series) if series is not None else []
+
+        def beside(names: tuple[str, ...]) -> dict[str, list[list[Any]]]:
+            read = lookback()
+            recent = {n: read[n][-self.chart_buckets :] for n in names if n in read}
+            return {
+                n: [[b.isoformat(), float(v)] for b, v in zip(s.index, s.to_numpy(), strict=True)]
+                for n, s in recent.items()
+            }
 
         policy = alert_policy(check)
         judged = []
@@ -523,13 +534,19 @@ class Engine:
             judged.append(
                 self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
             )
-        committed = self._commit(check, self._explained(check, judged))
+        committed = self._commit(check, self._explained(check, judged, beside))
         self._keep_history(check, now, window, found)
         return committed
 
-    def _explained(self, check: CheckConfig, judged: list[_Judged]) -> list[_Judged]:
+    def _explained(
+        self,
+        check: CheckConfig,
+        judged: list[_Judged],
+        beside: Callable[[tuple[str, ...]], dict[str, list[list[Any]]]],
+    ) -> list[_Judged]:
         """The run's verdicts told to the drill-down; while an episode of the check is open,
-        each alert opening now says what explains the incident."""
+        each alert opening now says what explains the incident, and the total's chart shows
+        the segments that moved most (``beside``: their recent values) under it."""
         self._incidents.record(check.name, [(j.segment, j.verdicts) for j in judged])
         states = {j.segment: j.state for j in judged}
         with self._guard:
@@ -545,7 +562,11 @@ class Engine:
         text = found.text(check.name)
 
         def told(note: Notification) -> Notification:
-            return replace(note, explanation=text) if note.kind == "opened" else note
+            if note.kind != "opened":
+                return note
+            if note.segment == TOTAL_SEGMENT and note.history and found.segments:
+                note = replace(note, beside=beside(found.segments))
+            return replace(note, explanation=text)
 
         return [replace(j, notes=[told(n) for n in j.notes]) for j in judged]
 

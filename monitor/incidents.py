@@ -26,6 +26,7 @@ from monitor.queries import TOTAL_SEGMENT
 
 MAX_BUCKETS = 6  # the newest buckets of an incident the drill-down adds up
 KEPT = 48  # verdicts kept per series
+BESIDE = 3  # segments drawn beside the total in its alert's chart
 _ADDITIVE = re.compile(r"^\s*(sum|count)\s*\((?!\s*distinct\b)", re.IGNORECASE)
 
 
@@ -129,6 +130,8 @@ def explain_buckets(
     total = [v for v in series.get(TOTAL_SEGMENT, []) if v.bucket in chosen]
     total_spread = sum(spread(v, sensitivity) ** 2 for v in total) ** 0.5
     found = explain(cells_from_segments(totals, dimensions), total_spread)
+    sign = 1.0 if found.actual >= found.expected else -1.0
+    moved = sorted(totals, key=lambda s: -(totals[s][0] - totals[s][1]) * sign)
     return Explanation(
         found.kind,
         found.actual,
@@ -139,4 +142,5 @@ def explain_buckets(
         buckets=len(buckets),
         since=buckets[0].isoformat(),
         until=buckets[-1].isoformat(),
+        segments=tuple(s for s in moved[:BESIDE] if (totals[s][0] - totals[s][1]) * sign > 0),
     )

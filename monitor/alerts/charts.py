@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.dates as mdates
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 WIDTH_PX = 900
 HEIGHT_PX = 400
+BESIDE_PX = 220  # the panel of the segments that explain a total's incident
 _DPI = 100
 
 COLUMNS = ("bucket", "value", "expected", "lower", "upper", "anomalous")
@@ -33,6 +34,7 @@ _OBSERVED = "#1f3b73"
 _EXPECTED = "#6b7280"
 _BAND = "#9cc3e6"
 _ANOMALY = "#d7191c"
+_BESIDE = ("#7b3294", "#008837", "#e08214")  # never red: red is for anomalies only
 
 # Matplotlib's font cache and Agg renderer are not safe to use from two threads at once; charts
 # are rendered by the dispatcher's threads, so they take turns (a render takes a few ms).
@@ -50,7 +52,13 @@ def history_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def render_chart(history: pd.DataFrame, *, title: str, unit: str = "") -> bytes:
+def render_chart(
+    history: pd.DataFrame,
+    *,
+    title: str,
+    unit: str = "",
+    beside: Mapping[str, pd.Series[float]] | None = None,
+) -> bytes:
     """PNG (900x400) of ``history``: the observed values, the expected line, the normal band
     and the anomalous buckets as red dots.
 
@@ -58,6 +66,8 @@ def render_chart(history: pd.DataFrame, *, title: str, unit: str = "") -> bytes:
     the columns ``bucket`` (tz-aware, UTC), ``value``, ``expected``, ``lower``, ``upper`` and
     ``anomalous``. ``expected``/``lower``/``upper`` are NaN where no baseline exists yet; those
     buckets show the observed value only. ``unit="seconds"`` labels the value axis in durations.
+    ``beside``: the segments that explain a total's incident (name -> values by bucket), drawn
+    in a panel below it on the same time axis (the picture is then ``BESIDE_PX`` taller).
     """
     missing = [c for c in COLUMNS if c not in history.columns]
     if missing:
@@ -73,8 +83,18 @@ def render_chart(history: pd.DataFrame, *, title: str, unit: str = "") -> bytes:
     upper = _floats(frame["upper"])
     anomalous = frame["anomalous"].fillna(False).astype(bool).to_numpy()
 
+    lines = {
+        name: (
+            pd.to_datetime(series.index, utc=True).tz_convert(None).to_numpy(),
+            np.asarray(series, dtype=np.float64),
+        )
+        for name, series in list((beside or {}).items())[: len(_BESIDE)]
+        if len(series)
+    }
     with RENDER_LOCK:
-        return _draw(x, value, expected, lower, upper, anomalous, title=title, unit=unit)
+        return _draw(
+            x, value, expected, lower, upper, anomalous, title=title, unit=unit, beside=lines
+        )
 
 
 def _floats(column: pd.Series[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -91,11 +111,16 @@ def _draw(
     *,
     title: str,
     unit: str,
+    beside: Mapping[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
 ) -> bytes:
-    fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI, facecolor="white")
+    height = HEIGHT_PX + (BESIDE_PX if beside else 0)
+    fig = Figure(figsize=(WIDTH_PX / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
     FigureCanvasAgg(fig)
     # Fixed margins instead of a layout engine: same picture, a fraction of the time.
-    ax = fig.add_axes((0.085, 0.14, 0.895, 0.70))
+    low = BESIDE_PX / height if beside else 0.0
+    ax = fig.add_axes((0.085, low + 0.14 * HEIGHT_PX / height, 0.895, 0.70 * HEIGHT_PX / height))
+    if beside:
+        _draw_beside(fig, beside, low, height, unit)
 
     band = np.isfinite(lower) & np.isfinite(upper)
     if band.any():
@@ -142,6 +167,30 @@ def _draw(
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=_DPI, facecolor="white")
     return out.getvalue()
+
+
+def _draw_beside(
+    fig: Figure,
+    beside: Mapping[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
+    low: float,
+    height: int,
+    unit: str,
+) -> None:
+    """The segments that explain the incident, one line each, under the total."""
+    ax = fig.add_axes((0.085, 0.16 * BESIDE_PX / height, 0.895, low - 0.30 * BESIDE_PX / height))
+    for (name, (x, values)), color in zip(beside.items(), _BESIDE, strict=False):
+        ax.plot(x, values, color=color, linewidth=1.5, label=name)
+    ax.legend(
+        loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=len(beside), frameon=False,
+        fontsize=9, borderaxespad=0.3, handlelength=1.8,
+    )  # fmt: skip
+    ax.set_title(
+        "segments that explain it", loc="left", fontsize=10, color="#374151", parse_math=False
+    )
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=9)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    finish_axes(ax, [v for _, v in beside.values()], unit, labelsize=9)
 
 
 def value_limits(

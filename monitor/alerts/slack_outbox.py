@@ -274,7 +274,9 @@ class SlackOutbox:
 
         def send(_: str | None) -> SlackRef:
             try:
-                png = render_chart(_history(note), title=series_name(note), unit=note.unit)
+                png = render_chart(
+                    _history(note), title=series_name(note), unit=note.unit, beside=_beside(note)
+                )
             except Exception as exc:
                 raise DeliveryError(
                     f"chart could not be drawn: {type(exc).__name__}: {exc}", permanent=True
@@ -393,6 +395,18 @@ class SlackOutbox:
 
 def _unknown(entry: OutboxEntry) -> _Step:
     raise ValueError(f"no Slack delivery for outbox entries of kind {entry.kind!r}")
+
+
+def _beside(note: Notification) -> dict[str, pd.Series[float]]:
+    """The segments drawn under a total's chart, as values by bucket."""
+    return {
+        name: pd.Series(
+            [float(v) for _, v in rows],
+            index=pd.to_datetime([b for b, _ in rows], utc=True),
+            dtype=float,
+        )
+        for name, rows in note.beside.items()
+    }
 
 
 def _history(note: Notification) -> pd.DataFrame:
