@@ -40,6 +40,7 @@ COVERAGE = 0.5  # share of the deviation the named cells must carry together
 CONCENTRATION = 0.5  # everything else moved at most this fraction as much, relatively
 MAX_CULPRITS = 3  # more cells than this is no explanation: it is broad
 SPECIFIC = 0.3  # the named cells' own move (beyond the common one) carries this much of it
+SECOND = 0.1  # a second cause carries at least this share of the deviation
 HOLD = 2.0  # the total holds while within this many spreads of its expected value
 MOVED = 4.0  # a cell moved when beyond this many of its own spreads
 TOP_CELLS = 100  # cells kept per dimension or pair; the rest fold into one
@@ -260,12 +261,15 @@ def explain(
             return Explanation("mix", actual, expected, culprits, culprits, named=named)
     if delta == 0:
         return Explanation("none", actual, expected, named=named)
-    least = MOVED if held else HOLD
-    found = [
-        c
-        for c in (_culprits(cells, residual, least) for cells in rebased.values())
-        if c and (held or abs(sum(x.delta for x in c)) >= SPECIFIC * abs(delta))
-    ]
+    if held:
+        # the total hardly moved: the cell that moved most beyond its own noise, if any did
+        found = [[c] for c in (_outlier(cells) for cells in rebased.values()) if c is not None]
+    else:
+        found = [
+            c
+            for c in (_culprits(cells, residual, HOLD) for cells in rebased.values())
+            if c and abs(sum(x.delta for x in c)) >= SPECIFIC * abs(delta)
+        ]
     every = [c for cells in sets.values() for c in cells if c.where[0][1] != OTHER]
 
     def surprise(cell: Cell) -> float:
@@ -374,10 +378,20 @@ def _culprits(cells: list[Cell], delta: float, least: float) -> list[Cell] | Non
             if len(chosen) == MAX_CULPRITS or _share(cell, delta) <= 0:
                 break
             alike = cell.change is not None and abs(cell.change) >= CONCENTRATION * abs(change_in)
-            if alike and abs(cell.delta) >= least * cell.spread:
+            large = _share(cell, delta) >= SECOND
+            if alike and large and abs(cell.delta) >= least * cell.spread:
                 chosen = [*chosen, cell]
         return chosen
     return None
+
+
+def _outlier(cells: list[Cell]) -> Cell | None:
+    """The cell that moved most, in its own spreads, if beyond ``MOVED`` of them."""
+    moved = [c for c in cells if c.spread > 0 and c.where[0][1] != OTHER]
+    if not moved:
+        return None
+    top = max(moved, key=lambda c: abs(c.delta) / c.spread)
+    return top if abs(top.delta) >= MOVED * top.spread else None
 
 
 def _mix(singles: list[list[Cell]]) -> list[Cell]:

@@ -275,12 +275,13 @@ class DeploymentWatcher:
         if check is None:
             return
         now = self.clock()
-        if result.verdicts:
-            for deployment in self.active():
-                self._test(deployment, check, result, now)
+        # an alert is the verdict with the most to say; the test then catches what it missed
         for note in (n for n in result.notifications if n.kind == "opened"):
             for deployment in self.active():
                 self._deviation(deployment, check, note, now)
+        if result.verdicts:
+            for deployment in self.active():
+                self._test(deployment, check, result, now)
 
     def _test(
         self, deployment: Deployment, check: CheckConfig, result: RunResult, now: datetime
@@ -288,17 +289,34 @@ class DeploymentWatcher:
         watched = deployment.watched(check.name)
         if watched is None or watched.intended or now > watched.until:
             return
+        lag = judging_lag(check)
+        # a series whose incident was under way before the deployment is not its doing
+        tested = {
+            segment: verdicts
+            for segment, verdicts in result.verdicts.items()
+            if not self._under_way(deployment, check, segment, lag)
+        }
         with self._lock:
             current = self._active.get(deployment.id)
             if current is None:
                 return
-            updated = record_evidence(current, check, result.verdicts, judging_lag(check), now)
+            updated = record_evidence(current, check, tested, lag, now)
             if updated == current:
                 return
             self._save(updated)
             self._active[deployment.id] = updated
         if updated.status != "watching":
             self._finish(updated)
+
+    def _under_way(
+        self, deployment: Deployment, check: CheckConfig, segment: str, lag: timedelta
+    ) -> bool:
+        state = self.engine.alert_state(check.name, segment)
+        return (
+            state.firing
+            and state.since is not None
+            and not onset_after(deployment, state.since, lag)
+        )
 
     def _deviation(
         self, deployment: Deployment, check: CheckConfig, note: Notification, now: datetime

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from monitor.config import Config, parse_config
-from monitor.deployments import DeploymentRequest
+from monitor.deployments import DeploymentRequest, summary
 from monitor.engine import Engine
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
@@ -120,7 +120,9 @@ def test_a_breaking_deployment_fails_and_its_alert_names_it(world: World, demo_d
     world.run_all()
     failed = world.watcher.get(deployment_id)
     assert failed is not None and failed.status == "failed"
-    assert failed.reason == "revenue [US] deviated after the deployment"
+    # the alert fails it, with the check's drill-down: Germany was down before, the US doubled
+    assert failed.reason.startswith("revenue [US] deviated after the deployment (")
+    assert "US +" in failed.reason and "DE -" in failed.reason
     assert [(d.check, d.segment) for d in failed.deviations] == [("revenue", "US")]
     us = next(
         e.notification
@@ -154,6 +156,30 @@ def test_a_breaking_deployment_fails_and_its_alert_names_it(world: World, demo_d
         )
         == DEPLOYED.timestamp()
     )
+
+
+def test_a_break_too_small_for_an_alert_fails_the_deployment_by_the_sequential_test(
+    world: World, demo_dir: Path
+) -> None:
+    deployment_id = deploy(world)
+    # a join that adds 60% to Great Britain's revenue: under its alert band, hour after hour
+    write(
+        demo_dir / "demo.duckdb",
+        "INSERT INTO analytics.fct_orders SELECT * FROM analytics.fct_orders"
+        " WHERE country = 'GB' AND order_ts >= ? AND order_id % 5 < 3",
+        [DEPLOYED.replace(minute=0, tzinfo=None)],
+    )
+    for minutes in (0, 60):
+        world.clock[0] = DEMO_NOW + timedelta(minutes=minutes)
+        world.run_all()
+    failed = world.watcher.get(deployment_id)
+    assert failed is not None and failed.status == "failed"
+    assert not any(d.segment == "GB" for d in failed.deviations)
+    assert failed.reason.startswith("broke from the expected level after the deployment: ")
+    assert "revenue [GB] +" in failed.reason and "revenue [DE]" not in failed.reason
+    tested = {(t["check"], t["segment"]): t for t in summary(failed)["tests"]}
+    assert tested[("revenue", "GB")]["broken"] and tested[("revenue", "GB")]["buckets"] >= 2
+    assert ("revenue", "DE") not in tested  # its outage began before the deployment
 
 
 def test_a_benign_deployment_passes_when_the_window_ends(world: World) -> None:
