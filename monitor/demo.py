@@ -2,7 +2,7 @@
 
 Orders follow a daily and weekly rhythm in New York time, grow slowly, and carry Poisson and
 day-to-day noise. Three incidents are live when the demo starts: Germany's payments fail (its
-orders are cancelled, so revenue from Germany collapses and the total drops by a quarter), the
+orders are cancelled, so revenue from Germany collapses and the total drops by 40%), the
 raw events table stops loading, and signups spike; they end one to two hours later, so the
 alerts resolve while the demo runs. Rows are also written for the next 24 hours (each appears
 in the table at once, but buckets are judged only once complete and freshness ignores rows
@@ -26,12 +26,12 @@ AHEAD = timedelta(hours=24)
 SEED = 20261126
 
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "JP", "CA", "AU")
-COUNTRY_SHARE = (0.30, 0.12, 0.30, 0.08, 0.07, 0.06, 0.04, 0.03)
+COUNTRY_SHARE = (0.25, 0.10, 0.40, 0.07, 0.07, 0.05, 0.03, 0.03)
 BROKEN_COUNTRY = "DE"
 
 # What the demo breaks, as (check, segment): the series whose alert must fire, and no others.
 # Germany's payments fail: its orders are cancelled, so revenue's total drops with it (a
-# quarter of revenue), and the total's alert says Germany explains the drop.
+# 40% of revenue), and the total's alert says Germany explains the drop.
 INCIDENTS: frozenset[tuple[str, str]] = frozenset(
     {("revenue", BROKEN_COUNTRY), ("revenue", ""), ("events_freshness", ""), ("signups", "")}
 )

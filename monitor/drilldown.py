@@ -41,6 +41,7 @@ CONCENTRATION = 0.5  # everything else moved at most this fraction as much, rela
 MAX_CULPRITS = 3  # more cells than this is no explanation: it is broad
 SPECIFIC = 0.3  # the named cells' own move (beyond the common one) carries this much of it
 SECOND = 0.1  # a second cause carries at least this share of the deviation
+MEDIAN_OF = 5  # values a dimension needs for its median change to be the common move
 HOLD = 2.0  # the total holds while within this many spreads of its expected value
 MOVED = 4.0  # a cell moved when beyond this many of its own spreads
 TOP_CELLS = 100  # cells kept per dimension or pair; the rest fold into one
@@ -136,6 +137,11 @@ class Explanation:
             ]
             share = sum(c.share for c in self.culprits)
             verb = "explains" if len(parts) == 1 else "explain"
+            if share > 1.0:  # the others moved the other way a little
+                return (
+                    f"{', '.join(parts)} {verb} all of the {word} in {subject} "
+                    f"({share * 100:.0f}%)"
+                )
             return f"{', '.join(parts)} {verb} {share * 100:.0f}% of the {word} in {subject}"
         if self.kind == "broad":
             return (
@@ -299,7 +305,8 @@ def _common_change(sets: Mapping[tuple[str, ...], Sequence[Cell]]) -> float:
     changes, each value counted once whatever its size (a large value that moved alone is one
     value of many), values too small to tell (noise over half their value) left out; of those,
     the smallest. A cause in one dimension is spread over every value of the others, so its own
-    dimension's median is the one that shows what moved everything; 0 when none is known."""
+    dimension's median is the one that shows what moved everything; 0 when no dimension has
+    ``MEDIAN_OF`` values to tell (of two values, one falling alone is no common move)."""
     medians = []
     for dims, cells in sets.items():
         changes = sorted(
@@ -307,7 +314,7 @@ def _common_change(sets: Mapping[tuple[str, ...], Sequence[Cell]]) -> float:
             for c in cells
             if c.expected > 0 and c.where[0][1] != OTHER and c.spread < c.expected / 2
         )
-        if len(dims) != 1 or not changes:
+        if len(dims) != 1 or len(changes) < MEDIAN_OF:
             continue
         middle = len(changes) // 2
         odd = len(changes) % 2

@@ -294,6 +294,7 @@ class Engine:
         """Resolve the check's open episodes, saying why (not a recovery); call with the
         check's lock held. ``fallback``: the bucket named when a series has judged none."""
         name = check.name
+        self._incidents.close(name)
         with self._guard:
             firing = {k: s for k, s in self._states.items() if k[0] == name and s.firing}
         notes = []

@@ -92,6 +92,11 @@ class Incidents:
         with self._lock:
             return self._explained.get(check)
 
+    def close(self, check: str) -> None:
+        """The check's incident ended other than by recovering (a rebaseline, a removal)."""
+        with self._lock:
+            self._explained.pop(check, None)
+
     def forget(self, check: str) -> None:
         with self._lock:
             for key in [k for k in self._verdicts if k[0] == check]:
