@@ -177,7 +177,7 @@ def _draw_beside(
     unit: str,
 ) -> None:
     """The segments that explain the incident, one line each, under the total."""
-    ax = fig.add_axes((0.085, 0.16 * BESIDE_PX / height, 0.895, low - 0.30 * BESIDE_PX / height))
+    ax = fig.add_axes((0.085, 0.22 * BESIDE_PX / height, 0.895, low - 0.36 * BESIDE_PX / height))
     for (name, (x, values)), color in zip(beside.items(), _BESIDE, strict=False):
         ax.plot(x, values, color=color, linewidth=1.5, label=name)
     ax.legend(
@@ -190,7 +190,9 @@ def _draw_beside(
     locator = mdates.AutoDateLocator(minticks=4, maxticks=9)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    finish_axes(ax, [v for _, v in beside.values()], unit, labelsize=9)
+    values = np.concatenate([v for _, v in beside.values()])
+    none = np.full(len(values), np.nan)  # no band here: the scale is the segments' own
+    finish_axes(ax, [values, none, none, none], unit, labelsize=9)
 
 
 def value_limits(
