@@ -112,20 +112,24 @@ def test_identifiers_are_quoted_so_names_cannot_inject() -> None:
     assert D.quote("analytics.fct_orders") == '"analytics"."fct_orders"'
 
 
-@pytest.fixture
-def dst_warehouse(tmp_path: Path) -> DuckDBWarehouse:
-    path = tmp_path / "dst.duckdb"
+def orders_warehouse(path: Path, *statements: str) -> DuckDBWarehouse:
+    """A DuckDB file with schema ``analytics`` made by ``statements``, opened as the daemon does."""
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE SCHEMA analytics")
-        con.execute(
-            "CREATE TABLE analytics.fct_orders (order_ts TIMESTAMP, amount DOUBLE, country VARCHAR)"
-        )
-        # one order every 10 minutes across the autumn DST change in New York
-        con.execute(
-            "INSERT INTO analytics.fct_orders SELECT TIMESTAMP '2026-10-31 00:00:00' + i * INTERVAL 10 MINUTE, 1.0,"
-            " CASE WHEN i % 4 = 0 THEN 'DE' WHEN i % 4 = 3 THEN NULL ELSE 'US' END FROM range(6 * 72) t(i)"
-        )
+        for statement in statements:
+            con.execute(statement)
     return DuckDBWarehouse("default", DuckDBWarehouseConfig(kind="duckdb", path=str(path)))
+
+
+@pytest.fixture
+def dst_warehouse(tmp_path: Path) -> DuckDBWarehouse:
+    return orders_warehouse(
+        tmp_path / "dst.duckdb",
+        "CREATE TABLE analytics.fct_orders (order_ts TIMESTAMP, amount DOUBLE, country VARCHAR)",
+        # one order every 10 minutes across the autumn DST change in New York
+        "INSERT INTO analytics.fct_orders SELECT TIMESTAMP '2026-10-31 00:00:00' + i * INTERVAL 10 MINUTE, 1.0,"
+        " CASE WHEN i % 4 = 0 THEN 'DE' WHEN i % 4 = 3 THEN NULL ELSE 'US' END FROM range(6 * 72) t(i)",
+    )
 
 
 def test_hour_buckets_on_a_dst_day_are_real_hours(dst_warehouse: DuckDBWarehouse) -> None:
@@ -171,14 +175,11 @@ def test_the_total_is_the_checks_own_aggregate_over_every_row(
 
 
 def test_an_empty_dimension_value_is_a_segment_of_its_own_not_the_total(tmp_path: Path) -> None:
-    path = tmp_path / "empty.duckdb"
-    with duckdb.connect(str(path)) as con:
-        con.execute("CREATE SCHEMA analytics")
-        con.execute(
-            "CREATE TABLE analytics.fct_orders AS SELECT TIMESTAMP '2026-11-01 12:00:00' AS order_ts,"
-            " 2.0 AS amount, CASE WHEN i < 3 THEN '' ELSE 'US' END AS country FROM range(5) t(i)"
-        )
-    warehouse = DuckDBWarehouse("default", DuckDBWarehouseConfig(kind="duckdb", path=str(path)))
+    warehouse = orders_warehouse(
+        tmp_path / "empty.duckdb",
+        "CREATE TABLE analytics.fct_orders AS SELECT TIMESTAMP '2026-11-01 12:00:00' AS order_ts,"
+        " 2.0 AS amount, CASE WHEN i < 3 THEN '' ELSE 'US' END AS country FROM range(5) t(i)",
+    )
     c = check(grain="day", dimensions=["country"], timezone="UTC")
     q = series_query(c, warehouse.dialect, SINCE)
     found = normalise(warehouse.query(q.sql, q.params), c, datetime(2026, 11, 3, tzinfo=UTC))
