@@ -220,10 +220,9 @@ class CheckPage:
     days: int
     day_choices: tuple[int, ...]
     now: datetime
-    # what later issues add, shown once they exist: calendar events and exclusion windows
-    # (issue 16) and the drill-down explanation of a deviation (issue 15)
+    # calendar events and exclusion windows (issue 16), shown once they exist
     calendar: tuple[Span, ...] = ()
-    explanation: str | None = None
+    explanation: str | None = None  # the drill-down of the check's open incident
     links: dict[str, str] = field(default_factory=dict)  # name -> URL (dashboard, runbook)
 
 
