@@ -131,11 +131,17 @@ class CheckMemory:
     states: dict[str, AlertState]
     latest: dict[str, SeriesStatus]
     last_run: RunResult | None
+    recent: dict[str, list[Verdict]] = field(default_factory=dict)
+    """Per segment, the recent verdicts the drill-down works on."""
+    explained: Explanation | None = None
 
     def without_models(self) -> CheckMemory:
         """The check's alert state and latest verdicts only: its settings changed, so its
         models are rebuilt (from the series cached in the state store when still valid)."""
-        return replace(self, models={}, learned={}, full=None, loads=None, restored=False)
+        return replace(
+            self, models={}, learned={}, full=None, loads=None, restored=False, recent={},
+            explained=None,
+        )  # fmt: skip
 
 
 def detector_spec(check: CheckConfig) -> DetectorSpec:
@@ -338,6 +344,8 @@ class Engine:
                 states={s: st for (c, s), st in self._states.items() if c == name},
                 latest={s: st for (c, s), st in self._latest.items() if c == name},
                 last_run=self._last_run.get(name),
+                recent=self._incidents.recent(name),
+                explained=self._incidents.latest(name),
             )
 
     def adopt(self, memory: CheckMemory) -> None:
@@ -357,6 +365,7 @@ class Engine:
             self._latest.update({(name, s): st for s, st in memory.latest.items()})
             if memory.last_run is not None:
                 self._last_run[name] = memory.last_run
+        self._incidents.adopt(name, memory.recent, memory.explained)
 
     def retire(self, name: str, reason: str) -> list[Notification]:
         """A check removed from the config, or redefined so that its series are other ones:

@@ -88,6 +88,20 @@ class Incidents:
                 self._explained[check.name] = found
         return found
 
+    def recent(self, check: str) -> dict[str, list[Verdict]]:
+        """The check's kept verdicts per segment (handed to the engine of a reloaded config)."""
+        with self._lock:
+            return {s: list(v) for (c, s), v in self._verdicts.items() if c == check}
+
+    def adopt(
+        self, check: str, recent: Mapping[str, list[Verdict]], explained: Explanation | None
+    ) -> None:
+        """Carry on a check from another engine (a reloaded config)."""
+        self.record(check, recent.items())
+        if explained is not None:
+            with self._lock:
+                self._explained[check] = explained
+
     def latest(self, check: str) -> Explanation | None:
         with self._lock:
             return self._explained.get(check)

@@ -187,6 +187,7 @@ def test_reload_keeps_starts_retires_and_refuses_a_broken_file(
         assert checks["revenue"]["last_run"]["started"] == first_run["revenue"]
         de = next(s for s in checks["revenue"]["series"] if s["segment"] == "DE")
         assert de["alert"] == {"status": "firing", "since": de["alert"]["since"], "episode": 1}
+        assert checks["revenue"]["explanation"]["text"].startswith("DE -")  # where it moved, kept
         assert 'check="signups"' not in daemon.metrics()
         # the removed check's open alert resolves, saying why, in its thread
         resolved = slack.wait_for_text("signups: the check was removed from the configuration")
