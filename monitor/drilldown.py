@@ -123,6 +123,8 @@ class Explanation:
     """The incident's first and last bucket (ISO), when known."""
     segments: tuple[str, ...] = ()
     """The segments (series) that moved most the total's way, for the chart beside it."""
+    held: bool = False
+    """The total stayed within its noise: the culprit moved, the total hardly did."""
 
     @property
     def change(self) -> float | None:
@@ -131,6 +133,11 @@ class Explanation:
     def text(self, subject: str) -> str:
         """One sentence: ``DE -61% explains 87% of the drop in revenue``."""
         word = "drop" if self.actual < self.expected else "rise"
+        if self.kind in ("one", "few") and self.held:
+            moved = ", ".join(
+                f"{c.cell.label(named=self.named)} {_pct(c.cell.change)}" for c in self.culprits
+            )
+            return f"{moved} moved beyond its noise; {subject} itself held ({_pct(self.change)})"
         if self.kind in ("one", "few"):
             parts = [
                 f"{c.cell.label(named=self.named)} {_pct(c.cell.change)}" for c in self.culprits
@@ -297,7 +304,7 @@ def explain(
         Contribution(c, _share(c, delta)) for c in others[: max(RANKED - len(culprits), 0)]
     )
     kind: Kind = "one" if len(culprits) == 1 else "few"
-    return Explanation(kind, actual, expected, culprits, ranked_all, named=named)
+    return Explanation(kind, actual, expected, culprits, ranked_all, named=named, held=held)
 
 
 def _common_change(sets: Mapping[tuple[str, ...], Sequence[Cell]]) -> float:

@@ -162,4 +162,5 @@ def explain_buckets(
         since=buckets[0].isoformat(),
         until=buckets[-1].isoformat(),
         segments=tuple(s for s in moved[:BESIDE] if (totals[s][0] - totals[s][1]) * sign > 0),
+        held=found.held,
     )

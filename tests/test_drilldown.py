@@ -75,6 +75,7 @@ def test_noise_within_each_segments_spread_is_no_incident() -> None:
 def test_a_small_segment_collapsing_explains_the_small_move_of_a_total_that_holds() -> None:
     found = explain(cells_from_segments(segments({"JP": 0.0}), ["country"]), total_spread=60.0)
     assert found.kind == "one" and found.culprits[0].cell.label(named=False) == "JP"
+    assert found.text("revenue") == "JP -100% moved beyond its noise; revenue itself held (-4%)"
 
 
 def test_a_pair_is_named_when_it_is_sharper_than_its_country() -> None:
