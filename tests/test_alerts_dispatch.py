@@ -90,7 +90,8 @@ def test_incidents_reach_the_receivers_the_routing_picks(live_dir: Path, receive
     assert alert["annotations"]["dashboard"] == "https://grafana.example.com/d/kpi?var-check=revenue&var-segment=DE"
     assert re.match(r"revenue \[DE\] is \d+% below expected \(-\d+\.\d robust SD\)", alert["annotations"]["summary"])
     total = by_segment[""]
-    assert re.fullmatch(r"DE -\d+% explains \d+% of the drop in revenue", total["annotations"]["explanation"])
+    assert re.fullmatch(r"DE -\d+% explains (\d+% of|all of) the drop in revenue( \(\d+%\))?",
+                        total["annotations"]["explanation"])
     assert total["annotations"]["explanation"] == alert["annotations"]["explanation"]
     assert "Where: DE -" in total["annotations"]["description"]
     hooks["growth-email"].wait_for(lambda n: len(n) >= 1, "signups")
