@@ -114,7 +114,8 @@ class Explanation:
     culprits: tuple[Contribution, ...] = ()
     """The cells named: the explanation (``one``, ``few``) or the movers of a mix shift."""
     ranked: tuple[Contribution, ...] = ()
-    """The culprits first, then the other cells by impact on the total, ``RANKED`` at most."""
+    """The culprits first, then the other cells by their impact beyond their size (cells within
+    a culprit, or holding one, left out), ``RANKED`` at most."""
     named: bool = True
     """Labels name their dimension (more than one dimension), else only the value."""
     buckets: int = 1
@@ -299,7 +300,12 @@ def explain(
     culprits = tuple(
         sorted((Contribution(c, _share(c, delta)) for c in named_cells), key=lambda c: -c.share)
     )
-    others = sorted((c for c in every if c not in named_cells), key=lambda c: -surprise(c))
+    def overlaps(cell: Cell) -> bool:
+        # Germany on iOS says nothing new once Germany is named, nor Germany once it is
+        return any(set(cell.where) <= set(n.where) or set(n.where) <= set(cell.where)
+                   for n in named_cells)  # fmt: skip
+
+    others = sorted((c for c in every if not overlaps(c)), key=lambda c: -surprise(c))
     ranked_all = culprits + tuple(
         Contribution(c, _share(c, delta)) for c in others[: max(RANKED - len(culprits), 0)]
     )
