@@ -228,7 +228,8 @@ class Engine:
         with self._locks[name]:
             result = self._run(check)
         with self._guard:
-            self._last_run[name] = result
+            # kept without its verdicts: a first run's are the whole lookback of every segment
+            self._last_run[name] = replace(result, verdicts={})
         if self.after_run is not None:
             self.after_run(result)
         return result
