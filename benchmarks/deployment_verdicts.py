@@ -57,6 +57,12 @@ class Result:
     alert: int | None  # the same for an alert opening on a watched series
     intended_alerts: int = 0
 
+    @property
+    def daemon(self) -> int | None:
+        """When the daemon fails it: the first of the two."""
+        found = [d for d in (self.sequential, self.alert) if d is not None]
+        return min(found) if found else None
+
 
 def cases(repeat: int, benign: int, intended: int) -> list[Case]:
     out = []
@@ -133,7 +139,7 @@ def simulate(case: Case) -> Result:
 
 def report(results: list[Result]) -> list[str]:
     def within(rs: list[Result], which: str, buckets: int) -> str:
-        hit = [getattr(r, which) is not None and getattr(r, which) <= buckets for r in rs]
+        hit = [(d := getattr(r, which)) is not None and d <= buckets for r in rs]
         return f"{sum(hit) / len(hit):.2f} ({sum(hit)}/{len(hit)})" if hit else "n/a"
 
     def delay(rs: list[Result], which: str) -> str:
@@ -142,8 +148,8 @@ def report(results: list[Result]) -> list[str]:
 
     lines = [
         "| deployments | failed within 2 buckets: sequential test | alert rule (before) |"
-        " median delay, buckets: test / alert |",
-        "| --- | --- | --- | --- |",
+        " either (the daemon now) | median delay, buckets: test / alert |",
+        "| --- | --- | --- | --- | --- |",
     ]
     breaking = [r for r in results if r.case.kind == "break"]
     levels = [r for r in breaking if "level" in r.case.label]
@@ -161,19 +167,20 @@ def report(results: list[Result]) -> list[str]:
     for label, rs in groups:
         lines.append(
             f"| {label} | {within(rs, 'sequential', 2)} | {within(rs, 'alert', 2)} |"
-            f" {delay(rs, 'sequential')} / {delay(rs, 'alert')} |"
+            f" {within(rs, 'daemon', 2)} | {delay(rs, 'sequential')} / {delay(rs, 'alert')} |"
         )
     benign = [r for r in results if r.case.kind == "benign"]
     lines.append(
         f"| benign failed at all in the {WINDOW}-bucket window | "
-        f"{within(benign, 'sequential', WINDOW)} | {within(benign, 'alert', WINDOW)} | |"
+        f"{within(benign, 'sequential', WINDOW)} | {within(benign, 'alert', WINDOW)} | "
+        f"{within(benign, 'daemon', WINDOW)} | |"
     )
     intended = [r for r in results if r.case.kind == "intended"]
     if intended:
         alerted = sum(r.intended_alerts > 0 for r in intended)
         lines.append(
             f"| intended (expect_change) alerting in the {AFTER_INTENDED} buckets after |"
-            f" not tested | {alerted}/{len(intended)} | |"
+            f" not tested | {alerted}/{len(intended)} | {alerted}/{len(intended)} | |"
         )
     return lines
 
