@@ -172,10 +172,10 @@ def _explained(
     the drill-down over its buckets up to the one that opened it."""
     from monitor.detection import Verdict
     from monitor.engine import detector_spec
-    from monitor.incidents import additive, explain_buckets
+    from monitor.incidents import explain_buckets, explainable
 
     total = shown.get("")
-    if not check.dimensions or not additive(check) or total is None:
+    if not explainable(check) or total is None:
         return []
     def judged(frame: pd.DataFrame) -> list[Verdict]:
         columns = ("value", "expected", "lower", "upper", "score")

@@ -37,7 +37,7 @@ from monitor.errors import (
 from monitor.exporter import Metrics
 from monitor.freshness import age_history, assess
 from monitor.history import Point, Replays, judge_again
-from monitor.incidents import Incidents
+from monitor.incidents import Incidents, explainable
 from monitor.queries import (
     OTHER_SEGMENT,
     TOTAL_SEGMENT,
@@ -558,6 +558,8 @@ class Engine:
         """The run's verdicts told to the drill-down; while an episode of the check is open,
         each alert opening now says what explains the incident, and the total's chart shows
         the segments that moved most (``beside``: their recent values) under it."""
+        if not explainable(check):
+            return judged
         self._incidents.record(check.name, [(j.segment, j.verdicts) for j in judged])
         states = {j.segment: j.state for j in judged}
         with self._guard:

@@ -42,6 +42,11 @@ def additive(check: CheckConfig) -> bool:
     )
 
 
+def explainable(check: CheckConfig) -> bool:
+    """Can a drill-down explain the check's incidents: segments that add up to its total?"""
+    return bool(check.dimensions) and additive(check)
+
+
 def spread(verdict: Verdict, sensitivity: float) -> float:
     """One robust standard deviation of the bucket's value, from the side of its band the
     value lies on (the band's edge is ``sensitivity`` of them away)."""
@@ -74,7 +79,7 @@ class Incidents:
     ) -> Explanation | None:
         """The drill-down of the incident that began at ``since`` (None: no episode open, and
         the check's explanation is dropped); None when the check cannot be explained."""
-        if since is None or not check.dimensions or not additive(check):
+        if since is None or not explainable(check):
             with self._lock:
                 self._explained.pop(check.name, None)
             return None
