@@ -20,9 +20,9 @@ def check(**fields: object):  # type: ignore[no-untyped-def]
 
 
 def hours(values: list[float], expected: float) -> list[Verdict]:
+    band = (expected * 0.8, expected * 1.2)
     return [
-        Verdict(START + pd.Timedelta(hours=i), v, expected, expected * 0.8, expected * 1.2,
-                (v - expected) / (expected * 0.05), v < expected * 0.8)  # fmt: skip
+        Verdict(START + pd.Timedelta(hours=i), v, expected, *band, (v / expected - 1) * 20, v < band[0])
         for i, v in enumerate(values)
     ]
 
