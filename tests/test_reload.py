@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ def test_a_check_handed_to_a_new_engine_goes_on_without_reading_its_history_agai
     later = DEMO_NOW + pd.Timedelta(hours=1)
     second = Engine(demo_config, {"default": warehouse}, store, Metrics(), clock=lambda: later)
     second.adopt(first.release("revenue"))
-    assert second.last_run("revenue") == opened  # what the API shows carries over
+    # what the API shows carries over: the last run (kept without its verdicts), the drill-down
+    assert second.last_run("revenue") == replace(opened, verdicts={})
+    assert second.explanation("revenue") == first.explanation("revenue") is not None
     warehouse.since.clear()
     result = second.run("revenue")
     [since] = warehouse.since
