@@ -1,7 +1,10 @@
-"""Recording deployments with a large dbt manifest: time, how long other calls wait, matching.
+"""Deployments: verdicts you can trust, and recording with a large dbt manifest.
 
-    python -m benchmarks.deployments            # 75,000-node manifest, 100 checks
-    python -m benchmarks.deployments --smoke    # 2,000 nodes, 10 checks
+    python -m benchmarks.deployments            # 10 of each breaking deployment, 500 benign,
+                                                # 40 intended; 75,000-node manifest, 100 checks
+    python -m benchmarks.deployments --smoke    # 1 of each, 20 benign, 4 intended; 2,000 nodes
+
+Verdicts: see ``benchmarks.deployment_verdicts``.
 
 Two deployments to one environment go through the daemon's own path (the API's request model,
 then ``DeploymentWatcher.record`` on a SQLite state store and a DuckDB warehouse): the first has
@@ -27,6 +30,7 @@ from typing import Any
 
 import duckdb
 
+from benchmarks.deployment_verdicts import run as verdicts
 from monitor.config import parse_config
 from monitor.deployments import DeploymentRequest, affected_checks
 from monitor.engine import Engine
@@ -115,10 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=75_000)
     parser.add_argument("--checks", type=int, default=100)
     parser.add_argument("--names", type=int, default=150_000, help="changed names to match")
+    parser.add_argument("--repeat", type=int, default=10, help="of each breaking deployment")
+    parser.add_argument("--benign", type=int, default=500)
+    parser.add_argument("--intended", type=int, default=40)
     args = parser.parse_args(argv)
     nodes, checks, names = args.nodes, args.checks, args.names
+    repeat, benign, intended = args.repeat, args.benign, args.intended
     if args.smoke:
         nodes, checks, names = 2_000, 10, 4_000
+        repeat, benign, intended = 1, 20, 4
+    print("verdicts on generated deployments (hourly KPI-suite series, 5 segments and the total)")
+    print("\n".join(verdicts(repeat, benign, intended)))
     with tempfile.TemporaryDirectory() as tmp:
         watcher = build(Path(tmp), checks)
         first = manifest(nodes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,12 +119,14 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
         print(f"{check.name}: no data in the lookback before {moment(shown_from)} or since")
         return EXIT_OK
     if args.segment is not None and args.segment not in replays:
-        known = ", ".join(repr(s) for s in replays)
+        known = ", ".join("'' (the total)" if s == "" else repr(s) for s in replays)
         raise KpiMonitorError(f"{check.name} has no segment {args.segment!r}; segments: {known}")
     shown = {segment: _window(r, shown_from) for segment, r in replays.items()}
     for segment, result in shown.items():
         label = f"{check.name} [{segment}]" if segment else check.name
         print_episodes(label, result.episodes, check.timezone, shown_from)
+    for line in _explained(check, replays, shown):
+        print(line)
     if args.out:
         rows = pd.concat(
             [r.rows.assign(segment=segment) for segment, r in shown.items()], ignore_index=True
@@ -178,6 +181,51 @@ def _replay_series(
         for segment, series in found.items()
         if not series.empty
     }
+
+
+def _explained(
+    check: CheckConfig, replays: dict[str, Replay], shown: dict[str, Replay]
+) -> list[str]:
+    """Where each episode of the total came from, as the daemon's alert would have said it:
+    the drill-down over its buckets up to the one that opened it."""
+    from monitor.detection import Verdict
+    from monitor.engine import detector_spec
+    from monitor.incidents import explain_buckets, explainable
+
+    total = shown.get("")
+    if not explainable(check) or total is None:
+        return []
+    def judged(frame: pd.DataFrame) -> list[Verdict]:
+        columns = ("value", "expected", "lower", "upper", "score")
+        value, expected, lower, upper, score = (frame[c].to_numpy(dtype=float) for c in columns)
+        return [
+            Verdict(
+                pd.Timestamp(b),
+                float(value[i]),
+                _known(expected[i]),
+                _known(lower[i]),
+                _known(upper[i]),
+                float(score[i]),
+                bool(a),
+            )
+            for i, (b, a) in enumerate(zip(frame["bucket"], frame["anomalous"], strict=True))
+        ]
+
+    verdicts = {segment: judged(result.buckets) for segment, result in replays.items()}
+    lines = []
+    for episode in total.episodes:
+        upto = {s: [v for v in vs if v.bucket <= episode.opened] for s, vs in verdicts.items()}
+        found = explain_buckets(
+            upto, check.dimensions, episode.since, detector_spec(check).sensitivity
+        )
+        if found is not None:
+            when = _when(episode.opened, check.timezone)
+            lines.append(f"{check.name}: where, at {when}: {found.text(check.name)}")
+    return lines
+
+
+def _known(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
 
 
 def _replay_freshness(

@@ -1,8 +1,9 @@
 """The demo warehouse: 8 weeks of hourly e-commerce data with live incidents, in DuckDB.
 
 Orders follow a daily and weekly rhythm in New York time, grow slowly, and carry Poisson and
-day-to-day noise. Three incidents are live when the demo starts: orders from Germany collapse,
-the raw events table stops loading, and signups spike; they end one to two hours later, so the
+day-to-day noise. Three incidents are live when the demo starts: Germany's payments fail (its
+orders are cancelled, so revenue from Germany collapses and the total drops by 40%), the
+raw events table stops loading, and signups spike; they end one to two hours later, so the
 alerts resolve while the demo runs. `kpi-monitor demo` also runs a referral campaign that more
 than doubles signups for four hours before their spike: a configured event (its times come from
 KPIMON_DEMO_CAMPAIGN_START and _END, set by the command, in config/demo.yaml), so it does not
@@ -28,13 +29,15 @@ AHEAD = timedelta(hours=24)
 SEED = 20261126
 
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "JP", "CA", "AU")
-COUNTRY_SHARE = (0.42, 0.14, 0.10, 0.10, 0.09, 0.07, 0.05, 0.03)
+COUNTRY_SHARE = (0.25, 0.10, 0.40, 0.07, 0.07, 0.05, 0.03, 0.03)
 BROKEN_COUNTRY = "DE"
 CAMPAIGN_EFFECT = 1.5  # the campaign's signups: +150%, as config/demo.yaml expects
 
 # What the demo breaks, as (check, segment): the series whose alert must fire, and no others.
+# Germany's payments fail: its orders are cancelled, so revenue's total drops with it (a
+# 40% of revenue), and the total's alert says Germany explains the drop.
 INCIDENTS: frozenset[tuple[str, str]] = frozenset(
-    {("revenue", BROKEN_COUNTRY), ("events_freshness", ""), ("signups", "")}
+    {("revenue", BROKEN_COUNTRY), ("revenue", ""), ("events_freshness", ""), ("signups", "")}
 )
 
 
@@ -137,17 +140,18 @@ def _orders(
     hours: pd.DatetimeIndex, rhythm: np.ndarray, times: DemoTimes, rng: np.random.Generator
 ) -> pd.DataFrame:
     share = np.array(COUNTRY_SHARE)
-    rate = 320.0 * rhythm * _day_noise(hours, rng, 0.04)
+    rate = 640.0 * rhythm * _day_noise(hours, rng, 0.04)
     per_country = rng.poisson(np.outer(rate, share))  # hours x countries
-    broken = COUNTRIES.index(BROKEN_COUNTRY)
-    start, end = times.country_outage
-    outage = np.asarray((hours >= start) & (hours < end))
-    per_country[outage, broken] = rng.poisson(rate[outage] * share[broken] * 0.03)
     counts = per_country.sum(axis=1)
     order_ts = _timestamps(hours, counts, rng)
     country = np.concatenate([np.repeat(COUNTRIES, row) for row in per_country])
     n = len(order_ts)
     loaded = order_ts.floor("h") + pd.Timedelta(minutes=65)
+    status = rng.choice(["completed", "refunded", "cancelled"], n, p=[0.92, 0.05, 0.03])
+    # the outage: Germany's payments fail, its orders are still written but cancelled
+    start, end = (t.tz_convert("UTC").tz_localize(None) for t in times.country_outage)
+    failed = (country == BROKEN_COUNTRY) & (order_ts >= start) & (order_ts < end)
+    status[failed & (rng.random(n) < 0.97)] = "cancelled"
     return pd.DataFrame(
         {
             "order_id": np.arange(1, n + 1, dtype=np.int64),
@@ -155,7 +159,7 @@ def _orders(
             "loaded_at": loaded,
             "customer_id": rng.integers(1, 60_000, n),
             "country": country,
-            "status": rng.choice(["completed", "refunded", "cancelled"], n, p=[0.92, 0.05, 0.03]),
+            "status": status,
             "amount": np.round(rng.lognormal(3.6, 0.6, n), 2),
         }
     )

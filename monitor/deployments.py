@@ -1,15 +1,18 @@
 """Deployments: what a change touched, how its watch ends, and what it is blamed for. Pure.
 
 A deployment names the models (or tables) it changed. Checks that depend on them are watched for
-their ``post_deploy_window``; the deployment fails as soon as one of them opens an alert whose
-deviation began after the deployment (checks declared in ``expect_change`` excepted), or when it
-removed a column a check uses; it passes when every window ended quietly.
+their ``post_deploy_window``; the deployment fails as soon as one of their series (a total or a
+segment) breaks from its expected level in the sequential test of the buckets after it
+(:mod:`monitor.sequential`), or one of them opens an alert whose deviation began after the
+deployment (checks declared in ``expect_change`` excepted), or when it removed a column a check
+uses; it passes when every window ended quietly.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -18,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from monitor.config import CheckConfig, Config
 from monitor.dbt import ManifestNode, relation_key, same_table
+from monitor.detection import Verdict
+from monitor.sequential import Evidence
 
 Status = Literal["watching", "passed", "failed"]
 
@@ -38,6 +43,7 @@ class Deviation:
     score: float
     since: datetime
     intended: bool = False
+    explanation: str = ""  # the drill-down of the check's incident: which segments moved
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class Deployment:
     reason: str = ""
     deviations: list[Deviation] = field(default_factory=list)
     schema_changes: list[SchemaChange] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    """The sequential test of each watched series since the deployment."""
 
     @property
     def watch_until(self) -> datetime:
@@ -92,6 +100,11 @@ class Deployment:
         data["schema_changes"] = [
             SchemaChange(**{**s, "retyped": [tuple(r) for r in s["retyped"]]})
             for s in data["schema_changes"]
+        ]
+        # deployments recorded before the sequential test have no evidence
+        data["evidence"] = [
+            Evidence(**{**e, "last": datetime.fromisoformat(e["last"]) if e["last"] else None})
+            for e in data.get("evidence", [])
         ]
         return cls(**data)
 
@@ -179,11 +192,50 @@ def record_deviation(deployment: Deployment, deviation: Deviation, now: datetime
     if deviation.intended:
         return deployment
     where = f"{deviation.check} [{deviation.segment}]" if deviation.segment else deviation.check
+    explained = f" ({deviation.explanation})" if deviation.explanation else ""
     return replace(
         deployment,
         status="failed",
         finished_at=now,
-        reason=f"{where} deviated after the deployment",
+        reason=f"{where} deviated after the deployment{explained}",
+    )
+
+
+def record_evidence(
+    deployment: Deployment,
+    check: CheckConfig,
+    verdicts: Mapping[str, list[Verdict]],
+    lag: timedelta,
+    now: datetime,
+) -> Deployment:
+    """A watched check's new verdicts through the sequential test (:mod:`monitor.sequential`):
+    each series counts the buckets judged after the deployment (:func:`onset_after`); the
+    deployment fails when one breaks, naming every series of the check that broke, the
+    largest move first. An intended change is not tested (its baseline restarted)."""
+    watched = deployment.watched(check.name)
+    if deployment.status != "watching" or watched is None or watched.intended:
+        return deployment
+    evidence = {(e.check, e.segment): e for e in deployment.evidence}
+    for segment, judged in verdicts.items():
+        test = evidence.get((check.name, segment), Evidence(check.name, segment))
+        for verdict in judged:
+            if onset_after(deployment, verdict.bucket.to_pydatetime(), lag):
+                test = test.add(verdict, check.direction)
+        if test.buckets:
+            evidence[(check.name, segment)] = test
+    updated = replace(deployment, evidence=list(evidence.values()))
+    broken = sorted(
+        (e for e in updated.evidence if e.check == check.name and e.broken),
+        key=lambda e: -abs(e.actual - e.expected),
+    )
+    if not broken:
+        return updated
+    return replace(
+        updated,
+        status="failed",
+        finished_at=now,
+        reason="broke from the expected level after the deployment: "
+        + "; ".join(e.describe() for e in broken[:5]),
     )
 
 
@@ -301,6 +353,18 @@ def summary(deployment: Deployment) -> dict[str, Any]:
         ],
         "deviations": [{**asdict(d), "since": d.since.isoformat()} for d in deployment.deviations],
         "schema_changes": [asdict(s) for s in deployment.schema_changes],
+        "tests": [
+            {
+                "check": e.check,
+                "segment": e.segment,
+                "buckets": e.buckets,
+                "evidence_up": round(e.up, 3),
+                "evidence_down": round(e.down, 3),
+                "change": e.change,
+                "broken": e.broken,
+            }
+            for e in deployment.evidence
+        ],
     }
 
 

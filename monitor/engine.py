@@ -30,6 +30,7 @@ from monitor.calendar.config import EventRequest, RecordedEvent
 from monitor.calendar.detector import detector_for
 from monitor.config import CheckConfig, Config
 from monitor.detection import Detector, DetectorSpec, Verdict
+from monitor.drilldown import Explanation
 from monitor.errors import (
     QueryFailed,
     QueryTimeout,
@@ -40,8 +41,10 @@ from monitor.errors import (
 from monitor.exporter import Metrics
 from monitor.freshness import age_history, assess
 from monitor.history import Point, Replays, judge_again
+from monitor.incidents import Incidents, explainable
 from monitor.queries import (
     OTHER_SEGMENT,
+    TOTAL_SEGMENT,
     batch_column,
     batch_key,
     freshness_query,
@@ -61,6 +64,7 @@ DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
 FULL_REFRESH = timedelta(days=1)
 FRESHNESS_OVERLAP = timedelta(hours=1)  # late rows stamped before the newest load seen
 AGE_STEP = timedelta(minutes=15)  # a freshness chart's data age is drawn at this step
+NOT_RANKED = frozenset({OTHER_SEGMENT, TOTAL_SEGMENT})  # rows that are no segment of their own
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,10 @@ class SeriesStatus:
     state: AlertState
 
 
+Committed = tuple[list[SeriesStatus], list[Notification], dict[str, list[Verdict]]]
+"""A run's saved outcome: the latest status per series, its notifications, its verdicts."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     check: str
@@ -111,6 +119,8 @@ class RunResult:
     error: str | None = None
     series: list[SeriesStatus] = field(default_factory=list)
     notifications: list[Notification] = field(default_factory=list)
+    verdicts: dict[str, list[Verdict]] = field(default_factory=dict)
+    """Per segment, every verdict the run gave (a first start's judged history included)."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +137,17 @@ class CheckMemory:
     states: dict[str, AlertState]
     latest: dict[str, SeriesStatus]
     last_run: RunResult | None
+    recent: dict[str, list[Verdict]] = field(default_factory=dict)
+    """Per segment, the recent verdicts the drill-down works on."""
+    explained: Explanation | None = None
 
     def without_models(self) -> CheckMemory:
         """The check's alert state and latest verdicts only: its settings changed, so its
         models are rebuilt (from the series cached in the state store when still valid)."""
-        return replace(self, models={}, learned={}, full=None, loads=None, restored=False)
+        return replace(
+            self, models={}, learned={}, full=None, loads=None, restored=False, recent={},
+            explained=None,
+        )  # fmt: skip
 
 
 def detector_spec(check: CheckConfig) -> DetectorSpec:
@@ -210,6 +226,7 @@ class Engine:
         self._locks = {c.name: threading.Lock() for c in config.checks}
         self._guard = threading.Lock()
         self._replays = Replays(self._fitted)
+        self._incidents = Incidents()
         for check in config.checks:
             metrics.declare_check(check.name)
         for name in warehouses:
@@ -225,7 +242,8 @@ class Engine:
         with self._locks[name]:
             result = self._run(check)
         with self._guard:
-            self._last_run[name] = result
+            # kept without its verdicts: a first run's are the whole lookback of every segment
+            self._last_run[name] = replace(result, verdicts={})
         if self.after_run is not None:
             self.after_run(result)
         return result
@@ -303,6 +321,7 @@ class Engine:
         check's lock held. ``fallback``: the bucket named when a series has judged none.
         ``segments``: only theirs, each with its own reason."""
         name = check.name
+        self._incidents.close(name)
         with self._guard:
             firing = {
                 k: s
@@ -351,6 +370,8 @@ class Engine:
                 states={s: st for (c, s), st in self._states.items() if c == name},
                 latest={s: st for (c, s), st in self._latest.items() if c == name},
                 last_run=self._last_run.get(name),
+                recent=self._incidents.recent(name),
+                explained=self._incidents.latest(name),
             )
 
     def adopt(self, memory: CheckMemory) -> None:
@@ -372,6 +393,7 @@ class Engine:
             self._latest.update({(name, s): st for s, st in memory.latest.items()})
             if memory.last_run is not None:
                 self._last_run[name] = memory.last_run
+        self._incidents.adopt(name, memory.recent, memory.explained)
 
     def retire(self, name: str, reason: str) -> list[Notification]:
         """A check removed from the config, or redefined so that its series are other ones:
@@ -448,9 +470,9 @@ class Engine:
         try:
             rewound = self._rewind(check, started)
             if check.kind == "freshness":
-                statuses, notes = self._run_freshness(check, warehouse, started)
+                statuses, notes, verdicts = self._run_freshness(check, warehouse, started)
             else:
-                statuses, notes = self._run_series(check, warehouse, started)
+                statuses, notes, verdicts = self._run_series(check, warehouse, started)
             self._reached(warehouse, True)
         except WarehouseError as exc:
             # bad SQL or a malformed answer is the check's fault: the warehouse did answer
@@ -473,7 +495,10 @@ class Engine:
         else:
             outcome = "ok"
         self.metrics.last_success.labels(check.name).set(time.time())
-        return self._finish(check, outcome, started, t0, statuses=statuses, notes=rewound + notes)
+        return self._finish(
+            check, outcome, started, t0, statuses=statuses, notes=rewound + notes,
+            verdicts=verdicts,
+        )  # fmt: skip
 
     def _rewind(self, check: CheckConfig, now: datetime) -> list[Notification]:
         """Judge again what was judged ahead of its time: buckets after the newest complete one
@@ -538,6 +563,7 @@ class Engine:
         statuses: list[SeriesStatus] | None = None,
         notes: list[Notification] | None = None,
         fields: dict[str, str] | None = None,
+        verdicts: dict[str, list[Verdict]] | None = None,
     ) -> RunResult:
         elapsed = time.perf_counter() - t0
         self.metrics.runs.labels(check.name, outcome).inc()
@@ -547,11 +573,20 @@ class Engine:
                 "check run failed",
                 extra={"fields": {"check": check.name, "error": error, **(fields or {})}},
             )
-        return RunResult(check.name, outcome, started, elapsed, error, statuses or [], notes or [])
+        return RunResult(
+            check.name,
+            outcome,
+            started,
+            elapsed,
+            error,
+            statuses or [],
+            notes or [],
+            verdicts or {},
+        )
 
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
-    ) -> tuple[list[SeriesStatus], list[Notification]]:
+    ) -> Committed:
         with self._guard:
             recalendared = check.name in self._recalendared
             self._recalendared.discard(check.name)
@@ -577,7 +612,7 @@ class Engine:
         if window.full:
             ranked = window.segments
             if ranked is None:
-                ranked = sorted(set(found) - {OTHER_SEGMENT})
+                ranked = sorted(set(found) - NOT_RANKED)
             with self._guard:
                 previous = self._full[check.name][1] if check.name in self._full else None
                 # a segment firing since before a restart has no model yet, but must resolve
@@ -591,7 +626,7 @@ class Engine:
             latest = max(newest.values(), default=pd.Timestamp(now))
             cutoff = latest - pd.Timedelta(self.config.state.retention.segments)
             ranking = rerank(ranked, previous, held, newest, cutoff, check.max_segments)
-            found = {s: v for s, v in found.items() if s in ranking.tracked or s == OTHER_SEGMENT}
+            found = {s: v for s, v in found.items() if s in ranking.tracked or s in NOT_RANKED}
             closed = self._untrack(check, ranking, now)
             with self._guard:
                 self._full[check.name] = (now, ranking.tracked)
@@ -602,17 +637,28 @@ class Engine:
             found = {s: v for s, v in found.items() if s in known}
         history: dict[str, pd.Series] | None = found if window.full else None
 
-        def chart(segment: str) -> list[list[Any]]:
+        def lookback() -> dict[str, pd.Series]:
             # the chart of an opening alert needs the whole lookback; a warm run re-reads it
             nonlocal history
-            if self.chart_buckets == 0:
-                return []
             if history is None:
                 start = bucket_start(now - check.effective_lookback, check.grain, check.timezone)
                 full = series_query(check, warehouse.dialect, start, segments, until)
                 history = normalise(warehouse.query(full.sql, full.params), check, now)
-            series = history.get(segment)
+            return history
+
+        def chart(segment: str) -> list[list[Any]]:
+            if self.chart_buckets == 0:
+                return []
+            series = lookback().get(segment)
             return self._replay(check, series) if series is not None else []
+
+        def beside(names: tuple[str, ...]) -> dict[str, list[list[Any]]]:
+            read = lookback()
+            recent = {n: read[n][-self.chart_buckets :] for n in names if n in read}
+            return {
+                n: [[b.isoformat(), float(v)] for b, v in zip(s.index, s.to_numpy(), strict=True)]
+                for n, s in recent.items()
+            }
 
         policy = alert_policy(check)
         judged = []
@@ -626,9 +672,10 @@ class Engine:
             judged.append(
                 self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
             )
-        statuses, notes = self._commit(check, judged)
+        committed = self._commit(check, self._explained(check, judged, beside))
         self._keep_history(check, now, window, found)
-        return statuses, closed + notes
+        statuses, notes, judged_verdicts = committed
+        return statuses, closed + notes, judged_verdicts
 
     def _untrack(self, check: CheckConfig, ranking: Ranking, now: datetime) -> list[Notification]:
         """Stop tracking the segments a re-rank dropped: their open alerts resolve saying why,
@@ -662,6 +709,44 @@ class Engine:
                 extra={"fields": {"check": name, "segment": segment, "reason": reason}},
             )
         return notes
+
+    def _explained(
+        self,
+        check: CheckConfig,
+        judged: list[_Judged],
+        beside: Callable[[tuple[str, ...]], dict[str, list[list[Any]]]],
+    ) -> list[_Judged]:
+        """The run's verdicts told to the drill-down; while an episode of the check is open,
+        each alert opening now says what explains the incident, and the total's chart shows
+        the segments that moved most (``beside``: their recent values) under it."""
+        if not explainable(check):
+            return judged
+        self._incidents.record(check.name, [(j.segment, j.verdicts) for j in judged])
+        states = {j.segment: j.state for j in judged}
+        with self._guard:
+            for (name, segment), state in self._states.items():
+                if name == check.name:
+                    states.setdefault(segment, state)
+        opened = [s.since for s in states.values() if s.firing and s.since is not None]
+        found = self._incidents.explain(
+            check, min(opened) if opened else None, detector_spec(check).sensitivity
+        )
+        if found is None:
+            return judged
+        text = found.text(check.name)
+
+        def told(note: Notification) -> Notification:
+            if note.kind != "opened":
+                return note
+            if note.segment == TOTAL_SEGMENT and note.history and found.segments:
+                note = replace(note, beside=beside(found.segments))
+            return replace(note, explanation=text)
+
+        return [replace(j, notes=[told(n) for n in j.notes]) for j in judged]
+
+    def explanation(self, name: str) -> Explanation | None:
+        """The drill-down of the check's open incident, if any."""
+        return self._incidents.latest(name)
 
     def _restore(self, check: CheckConfig, now: datetime) -> None:
         """Rebuild a check's models from the series cached in the state store, so the first
@@ -779,6 +864,7 @@ class Engine:
             self._learned[name].clear()
             self._full.pop(name, None)
             self._loads.pop(name, None)
+        self._incidents.forget(name)
 
     def _known(self, name: str) -> set[str]:
         with self._guard:  # other checks' runs add their models concurrently
@@ -856,7 +942,7 @@ class Engine:
                              members, seen=self._seen(now))  # fmt: skip
         frame = warehouse.query(query.sql, query.params)
         if full and check.dimensions and "segment" in frame.columns:
-            ranked = sorted(set(frame["segment"].astype(str)) - {OTHER_SEGMENT})
+            ranked = sorted(set(frame["segment"].astype(str)) - NOT_RANKED)
             union = Window(union.since, union.until, ranked, True)
         return _BatchRead(union, frame, tuple(m.name for m in members))
 
@@ -926,7 +1012,7 @@ class Engine:
 
     def _run_freshness(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
-    ) -> tuple[list[SeriesStatus], list[Notification]]:
+    ) -> Committed:
         start = to_utc(now - check.effective_lookback)
         if check.name not in self._restored:
             self._restored.add(check.name)
@@ -961,7 +1047,7 @@ class Engine:
             loaded = _utc_index(warehouse.query(query.sql, query.params))
         verdict = assess(loaded, now, check.sensitivity or DEFAULT_SENSITIVITY, check.max_age)
         if verdict is None:
-            return [], []
+            return [], [], {}
         self.metrics.data_age.labels(check.name, "").set(verdict.value)
 
         def chart(_: str) -> list[list[Any]]:
@@ -1022,7 +1108,7 @@ class Engine:
 
     def _commit(
         self, check: CheckConfig, judged: list[_Judged]
-    ) -> tuple[list[SeriesStatus], list[Notification]]:
+    ) -> Committed:
         """Persist a run's states and queued notifications in one transaction, then (only once
         they are saved) publish them: memory, metrics and log."""
         muted = self.muted(check, self.clock())
@@ -1079,7 +1165,7 @@ class Engine:
                 },
             )
             self.metrics.alerts_sent.labels("log", "ok").inc()
-        return statuses, notes
+        return statuses, notes, {j.segment: j.verdicts for j in judged if j.verdicts}
 
     def _notification(
         self,

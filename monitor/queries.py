@@ -18,6 +18,8 @@ from monitor.dialects import Dialect
 
 OTHER_SEGMENT = "__other__"
 NULL_SEGMENT = "(null)"
+EMPTY_SEGMENT = "(empty)"
+TOTAL_SEGMENT = ""  # a check's total: all its segments together, as a check without dimensions
 SEGMENT_SEPARATOR = "|"
 FRESHNESS_HISTORY_LIMIT = 5000
 
@@ -53,6 +55,9 @@ def _segment(check: CheckConfig, dialect: Dialect) -> str:
     parts = [
         f"coalesce({dialect.text(dialect.quote(d))}, '{NULL_SEGMENT}')" for d in check.dimensions
     ]
+    if len(parts) == 1:
+        # segment '' is the total: an empty value of the one dimension is named, not merged in
+        return f"coalesce(nullif({parts[0]}, ''), '{EMPTY_SEGMENT}')"
     return f" || '{SEGMENT_SEPARATOR}' || ".join(parts)
 
 
@@ -94,7 +99,8 @@ def series_query(
 
     ``bucket`` is the naive UTC start of the business-time bucket; ``segment`` is '' without
     dimensions, else the dimension values joined by '|' with all but the ``max_segments``
-    largest (by rows since ``since``) folded into ``__other__``. An incremental query passes
+    largest (by rows since ``since``) folded into ``__other__``, and '' for the total of every
+    segment (an empty value of a single dimension is ``(empty)``). An incremental query passes
     the ``segments`` chosen by the last full query instead, so folding stays the same.
     ``until`` (generated queries only) skips rows of buckets not complete yet. With ``batch``
     (checks of one :func:`batch_key`), the value of ``batch[i]`` is column ``value_i``. With
@@ -130,33 +136,36 @@ def series_query(
             params,
         )
     segment = _segment(check, dialect)
+    top = ""
     if segments is not None:
         names = [f"s{i}" for i in range(len(segments))]
         params.update(zip(names, segments, strict=True))
         keep = f"{segment} IN ({', '.join(dialect.param(n) for n in names)})" if names else "FALSE"
-        return Query(
-            f"SELECT {bucket} AS bucket,\n"
-            f"  CASE WHEN {keep} THEN {segment} ELSE '{OTHER_SEGMENT}' END AS segment,\n"
-            f"  {value}\n"
-            f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2",
-            params,
+    else:
+        rank = "count(*) DESC, 1"
+        if seen is not None:
+            params["seen"] = _naive_utc(seen)
+            column = dialect.quote(check.timestamp_column)
+            rank = f"CASE WHEN max({column}) >= {dialect.param('seen')} THEN 0 ELSE 1 END, {rank}"
+        top = (
+            "WITH top_segments AS (\n"
+            f"  SELECT {segment} AS segment FROM {table}\n"
+            f"  WHERE {where}\n"
+            f"  GROUP BY 1 ORDER BY {rank} LIMIT {int(check.max_segments)}\n"
+            ")\n"
         )
-    rank = "count(*) DESC, 1"
-    if seen is not None:
-        params["seen"] = _naive_utc(seen)
-        column = dialect.quote(check.timestamp_column)
-        rank = f"CASE WHEN max({column}) >= {dialect.param('seen')} THEN 0 ELSE 1 END, {rank}"
+        keep = f"{segment} IN (SELECT segment FROM top_segments)"
+    # one pass over the rows gives each segment and the total (GROUPING SETS): the total is
+    # the check's own aggregate over all rows, right for a count distinct or an average too
     sql = (
-        "WITH top_segments AS (\n"
-        f"  SELECT {segment} AS segment FROM {table}\n"
-        f"  WHERE {where}\n"
-        f"  GROUP BY 1 ORDER BY {rank} LIMIT {int(check.max_segments)}\n"
-        ")\n"
-        f"SELECT {bucket} AS bucket,\n"
-        f"  CASE WHEN {segment} IN (SELECT segment FROM top_segments) THEN {segment}"
-        f" ELSE '{OTHER_SEGMENT}' END AS segment,\n"
+        f"{top}SELECT kpimon_bucket AS bucket,\n"
+        f"  CASE WHEN GROUPING(kpimon_segment) = 1 THEN '{TOTAL_SEGMENT}'"
+        " ELSE kpimon_segment END AS segment,\n"
         f"  {value}\n"
-        f"FROM {table}\nWHERE {where}\nGROUP BY 1, 2"
+        f"FROM (\n  SELECT {bucket} AS kpimon_bucket,\n"
+        f"    CASE WHEN {keep} THEN {segment} ELSE '{OTHER_SEGMENT}' END AS kpimon_segment,\n"
+        f"    *\n  FROM {table}\n  WHERE {where}\n) AS kpimon_rows\n"
+        "GROUP BY GROUPING SETS ((kpimon_bucket, kpimon_segment), (kpimon_bucket))"
     )
     return Query(sql, params)
 

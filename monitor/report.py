@@ -57,7 +57,8 @@ def render_table(results: list[RunResult], engine: Engine) -> str:
             rows.append(
                 (
                     result.check,
-                    status.segment,
+                    "(total)" if check is not None and check.dimensions and not status.segment
+                    else status.segment,
                     moment(v.bucket),
                     moment(v.bucket, tz),
                     number(v.value, unit),
@@ -68,7 +69,13 @@ def render_table(results: list[RunResult], engine: Engine) -> str:
                 )
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
+    lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
-    )
+    ]
+    where = [
+        f"{result.check}: {explained.text(result.check)}"
+        for result in results
+        if (explained := engine.explanation(result.check)) is not None
+    ]
+    return "\n".join([*lines, "", "Where did it move?", *where] if where else lines)

@@ -12,7 +12,7 @@ import pandas as pd
 from monitor.buckets import grid, last_complete
 from monitor.config import CheckConfig
 from monitor.errors import MalformedResult
-from monitor.queries import OTHER_SEGMENT
+from monitor.queries import OTHER_SEGMENT, TOTAL_SEGMENT
 
 Points = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
 """A segment's buckets (UTC nanoseconds, ascending) and their values (NaN: missing)."""
@@ -161,12 +161,15 @@ def _fold_segments(
     Generated queries fold in SQL already; this bounds what custom ``sql`` checks return."""
     counts = {segment: len(points[0]) for segment, points in found.items()}
     counts.pop(OTHER_SEGMENT, None)
+    counts.pop(TOTAL_SEGMENT, None)  # the total is no segment to fold
     if len(counts) <= limit:
         return found
     if keep is not None:
         kept = [segment for segment in counts if segment in keep]
     else:
         kept = sorted(counts, key=lambda segment: -counts[segment])[:limit]
+    if TOTAL_SEGMENT in found:
+        kept.insert(0, TOTAL_SEGMENT)
     rest = [points for segment, points in found.items() if segment not in kept]
     buckets, inverse = np.unique(np.concatenate([b for b, _ in rest]), return_inverse=True)
     # a sum over rows: a null value adds nothing

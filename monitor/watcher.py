@@ -27,6 +27,7 @@ from monitor.deployments import (
     likely_cause,
     onset_after,
     record_deviation,
+    record_evidence,
     record_schema,
     schema_change,
     start,
@@ -268,16 +269,54 @@ class DeploymentWatcher:
     # --- watching ------------------------------------------------------------------------------
 
     def observe(self, result: RunResult) -> None:
-        """Engine hook: an alert opened on a watched check fails its deployment."""
-        opened = [n for n in result.notifications if n.kind == "opened"]
-        if not opened:
-            return
+        """Engine hook: a watched check's series that broke from its expected level after the
+        deployment (the sequential test), or an alert opened on it, fails its deployment."""
         check = self.config.check(result.check)
-        assert check is not None
+        if check is None:
+            return
         now = self.clock()
-        for note in opened:
+        # an alert is the verdict with the most to say; the test then catches what it missed
+        for note in (n for n in result.notifications if n.kind == "opened"):
             for deployment in self.active():
                 self._deviation(deployment, check, note, now)
+        if result.verdicts:
+            for deployment in self.active():
+                self._test(deployment, check, result, now)
+
+    def _test(
+        self, deployment: Deployment, check: CheckConfig, result: RunResult, now: datetime
+    ) -> None:
+        watched = deployment.watched(check.name)
+        if watched is None or watched.intended or now > watched.until:
+            return
+        lag = judging_lag(check)
+        # a series whose incident was under way before the deployment is not its doing
+        tested = {
+            segment: verdicts
+            for segment, verdicts in result.verdicts.items()
+            if not self._under_way(deployment, check, segment, lag)
+        }
+        with self._lock:
+            current = self._active.get(deployment.id)
+            if current is None:
+                return
+            updated = record_evidence(current, check, tested, lag, now)
+            if updated == current:
+                return
+            self._save(updated)
+            self._active[deployment.id] = updated
+        if updated.status != "watching":
+            self._finish(updated)
+
+    def _under_way(
+        self, deployment: Deployment, check: CheckConfig, segment: str, lag: timedelta
+    ) -> bool:
+        state = self.engine.alert_state(check.name, segment)
+        return (
+            state.firing
+            and state.since is not None
+            and not onset_after(deployment, state.since, lag)
+        )
 
     def _deviation(
         self, deployment: Deployment, check: CheckConfig, note: Notification, now: datetime
@@ -295,6 +334,7 @@ class DeploymentWatcher:
             note.score,
             note.since,
             watched.intended,
+            note.explanation,
         )
         with self._lock:
             current = self._active.get(deployment.id)

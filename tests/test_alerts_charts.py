@@ -13,6 +13,7 @@ import pytest
 from matplotlib.image import imread
 
 from monitor.alerts.charts import (
+    BESIDE_PX,
     HEIGHT_PX,
     WIDTH_PX,
     _DurationLocator,
@@ -230,3 +231,22 @@ def test_holidays_events_and_exclusions_are_shaded_in_their_colours() -> None:
     assert 76 + 805 * 22 / 71 < columns.min() < 76 + 805 * 26 / 71
     assert 76 + 805 * 46 / 71 < columns.max() < 76 + 805 * 50 / 71
     assert tinted(shaded, "exclusion").sum() > 500
+
+
+def test_the_segments_that_explain_a_total_are_drawn_beside_it_below_and_never_red() -> None:
+    frame = history(anomalous=range(66, 72))
+    buckets = pd.DatetimeIndex(frame["bucket"])
+    beside = {
+        "DE": pd.Series(np.r_[np.full(66, 400.0), np.full(6, 10.0)], index=buckets),
+        "FR": pd.Series(np.full(72, 150.0), index=buckets),
+    }
+    png = render_chart(frame, title="revenue", beside=beside)
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (900, HEIGHT_PX + BESIDE_PX)
+    image = pixels(png)
+    purple = (abs(image[:, :, 0] - 0x7B) < 20) & (abs(image[:, :, 1] - 0x32) < 20) & (abs(image[:, :, 2] - 0x94) < 20)
+    rows, _ = np.nonzero(purple)
+    # Germany's line sits in the panel under the total's chart (its legend swatch above that)
+    assert len(rows) > 100 and np.median(rows) > HEIGHT_PX
+    # only the total's anomalous buckets are red: none in the segments' panel
+    assert not red(image[HEIGHT_PX + 40 :]).any()

@@ -76,14 +76,24 @@ def test_incidents_reach_the_receivers_the_routing_picks(live_dir: Path, receive
     config, engine, dispatcher, metrics = setup(live_dir, am.url)
     for check in config.checks:
         engine.run(check.name)
-    assert dispatcher.deliver_pending() == 3
-    pager = hooks["revenue-pager"].wait_for(lambda n: len(n) >= 1, "revenue")
-    [alert] = [a for n in pager for a in n["alerts"]]
+    assert dispatcher.deliver_pending() == 4
+    pager = hooks["revenue-pager"].wait_for(lambda n: sum(len(x["alerts"]) for x in n) >= 2, "revenue")
+    # Germany and revenue's total opened together: one incident, one group, one page
+    assert len(pager) == 1 and pager[0]["groupLabels"] == {
+        "alertname": "KPIAnomaly", "check": "revenue", "environment": "production"}
+    by_segment = {a["labels"].get("segment", ""): a for a in pager[0]["alerts"]}
+    assert set(by_segment) == {"DE", ""}
+    alert = by_segment["DE"]
     assert alert["status"] == "firing"
     assert alert["labels"] == {"alertname": "KPIAnomaly", "check": "revenue", "segment": "DE", "severity": "critical",
                                "team": "revenue", "environment": "production"}
     assert alert["annotations"]["dashboard"] == "https://grafana.example.com/d/kpi?var-check=revenue&var-segment=DE"
     assert re.match(r"revenue \[DE\] is \d+% below expected \(-\d+\.\d robust SD\)", alert["annotations"]["summary"])
+    total = by_segment[""]
+    assert re.fullmatch(r"DE -\d+% explains (\d+% of|all of) the drop in revenue( \(\d+%\))?",
+                        total["annotations"]["explanation"])
+    assert total["annotations"]["explanation"] == alert["annotations"]["explanation"]
+    assert "Where: DE -" in total["annotations"]["description"]
     hooks["growth-email"].wait_for(lambda n: len(n) >= 1, "signups")
     hooks["data-platform"].wait_for(lambda n: len(n) >= 1, "events_freshness")
     assert alerts(hooks["revenue-pager"], "signups") == []
@@ -93,11 +103,12 @@ def test_incidents_reach_the_receivers_the_routing_picks(live_dir: Path, receive
     dispatcher.resend_firing(engine.firing())
     acknowledged = now()
     engine.rebaseline("revenue", acknowledged)
-    assert dispatcher.deliver_pending() == 1
+    assert dispatcher.deliver_pending() == 2
     resolved = hooks["revenue-pager"].wait_for(
-        lambda n: any(a["status"] == "resolved" for x in n for a in x["alerts"]), "revenue", timeout=15)
-    [end] = [a for n in resolved for a in n["alerts"] if a["status"] == "resolved"]
-    assert end["labels"]["segment"] == "DE" and end["endsAt"] >= acknowledged.isoformat()[:16]
+        lambda n: sum(a["status"] == "resolved" for x in n for a in x["alerts"]) >= 2, "revenue", timeout=15)
+    ends = {a["labels"].get("segment", ""): a for n in resolved for a in n["alerts"] if a["status"] == "resolved"}
+    assert set(ends) == {"DE", ""} and ends["DE"]["endsAt"] >= acknowledged.isoformat()[:16]
+    assert "explanation" not in ends[""]["annotations"]
 
 
 def test_an_unreachable_alertmanager_keeps_the_alerts_for_later(live_dir: Path) -> None:

@@ -41,12 +41,18 @@ def test_check_prints_a_table_and_exits_1_on_an_anomaly(
         "STATUS",
     ]
     seg, bucket, status = (out[0].index(h) for h in ("SEGMENT", "BUCKET", "STATUS"))
+    table = out[1 : out.index("")]
     rows = {
-        (line[:seg].strip(), line[seg:bucket].strip()): line[status:].strip() for line in out[1:]
+        (line[:seg].strip(), line[seg:bucket].strip()): line[status:].strip() for line in table
     }
     assert rows[("revenue", "DE")] == "ANOMALY"
+    assert rows[("revenue", "(total)")] == "ANOMALY"
     assert rows[("revenue", "US")] == "ok"
     assert rows[("events_freshness", "")] == "ANOMALY"
+    # below the table, where the total's drop came from
+    where = out[out.index("Where did it move?") + 1 :]
+    assert len(where) == 1 and where[0].startswith("revenue: DE -")
+    assert "of the drop in revenue" in where[0] and "explains" in where[0]
 
 
 def test_check_exits_0_when_all_is_normal(live_config: Path) -> None:
@@ -152,7 +158,7 @@ def test_check_show_sql_prints_each_checks_query_and_runs_nothing(
     assert revenue.startswith("-- revenue (metric) on warehouse default (duckdb); parameters:\n--   since = '")
     assert "' (UTC)\n--   tz = 'America/New_York'\n--   until = '" in revenue
     assert 'FROM "analytics"."fct_orders"' in revenue and "(status = 'completed')" in revenue
-    assert revenue.rstrip().endswith("GROUP BY 1, 2;")
+    assert revenue.rstrip().endswith("GROUP BY GROUPING SETS ((kpimon_bucket, kpimon_segment), (kpimon_bucket));")
     assert freshness.startswith("-- events_freshness (freshness) on warehouse default (duckdb)")
     assert 'FROM "raw"."events"' in freshness
     assert not (tmp_path / "absent.duckdb").exists()

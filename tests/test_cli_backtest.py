@@ -119,15 +119,19 @@ def test_the_plot_shows_the_segment_that_alerted(
     plot = tmp_path / "revenue.png"
     assert backtest(live_config, "revenue", "1d", "--plot", str(plot)) == 0
     out = capsys.readouterr().out
-    assert "chart of revenue [DE], 0 deployments marked ->" in out  # not the first segment (BR)
+    # the segments that alerted (not the first segment, BR): the total and Germany
+    assert "chart of revenue, revenue [DE], 0 deployments marked ->" in out
     assert "revenue [DE]: alert at " in out and " EST" in out  # UTC and the business zone
+    # the total's alert says where it moved, as the daemon's would have
+    [where] = [line for line in out.splitlines() if line.startswith("revenue: where, at ")]
+    assert " EST: DE -" in where and "drop in revenue" in where
     png = plot.read_bytes()
     assert pixels_like(png, EPISODE_RGB) > 500 and pixels_like(png, ANOMALY_RGB) > 10
     with pytest.raises(SystemExit):
         main(["backtest", "-c", str(live_config), "--check", "revenue", "--segment"])
     assert main(["backtest", "-c", str(live_config), "--check", "revenue", "--segment", "Mars",
                  "--plot", str(plot)]) == 2
-    assert "revenue has no segment 'Mars'; segments: 'BR', 'DE'" in capsys.readouterr().err
+    assert "revenue has no segment 'Mars'; segments: '' (the total), 'BR', 'DE'" in capsys.readouterr().err
 
 
 def test_deployments_that_watched_the_check_are_marked_while_the_daemon_holds_the_store(

@@ -197,11 +197,14 @@ def run_check_kinds(warehouse: Any) -> dict[str, Any]:
             q = newest_row_query(check, warehouse.dialect)
             out["newest"] = [str(v) for v in warehouse.query(q.sql, q.params)["loaded"]]
             continue
-        q = series_query(check, warehouse.dialect, KIND_SINCE)
-        series = normalise(warehouse.query(q.sql, q.params), check, KIND_NOW)
-        out[check.name] = {
-            seg: [(str(k), round(float(v), 6)) for k, v in s.items()] for seg, s in series.items()
-        }
+        queries = {check.name: series_query(check, warehouse.dialect, KIND_SINCE)}
+        if check.dimensions:  # a warm run's query: the segments ranked before, and the total
+            queries[f"{check.name}_warm"] = series_query(check, warehouse.dialect, KIND_SINCE, ["US"])
+        for name, q in queries.items():
+            series = normalise(warehouse.query(q.sql, q.params), check, KIND_NOW)
+            out[name] = {
+                seg: [(str(k), round(float(v), 6)) for k, v in s.items()] for seg, s in series.items()
+            }
     return out
 
 
@@ -223,6 +226,11 @@ def reference_results(tmp_path: Any) -> dict[str, Any]:
 
 def test_check_kinds_reference_is_meaningful(tmp_path: Any) -> None:
     ref = reference_results(tmp_path)
-    assert set(ref) == {"revenue", "rows", "fresh", "newest", "daily"}
-    assert set(ref["revenue"]) == {"US", "DE", "__other__"}
+    assert set(ref) == {"revenue", "revenue_warm", "rows", "fresh", "newest", "daily"}
+    assert set(ref["revenue"]) == {"", "US", "DE", "__other__"}  # "" is the total
+    assert set(ref["revenue_warm"]) == {"", "US", "__other__"}
+    for read in ("revenue", "revenue_warm"):
+        segments = [dict(points) for name, points in ref[read].items() if name]
+        for bucket, total in ref[read][""]:
+            assert total == pytest.approx(sum(s.get(bucket, 0.0) for s in segments))
     assert len(ref["rows"][""]) >= 4 and ref["fresh"] and ref["newest"]

@@ -24,7 +24,7 @@ def test_the_firing_series_history_shows_its_incident_and_the_band(
     engine, _ = make_engine(demo_config, demo_dir / "state.db")
     engine.run("revenue")
     history = engine.history("revenue", 48)
-    assert len(history) == 7 and {"DE", "US", "__other__"} <= set(history)  # 6 kept, the rest
+    assert len(history) == 8 and {"", "DE", "US", "__other__"} <= set(history)  # total, 6 kept, the rest
     de = history["DE"]
     assert len(de) == 48
     assert all(p.expected is not None and p.lower is not None for p in de)

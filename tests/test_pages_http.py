@@ -85,6 +85,9 @@ def test_a_check_page_shows_every_series_the_sql_and_the_alert_history(daemon: D
     # the alert history, without any channel needed (the replayed history may hold earlier
     # episodes of the demo's noisier series: the live one is the newest)
     assert f"episode {episode} opened" in html
+    # where revenue's drop came from, above the charts
+    where = html.index('<p class="explanation">Where: DE -')
+    assert "drop in revenue" in html[where : where + 200] and where < html.index("data-segment=")
     assert "FROM &#34;analytics&#34;.&#34;fct_orders&#34;" in html  # the SQL it sends
     for name in (c.name for c in daemon.config.checks):
         assert page(daemon, f"/checks/{name}")[0] == 200

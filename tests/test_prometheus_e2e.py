@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
+from monitor.demo import INCIDENTS
 from tests import k8s_tools as kt
 
 pytestmark = pytest.mark.slow
@@ -220,12 +221,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             DEPLOYMENT,
             {"Authorization": f"Bearer {API_TOKEN}"},
         )
+        # every demo incident, not the first one: revenue (segments and total) takes longest
         wait_until(
-            "KPIAnomaly firing in Prometheus",
-            lambda: any(
-                a["labels"]["alertname"] == "KPIAnomaly" and a["state"] == "firing"
+            "KPIAnomaly firing in Prometheus for every demo incident",
+            lambda: {
+                (a["labels"]["check"], a["labels"].get("segment", ""))
                 for a in s.alerts()
-            ),
+                if a["labels"]["alertname"] == "KPIAnomaly" and a["state"] == "firing"
+            } >= INCIDENTS,
             ANOMALY_TIMEOUT,
             daemon,
         )

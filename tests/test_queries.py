@@ -63,12 +63,17 @@ def test_metric_with_dimensions_folds_the_tail_into_other() -> None:
         '  WHERE "order_ts" >= $since\n'
         "  GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 3\n"
         ")\n"
-        "SELECT timezone('UTC', timezone($tz, CAST(date_trunc('day', timezone($tz, CAST(\"order_ts\" AS TIMESTAMPTZ))) AS TIMESTAMP))) AS bucket,\n"
-        f"  CASE WHEN {segment} IN (SELECT segment FROM top_segments) THEN {segment} ELSE '__other__' END AS segment,\n"
+        "SELECT kpimon_bucket AS bucket,\n"
+        "  CASE WHEN GROUPING(kpimon_segment) = 1 THEN '' ELSE kpimon_segment END AS segment,\n"
         "  sum(amount) AS value\n"
-        'FROM "analytics"."fct_orders"\n'
-        'WHERE "order_ts" >= $since\n'
-        "GROUP BY 1, 2"
+        "FROM (\n"
+        "  SELECT timezone('UTC', timezone($tz, CAST(date_trunc('day', timezone($tz, CAST(\"order_ts\" AS TIMESTAMPTZ))) AS TIMESTAMP))) AS kpimon_bucket,\n"
+        f"    CASE WHEN {segment} IN (SELECT segment FROM top_segments) THEN {segment} ELSE '__other__' END AS kpimon_segment,\n"
+        "    *\n"
+        '  FROM "analytics"."fct_orders"\n'
+        '  WHERE "order_ts" >= $since\n'
+        ") AS kpimon_rows\n"
+        "GROUP BY GROUPING SETS ((kpimon_bucket, kpimon_segment), (kpimon_bucket))"
     )
 
 
@@ -109,20 +114,24 @@ def test_identifiers_are_quoted_so_names_cannot_inject() -> None:
     assert D.quote("analytics.fct_orders") == '"analytics"."fct_orders"'
 
 
-@pytest.fixture
-def dst_warehouse(tmp_path: Path) -> DuckDBWarehouse:
-    path = tmp_path / "dst.duckdb"
+def orders_warehouse(path: Path, *statements: str) -> DuckDBWarehouse:
+    """A DuckDB file with schema ``analytics`` made by ``statements``, opened as the daemon does."""
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE SCHEMA analytics")
-        con.execute(
-            "CREATE TABLE analytics.fct_orders (order_ts TIMESTAMP, amount DOUBLE, country VARCHAR)"
-        )
-        # one order every 10 minutes across the autumn DST change in New York
-        con.execute(
-            "INSERT INTO analytics.fct_orders SELECT TIMESTAMP '2026-10-31 00:00:00' + i * INTERVAL 10 MINUTE, 1.0,"
-            " CASE WHEN i % 4 = 0 THEN 'DE' WHEN i % 4 = 3 THEN NULL ELSE 'US' END FROM range(6 * 72) t(i)"
-        )
+        for statement in statements:
+            con.execute(statement)
     return DuckDBWarehouse("default", DuckDBWarehouseConfig(kind="duckdb", path=str(path)))
+
+
+@pytest.fixture
+def dst_warehouse(tmp_path: Path) -> DuckDBWarehouse:
+    return orders_warehouse(
+        tmp_path / "dst.duckdb",
+        "CREATE TABLE analytics.fct_orders (order_ts TIMESTAMP, amount DOUBLE, country VARCHAR)",
+        # one order every 10 minutes across the autumn DST change in New York
+        "INSERT INTO analytics.fct_orders SELECT TIMESTAMP '2026-10-31 00:00:00' + i * INTERVAL 10 MINUTE, 1.0,"
+        " CASE WHEN i % 4 = 0 THEN 'DE' WHEN i % 4 = 3 THEN NULL ELSE 'US' END FROM range(6 * 72) t(i)",
+    )
 
 
 def test_hour_buckets_on_a_dst_day_are_real_hours(dst_warehouse: DuckDBWarehouse) -> None:
@@ -143,7 +152,7 @@ def test_day_buckets_follow_local_midnight(dst_warehouse: DuckDBWarehouse) -> No
     found = normalise(
         dst_warehouse.query(q.sql, q.params), c, datetime(2026, 11, 3, 12, tzinfo=UTC)
     )
-    assert sorted(found) == ["US", "__other__"]
+    assert sorted(found) == ["", "US", "__other__"]  # "" is the total
     us = found["US"]
     assert list(us.index) == [
         pd.Timestamp(t, tz="UTC")
@@ -151,6 +160,33 @@ def test_day_buckets_follow_local_midnight(dst_warehouse: DuckDBWarehouse) -> No
     ]
     # 1 November is 25 hours long in New York: 150 orders, half of them US
     assert us[pd.Timestamp("2026-11-01 04:00", tz="UTC")] == 75
+    assert found[""][pd.Timestamp("2026-11-01 04:00", tz="UTC")] == 150
+
+
+def test_the_total_is_the_checks_own_aggregate_over_every_row(
+    dst_warehouse: DuckDBWarehouse,
+) -> None:
+    now = datetime(2026, 11, 3, 12, tzinfo=UTC)
+    day = pd.Timestamp("2026-11-01 04:00", tz="UTC")
+    for expression, total in (("sum(amount)", 150.0), ("avg(amount)", 1.0)):
+        c = check(grain="day", dimensions=["country"], expression=expression, max_segments=1)
+        q = series_query(c, dst_warehouse.dialect, SINCE)
+        found = normalise(dst_warehouse.query(q.sql, q.params), c, now)
+        # an average of the whole is not the sum of the segments' averages
+        assert found[""][day] == total
+
+
+def test_an_empty_dimension_value_is_a_segment_of_its_own_not_the_total(tmp_path: Path) -> None:
+    warehouse = orders_warehouse(
+        tmp_path / "empty.duckdb",
+        "CREATE TABLE analytics.fct_orders AS SELECT TIMESTAMP '2026-11-01 12:00:00' AS order_ts,"
+        " 2.0 AS amount, CASE WHEN i < 3 THEN '' ELSE 'US' END AS country FROM range(5) t(i)",
+    )
+    c = check(grain="day", dimensions=["country"], timezone="UTC")
+    q = series_query(c, warehouse.dialect, SINCE)
+    found = normalise(warehouse.query(q.sql, q.params), c, datetime(2026, 11, 3, tzinfo=UTC))
+    day = pd.Timestamp("2026-11-01", tz="UTC")
+    assert {s: v[day] for s, v in found.items()} == {"": 10.0, "(empty)": 6.0, "US": 4.0}
 
 
 # --- Databricks: the exact text each check kind sends (never run on Databricks here) ----------
@@ -161,7 +197,7 @@ DBX_HOUR = (
     "(date_trunc('HOUR', from_utc_timestamp(CAST(`order_ts` AS TIMESTAMP), :tz)) - "
     "(from_utc_timestamp(CAST(`order_ts` AS TIMESTAMP), :tz) - CAST(`order_ts` AS TIMESTAMP)))"
 )
-DBX_SEGMENT = "coalesce(CAST(`country` AS STRING), '(null)')"
+DBX_SEGMENT = "coalesce(nullif(coalesce(CAST(`country` AS STRING), '(null)'), ''), '(empty)')"
 DBX_WHERE = "`order_ts` >= :since AND `order_ts` < :until AND (status = 'completed')"
 
 
@@ -180,22 +216,32 @@ def test_databricks_metric_full_and_incremental() -> None:
         f"  WHERE {DBX_WHERE}\n"
         "  GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 5\n"
         ")\n"
-        f"SELECT {DBX_HOUR} AS bucket,\n"
-        f"  CASE WHEN {DBX_SEGMENT} IN (SELECT segment FROM top_segments) THEN {DBX_SEGMENT} ELSE '__other__' END AS segment,\n"
+        "SELECT kpimon_bucket AS bucket,\n"
+        "  CASE WHEN GROUPING(kpimon_segment) = 1 THEN '' ELSE kpimon_segment END AS segment,\n"
         "  sum(amount) AS value\n"
-        "FROM `main`.`analytics`.`fct_orders`\n"
-        f"WHERE {DBX_WHERE}\n"
-        "GROUP BY 1, 2"
+        "FROM (\n"
+        f"  SELECT {DBX_HOUR} AS kpimon_bucket,\n"
+        f"    CASE WHEN {DBX_SEGMENT} IN (SELECT segment FROM top_segments) THEN {DBX_SEGMENT} ELSE '__other__' END AS kpimon_segment,\n"
+        "    *\n"
+        "  FROM `main`.`analytics`.`fct_orders`\n"
+        f"  WHERE {DBX_WHERE}\n"
+        ") AS kpimon_rows\n"
+        "GROUP BY GROUPING SETS ((kpimon_bucket, kpimon_segment), (kpimon_bucket))"
     )
     assert full.params == {"since": datetime(2026, 10, 1), "until": datetime(2026, 11, 26, 15), "tz": "America/New_York"}
     warm = series_query(dbx(grain="day"), DBX, SINCE, ["US", "DE"], UNTIL)
     assert warm.sql == (
-        "SELECT to_utc_timestamp(date_trunc('DAY', from_utc_timestamp(CAST(`order_ts` AS TIMESTAMP), :tz)), :tz) AS bucket,\n"
-        f"  CASE WHEN {DBX_SEGMENT} IN (:s0, :s1) THEN {DBX_SEGMENT} ELSE '__other__' END AS segment,\n"
+        "SELECT kpimon_bucket AS bucket,\n"
+        "  CASE WHEN GROUPING(kpimon_segment) = 1 THEN '' ELSE kpimon_segment END AS segment,\n"
         "  sum(amount) AS value\n"
-        "FROM `main`.`analytics`.`fct_orders`\n"
-        f"WHERE {DBX_WHERE}\n"
-        "GROUP BY 1, 2"
+        "FROM (\n"
+        "  SELECT to_utc_timestamp(date_trunc('DAY', from_utc_timestamp(CAST(`order_ts` AS TIMESTAMP), :tz)), :tz) AS kpimon_bucket,\n"
+        f"    CASE WHEN {DBX_SEGMENT} IN (:s0, :s1) THEN {DBX_SEGMENT} ELSE '__other__' END AS kpimon_segment,\n"
+        "    *\n"
+        "  FROM `main`.`analytics`.`fct_orders`\n"
+        f"  WHERE {DBX_WHERE}\n"
+        ") AS kpimon_rows\n"
+        "GROUP BY GROUPING SETS ((kpimon_bucket, kpimon_segment), (kpimon_bucket))"
     )
     assert warm.params["s0"] == "US" and warm.params["s1"] == "DE"
     # a re-rank: segments with rows within the segment retention first

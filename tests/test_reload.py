@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ def test_a_check_handed_to_a_new_engine_goes_on_without_reading_its_history_agai
     later = DEMO_NOW + pd.Timedelta(hours=1)
     second = Engine(demo_config, {"default": warehouse}, store, Metrics(), clock=lambda: later)
     second.adopt(first.release("revenue"))
-    assert second.last_run("revenue") == opened  # what the API shows carries over
+    # what the API shows carries over: the last run (kept without its verdicts), the drill-down
+    assert second.last_run("revenue") == replace(opened, verdicts={})
+    assert second.explanation("revenue") == first.explanation("revenue") is not None
     warehouse.since.clear()
     result = second.run("revenue")
     [since] = warehouse.since
@@ -163,8 +166,9 @@ def test_reload_keeps_starts_retires_and_refuses_a_broken_file(
                            log=tmp_path / "daemon.log")
     try:
         daemon.wait_ready()
-        assert daemon.wait_firing() == {("revenue", "DE"), ("events_freshness", ""), ("signups", "")}
-        slack.wait_for(3, timeout=60)
+        assert daemon.wait_firing() == {("revenue", "DE"), ("revenue", ""), ("events_freshness", ""),
+                                        ("signups", "")}
+        slack.wait_for(3, timeout=60)  # revenue's total and Germany are one message
         first_run = {c["name"]: c["last_run"]["started"] for c in daemon.checks()}
         revenue = next(c for c in daemon.checks() if c["name"] == "revenue")
         opened = next(s for s in revenue["series"] if s["segment"] == "DE")["alert"]
@@ -188,6 +192,7 @@ def test_reload_keeps_starts_retires_and_refuses_a_broken_file(
         assert checks["revenue"]["last_run"]["started"] == first_run["revenue"]
         de = next(s for s in checks["revenue"]["series"] if s["segment"] == "DE")
         assert de["alert"] == opened and opened["status"] == "firing"
+        assert checks["revenue"]["explanation"]["text"].startswith("DE -")  # where it moved, kept
         assert 'check="signups"' not in daemon.metrics()
         # the removed check's open alert resolves, saying why, in its thread
         resolved = slack.wait_for_text("signups: the check was removed from the configuration")
@@ -222,7 +227,7 @@ def test_reload_keeps_starts_retires_and_refuses_a_broken_file(
         daemon.process.send_signal(signal.SIGHUP)
         wait_until(lambda: "refunds" not in {c["name"] for c in daemon.checks()}, message="SIGHUP reload")
         assert metric(daemon, "kpimon_config_last_reload_success") == 1
-        assert len([m for m in slack.messages() if m["text"].startswith(("CRITICAL", "WARNING"))]) == 3
+        assert len([m for m in slack.messages() if m["text"].startswith(("CRITICAL", "WARNING", "2 series"))]) == 3
     finally:
         code, _ = daemon.stop()
     assert code == 0, daemon.output()

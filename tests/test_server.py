@@ -174,6 +174,18 @@ def test_errors_are_json_with_the_right_status(daemon: Daemon) -> None:
 
 def test_mute_and_rebaseline_take_effect(daemon: Daemon) -> None:
     wait_for_run(daemon, "revenue")
+    # revenue's total fires with Germany: the answer says where it moved, ranked by impact
+    revenue = json.loads(call(daemon, "GET", "/api/v1/checks/revenue")[2])
+    total = next(s for s in revenue["series"] if s["segment"] == "")
+    assert total["alert"]["status"] == "firing"
+    explanation = revenue["explanation"]
+    assert explanation["kind"] == "one"
+    assert explanation["text"].startswith("DE -") and "drop in revenue" in explanation["text"]
+    assert [c["where"] for c in explanation["culprits"]] == [{"country": "DE"}]
+    assert explanation["contributions"][0]["where"] == {"country": "DE"}
+    assert explanation["contributions"][0]["share"] > 0.8 and explanation["change"] < 0
+    assert {"actual", "expected", "change", "spread", "share"} <= set(explanation["contributions"][0])
+    assert json.loads(call(daemon, "GET", "/api/v1/checks/signups")[2])["explanation"] is None
     body = json.dumps(
         {"until": "2099-01-01T00:00:00Z", "reason": "backfill of fct_orders"}
     ).encode()
@@ -192,13 +204,10 @@ def test_mute_and_rebaseline_take_effect(daemon: Daemon) -> None:
     status, _, answer = call(
         daemon, "POST", "/api/v1/checks/revenue/rebaseline", body=b"{}", token=TOKEN
     )
-    assert status == 200 and json.loads(answer)["resolved"] == 1  # DE was firing
-    de = next(
-        s
-        for s in json.loads(call(daemon, "GET", "/api/v1/checks/revenue")[2])["series"]
-        if s["segment"] == "DE"
-    )
-    assert de["alert"]["status"] == "ok"
+    assert status == 200 and json.loads(answer)["resolved"] == 2  # DE and the total were firing
+    revenue = json.loads(call(daemon, "GET", "/api/v1/checks/revenue")[2])
+    de = next(s for s in revenue["series"] if s["segment"] == "DE")
+    assert de["alert"]["status"] == "ok" and revenue["explanation"] is None
 
 
 def test_messages_slack_refuses_for_good_are_listed_with_the_reason(
@@ -230,5 +239,10 @@ def test_messages_slack_refuses_for_good_are_listed_with_the_reason(
     ]
     assert all(n["channel"] == "slack" and n["in_doubt"] is False for n in failed)
     assert refused == 2
-    assert [m.text.split(" is ")[0] for m in slack.posted("#revenue")][:1] == ["CRITICAL: revenue [DE]"]
+    # Germany and revenue's total opened together: one message, the explanation first, the
+    # total then the segment
+    first = slack.posted("#revenue")[0].text.splitlines()
+    assert first[0] == "2 series of team revenue moved unexpectedly:"
+    assert first[1].startswith("Where: DE -") and "drop in revenue" in first[1]
+    assert [line.split(" is ")[0] for line in first[2:]] == ["• CRITICAL: revenue", "• CRITICAL: revenue [DE]"]
     assert ready == 200, "Slack refusing a channel is not the daemon's readiness"

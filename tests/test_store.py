@@ -195,12 +195,14 @@ def test_a_check_whose_segment_holds_a_nul_runs_and_keeps_its_alert_in_postgres(
     engine, _ = make_engine(config, StateStore.open(config.state))
     result = engine.run("sales")
     assert result.outcome == "anomaly", result.error
-    assert {s.segment: s.state.status for s in result.series} == {"DE": "ok", "A\x00B": "firing"}
+    # the total fires too, and says the NUL segment explains its drop
+    assert {s.segment: s.state.status for s in result.series} == {"": "firing", "DE": "ok", "A\x00B": "firing"}
     engine.store.close()
     restarted, _ = make_engine(config, StateStore.open(config.state))
     assert restarted.alert_state("sales", "A\x00B").firing
-    [queued] = restarted.store.pending("slack")
-    assert queued.notification.segment == "A\x00B"
+    queued = {e.notification.segment: e.notification for e in restarted.store.pending("slack")}
+    assert set(queued) == {"", "A\x00B"}
+    assert queued[""].explanation.startswith("A\x00B -100% explains")
     assert restarted.run("sales").outcome == "anomaly"
     restarted.store.close()
 

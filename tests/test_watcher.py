@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from monitor.config import Config, parse_config
-from monitor.deployments import DeploymentRequest
+from monitor.deployments import DeploymentRequest, summary
 from monitor.engine import Engine
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
@@ -68,8 +68,8 @@ class World:
 def config(demo_dir: Path) -> Config:
     document = demo_document(demo_dir)
     document["defaults"]["post_deploy_window"] = "6h"
-    # revenue is the money: its owners tighten the band from 4 to 3 robust standard units
-    document["checks"][0]["sensitivity"] = 3
+    # revenue is the money: its owners tighten the band from 4 to 3.5 robust standard units
+    document["checks"][0]["sensitivity"] = 3.5
     return parse_config(document)
 
 
@@ -120,7 +120,10 @@ def test_a_breaking_deployment_fails_and_its_alert_names_it(world: World, demo_d
     world.run_all()
     failed = world.watcher.get(deployment_id)
     assert failed is not None and failed.status == "failed"
-    assert failed.reason == "revenue [US] deviated after the deployment"
+    # the alert fails it, with the drill-down of the check's incident: Germany's outage, under
+    # way before, still explains the total's drop that the US doubling shrinks
+    assert failed.reason.startswith("revenue [US] deviated after the deployment (DE -")
+    assert "of the drop in revenue" in failed.reason
     assert [(d.check, d.segment) for d in failed.deviations] == [("revenue", "US")]
     us = next(
         e.notification
@@ -154,6 +157,30 @@ def test_a_breaking_deployment_fails_and_its_alert_names_it(world: World, demo_d
         )
         == DEPLOYED.timestamp()
     )
+
+
+def test_a_break_too_small_for_an_alert_fails_the_deployment_by_the_sequential_test(
+    world: World, demo_dir: Path
+) -> None:
+    deployment_id = deploy(world)
+    # a join that adds 60% to Great Britain's revenue: under its alert band, hour after hour
+    write(
+        demo_dir / "demo.duckdb",
+        "INSERT INTO analytics.fct_orders SELECT * FROM analytics.fct_orders"
+        " WHERE country = 'GB' AND order_ts >= ? AND order_id % 5 < 3",
+        [DEPLOYED.replace(minute=0, tzinfo=None)],
+    )
+    for minutes in (0, 60):
+        world.clock[0] = DEMO_NOW + timedelta(minutes=minutes)
+        world.run_all()
+    failed = world.watcher.get(deployment_id)
+    assert failed is not None and failed.status == "failed"
+    assert not any(d.segment == "GB" for d in failed.deviations)
+    assert failed.reason.startswith("broke from the expected level after the deployment: ")
+    assert "revenue [GB] +" in failed.reason and "revenue [DE]" not in failed.reason
+    tested = {(t["check"], t["segment"]): t for t in summary(failed)["tests"]}
+    assert tested[("revenue", "GB")]["broken"] and tested[("revenue", "GB")]["buckets"] >= 2
+    assert ("revenue", "DE") not in tested  # its outage began before the deployment
 
 
 def test_a_benign_deployment_passes_when_the_window_ends(world: World) -> None:

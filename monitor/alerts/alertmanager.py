@@ -77,6 +77,7 @@ def to_alertmanager(
         "runbook": runbook or "",
         "owner": note.owner or "",
         "likely_cause": likely_cause or "",
+        "explanation": note.explanation if note.kind == "opened" else "",
     }
     alert: dict[str, Any] = {
         "labels": {k: v for k, v in labels.items() if v},

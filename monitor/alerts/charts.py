@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.dates as mdates
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 WIDTH_PX = 900
 HEIGHT_PX = 400
+BESIDE_PX = 220  # the panel of the segments that explain a total's incident
 _DPI = 100
 
 COLUMNS = ("bucket", "value", "expected", "lower", "upper", "anomalous")
@@ -38,6 +39,7 @@ _ANOMALY = "#d7191c"
 # the calendar's spans, faint behind the data: holidays green, events amber, exclusions grey
 SPAN_COLOURS = {"holiday": "#16a34a", "event": "#d97706", "exclusion": "#6b7280"}
 SPANS_NAMED = 12  # more spans than this are drawn without their names (two years of holidays)
+_BESIDE = ("#7b3294", "#008837", "#e08214")  # never red: red is for anomalies only
 
 # Matplotlib's font cache and Agg renderer are not safe to use from two threads at once; charts
 # are rendered by the dispatcher's threads, so they take turns (a render takes a few ms).
@@ -56,7 +58,12 @@ def history_frame(verdicts: Iterable[Verdict]) -> pd.DataFrame:
 
 
 def render_chart(
-    history: pd.DataFrame, *, title: str, unit: str = "", spans: Sequence[Span] = ()
+    history: pd.DataFrame,
+    *,
+    title: str,
+    unit: str = "",
+    spans: Sequence[Span] = (),
+    beside: Mapping[str, pd.Series[float]] | None = None,
 ) -> bytes:
     """PNG (900x400) of ``history``: the observed values, the expected line, the normal band
     and the anomalous buckets as red dots.
@@ -66,6 +73,8 @@ def render_chart(
     ``anomalous``. ``expected``/``lower``/``upper`` are NaN where no baseline exists yet; those
     buckets show the observed value only. ``unit="seconds"`` labels the value axis in durations.
     ``spans``: the holidays, events and exclusion windows to shade behind the data.
+    ``beside``: the segments that explain a total's incident (name -> values by bucket), drawn
+    in a panel below it on the same time axis (the picture is then ``BESIDE_PX`` taller).
     """
     missing = [c for c in COLUMNS if c not in history.columns]
     if missing:
@@ -81,9 +90,18 @@ def render_chart(
     upper = _floats(frame["upper"])
     anomalous = frame["anomalous"].fillna(False).astype(bool).to_numpy()
 
+    lines = {
+        name: (
+            pd.to_datetime(series.index, utc=True).tz_convert(None).to_numpy(),
+            np.asarray(series, dtype=np.float64),
+        )
+        for name, series in list((beside or {}).items())[: len(_BESIDE)]
+        if len(series)
+    }
     with RENDER_LOCK:
         return _draw(
-            x, value, expected, lower, upper, anomalous, title=title, unit=unit, spans=spans
+            x, value, expected, lower, upper, anomalous, title=title, unit=unit, spans=spans,
+            beside=lines,
         )
 
 
@@ -102,11 +120,16 @@ def _draw(
     title: str,
     unit: str,
     spans: Sequence[Span],
+    beside: Mapping[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
 ) -> bytes:
-    fig = Figure(figsize=(WIDTH_PX / _DPI, HEIGHT_PX / _DPI), dpi=_DPI, facecolor="white")
+    height = HEIGHT_PX + (BESIDE_PX if beside else 0)
+    fig = Figure(figsize=(WIDTH_PX / _DPI, height / _DPI), dpi=_DPI, facecolor="white")
     FigureCanvasAgg(fig)
     # Fixed margins instead of a layout engine: same picture, a fraction of the time.
-    ax = fig.add_axes((0.085, 0.14, 0.895, 0.70))
+    low = BESIDE_PX / height if beside else 0.0
+    ax = fig.add_axes((0.085, low + 0.14 * HEIGHT_PX / height, 0.895, 0.70 * HEIGHT_PX / height))
+    if beside:
+        _draw_beside(fig, beside, low, height, unit)
 
     draw_spans(ax, spans, lambda t: t.tz_convert(None).to_datetime64(), (x[0], x[-1]))
     band = np.isfinite(lower) & np.isfinite(upper)
@@ -177,6 +200,32 @@ def draw_spans(
             ax.annotate(span.name, (start, 0.02), xycoords=("data", "axes fraction"), fontsize=7,
                         color=colour, rotation=90, va="bottom", ha="left",
                         parse_math=False)  # fmt: skip
+
+
+def _draw_beside(
+    fig: Figure,
+    beside: Mapping[str, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
+    low: float,
+    height: int,
+    unit: str,
+) -> None:
+    """The segments that explain the incident, one line each, under the total."""
+    ax = fig.add_axes((0.085, 0.22 * BESIDE_PX / height, 0.895, low - 0.36 * BESIDE_PX / height))
+    for (name, (x, values)), color in zip(beside.items(), _BESIDE, strict=False):
+        ax.plot(x, values, color=color, linewidth=1.5, label=name)
+    ax.legend(
+        loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=len(beside), frameon=False,
+        fontsize=9, borderaxespad=0.3, handlelength=1.8,
+    )  # fmt: skip
+    ax.set_title(
+        "segments that explain it", loc="left", fontsize=10, color="#374151", parse_math=False
+    )
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=9)  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    values = np.concatenate([v for _, v in beside.values()])
+    none = np.full(len(values), np.nan)  # no band here: the scale is the segments' own
+    finish_axes(ax, [values, none, none, none], unit, labelsize=9)
 
 
 def value_limits(

@@ -8,6 +8,7 @@ plain channels (Alertmanager annotations, logs); Block Kit is Slack's only, alwa
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,6 +90,7 @@ def alert_text(note: Notification, *, slack: bool = False) -> str:
     if note.owner:
         owner = f" Owner {mrkdwn.owner(note.owner) if slack else note.owner}."
     cause = f" Likely cause: {esc(note.cause)}." if note.cause else ""
+    cause = f" Where: {esc(note.explanation)}.{cause}" if note.explanation else cause
     if note.reason:  # a fixed bound broken: the rule, not the model's deviation, is the news
         return (
             f"{note.severity.upper()}: {name} is {esc(note.reason)}: "
@@ -131,6 +133,8 @@ def alert_blocks(note: Notification) -> list[dict[str, Any]]:
         fields.append(("Owner", mrkdwn.owner(note.owner)))
     if note.team:
         fields.append(("Team", mrkdwn.escape(note.team)))
+    if note.explanation:
+        fields.append(("Where", mrkdwn.escape(note.explanation)))
     if note.cause:
         fields.append(("Likely cause", mrkdwn.escape(note.cause)))
     return [
@@ -155,10 +159,32 @@ def link_line(note: Notification) -> str:
     )
 
 
+def ranked(notes: list[Notification]) -> list[Notification]:
+    """One incident's series as on-call reads them: each check's total first, then its
+    segments by their impact on it (the size of their deviation), largest first."""
+    first_seen = {n.check: i for i, n in reversed(list(enumerate(notes)))}
+
+    def impact(note: Notification) -> float:
+        return abs(note.value - note.expected) if note.expected is not None else 0.0
+
+    return sorted(notes, key=lambda n: (first_seen[n.check], n.segment != "", -impact(n)))
+
+
+def explanations(notes: list[Notification]) -> list[str]:
+    """Each check's drill-down once, in the order its series are listed."""
+    seen: dict[str, str] = {}
+    for note in notes:
+        if note.explanation and note.check not in seen:
+            seen[note.check] = note.explanation
+    return list(seen.values())
+
+
 def group_text(notes: list[Notification]) -> str:
     """One message for several series that opened together (one team or table), for Slack."""
+    notes = ranked(notes)
     lines = [group_title(notes, slack=True)]
-    lines += [f"• {alert_text(n, slack=True)}" for n in notes]
+    lines += [f"Where: {mrkdwn.escape(text)}." for text in explanations(notes)]
+    lines += [f"• {alert_text(replace(n, explanation=''), slack=True)}" for n in notes]
     return "\n".join(lines)
 
 
@@ -169,11 +195,14 @@ def group_title(notes: list[Notification], *, slack: bool = False) -> str:
 
 
 def group_blocks(notes: list[Notification]) -> list[dict[str, Any]]:
+    notes = ranked(notes)
     blocks: list[dict[str, Any]] = [_header(group_title(notes))]
+    blocks += [_section(f"*Where:* {mrkdwn.escape(text)}.") for text in explanations(notes)[:3]]
     # Slack caps a section at 3000 characters and a message at 50 blocks
-    blocks += [_section(f"• {alert_text(n, slack=True)}") for n in notes[:45]]
-    if len(notes) > 45:
-        blocks.append({"type": "context", "elements": [_mrkdwn(f"and {len(notes) - 45} more")]})
+    blocks += [_section(f"• {alert_text(replace(n, explanation=''), slack=True)}")
+               for n in notes[:42]]  # fmt: skip
+    if len(notes) > 42:
+        blocks.append({"type": "context", "elements": [_mrkdwn(f"and {len(notes) - 42} more")]})
     return blocks
 
 

@@ -38,6 +38,10 @@ class Notification:
     history: list[list[Any]] = field(default_factory=list)
     # the calendar over the chart's buckets: [kind, name, start ISO, end ISO], shaded on it
     calendar: list[list[str]] = field(default_factory=list)
+    # the drill-down of the check's incident: "DE -61% explains 87% of the drop in revenue"
+    explanation: str = ""
+    # the top segments beside the total in its chart: segment -> [[bucket ISO, value], ...]
+    beside: dict[str, list[list[Any]]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -275,8 +275,10 @@ class SlackOutbox:
 
         def send(_: str | None) -> SlackRef:
             try:
-                png = render_chart(_history(note), title=series_name(note), unit=note.unit,
-                                   spans=_spans(note))  # fmt: skip
+                png = render_chart(
+                    _history(note), title=series_name(note), unit=note.unit, spans=_spans(note),
+                    beside=_beside(note),
+                )
             except Exception as exc:
                 raise DeliveryError(
                     f"chart could not be drawn: {type(exc).__name__}: {exc}", permanent=True
@@ -402,6 +404,18 @@ def _spans(note: Notification) -> list[Span]:
         Span(cast(Kind, kind), name, pd.Timestamp(start), pd.Timestamp(end))
         for kind, name, start, end in note.calendar
     ]
+
+
+def _beside(note: Notification) -> dict[str, pd.Series[float]]:
+    """The segments drawn under a total's chart, as values by bucket."""
+    return {
+        name: pd.Series(
+            [float(v) for _, v in rows],
+            index=pd.to_datetime([b for b, _ in rows], utc=True),
+            dtype=float,
+        )
+        for name, rows in note.beside.items()
+    }
 
 
 def _history(note: Notification) -> pd.DataFrame:

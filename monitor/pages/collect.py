@@ -120,6 +120,7 @@ class PageData:
             if d.watched(name) is not None
         ]
         config = self.engine.config
+        explained = self.engine.explanation(name)
         links = {
             label: url
             for label, url in (
@@ -149,6 +150,7 @@ class PageData:
             days=shown,
             day_choices=choices,
             now=now,
+            explanation=None if explained is None else f"Where: {explained.text(name)}.",
             links=links,
             calendar=calendar,
         )

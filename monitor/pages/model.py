@@ -220,10 +220,9 @@ class CheckPage:
     days: int
     day_choices: tuple[int, ...]
     now: datetime
-    # the check's holidays, events and exclusion windows over the window shown; what a later
-    # issue adds, shown once it exists: the drill-down explanation of a deviation (issue 15)
+    # the check's holidays, events and exclusion windows over the window shown
     calendar: tuple[Span, ...] = ()
-    explanation: str | None = None
+    explanation: str | None = None  # the drill-down of the check's open incident
     links: dict[str, str] = field(default_factory=dict)  # name -> URL (dashboard, runbook)
 
 
