@@ -463,6 +463,22 @@ class Metrics:
             "Time of the last successful config (re)load",
             registry=r,
         )
+        # answers to alerts from Slack: a series per check and answer given (created with the
+        # first), and the precision of the checks answered in the last 30 days
+        self.alert_feedback = Counter(
+            "kpimon_alert_feedback",
+            "Answers to alerts from Slack, by check and answer",
+            ("check", "answer"),
+            registry=r,
+        )
+        self.alert_precision = Gauge(
+            "kpimon_alert_precision",
+            "Share of the last 30 days' answered alerts of a check that were real",
+            ("check",),
+            registry=r,
+        )
+        self._precise: set[str] = set()
+        self._lock = threading.Lock()
         self.registry.register(self._others)
 
     def exposition(self) -> bytes:
@@ -516,6 +532,16 @@ class Metrics:
         self.lower.set(labels, lower)
         self.upper.set(labels, upper)
         self.score.set(labels, score)
+
+    def set_precision(self, figures: dict[str, float]) -> None:
+        """The precision of each check with answered alerts; a check without any in the
+        window has no sample (there is no figure, rather than a made-up one)."""
+        with self._lock:
+            for check in self._precise - set(figures):
+                self.alert_precision.remove(check)
+            for check, figure in figures.items():
+                self.alert_precision.labels(check).set(figure)
+            self._precise = set(figures)
 
     def set_firing(self, labels: tuple[str, str, str, str], firing: bool) -> None:
         self.anomaly.set(labels, 1 if firing else 0)
