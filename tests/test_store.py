@@ -16,6 +16,7 @@ import pytest
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
+from monitor.answers.model import AlertRef, Feedback
 from monitor.config import StateConfig, parse_config
 from monitor.errors import StateStoreError
 from monitor.store import SCHEMA_VERSION, FollowUp, StateStore
@@ -65,7 +66,7 @@ def old_store(database: str, tmp_path: Path, request: pytest.FixtureRequest, *sq
 
 # What each earlier schema version left: version 1 the tables the upgrade changes (series_state,
 # outbox; the others are unchanged since), version 2 series_state.quiet_start, version 3
-# alert_events, version 4 the outbox's delivery attempts.
+# alert_events, version 4 the outbox's delivery attempts, version 5 the detector's hold.
 VERSION_1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE series_state (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
@@ -87,7 +88,11 @@ VERSION_4 = tuple(
     f"ALTER TABLE outbox ADD COLUMN {column} TEXT"
     for column in ("next_attempt_at", "in_doubt", "in_doubt_at", "delivered_to")
 )
-EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4)
+VERSION_5 = (
+    "ALTER TABLE series_state ADD COLUMN hold_sign INTEGER",
+    "ALTER TABLE series_state ADD COLUMN hold_evidence REAL",
+)
+EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5)
 
 
 def schema_version(config: StateConfig) -> str:
@@ -102,7 +107,7 @@ def schema_version(config: StateConfig) -> str:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     version: int, database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -128,8 +133,12 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T, hold_sign=-1, hold_evidence=7.5)
     store.record("revenue", "DE", upgraded, [resolved], ["slack"])
     assert [e.notification for e in store.alert_events("revenue")] == [resolved]
+    # ... and answers to alerts (version 6)
+    answer = Feedback(AlertRef("revenue", "DE", 1), "false_alarm", "U1", "ana", T, T, applied=False)
+    assert store.answers.record(answer, [])
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
+    assert reopened.answers.unapplied() == [answer]
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
     assert reopened.remote_id(NOTE.key, "slack") == "C1:123.4"
     assert [e.notification for e in reopened.pending("slack")] == [resolved]

@@ -83,10 +83,10 @@ class ButtonValue:
     @classmethod
     def parse(cls, text: str) -> ButtonValue:
         """:raises ValueError: for anything this daemon did not put on a button."""
-        check, episode, digest = text.split(":")
-        if not (check and episode.isdigit() and len(digest) == 16):
+        parts = text.split(":")
+        if len(parts) != 3 or not (parts[0] and parts[1].isdigit() and len(parts[2]) == 16):
             raise ValueError(f"not an alert reference: {text[:100]!r}")
-        return cls(check, int(episode), digest)
+        return cls(parts[0], int(parts[1]), parts[2])
 
 
 def segment_digest(segment: str) -> str:

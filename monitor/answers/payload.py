@@ -91,8 +91,9 @@ def clicks(payload: dict[str, Any]) -> list[Click]:
         answer = action_id.removeprefix(ACTION_PREFIX)
         if answer not in ANSWERS:
             raise MalformedPayload(f"actions[{i}].action_id: unknown answer {answer[:40]!r}")
+        value = _text(action, f"actions[{i}].value", "value")
         try:
-            alert = ButtonValue.parse(_text(action, f"actions[{i}].value", "value"))
+            alert = ButtonValue.parse(value)
         except ValueError as exc:
             raise MalformedPayload(f"actions[{i}].value: {exc}") from None
         found.append(

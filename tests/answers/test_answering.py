@@ -26,7 +26,7 @@ from urllib.request import urlopen
 
 import pytest
 
-from tests.answers_setup import Shop, start_shop
+from tests.answers.shop import Shop, start_shop
 from tests.slack_server import (
     APP_TOKEN,
     MEMBER,
