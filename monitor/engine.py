@@ -24,6 +24,7 @@ import pandas as pd
 from monitor.alerts.links import render_link
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
+from monitor.answers.hush import hushed
 from monitor.answers.model import WINDOW as ANSWER_WINDOW
 from monitor.answers.model import AlertRef, series_factors
 from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
@@ -185,6 +186,8 @@ class Engine:
         started = clock()
         self._factors = series_factors(store.answers.since(started - ANSWER_WINDOW), started)
         self._factors_at = {c.name: started for c in config.checks}
+        # series whose alert was answered as a false alarm, while their deviation lasts
+        self._hushed = store.answers.holding()
         # per check, per segment: the model, and the newest bucket it has learned
         self._models: dict[str, dict[str, Detector]] = {c.name: {} for c in config.checks}
         self._learned: dict[str, dict[str, pd.Timestamp]] = {c.name: {} for c in config.checks}
@@ -299,6 +302,8 @@ class Engine:
             notes = self._close_episodes(check, reason, self.clock(), only=ref)
             with self._guard:
                 self._factors_at.pop(ref.check, None)
+                if notes:
+                    self._hushed[(ref.check, ref.segment)] = ref.episode
         log.info(
             "alert answered as a false alarm",
             extra={"fields": {"check": ref.check, "segment": ref.segment,
@@ -556,6 +561,7 @@ class Engine:
             bounds = Bounds(check.min, check.max)
             scored, replayed = self._score_new(check, segment, series)
             verdicts = [apply_bounds(v, bounds, policy.open_after) for v in scored]
+            verdicts = self._hush(check.name, segment, verdicts)
             model = self._models[check.name][segment]
             judged.append(
                 self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
@@ -563,6 +569,23 @@ class Engine:
         statuses, notes = self._commit(check, judged)
         self._keep_history(check, now, window, found)
         return statuses, notes
+
+    def _hush(self, name: str, segment: str, verdicts: list[Verdict]) -> list[Verdict]:
+        """A series answered as a false alarm: its deviation counts as normal until it is
+        back in its band (``monitor.answers.hush``)."""
+        with self._guard:
+            if (name, segment) not in self._hushed:
+                return verdicts
+        out, lasting = [], True
+        for verdict in verdicts:
+            if lasting:
+                verdict, lasting = hushed(verdict)
+            out.append(verdict)
+        if not lasting:
+            self.store.answers.release(name, segment)
+            with self._guard:
+                self._hushed.pop((name, segment), None)
+        return out
 
     def _restore(self, check: CheckConfig, now: datetime) -> None:
         """Rebuild a check's models from the series cached in the state store, so the first

@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS alert_answers (
     answered_at TEXT NOT NULL,
     since TEXT NOT NULL,
     applied INTEGER NOT NULL,
+    holds INTEGER NOT NULL,
     PRIMARY KEY (check_name, segment, episode)
 );
 CREATE INDEX IF NOT EXISTS alert_answers_time ON alert_answers (answered_at);

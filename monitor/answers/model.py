@@ -14,6 +14,9 @@ Two figures come out of the answers:
   raises its threshold by ``FALSE_ALARM_STEP`` of the configured one, at most to ``MAX_FACTOR``
   times it, so no number of clicks can silence a check; an answer older than the window no
   longer counts (the threshold comes back down as they age out).
+
+A false alarm also closes its episode, and the deviation it was about counts as normal until
+the series is back in its band (``hush``).
 """
 
 from __future__ import annotations
@@ -168,3 +171,4 @@ def series_factors(answers: Iterable[Feedback], now: datetime) -> dict[str, dict
         if factor != 1.0:
             factors.setdefault(check, {})[segment] = factor
     return factors
+

@@ -4,7 +4,8 @@ An answer is saved with the Slack steps it causes (the reply in the alert's thre
 the alert) in one transaction, and it is unique per alert: a double click, Slack delivering a
 click twice, or a click replayed after a restart records nothing more. ``applied`` says its
 effect (mute, baseline restart, threshold) was carried out; a restart between the two carries
-out what is left (``unapplied``).
+out what is left (``unapplied``). ``holds`` marks a false alarm whose deviation is not over yet:
+until the series is back in its band, its verdicts count as normal (see ``model.hushed``).
 """
 
 from __future__ import annotations
@@ -56,10 +57,12 @@ class AnswerRecords:
         with self._db.transaction() as db:
             inserted = db.execute(
                 "INSERT INTO alert_answers (check_name, segment, episode, answer, user_id,"
-                " user_name, answered_at, since, applied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)"
+                " user_name, answered_at, since, applied, holds)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
                 " ON CONFLICT (check_name, segment, episode) DO NOTHING",
                 (ref.check, ref.segment, ref.episode, feedback.answer, feedback.user_id,
-                 feedback.user_name, _at(feedback.answered_at), _at(feedback.since)),
+                 feedback.user_name, _at(feedback.answered_at), _at(feedback.since),
+                 int(feedback.answer == "false_alarm")),
             )  # fmt: skip
             if max(int(getattr(inserted, "rowcount", 0)), 0) == 0:
                 return False
@@ -73,6 +76,22 @@ class AnswerRecords:
                 "UPDATE alert_answers SET applied = 1"
                 " WHERE check_name = ? AND segment = ? AND episode = ?",
                 (ref.check, ref.segment, ref.episode),
+            )
+
+    def holding(self) -> dict[tuple[str, str], int]:
+        """Per (check, segment), the episode of a false alarm whose deviation is not over."""
+        rows = self._db.read(
+            "SELECT check_name, segment, episode FROM alert_answers WHERE holds = 1"
+        )
+        return {(str(c), str(s)): int(e) for c, s, e in rows}
+
+    def release(self, check: str, segment: str) -> None:
+        """The series is back in its band: its false alarms hold no more."""
+        with self._db.transaction() as db:
+            db.execute(
+                "UPDATE alert_answers SET holds = 0"
+                " WHERE check_name = ? AND segment = ? AND holds = 1",
+                (check, segment),
             )
 
     def get(self, ref: AlertRef) -> Feedback | None:

@@ -287,7 +287,10 @@ class AnswerService:
                 if self.store.rebaselines().get(ref.check) != feedback.since:
                     engine.rebaseline(ref.check, feedback.since)
             elif feedback.answer == "false_alarm":
-                engine.false_alarm(ref, f"answered as a false alarm by {feedback.user_name}")
+                reason = f"answered as a false alarm by {feedback.user_name}"
+                if not engine.false_alarm(ref, reason):
+                    # the episode had ended already: no deviation to count as normal
+                    self.store.answers.release(ref.check, ref.segment)
             elif feedback.answer in MUTES:
                 until = feedback.answered_at + MUTES[feedback.answer]
                 current = self.store.mutes().get(ref.check)
