@@ -188,7 +188,7 @@ def replay(
         if given:
             # the answers given before this bucket was judged (at its end, at the earliest)
             moment = (bucket + step).to_pydatetime()
-            while acted < len(given) and given[acted].answered_at <= moment:
+            while acted < len(given) and given[acted].answered_at < moment:
                 answer = given[acted]
                 acted += 1
                 if answer.answer == "expected_change":

@@ -46,6 +46,17 @@ def shop(tmp_path: Path, slack: SlackServer) -> Iterator[Shop]:
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    """One daemon for the requests that must change nothing: each test checks that nothing
+    changed, so they also prove it for every refusal before them."""
+    server = SlackServer().start()
+    running = start_shop(tmp_path_factory.mktemp("untouched"), server)
+    yield running
+    running.stop()
+    server.stop()
+
+
 def replies(slack: SlackServer, text: str) -> list[str]:
     return [m.text for m in slack.posted("#data-alerts") if m.thread_ts and text in m.text]
 
@@ -178,7 +189,8 @@ def test_a_member_of_an_allowed_user_group_may_answer_outside_the_channel(
 # --- refused, with nothing changed ------------------------------------------------------------
 
 
-def assert_unanswered(shop: Shop, slack: SlackServer) -> None:
+def assert_unanswered(shop: Shop) -> None:
+    slack = shop.slack
     shop.settle()
     assert answer_of(shop, "visits") is None
     assert shop.metric("kpimon_anomaly", check="visits") == 1
@@ -188,13 +200,15 @@ def assert_unanswered(shop: Shop, slack: SlackServer) -> None:
 
 
 def test_a_user_who_is_neither_in_the_channel_nor_an_allowed_group_is_told_so_and_nothing_changes(
-    shop: Shop, slack: SlackServer
+    untouched: Shop
 ) -> None:
-    assert shop.post(slack.click(shop.alert("visits"), "false_alarm", STRANGER)) == (200, "")
-    [told] = slack.wait_for_response()
+    slack = untouched.slack
+    seen = len(slack.responses)
+    assert untouched.post(slack.click(untouched.alert("visits"), "false_alarm", STRANGER)) == (200, "")
+    told = slack.wait_for_response(seen + 1)[-1]
     assert told["response_type"] == "ephemeral" and told["replace_original"] is False
     assert "not allowed" in told["text"]
-    assert_unanswered(shop, slack)
+    assert_unanswered(untouched)
 
 
 @pytest.mark.parametrize(
@@ -209,23 +223,23 @@ def test_a_user_who_is_neither_in_the_channel_nor_an_allowed_group_is_told_so_an
     ids=["wrong secret", "forged signature", "unsigned", "stale", "future"],
 )
 def test_a_forged_or_stale_request_is_refused_with_401_and_changes_nothing(
-    forgery: dict[str, Any], shop: Shop, slack: SlackServer
+    forgery: dict[str, Any], untouched: Shop
 ) -> None:
     if "timestamp" in forgery:
         forgery = {"timestamp": int(time.time()) + forgery["timestamp"]}
-    status, body = shop.post(slack.click(shop.alert("visits"), "acknowledge"), **forgery)
+    status, body = untouched.post(untouched.slack.click(untouched.alert("visits"), "acknowledge"), **forgery)
     assert status == 401 and "not a valid Slack request" in json.loads(body)["error"]
-    assert_unanswered(shop, slack)
+    assert_unanswered(untouched)
 
 
-def test_a_body_changed_after_signing_is_refused(shop: Shop, slack: SlackServer) -> None:
-    click = slack.click(shop.alert("visits"), "acknowledge")
-    _, _, headers = signed_request(f"{shop.url}/slack/interactivity", {"type": "noop"})
+def test_a_body_changed_after_signing_is_refused(untouched: Shop) -> None:
+    click = untouched.slack.click(untouched.alert("visits"), "acknowledge")
+    _, _, headers = signed_request(f"{untouched.url}/slack/interactivity", {"type": "noop"})
     status, _ = send_raw(
-        f"{shop.url}/slack/interactivity", urlencode({"payload": json.dumps(click)}).encode(), headers
+        f"{untouched.url}/slack/interactivity", urlencode({"payload": json.dumps(click)}).encode(), headers
     )
     assert status == 401
-    assert_unanswered(shop, slack)
+    assert_unanswered(untouched)
 
 
 def test_a_replayed_request_is_refused_with_409_and_answers_once(
@@ -252,11 +266,11 @@ def test_a_replayed_request_is_refused_with_409_and_answers_once(
     ],
 )
 def test_a_malformed_body_is_refused_with_400_and_changes_nothing(
-    body: bytes, problem: str, shop: Shop, slack: SlackServer
+    body: bytes, problem: str, untouched: Shop
 ) -> None:
-    status, text, _ = signed_request(f"{shop.url}/slack/interactivity", {}, body=body)
+    status, text, _ = signed_request(f"{untouched.url}/slack/interactivity", {}, body=body)
     assert status == 400 and problem in json.loads(text)["error"]
-    assert_unanswered(shop, slack)
+    assert_unanswered(untouched)
 
 
 @pytest.mark.parametrize(
@@ -270,37 +284,38 @@ def test_a_malformed_body_is_refused_with_400_and_changes_nothing(
     ids=["no user", "bad value", "unknown answer", "actions not a list"],
 )
 def test_a_malformed_payload_is_refused_with_400_and_changes_nothing(
-    change: Any, problem: str, shop: Shop, slack: SlackServer
+    change: Any, problem: str, untouched: Shop
 ) -> None:
-    click = slack.click(shop.alert("visits"), "acknowledge")
+    click = untouched.slack.click(untouched.alert("visits"), "acknowledge")
     change(click)
-    status, text = shop.post(click)
+    status, text = untouched.post(click)
     assert status == 400 and problem in json.loads(text)["error"]
-    assert_unanswered(shop, slack)
+    assert_unanswered(untouched)
 
 
 def test_a_click_on_an_alert_the_daemon_does_not_know_changes_nothing(
-    shop: Shop, slack: SlackServer
+    untouched: Shop
 ) -> None:
-    click = slack.click(shop.alert("visits"), "false_alarm")
+    click = untouched.slack.click(untouched.alert("visits"), "false_alarm")
     click["actions"][0]["value"] = "visits:7:" + "a" * 16  # no such episode or segment
-    assert shop.post(click) == (200, "")
-    [told] = slack.wait_for_response()
+    seen = len(untouched.slack.responses)
+    assert untouched.post(click) == (200, "")
+    told = untouched.slack.wait_for_response(seen + 1)[-1]
     assert "not known" in told["text"]
-    assert_unanswered(shop, slack)
+    assert_unanswered(untouched)
 
 
 def test_a_write_without_slacks_signature_cannot_use_the_bearer_token_instead(
-    shop: Shop, slack: SlackServer
+    untouched: Shop
 ) -> None:
-    click = json.dumps(slack.click(shop.alert("visits"), "acknowledge"))
+    click = json.dumps(untouched.slack.click(untouched.alert("visits"), "acknowledge"))
     status, _ = send_raw(
-        f"{shop.url}/slack/interactivity",
+        f"{untouched.url}/slack/interactivity",
         urlencode({"payload": click}).encode(),
         {"Authorization": "Bearer anything", "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert status == 401
-    assert_unanswered(shop, slack)
+    assert_unanswered(untouched)
 
 
 # --- once, whatever happens -------------------------------------------------------------------
@@ -433,7 +448,7 @@ def test_socket_mode_refuses_a_stranger_with_an_ephemeral_message(
         slack.wait_for_ack(envelope)
         [told] = slack.wait_for_response()
         assert "not allowed" in told["text"]
-        assert_unanswered(shop, slack)
+        assert_unanswered(shop)
         assert "visits" not in shop.daemon.store.rebaselines()
     finally:
         shop.stop()
