@@ -305,6 +305,14 @@ class SlackRoute(_Model):
     channel: str
 
 
+def _user_group(value: str) -> str:
+    if not re.fullmatch(r"S[A-Z0-9]{2,30}", value):
+        raise ValueError(
+            "expected a Slack user group id such as S0123ABCD (the group's page: Copy group ID)"
+        )
+    return value
+
+
 class SlackConfig(_Model):
     """Slack Web API delivery; without a token alerts go to the log only."""
 
@@ -325,7 +333,7 @@ class SlackConfig(_Model):
     signing_secret: SecretStr | None = None
     # Slack user group ids (S...) whose members may answer any alert, beside the members of
     # the alert's channel
-    answer_groups: list[Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,30}$")]] = Field(
+    answer_groups: list[Annotated[str, AfterValidator(_user_group)]] = Field(
         default_factory=list
     )
 
