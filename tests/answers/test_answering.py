@@ -90,6 +90,8 @@ def test_acknowledge_says_who_and_when_in_the_thread_and_the_api_and_keeps_the_a
     assert shop.metric("kpimon_anomaly", check="visits") == 1, "someone is on it: still open"
     assert shop.metric("kpimon_alert_feedback_total", check="visits", answer="acknowledge") == 1
     assert shop.metric("kpimon_alert_precision", check="visits") == 1.0
+    with urlopen(f"{shop.url}/checks/visits") as page:  # the page's alert history says it too
+        assert f"Acknowledged by {MEMBER.lower()} at " in page.read().decode()
 
 
 def test_expected_change_restarts_the_baseline_at_the_onset_and_resolves_the_alert(
