@@ -44,6 +44,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.exposition --smoke
 	$(BIN)/python -m benchmarks.pages --smoke
 	$(BIN)/python -m benchmarks.deployments --smoke
+	$(BIN)/python -m benchmarks.answers --smoke
 
 schema: $(STAMP)
 	$(BIN)/kpi-monitor validate --schema > config/kpi-monitor.schema.json
