@@ -16,6 +16,7 @@ from monitor.alerts import mrkdwn
 from monitor.alerts.messages import (
     alert_blocks,
     alert_text,
+    duration,
     group_title,
     resolved_blocks,
     when,
@@ -76,10 +77,13 @@ def alert_with_buttons(note: Notification) -> list[dict[str, Any]]:
 
 
 def group_with_buttons(
-    notes: list[Notification], answers: dict[AlertRef, Feedback] | None = None
+    notes: list[Notification],
+    answers: dict[AlertRef, Feedback] | None = None,
+    resolved: dict[AlertRef, Notification] | None = None,
 ) -> list[dict[str, Any]]:
-    """A group's message: each alert with its buttons, or who answered it."""
-    answers = answers or {}
+    """A group's message: each alert with its buttons, or who answered it, or that it
+    resolved."""
+    answers, resolved = answers or {}, resolved or {}
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": group_title(notes)[:150]}}
     ]
@@ -87,8 +91,15 @@ def group_with_buttons(
         text = f"• {alert_text(note, slack=True)}"[:3000]
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text,
                                                    "verbatim": True}})  # fmt: skip
-        answered = answers.get(ref(note))
-        blocks.append(answered_line(answered) if answered else answer_buttons(note))
+        answered, ended = answers.get(ref(note)), resolved.get(ref(note))
+        if answered is not None:
+            blocks.append(answered_line(answered))
+        elif ended is not None:
+            lasted = duration(ended.bucket - ended.since)
+            line = f":white_check_mark: Resolved after {lasted}"
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": line}]})
+        else:
+            blocks.append(answer_buttons(note))
     return blocks
 
 

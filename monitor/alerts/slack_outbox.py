@@ -263,8 +263,14 @@ class SlackOutbox:
             return self.slack.find_message(channel, marker, oldest, thread=thread)
 
         def edit(_: SlackRef) -> list[FollowUp]:
-            if thread is None or thread.grouped or opened is None:
+            if thread is None or opened is None:
                 return []
+            if thread.grouped:
+                if not self.slack_config.answers:
+                    return []
+                # the group's message loses this alert's buttons: rebuilt as it stands
+                payload = {"thread": str(thread), "opened": opened.to_json()}
+                return [FollowUp(f"{note.key}/update", "answer_update", json.dumps(payload))]
             payload = {
                 "thread": str(thread), "opened": opened.to_json(), "resolved": note.to_json()
             }
@@ -325,7 +331,16 @@ class SlackOutbox:
                         check, [(n.segment, n.episode) for n in notes if n.check == check]
                     )
                 }
-                self.slack.update(thread, group_text(notes), group_with_buttons(notes, answers))
+                resolutions = (
+                    (n, event_key(n.check, n.segment, n.episode, "resolved")) for n in notes
+                )
+                ended = {
+                    ref(n): r
+                    for n, key in resolutions
+                    if (r := self.store.notification(key, "slack")) is not None
+                }
+                blocks = group_with_buttons(notes, answers, ended)
+                self.slack.update(thread, group_text(notes), blocks)
                 return thread
             key = event_key(opened.check, opened.segment, opened.episode, "resolved")
             resolved = self.store.notification(key, "slack")
