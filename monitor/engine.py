@@ -813,7 +813,8 @@ class Engine:
         def chart(_: str) -> list[list[Any]]:
             return age_history(loaded, now, verdict, self.chart_buckets, AGE_STEP)
 
-        return self._commit(check, [self._judge(check, "", [verdict], alert_policy(check), chart)])
+        verdicts = self._hush(check.name, "", [verdict])
+        return self._commit(check, [self._judge(check, "", verdicts, alert_policy(check), chart)])
 
     def _judge(
         self,

@@ -422,38 +422,35 @@ def test_socket_mode_takes_a_click_acknowledges_the_envelope_and_records_a_redel
         shop.stop()
 
 
+@pytest.fixture
+def socket_shop(tmp_path: Path, slack: SlackServer) -> Iterator[Shop]:
+    """A daemon taking clicks over Socket Mode (and HTTP), once it is connected."""
+    running = start_shop(tmp_path, slack, app_token=APP_TOKEN)
+    slack.wait_for_socket()
+    yield running
+    running.stop()
+
+
 def test_socket_mode_reconnects_when_slack_asks_and_goes_on(
-    tmp_path: Path, slack: SlackServer
+    socket_shop: Shop, slack: SlackServer
 ) -> None:
-    shop = start_shop(tmp_path, slack, app_token=APP_TOKEN)
-    try:
-        slack.wait_for_socket()
-        slack.drop_sockets("refresh_requested")
-        slack.wait_for_socket(timeout=30)
-        envelope = slack.send_interactive(slack.click(shop.alert("visits"), "mute_day"))
-        slack.wait_for_ack(envelope)
-        shop.settle()
-        assert "visits" in shop.daemon.store.mutes()
-    finally:
-        shop.stop()
+    slack.drop_sockets("refresh_requested")
+    slack.wait_for_socket(timeout=30)
+    envelope = slack.send_interactive(slack.click(socket_shop.alert("visits"), "mute_day"))
+    slack.wait_for_ack(envelope)
+    socket_shop.settle()
+    assert "visits" in socket_shop.daemon.store.mutes()
 
 
 def test_socket_mode_refuses_a_stranger_with_an_ephemeral_message(
-    tmp_path: Path, slack: SlackServer
+    socket_shop: Shop, slack: SlackServer
 ) -> None:
-    shop = start_shop(tmp_path, slack, app_token=APP_TOKEN)
-    try:
-        slack.wait_for_socket()
-        envelope = slack.send_interactive(
-            slack.click(shop.alert("visits"), "expected_change", STRANGER)
-        )
-        slack.wait_for_ack(envelope)
-        [told] = slack.wait_for_response()
-        assert "not allowed" in told["text"]
-        assert_unanswered(shop)
-        assert "visits" not in shop.daemon.store.rebaselines()
-    finally:
-        shop.stop()
+    click = slack.click(socket_shop.alert("visits"), "expected_change", STRANGER)
+    slack.wait_for_ack(slack.send_interactive(click))
+    [told] = slack.wait_for_response()
+    assert "not allowed" in told["text"]
+    assert_unanswered(socket_shop)
+    assert "visits" not in socket_shop.daemon.store.rebaselines()
 
 
 # --- the alert history ------------------------------------------------------------------------
