@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from monitor.alerts.state import AlertPolicy
-from monitor.answers.model import AlertRef, Feedback, sensitivity_factor
+from monitor.answers.model import AlertRef, AnswerKind, Feedback, sensitivity_factor
 from monitor.backtest import Replay, replay
 from monitor.detection import DetectorSpec
 
@@ -70,7 +70,9 @@ def in_span(moment: pd.Timestamp, spans: list[tuple[pd.Timestamp, pd.Timestamp]]
     return any(a <= moment <= b + 2 * HOUR for a, b in spans)
 
 
-def answered_replay(series: Series, spec: DetectorSpec, policy: AlertPolicy) -> tuple[Replay, list[Feedback]]:
+def answered_replay(
+    series: Series, spec: DetectorSpec, policy: AlertPolicy
+) -> tuple[Replay, list[Feedback]]:
     """Replay again after each new answer until every alert is answered."""
     answers: list[Feedback] = []
     ref = AlertRef("kpi", "", 0)
@@ -81,11 +83,11 @@ def answered_replay(series: Series, spec: DetectorSpec, policy: AlertPolicy) -> 
         if not pending:
             return result, answers
         first = pending[0]
-        kind = "acknowledge" if in_span(first.since, [series.incident]) else "false_alarm"
+        real = in_span(first.since, [series.incident])
+        kind: AnswerKind = "acknowledge" if real else "false_alarm"
+        # sent when the bucket that opened it ended, answered an hour later
         at = (first.opened + HOUR + ANSWER_AFTER).to_pydatetime()
-        answers.append(
-            Feedback(ref, kind, "U0ONCALL", "oncall", at, first.since.to_pydatetime())  # type: ignore[arg-type]
-        )
+        answers.append(Feedback(ref, kind, "U0ONCALL", "oncall", at, first.since.to_pydatetime()))
         answers.sort(key=lambda a: a.answered_at)
 
 
