@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from monitor.alerts import mrkdwn
 from monitor.alerts.notification import event_key
 from monitor.alerts.slack import DeliveryError, SlackChannel
 from monitor.answers import payload as payloads
@@ -194,7 +195,9 @@ class AnswerService:
         if not self.store.answers.record(feedback, [(key, "answer", message)]):
             earlier = self.store.answers.get(ref)
             said = (
-                f"{DONE[earlier.answer]} by {earlier.user_name}" if earlier else "answered before"
+                f"{DONE[earlier.answer]} by {mrkdwn.escape(earlier.user_name)}"
+                if earlier
+                else "answered before"
             )
             self._tell(click, f"This alert was already answered: {said}. Nothing changed.")
             return

@@ -28,16 +28,18 @@ from tests.test_faults import scrape, wait_until
 INCIDENT_HOURS = 5  # the newest hours of DE, FR and visits fell to a tenth
 
 
-def build_shop(path: Path, now: datetime) -> Path:
+def build_shop(path: Path, now: datetime, recovered: int = 0) -> Path:
     """``kpi.sales(ts, country, amount)`` (DE, FR, US) and ``kpi.visits(ts, amount)``: three
-    weeks of hours up to ``now`` with a daily cycle; DE, FR and visits collapse at the end."""
+    weeks of hours up to ``now`` with a daily cycle; DE, FR and visits collapse at the end (and
+    are back for the ``recovered`` newest hours)."""
     end = now.replace(minute=0, second=0, microsecond=0)
+    back = end - timedelta(hours=recovered)
     start = end - timedelta(weeks=3)
     sales, visits = [], []
     ts, i = start, 0
     while ts < end:
         cycle = 30 * math.sin(2 * math.pi * ts.hour / 24) + (i * 7919 % 11) - 5
-        late = ts >= end - timedelta(hours=INCIDENT_HOURS)
+        late = back - timedelta(hours=INCIDENT_HOURS) <= ts < back
         naive = ts.replace(tzinfo=None)
         for country, level in (("DE", 200.0), ("FR", 150.0), ("US", 300.0)):
             value = level + cycle
