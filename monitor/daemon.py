@@ -25,6 +25,7 @@ from types import FrameType
 from monitor.alerts.alertmanager import AlertmanagerClient
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.slack import SlackChannel
+from monitor.answers.model import ANSWERS
 from monitor.answers.service import AnswerService
 from monitor.answers.socket_mode import SocketModeTransport
 from monitor.client import token_from_env
@@ -108,6 +109,8 @@ class Daemon:
         )
         self.answers, self.socket_mode = self._answers(config)
         self.api.answers = self.answers
+        if self.answers is not None:
+            self.metrics.declare_answers((c.name for c in config.checks), ANSWERS)
         try:
             self.http = HttpServer(
                 self.api,
@@ -251,6 +254,7 @@ class Daemon:
             self.dispatcher.reconfigure(config, slack, alertmanager)
             if self.answers is not None and config.slack is not None and slack is not None:
                 self.answers.reconfigure(config.slack, slack)
+                self.metrics.declare_answers((c.name for c in config.checks), ANSWERS)
             self.metrics.declare_channels(["log", *channels])
             self.watcher.reconfigure(config, engine, channels)
             self.scheduler.reconfigure(config, engine, plan)

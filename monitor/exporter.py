@@ -402,6 +402,13 @@ class Metrics:
             "Last run that completed without error",
             ("check",),
         )
+        # answers to alerts from Slack, per check and answer (declared at 0 for every check
+        # when alerts can be answered, so that increase() counts the first answer too)
+        self.alert_feedback = SeriesCounter(
+            "kpimon_alert_feedback",
+            "Answers to alerts from Slack, by check and answer",
+            ("check", "answer"),
+        )
         self._families: tuple[_Family, ...] = (
             self.value,
             self.expected,
@@ -414,6 +421,7 @@ class Metrics:
             self.runs,
             self.duration,
             self.last_success,
+            self.alert_feedback,
         )
         for family in self._families:
             self.registry.register(family)
@@ -463,14 +471,7 @@ class Metrics:
             "Time of the last successful config (re)load",
             registry=r,
         )
-        # answers to alerts from Slack: a series per check and answer given (created with the
-        # first), and the precision of the checks answered in the last 30 days
-        self.alert_feedback = Counter(
-            "kpimon_alert_feedback",
-            "Answers to alerts from Slack, by check and answer",
-            ("check", "answer"),
-            registry=r,
-        )
+        # the precision of the checks whose alerts were answered in the last 30 days
         self.alert_precision = Gauge(
             "kpimon_alert_precision",
             "Share of the last 30 days' answered alerts of a check that were real",
@@ -497,6 +498,13 @@ class Metrics:
         """Drop every sample of a check removed from the config."""
         for family in self._families:
             family.drop(check)
+
+    def declare_answers(self, checks: Iterable[str], answers: Iterable[str]) -> None:
+        """Create the answer counters of the checks at 0 (alerts can be answered)."""
+        kinds = list(answers)
+        for check in checks:
+            for answer in kinds:
+                self.alert_feedback.labels(check, answer)
 
     def config_loaded(self, success: bool, when: float | None = None) -> None:
         """Record a config (re)load: refused ones leave the time of the last good one."""

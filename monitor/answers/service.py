@@ -308,9 +308,11 @@ class AnswerService:
         """``kpimon_alert_precision`` of every check with answers in the last 30 days."""
         now = self.clock()
         answers = self.store.answers.since(now - WINDOW)
+        configured = self.engine().config
         by_check: dict[str, list[Feedback]] = {}
         for a in answers:
-            by_check.setdefault(a.ref.check, []).append(a)
+            if configured.check(a.ref.check) is not None:  # a removed check has no figure
+                by_check.setdefault(a.ref.check, []).append(a)
         figures = {c: precision(given, now) for c, given in by_check.items()}
         self.metrics.set_precision({c: p for c, p in figures.items() if p is not None})
 
