@@ -47,6 +47,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.deployments --smoke
 	$(BIN)/python -m benchmarks.calendar --smoke
 	$(BIN)/python -m benchmarks.drilldown --smoke
+	$(BIN)/python -m benchmarks.answers --smoke
 
 schema: $(STAMP)
 	$(BIN)/kpi-monitor validate --schema > config/kpi-monitor.schema.json

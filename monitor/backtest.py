@@ -8,17 +8,20 @@ buckets before it, then learned (incrementally, no refit per row), and fed to th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from monitor.alerts.state import AlertPolicy, AlertState, advance
+from monitor.answers.hush import hushed
+from monitor.answers.model import Feedback, sensitivity_factor
 from monitor.calendar.days import Calendar
 from monitor.calendar.detector import detector_for
 from monitor.detection import DetectorSpec, Verdict
+from monitor.relearn import relearned
 
 Aggregate = Literal["mean", "sum", "last", "max", "min"]
 
@@ -36,6 +39,7 @@ class Episode:
     since: pd.Timestamp  # first anomalous bucket
     opened: pd.Timestamp  # bucket whose verdict opened it (the alert was sent then)
     resolved: pd.Timestamp | None = None  # bucket that resolved it; None if still open
+    answer: str = ""  # the recorded answer that ended it, when one did (a replay of answers)
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ def replay(
     complete_before: object | None = None,
     rules: Callable[[Verdict], Verdict] | None = None,
     calendar: Calendar | None = None,
+    answers: Sequence[Feedback] = (),
 ) -> Replay:
     """Replay ``frame`` bucket by bucket, causally, through Detector and the alert state machine.
 
@@ -138,7 +143,12 @@ def replay(
     are incomplete; they are neither scored nor learned, exactly as in the daemon. ``rules``:
     applied to each verdict before the alert state machine, as the daemon applies a check's
     fixed bounds (:func:`monitor.rules.apply_bounds`). ``calendar``: the check's holidays,
-    events and exclusion windows, marked on each bucket as the daemon marks them.
+    events and exclusion windows, marked on each bucket as the daemon marks them. ``answers``:
+    answers recorded for this series (from the daemon's state store), each acted on before the
+    first bucket ending after it was given, as the daemon does: an expected change re-bases the
+    level at its onset and ends the open episode; a false alarm ends it and the series is judged
+    from then on at the sensitivity the answers give (``sensitivity_factor``; the model learns
+    its history again when that changes, answers ageing out included).
     """
     policy = policy or AlertPolicy()
     if timestamp_column not in frame.columns or value_column not in frame.columns:
@@ -168,6 +178,9 @@ def replay(
     detector = detector_for(spec, calendar)
     state = AlertState()
     episodes: list[Episode] = []
+    given = sorted(answers, key=lambda a: a.answered_at)
+    acted, factor, rebased, hush = 0, 1.0, None, False
+    step = pd.Timedelta(seconds=spec.bucket_seconds)
     n = len(grouped)
     names = ("expected", "lower", "upper", "z", "sustained", "score")
     out = {name: np.full(n, np.nan) for name in names}
@@ -176,9 +189,36 @@ def replay(
     alert = np.zeros(n, dtype=np.int64)
     ack_i = 0
     for i, (bucket, value) in enumerate(zip(grouped.index, grouped.to_numpy(), strict=True)):
+        if given:
+            # the answers given before this bucket was judged (at its end, at the earliest)
+            moment = (bucket + step).to_pydatetime()
+            while acted < len(given) and given[acted].answered_at < moment:
+                answer = given[acted]
+                acted += 1
+                if answer.answer == "expected_change":
+                    rebased = answer.since
+                    detector.acknowledge(pd.Timestamp(answer.since))
+                if answer.answer in ("expected_change", "false_alarm") and state.firing:
+                    episodes[-1] = replace(episodes[-1], resolved=_ts(bucket),
+                                           answer=answer.answer)  # fmt: skip
+                    state = AlertState(episode=state.episode, last_bucket=state.last_bucket)
+                    hush = answer.answer == "false_alarm"
+            now = sensitivity_factor(given[:acted], moment)
+            if now != factor:
+                factor = now
+                detector, _ = relearned(
+                    replace(spec, sensitivity=spec.sensitivity * factor),
+                    pd.DatetimeIndex(grouped.index[:i]),
+                    grouped.to_numpy()[:i],
+                    rebaselined=rebased,
+                    state=state,
+                    calendar=calendar,
+                )
         verdict = detector.step(bucket, float(value))
         if rules is not None:
             verdict = rules(verdict)
+        if hush:
+            verdict, hush = hushed(verdict)
         state, transition = advance(state, verdict, policy)
         if transition is not None and transition.kind == "opened":
             alert[i] = 1

@@ -343,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
         "check's lookback before it",
     )
     source.add_argument("--segment", help="only this segment in --plot (default: those alerted)")
+    source.add_argument(
+        "--answers",
+        action="store_true",
+        help="replay the answers given to the check's alerts from Slack (read from the state "
+        "store): what the detector would have done with them, against what it does without",
+    )
     csv = backtest.add_argument_group("CSV options")
     csv.add_argument("--timestamp-column", default="timestamp")
     csv.add_argument("--value-column", default="value")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from monitor.alerts.state import AlertPolicy
+from monitor.answers.model import Feedback
 from monitor.backtest import Episode, Replay, infer_bucket_seconds, replay
 from monitor.calendar.config import RecordedEvent, calendar_for
 from monitor.calendar.days import Calendar, Span, check_region
@@ -111,10 +112,16 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
     try:
         if check.kind == "freshness":
             replays = {"": _replay_freshness(check, warehouse, shown_from, now)}
+            answers: dict[str, list[Feedback]] | None = None
         else:
-            replays = _replay_series(check, warehouse, shown_from, now, calendar)
+            answers = _answers(config, check) if args.answers else None
+            replays = _replay_series(check, warehouse, shown_from, now, calendar, answers)
+            if answers is not None:
+                unanswered = _replay_series(check, warehouse, shown_from, now, calendar)
     finally:
         warehouse.close()
+    if args.answers and answers is None:
+        print(f"{check.name}: a freshness check has no model answers could change")
     if not replays:
         print(f"{check.name}: no data in the lookback before {moment(shown_from)} or since")
         return EXIT_OK
@@ -127,6 +134,9 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
         print_episodes(label, result.episodes, check.timezone, shown_from)
     for line in _explained(check, replays, shown):
         print(line)
+    if answers is not None:
+        _compare(check, shown, {s: _window(r, shown_from) for s, r in unanswered.items()},
+                 answers)  # fmt: skip
     if args.out:
         rows = pd.concat(
             [r.rows.assign(segment=segment) for segment, r in shown.items()], ignore_index=True
@@ -149,12 +159,52 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
     return EXIT_OK
 
 
+def _answers(config: Config, check: CheckConfig) -> dict[str, list[Feedback]]:
+    """Per segment, the answers given to the check's alerts, from the daemon's state store
+    (read beside a running daemon, without its lock); none without a store."""
+    from monitor.store import StateStore
+
+    if config.state.url is None and not Path(config.state.path).exists():
+        print(f"{check.name}: no state store at {config.state.path}: no answers to replay")
+        return {}
+    store = StateStore.open(config.state, exclusive=False)
+    try:
+        given = store.answers.since(datetime(1970, 1, 1, tzinfo=UTC), check.name)
+    finally:
+        store.close()
+    by_segment: dict[str, list[Feedback]] = {}
+    for answer in given:
+        by_segment.setdefault(answer.ref.segment, []).append(answer)
+    return by_segment
+
+
+def _compare(
+    check: CheckConfig,
+    answered: dict[str, Replay],
+    unanswered: dict[str, Replay],
+    answers: dict[str, list[Feedback]],
+) -> None:
+    """What the recorded answers changed: alerts with them and without, per segment."""
+    given = sum(len(a) for a in answers.values())
+    print(f"{check.name}: {given} recorded answers replayed")
+    for segment, result in answered.items():
+        label = f"{check.name} [{segment}]" if segment else check.name
+        mine = answers.get(segment, [])
+        kinds = ", ".join(sorted({a.answer for a in mine})) or "none"
+        before = len(unanswered[segment].episodes) if segment in unanswered else 0
+        print(
+            f"{label}: {len(result.episodes)} alerts with the answers ({kinds}), "
+            f"{before} without"
+        )
+
+
 def _replay_series(
     check: CheckConfig,
     warehouse: Warehouse,
     shown_from: pd.Timestamp,
     now: datetime,
     calendar: Calendar,
+    answers: dict[str, list[Feedback]] | None = None,
 ) -> dict[str, Replay]:
     from monitor.buckets import bucket_start, last_complete, next_bucket
     from monitor.engine import alert_policy, detector_spec
@@ -177,6 +227,7 @@ def _replay_series(
             aggregate="sum",
             rules=lambda v: apply_bounds(v, bounds, policy.open_after),
             calendar=calendar,
+            answers=(answers or {}).get(segment, ()),
         )
         for segment, series in found.items()
         if not series.empty
@@ -334,7 +385,10 @@ def print_episodes(
         )
         before = shown_from is not None and episode.opened < shown_from
         opened = "already open" if before else f"alert at {_when(episode.opened, timezone)}"
-        print(f"{label}{opened} (deviating since {_when(episode.since, timezone)}){resolved}")
+        answer = f" (answered: {episode.answer.replace('_', ' ')})" if episode.answer else ""
+        print(
+            f"{label}{opened} (deviating since {_when(episode.since, timezone)}){resolved}{answer}"
+        )
 
 
 def _when(at: pd.Timestamp, timezone: str) -> str:

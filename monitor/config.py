@@ -317,6 +317,14 @@ class SlackRoute(_Model):
     channel: str
 
 
+def _user_group(value: str) -> str:
+    if not re.fullmatch(r"S[A-Z0-9]{2,30}", value):
+        raise ValueError(
+            "expected a Slack user group id such as S0123ABCD (the group's page: Copy group ID)"
+        )
+    return value
+
+
 class SlackConfig(_Model):
     """Slack Web API delivery; without a token alerts go to the log only."""
 
@@ -331,12 +339,38 @@ class SlackConfig(_Model):
     # attempts at a message Slack cannot take for a passing reason (5xx, timeouts, rate limits,
     # a refused token) before it is recorded as failed; see monitor/alerts/retry.py
     max_attempts: int = Field(default=30, ge=1, le=1000)
+    # answers to alerts (buttons): Socket Mode with an app-level token, and/or Slack's signed
+    # HTTP requests to POST /slack/interactivity; see monitor/answers/
+    app_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    # Slack user group ids (S...) whose members may answer any alert, beside the members of
+    # the alert's channel
+    answer_groups: list[Annotated[str, AfterValidator(_user_group)]] = Field(
+        default_factory=list
+    )
 
-    @field_validator("token", mode="before")
+    @field_validator("token", "app_token", "signing_secret", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         # `token: ${SLACK_BOT_TOKEN:-}` leaves Slack off when the variable is unset
         return None if value == "" else value
+
+    @field_validator("app_token")
+    @classmethod
+    def _app_level(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError(
+                "an app-level token starts with xapp- (Basic Information > App-Level Tokens,"
+                " scope connections:write); a bot token (xoxb-) goes in slack.token"
+            )
+        return value
+
+    @property
+    def answers(self) -> bool:
+        """Whether alerts carry answer buttons: a bot token and a transport for the clicks."""
+        return self.token is not None and (
+            self.app_token is not None or self.signing_secret is not None
+        )
 
 
 class AlertmanagerConfig(_Model):

@@ -15,7 +15,10 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 # fields whose values are never repeated in a message
-SECRET_FIELDS = frozenset({"token", "dsn", "url", "access_token", "client_secret", "password"})
+SECRET_FIELDS = frozenset(
+    {"token", "dsn", "url", "access_token", "client_secret", "password", "app_token",
+     "signing_secret"}
+)  # fmt: skip
 # the tags pydantic puts in a location for a validator it ran; the user never wrote them
 _VALIDATOR_TAGS = ("function-after", "function-before")
 

@@ -25,6 +25,9 @@ from types import FrameType
 from monitor.alerts.alertmanager import AlertmanagerClient
 from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.slack import SlackChannel
+from monitor.answers.model import ANSWERS
+from monitor.answers.service import AnswerService
+from monitor.answers.socket_mode import SocketModeTransport
 from monitor.client import token_from_env
 from monitor.config import Config, load_config
 from monitor.engine import Engine, fingerprint
@@ -107,6 +110,10 @@ class Daemon:
             reload=self.reload,
             annotate=annotator.event if annotator is not None else None,
         )
+        self.answers, self.socket_mode = self._answers(config)
+        self.api.answers = self.answers
+        if self.answers is not None:
+            self.metrics.declare_answers((c.name for c in config.checks), ANSWERS)
         try:
             self.http = HttpServer(
                 self.api,
@@ -123,6 +130,28 @@ class Daemon:
         self._hangup = False
         self._reload_lock = threading.Lock()
         self.metrics.config_loaded(True)
+
+    def _answers(
+        self, config: Config
+    ) -> tuple[AnswerService | None, SocketModeTransport | None]:
+        """Answers to alerts from Slack, when a bot token and a transport are configured."""
+        slack = config.slack
+        if slack is None or not slack.answers or self.dispatcher.slack is None:
+            return None, None
+        service = AnswerService(
+            slack,
+            self.dispatcher.slack,
+            lambda: self.engine,
+            self.store,
+            self.metrics,
+            clock=self.clock,
+            deliver=self.scheduler.deliver_soon,
+        )
+        transport = None
+        if slack.app_token is not None:
+            token = slack.app_token.get_secret_value()
+            transport = SocketModeTransport(token, slack.api_url, service)
+        return service, transport
 
     @property
     def port(self) -> int:
@@ -142,6 +171,10 @@ class Daemon:
     def start(self) -> None:
         self.http.start()
         self.scheduler.start()
+        if self.answers is not None:
+            self.answers.start()
+        if self.socket_mode is not None:
+            self.socket_mode.start()
         log.info(
             "kpi-monitor started",
             extra={
@@ -224,6 +257,9 @@ class Daemon:
                     memory = self.engine.release(name)
                 engine.adopt(memory.without_models())
             self.dispatcher.reconfigure(config, slack, alertmanager)
+            if self.answers is not None and config.slack is not None and slack is not None:
+                self.answers.reconfigure(config.slack, slack)
+                self.metrics.declare_answers((c.name for c in config.checks), ANSWERS)
             self.metrics.declare_channels(["log", *channels])
             self.watcher.reconfigure(config, engine, channels)
             self.scheduler.reconfigure(config, engine, plan)
@@ -260,7 +296,11 @@ class Daemon:
 
     def stop(self) -> None:
         log.info("stopping")
+        if self.socket_mode is not None:
+            self.socket_mode.stop()
         finished = self.scheduler.shutdown(timeout=SHUTDOWN_GRACE_SECONDS)
+        if self.answers is not None:
+            self.answers.stop()
         self._close_warehouses()
         if not finished:
             self.scheduler.wait_idle(timeout=2.0)  # their runs end as errors, state saved

@@ -24,10 +24,12 @@ import pandas as pd
 from monitor.alerts.links import render_link
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, Transition, advance
+from monitor.answers.hush import hushed
+from monitor.answers.model import WINDOW as ANSWER_WINDOW
+from monitor.answers.model import AlertRef, series_factors
 from monitor.buckets import bucket_start, last_complete, next_bucket, to_utc
 from monitor.calendar.book import CalendarBook
 from monitor.calendar.config import EventRequest, RecordedEvent
-from monitor.calendar.detector import detector_for
 from monitor.config import CheckConfig, Config
 from monitor.detection import Detector, DetectorSpec, Verdict
 from monitor.drilldown import Explanation
@@ -51,6 +53,7 @@ from monitor.queries import (
     newest_row_query,
     series_query,
 )
+from monitor.relearn import relearned
 from monitor.rules import Bounds, apply_bounds
 from monitor.segments import Ranking, rerank
 from monitor.series import newest_rows, normalise
@@ -62,6 +65,7 @@ log = logging.getLogger("monitor.engine")
 Outcome = Literal["ok", "anomaly", "no_data", "error"]
 DEFAULT_SENSITIVITY = DetectorSpec(bucket_seconds=3600).sensitivity
 FULL_REFRESH = timedelta(days=1)
+FACTORS_REFRESH = timedelta(hours=1)  # answers ageing out of their window lower a threshold
 FRESHNESS_OVERLAP = timedelta(hours=1)  # late rows stamped before the newest load seen
 AGE_STEP = timedelta(minutes=15)  # a freshness chart's data age is drawn at this step
 NOT_RANKED = frozenset({OTHER_SEGMENT, TOTAL_SEGMENT})  # rows that are no segment of their own
@@ -150,10 +154,12 @@ class CheckMemory:
         )  # fmt: skip
 
 
-def detector_spec(check: CheckConfig) -> DetectorSpec:
+def detector_spec(check: CheckConfig, factor: float = 1.0) -> DetectorSpec:
+    """How a check's series are judged; ``factor`` raises a series' threshold (false alarms
+    answered on it, see ``monitor.answers.model.sensitivity_factor``)."""
     return DetectorSpec(
         bucket_seconds=check.bucket_seconds,
-        sensitivity=check.sensitivity or DEFAULT_SENSITIVITY,
+        sensitivity=(check.sensitivity or DEFAULT_SENSITIVITY) * factor,
         direction=check.direction,
         min_relative_change=check.min_relative_change,
         timezone=check.timezone,
@@ -202,6 +208,13 @@ class Engine:
         self._judged_until: dict[str, datetime] = {}
         for (name, _), state in self._states.items():
             self._note_judged(name, state)
+        # per check: each series' sensitivity factor from the answers to its alerts, and when
+        # it was worked out (answers age out of their window: see ``_follow_answers``)
+        started = clock()
+        self._factors = series_factors(store.answers.since(started - ANSWER_WINDOW), started)
+        self._factors_at = {c.name: started for c in config.checks}
+        # series whose alert was answered as a false alarm, while their deviation lasts
+        self._hushed = store.answers.holding()
         # per check, per segment: the model, and the newest bucket it has learned
         self._models: dict[str, dict[str, Detector]] = {c.name: {} for c in config.checks}
         self._learned: dict[str, dict[str, pd.Timestamp]] = {c.name: {} for c in config.checks}
@@ -310,23 +323,48 @@ class Engine:
         )
         return notes
 
+    def false_alarm(self, ref: AlertRef, reason: str) -> list[Notification]:
+        """An alert answered as a false alarm: its episode, if still open, resolves saying
+        ``reason``, and the series' models are rebuilt at its new sensitivity (worked out from
+        the recorded answers) before its next bucket is judged."""
+        check = self.config.check(ref.check)
+        if check is None:
+            raise KeyError(ref.check)
+        with self._locks[ref.check]:
+            notes = self._close_episodes(check, reason, self.clock(), only=ref)
+            with self._guard:
+                self._factors_at.pop(ref.check, None)
+                if notes:
+                    self._hushed[(ref.check, ref.segment)] = ref.episode
+        log.info(
+            "alert answered as a false alarm",
+            extra={"fields": {"check": ref.check, "segment": ref.segment,
+                              "episode": ref.episode}},
+        )  # fmt: skip
+        return notes
+
     def _close_episodes(
         self,
         check: CheckConfig,
         reason: str,
         fallback: datetime,
         segments: Mapping[str, str] | None = None,
+        only: AlertRef | None = None,
     ) -> list[Notification]:
         """Resolve the check's open episodes, saying why (not a recovery); call with the
         check's lock held. ``fallback``: the bucket named when a series has judged none.
-        ``segments``: only theirs, each with its own reason."""
+        ``segments``: only theirs, each with its own reason; ``only``: that episode, if still
+        open."""
         name = check.name
         self._incidents.close(name)
         with self._guard:
             firing = {
                 k: s
                 for k, s in self._states.items()
-                if k[0] == name and s.firing and (segments is None or k[1] in segments)
+                if k[0] == name
+                and s.firing
+                and (segments is None or k[1] in segments)
+                and (only is None or (k[1], s.episode) == (only.segment, only.episode))
             }
         notes = []
         for (_, segment), state in firing.items():
@@ -584,6 +622,29 @@ class Engine:
             verdicts or {},
         )
 
+    def _follow_answers(self, check: CheckConfig, now: datetime) -> None:
+        """Work out the check's sensitivity factors again when an answer came in or an hour
+        passed; when one changed, the check's models are rebuilt (from the series cached in the
+        state store) at the new sensitivity."""
+        with self._guard:
+            at = self._factors_at.get(check.name)
+        if at is not None and now - at < FACTORS_REFRESH:
+            return
+        answers = self.store.answers.since(now - ANSWER_WINDOW, check.name)
+        factors = series_factors(answers, now).get(check.name, {})
+        with self._guard:
+            changed = factors != self._factors.get(check.name, {})
+            self._factors[check.name] = factors
+            self._factors_at[check.name] = now
+            if changed:
+                self._restored.discard(check.name)
+        if changed:
+            self._forget(check.name)
+            log.info(
+                "sensitivity follows the answers to the check's alerts",
+                extra={"fields": {"check": check.name, "factors": factors}},
+            )
+
     def _run_series(
         self, check: CheckConfig, warehouse: Warehouse, now: datetime
     ) -> Committed:
@@ -592,6 +653,7 @@ class Engine:
             self._recalendared.discard(check.name)
         if recalendared:
             self._forget(check.name)  # rebuilt with the new marks; judged buckets stay judged
+        self._follow_answers(check, now)
         if check.name not in self._restored:
             self._restored.add(check.name)
             self._restore(check, now)
@@ -668,6 +730,7 @@ class Engine:
             bounds = Bounds(check.min, check.max)
             scored, replayed = self._score_new(check, segment, series)
             verdicts = [apply_bounds(v, bounds, policy.open_after) for v in scored]
+            verdicts = self._hush(check.name, segment, verdicts)
             model = self._models[check.name][segment]
             judged.append(
                 self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
@@ -748,6 +811,23 @@ class Engine:
         """The drill-down of the check's open incident, if any."""
         return self._incidents.latest(name)
 
+    def _hush(self, name: str, segment: str, verdicts: list[Verdict]) -> list[Verdict]:
+        """A series answered as a false alarm: its deviation counts as normal until it is
+        back in its band (``monitor.answers.hush``)."""
+        with self._guard:
+            if (name, segment) not in self._hushed:
+                return verdicts
+        out, lasting = [], True
+        for verdict in verdicts:
+            if lasting:
+                verdict, lasting = hushed(verdict)
+            out.append(verdict)
+        if not lasting:
+            self.store.answers.release(name, segment)
+            with self._guard:
+                self._hushed.pop((name, segment), None)
+        return out
+
     def _restore(self, check: CheckConfig, now: datetime) -> None:
         """Rebuild a check's models from the series cached in the state store, so the first
         run after a restart reads only the buckets since, not the whole lookback."""
@@ -808,22 +888,13 @@ class Engine:
         self, check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray
     ) -> Detector:
         """A new model that has learned this history, re-based at the check's rebaseline."""
-        return self._learned_from(check, buckets, values, judge=False)[0]
-
-    def _learned_from(
-        self, check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray, *, judge: bool
-    ) -> tuple[Detector, list[Verdict]]:
-        """``_fitted``; with ``judge``, also the verdicts of the newer half of the history, as
-        stepping through it gives (``backtest``'s). The older half is what the model learns
-        before its verdicts are worth recording: judged on its second day, a model pages on its
-        own immaturity, and those episodes would number the real ones."""
-        model = detector_for(detector_spec(check), self.calendars.calendar(check))
-        judged = len(buckets) - len(buckets) // 2 if judge else 0
-        verdicts = model.warm(buckets, values, judge_last=judged)
-        restarted = self._rebaselines.get(check.name)
-        if restarted is not None:
-            model.acknowledge(pd.Timestamp(restarted))
-        return model, verdicts
+        return relearned(
+            detector_spec(check),
+            buckets,
+            values,
+            rebaselined=self._rebaselines.get(check.name),
+            calendar=self.calendars.calendar(check),
+        )[0]
 
     def _warmed(
         self,
@@ -834,19 +905,20 @@ class Engine:
         *,
         replay: bool,
     ) -> tuple[Detector, list[Verdict]]:
-        """``_fitted``, carrying on from the alert state saved before a restart (the quiet
-        period in progress); with ``replay`` (a first start), judging the history."""
-        model, verdicts = self._learned_from(check, buckets, values, judge=replay)
-        state = self.alert_state(check.name, segment)
-        if state.last_bucket is not None:
-            quiet = None if state.quiet_start is None else pd.Timestamp(state.quiet_start)
-            model.resume(
-                state.anomalous_run,
-                quiet,
-                pd.Timestamp(state.last_bucket),
-                (state.hold_sign, state.hold_evidence),
-            )
-        return model, verdicts
+        """``_fitted`` at the series' sensitivity (answers to its alerts may have raised it),
+        carrying on from the alert state saved before a restart (the quiet period in progress);
+        with ``replay`` (a first start), judging the history."""
+        with self._guard:
+            factor = self._factors.get(check.name, {}).get(segment, 1.0)
+        return relearned(
+            detector_spec(check, factor),
+            buckets,
+            values,
+            rebaselined=self._rebaselines.get(check.name),
+            state=self.alert_state(check.name, segment),
+            judge=replay,
+            calendar=self.calendars.calendar(check),
+        )
 
     def _replay(self, check: CheckConfig, series: pd.Series) -> list[list[Any]]:
         """Verdicts of the last ``chart_buckets`` buckets, for the chart in the alert's thread."""
@@ -1053,7 +1125,8 @@ class Engine:
         def chart(_: str) -> list[list[Any]]:
             return age_history(loaded, now, verdict, self.chart_buckets, AGE_STEP)
 
-        return self._commit(check, [self._judge(check, "", [verdict], alert_policy(check), chart)])
+        verdicts = self._hush(check.name, "", [verdict])
+        return self._commit(check, [self._judge(check, "", verdicts, alert_policy(check), chart)])
 
     def _judge(
         self,

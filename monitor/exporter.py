@@ -408,6 +408,13 @@ class Metrics:
             "Last run that completed without error",
             ("check",),
         )
+        # answers to alerts from Slack, per check and answer (declared at 0 for every check
+        # when alerts can be answered, so that increase() counts the first answer too)
+        self.alert_feedback = SeriesCounter(
+            "kpimon_alert_feedback",
+            "Answers to alerts from Slack, by check and answer",
+            ("check", "answer"),
+        )
         self._families: tuple[_Family, ...] = (
             self.value,
             self.expected,
@@ -420,6 +427,7 @@ class Metrics:
             self.runs,
             self.duration,
             self.last_success,
+            self.alert_feedback,
         )
         for family in self._families:
             self.registry.register(family)
@@ -469,6 +477,15 @@ class Metrics:
             "Time of the last successful config (re)load",
             registry=r,
         )
+        # the precision of the checks whose alerts were answered in the last 30 days
+        self.alert_precision = Gauge(
+            "kpimon_alert_precision",
+            "Share of the last 30 days' answered alerts of a check that were real",
+            ("check",),
+            registry=r,
+        )
+        self._precise: set[str] = set()
+        self._lock = threading.Lock()
         self.registry.register(self._others)
 
     def exposition(self) -> bytes:
@@ -495,6 +512,13 @@ class Metrics:
             gauge.remove(*labels)
         self.value.forget_text(labels)
         self.data_age.remove(*labels[:2])
+
+    def declare_answers(self, checks: Iterable[str], answers: Iterable[str]) -> None:
+        """Create the answer counters of the checks at 0 (alerts can be answered)."""
+        kinds = list(answers)
+        for check in checks:
+            for answer in kinds:
+                self.alert_feedback.labels(check, answer)
 
     def config_loaded(self, success: bool, when: float | None = None) -> None:
         """Record a config (re)load: refused ones leave the time of the last good one."""
@@ -530,6 +554,16 @@ class Metrics:
         self.lower.set(labels, lower)
         self.upper.set(labels, upper)
         self.score.set(labels, score)
+
+    def set_precision(self, figures: dict[str, float]) -> None:
+        """The precision of each check with answered alerts; a check without any in the
+        window has no sample (there is no figure, rather than a made-up one)."""
+        with self._lock:
+            for check in self._precise - set(figures):
+                self.alert_precision.remove(check)
+            for check, figure in figures.items():
+                self.alert_precision.labels(check).set(figure)
+            self._precise = set(figures)
 
     def set_firing(self, labels: tuple[str, str, str, str], firing: bool) -> None:
         self.anomaly.set(labels, 1 if firing else 0)

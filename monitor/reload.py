@@ -43,11 +43,26 @@ class ReloadPlan:
 
 def restart_problems(old: Config, new: Config) -> list[str]:
     """What differs in sections that only a restart can change, one line each."""
-    return [
+    problems = [
         f"{section}: changed, but it needs a restart (the reload applies nothing)"
         for section in RESTART_ONLY
         if _fixed(old, section) != _fixed(new, section)
     ]
+    if _answers(old) != _answers(new):
+        problems.append(
+            "slack.app_token, slack.signing_secret: answers from Slack turned on or off, or"
+            " another app token: needs a restart (the reload applies nothing)"
+        )
+    return problems
+
+
+def _answers(config: Config) -> tuple[bool, object]:
+    """Whether alerts can be answered, and over which Socket Mode token: a restart's to
+    change (the transports start with the daemon)."""
+    slack = config.slack
+    if slack is None or not slack.answers:
+        return False, None
+    return True, slack.app_token
 
 
 def _fixed(config: Config, section: str) -> object:

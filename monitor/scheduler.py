@@ -129,6 +129,11 @@ class CheckScheduler:
                 return
         self._scheduler.modify_job(name, next_run_time=datetime.now(UTC))
 
+    def deliver_soon(self) -> None:
+        """A delivery round now rather than at the next tick (an answer's Slack steps)."""
+        if self._scheduler.running:
+            self._scheduler.modify_job(OUTBOX_JOB, next_run_time=datetime.now(UTC))
+
     def watch(self, deployment: Deployment) -> None:
         """Run the deployment's checks now and every post_deploy_interval while their windows
         last; the tick after the last window ends lets the watcher pass the deployment.

@@ -18,7 +18,9 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from monitor.alert_history import alerts_page
 from monitor.alerts.dispatch import outbox_json
+from monitor.answers.service import AnswerService, Refused
 from monitor.buckets import to_utc
 from monitor.calendar.book import UnknownChecks
 from monitor.calendar.config import EventRequest, RecordedEvent
@@ -182,6 +184,8 @@ class Api:
             (re.compile(r"^/api/v1/events/(?P<event_id>[^/]+)$"), {"DELETE": self.delete_event}),
             (re.compile(r"^/api/v1/deployments$"), {"POST": self.post_deployment}),
             (re.compile(r"^/-/reload$"), {"POST": self.post_reload}),
+            (re.compile(r"^/slack/interactivity$"), {"POST": self.post_slack}),
+            (re.compile(r"^/api/v1/checks/(?P<name>[^/]+)/alerts$"), {"GET": self.list_alerts}),
             (
                 re.compile(r"^/api/v1/deployments/(?P<deployment_id>.+)$"),
                 {"GET": self.get_deployment},
@@ -192,7 +196,8 @@ class Api:
             (re.compile(r"^/deployments/(?P<deployment_id>.+)$"), {"GET": self.page_deployment}),
             (re.compile(r"^/static/page\.css$"), {"GET": self.get_stylesheet}),
         ]
-        self._with_query = (self.page_overview, self.page_check)
+        self._with_query = (self.page_overview, self.page_check, self.list_alerts)
+        self.answers: AnswerService | None = None  # set when alerts can be answered from Slack
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -245,6 +250,8 @@ class Api:
         if refusal is not None:
             raise refusal
         handler, params = self._route(method, path)
+        if handler == self.post_slack:
+            return self.post_slack(environ)
         if method not in ("GET", "HEAD"):
             return handler(body=self._read_body(environ), **params)
         if handler in self._with_query:
@@ -259,7 +266,8 @@ class Api:
         or over the call's limit (413; 64 KiB, 8 MiB for a deployment)."""
         try:
             handler, _ = self._route(head.method, head.path)
-            if head.method not in ("GET", "HEAD"):
+            # Slack signs its requests instead of sending our token (see post_slack)
+            if head.method not in ("GET", "HEAD") and handler != self.post_slack:
                 self._authorize(head.authorization)
             if head.chunked:
                 raise HttpError(411, "send the body with a Content-Length, not chunked")
@@ -472,6 +480,38 @@ class Api:
                 503, f"not reloaded: {exc}; try again", [("Retry-After", "10")]
             ) from None
         return _json(200, {"status": "reloaded", **plan.summary()})
+
+    def post_slack(self, environ: WSGIEnvironment) -> Response:
+        """Slack's interactivity request (a click on an alert's button): signed by Slack with
+        the app's signing secret instead of our bearer token; refused (401 forged or stale,
+        409 replayed, 400 malformed) with nothing changed. A valid request is answered 200
+        whatever the click's fate: a user not allowed is told so by an ephemeral message."""
+        if self.answers is None:
+            raise HttpError(
+                404, "answers from Slack are off: set slack.token and slack.signing_secret"
+            )
+        length = int(environ.get("CONTENT_LENGTH") or 0)  # judged by ``refusal``
+        body = environ["wsgi.input"].read(length) if length else b""
+        headers = {
+            "x-slack-signature": environ.get("HTTP_X_SLACK_SIGNATURE", ""),
+            "x-slack-request-timestamp": environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""),
+        }
+        try:
+            self.answers.receive_signed(headers, body)
+        except Refused as exc:
+            raise HttpError(exc.status, str(exc)) from None
+        return Response(200, b"", "text/plain; charset=utf-8")
+
+    def list_alerts(self, name: str, query: dict[str, list[str]]) -> Response:
+        """A check's alerts, newest first, with their resolution and answer: ``?limit=`` (1 to
+        100, default 50) of them after ``?cursor=`` (the ``next`` of the page before)."""
+        if self.engine.config.check(name) is None:
+            raise HttpError(404, f"no check named {name!r}")
+        try:
+            page = alerts_page(self.engine.store, name, query)
+        except ValueError as exc:
+            raise HttpError(400, f"bad query: {exc}") from None
+        return _json(200, page)
 
     def get_deployment(self, deployment_id: str) -> Response:
         deployment = self.deployments.get(deployment_id)

@@ -19,12 +19,14 @@ from pathlib import Path
 
 from monitor.alerts.notification import Notification, event_key
 from monitor.alerts.state import AlertState
+from monitor.answers.records import AnswerRecords
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
 # 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts;
-# 5: series_state.hold_sign, hold_evidence; 6: calendar_events
-SCHEMA_VERSION = 6
+# 5: series_state.hold_sign, hold_evidence; 6: calendar_events; 7: alert_answers,
+# slack_requests (answers from Slack)
+SCHEMA_VERSION = 7
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -110,6 +112,24 @@ CREATE TABLE IF NOT EXISTS calendar_events (
     event_id TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
     document TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_answers (
+    check_name TEXT NOT NULL,
+    segment TEXT NOT NULL,
+    episode INTEGER NOT NULL,
+    answer TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    answered_at TEXT NOT NULL,
+    since TEXT NOT NULL,
+    applied INTEGER NOT NULL,
+    holds INTEGER NOT NULL,
+    PRIMARY KEY (check_name, segment, episode)
+);
+CREATE INDEX IF NOT EXISTS alert_answers_time ON alert_answers (answered_at);
+CREATE TABLE IF NOT EXISTS slack_requests (
+    digest TEXT PRIMARY KEY,
+    seen_at TEXT NOT NULL
 );
 """
 
@@ -230,6 +250,8 @@ class StateStore:
         # version 5: the detector's hold on an open episode
         self._db.add_column("series_state", "hold_sign", "INTEGER")
         self._db.add_column("series_state", "hold_evidence", "REAL")
+        # version 6: its tables are in _SCHEMA; what they hold is read and written there
+        self.answers = AnswerRecords(self._db, _enqueue)
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -814,6 +836,52 @@ class StateStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def opened_posted_as(self, remote_id: str) -> list[Notification]:
+        """The alerts delivered to Slack as one message (a group), in queue order."""
+        rows = self._read(
+            "SELECT payload FROM outbox WHERE channel = 'slack' AND kind = 'alert'"
+            " AND remote_id = ? ORDER BY id",
+            (remote_id,),
+        )
+        return [Notification.from_json(str(payload)) for (payload,) in rows]
+
+    def opened_alerts(
+        self, check: str, limit: int, before: tuple[str, str] | None = None
+    ) -> list[tuple[AlertEvent, str]]:
+        """A check's alerts (episodes opened), newest first, ``limit`` of them from ``before``
+        (the position of the last one of the previous page), each with its position."""
+        sql = (
+            "SELECT payload, created_at, muted, notification_key FROM alert_events"
+            " WHERE check_name = ? AND substr(notification_key, length(notification_key) - 6)"
+            " = '/opened'"
+        )
+        params: tuple[object, ...] = (check,)
+        if before is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND notification_key < ?))"
+            params += (before[0], before[0], before[1])
+        rows = self._read(
+            sql + " ORDER BY created_at DESC, notification_key DESC LIMIT ?", (*params, limit)
+        )
+        return [
+            (
+                AlertEvent(Notification.from_json(str(p)), datetime.fromisoformat(str(t)), bool(m)),
+                f"{t}|{k}",
+            )
+            for p, t, m, k in rows
+        ]
+
+    def alert_event(self, notification_key: str) -> AlertEvent | None:
+        rows = self._read(
+            "SELECT payload, created_at, muted FROM alert_events WHERE notification_key = ?",
+            (notification_key,),
+        )
+        return (
+            AlertEvent(Notification.from_json(str(rows[0][0])),
+                       datetime.fromisoformat(str(rows[0][1])), bool(rows[0][2]))
+            if rows
+            else None
+        )  # fmt: skip
 
     def notification(self, notification_key: str, channel: str) -> Notification | None:
         rows = self._read(

@@ -59,6 +59,8 @@ CONTRACT_METRICS: dict[str, frozenset[str]] = {
     "kpimon_deployment_verdicts_total": frozenset({"environment", "verdict"}),
     "kpimon_last_deployment_timestamp_seconds": frozenset({"environment"}),
     "kpimon_build_info": frozenset({"version"}),
+    "kpimon_alert_feedback_total": frozenset({"check", "answer"}),
+    "kpimon_alert_precision": frozenset({"check"}),
     "kpimon_config_last_reload_success": frozenset(),
     "kpimon_config_last_reload_timestamp_seconds": frozenset(),
 }

@@ -21,6 +21,20 @@ is created on its first post, as if the bot had been invited there. ``archive``,
 ``delete`` make a channel answer ``is_archived``, ``not_in_channel`` or ``channel_not_found``;
 ``scopes`` is what the token was granted.
 
+Answers to alerts (interactivity), both transports:
+
+- Socket Mode: ``apps.connections.open`` (an app-level ``xapp-`` token only) hands out a
+  ``ws://`` URL on this server; a websocket there (RFC 6455, masked client frames, ping/pong)
+  gets ``hello``, then each ``send_interactive`` envelope; the client's acknowledgements
+  (``{"envelope_id": ...}``) are recorded in ``acks``; ``redeliver`` sends an envelope again as
+  Slack does when it was not acknowledged, ``drop_sockets`` sends ``disconnect`` and closes;
+- HTTP: ``post_interactive`` sends a payload to the daemon's request URL the way Slack does
+  (form-encoded ``payload``, ``X-Slack-Request-Timestamp``, ``X-Slack-Signature`` with the
+  signing secret), or forged, stale or replayed on demand (``signed_request``);
+- who may answer: ``conversations.members`` (channel members, pages) and
+  ``usergroups.users.list``; ``chat.postEphemeral`` and the payload's ``response_url``
+  (``/actions/...`` on this server, recorded in ``responses``) for what only the user sees.
+
 Faults: ``fail_next`` answers the next calls (of one method, or any) with 429 + Retry-After,
 5xx or an API error, either refusing the call or after carrying it out (Slack accepted, the
 answer says otherwise); ``delay_next`` carries a call out and answers it only after a delay, as a
@@ -29,20 +43,37 @@ slow Slack does; ``on_call`` runs a hook after a call is carried out and before 
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import hmac
+import itertools
 import json
 import re
+import socket
+import struct
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 CHANNEL_IDS = {"#data-alerts": "C0DATA", "#revenue": "C0REVENUE", "#growth": "C0GROWTH"}
 ALL_SCOPES = frozenset(
-    {"chat:write", "files:write", "channels:history", "groups:history", "channels:read", "groups:read"}
+    {"chat:write", "files:write", "channels:history", "groups:history", "channels:read", "groups:read",
+     "usergroups:read"}
 )
+APP_TOKEN = "xapp-1-A0TEST-test-app-token"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+MEMBER = "U0MEMBER"  # a member of every channel
+ONCALL = "U0ONCALL"  # in no channel, but in the user group ONCALL_GROUP
+ONCALL_GROUP = "S0ONCALL"
+STRANGER = "U0STRANGER"  # in no channel and no group
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TS = re.compile(r"^\d+\.\d+$")
 Answer = tuple[int, dict[str, str], dict[str, Any]]
 
@@ -90,6 +121,7 @@ class Channel:
     archived: bool = False
     member: bool = True
     deleted: bool = False
+    members: set[str] = field(default_factory=lambda: {"U0BOT", MEMBER})
 
 
 @dataclass
@@ -135,6 +167,13 @@ class SlackServer:
     history: list[Message] = field(default_factory=list)
     _pending: dict[str, _PendingUpload] = field(default_factory=dict)
     _shared: list[UploadedFile] = field(default_factory=list)
+    app_token: str = APP_TOKEN
+    usergroups: dict[str, set[str]] = field(default_factory=lambda: {ONCALL_GROUP: {ONCALL}})
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)  # posted to a response_url
+    envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _sockets: list[_Socket] = field(default_factory=list)
+    _ids: Any = field(default_factory=itertools.count)
     _ts: int = 0
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _httpd: ThreadingHTTPServer | None = None
@@ -231,6 +270,97 @@ class SlackServer:
         posted = [m.get("text", "")[:80] for m in self.messages()]
         raise AssertionError(f"no message containing {text!r} within {timeout:g} s: {posted}")
 
+    # --- answers to alerts: what a test sends ------------------------------------------------
+
+    def click(
+        self,
+        message: Message,
+        answer: str,
+        user: str = MEMBER,
+        *,
+        index: int = 0,
+    ) -> dict[str, Any]:
+        """The ``block_actions`` payload Slack sends when ``user`` clicks the ``answer`` button
+        of the ``index``-th actions block of ``message``."""
+        actions = [b for b in message.blocks or [] if b.get("type") == "actions"]
+        button = next(e for e in actions[index]["elements"]
+                      if e["action_id"] == f"kpimon_answer:{answer}")
+        channel = next(c for c in self.channels.values() if c.id == message.channel)
+        return {
+            "type": "block_actions",
+            "team": {"id": "T0TEST", "domain": "test"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0TEST"},
+            "api_app_id": "A0TEST",
+            "token": "verification-token-not-used",
+            "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel,
+                          "is_ephemeral": False},
+            "trigger_id": "1.2.3",
+            "channel": {"id": message.channel, "name": channel.name.lstrip("#")},
+            "message": message.json(with_metadata=False),
+            "response_url": f"http://127.0.0.1:{self.port}/actions/T0TEST/{next(self._ids)}/hook",
+            "actions": [{**button, "block_id": actions[index].get("block_id", ""),
+                         "action_ts": f"{time.time():.6f}"}],
+        }
+
+    def send_interactive(self, payload: dict[str, Any], *, retry_attempt: int = 0,
+                         envelope_id: str | None = None) -> str:
+        """Send an ``interactive`` envelope to every open Socket Mode connection; its id."""
+        envelope_id = envelope_id or f"env-{next(self._ids)}"
+        envelope = {"envelope_id": envelope_id, "payload": payload, "type": "interactive",
+                    "accepts_response_payload": False, "retry_attempt": retry_attempt,
+                    "retry_reason": "timeout" if retry_attempt else ""}
+        with self._lock:
+            self.envelopes[envelope_id] = envelope
+            sockets = list(self._sockets)
+        if not sockets:
+            raise AssertionError("no Socket Mode connection is open")
+        for sock in sockets:
+            sock.send_text(json.dumps(envelope))
+        return envelope_id
+
+    def redeliver(self, envelope_id: str) -> None:
+        """Send an envelope again, as Slack does when it was not acknowledged in time."""
+        envelope = self.envelopes[envelope_id]
+        self.send_interactive(envelope["payload"], retry_attempt=envelope["retry_attempt"] + 1,
+                              envelope_id=envelope_id)
+
+    def wait_for_ack(self, envelope_id: str, timeout: float = 15.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [a for a in self.acks if a.get("envelope_id") == envelope_id]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        raise AssertionError(f"envelope {envelope_id} was not acknowledged within {timeout:g} s")
+
+    def wait_for_socket(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if any(s.greeted for s in self._sockets):
+                    return
+            time.sleep(0.02)
+        raise AssertionError("no Socket Mode connection within the timeout")
+
+    def drop_sockets(self, reason: str = "refresh_requested") -> None:
+        """Tell every connection to go (``disconnect``) and close it, as Slack does."""
+        with self._lock:
+            sockets, self._sockets = list(self._sockets), []
+        for sock in sockets:
+            sock.send_text(json.dumps({"type": "disconnect", "reason": reason}))
+            sock.close()
+
+    def wait_for_response(self, count: int = 1, timeout: float = 15.0) -> list[dict[str, Any]]:
+        """What was posted to response URLs, once there are ``count`` of them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.responses) >= count:
+                    return list(self.responses)
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} responses, got {len(self.responses)}")
+
     # --- the Web API -------------------------------------------------------------------------
 
     def _channel_named(self, name: str) -> Channel:
@@ -257,7 +387,13 @@ class SlackServer:
         call = Call(method, args, token)
         with self._lock:
             self.calls.append(call)
-            if token != self.token:
+            if method == "apps.connections.open":
+                # only an app-level token opens a connection; a bot token is the wrong type
+                if token == self.token:
+                    return _error("not_allowed_token_type"), 0.0
+                if token != self.app_token:
+                    return (200, {}, {"ok": False, "error": "invalid_auth"}), 0.0
+            elif token != self.token:
                 return (200, {}, {"ok": False, "error": "invalid_auth"}), 0.0
             fault = next(
                 (f for f in self.failures if f.method in (None, method)), None
@@ -284,6 +420,12 @@ class SlackServer:
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
             "auth.test": lambda _: _ok(user_id="U0BOT", team_id="T0TEST"),
+            "apps.connections.open": lambda _: _ok(
+                url=f"ws://127.0.0.1:{self.port}/link/?ticket=t{next(self._ids)}&app_id=A0TEST"
+            ),
+            "conversations.members": self._members,
+            "usergroups.users.list": self._usergroup,
+            "chat.postEphemeral": self._post_ephemeral,
         }.get(method)
         if handler is None:
             return _error("unknown_method")
@@ -445,6 +587,37 @@ class SlackServer:
             response_metadata={"next_cursor": str(start + limit) if more else ""},
         )
 
+    def _members(self, args: dict[str, Any]) -> Answer:
+        refused = self._scope("channels:read", "groups:read")
+        if refused:
+            return refused
+        channel = self._resolve(args.get("channel"), by_name=False)
+        if channel is None:
+            return _error("channel_not_found")
+        members = sorted(channel.members)
+        start = int(args.get("cursor") or 0)
+        limit = min(int(args.get("limit") or 100), 1000)
+        more = start + limit < len(members)
+        return _ok(members=members[start:start + limit],
+                   response_metadata={"next_cursor": str(start + limit) if more else ""})
+
+    def _usergroup(self, args: dict[str, Any]) -> Answer:
+        refused = self._scope("usergroups:read")
+        if refused:
+            return refused
+        group = self.usergroups.get(str(args.get("usergroup")))
+        if group is None:
+            return _error("no_such_subteam")
+        return _ok(users=sorted(group))
+
+    def _post_ephemeral(self, args: dict[str, Any]) -> Answer:
+        channel = self._for_writing(args.get("channel"), by_name=True)
+        if not isinstance(channel, Channel):
+            return channel
+        if str(args.get("user")) not in channel.members:
+            return _error("user_not_in_channel")
+        return _ok(message_ts=self._next_ts())
+
     def _get_upload_url(self, args: dict[str, Any]) -> Answer:
         refused = self._scope("files:write")
         if refused:
@@ -521,10 +694,49 @@ class SlackServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if not self.path.startswith("/link/") or "websocket" not in (
+                    self.headers.get("Upgrade") or ""
+                ).lower():
+                    self.send_error(404)
+                    return
+                key = self.headers.get("Sec-WebSocket-Key") or ""
+                accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+                self.send_response(101, "Switching Protocols")
+                self.send_header("Upgrade", "websocket")
+                self.send_header("Connection", "Upgrade")
+                self.send_header("Sec-WebSocket-Accept", accept)
+                self.end_headers()
+                self.wfile.flush()
+                sock = _Socket(self.connection, self.rfile)
+                with server._lock:
+                    server._sockets.append(sock)
+                sock.send_text(json.dumps({"type": "hello", "num_connections": 1,
+                                           "connection_info": {"app_id": "A0TEST"}}))
+                sock.greeted = True
+                for text in sock.texts():
+                    message = json.loads(text)
+                    if "envelope_id" in message:
+                        with server._lock:
+                            server.acks.append(message)
+                with server._lock:
+                    if sock in server._sockets:
+                        server._sockets.remove(sock)
+                self.close_connection = True
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 if self.path.startswith("/upload/v1/"):
                     self._upload(self.rfile.read(length))
+                    return
+                if self.path.startswith("/actions/"):
+                    with server._lock:
+                        server.responses.append(json.loads(self.rfile.read(length) or b"{}"))
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
                     return
                 raw = self.rfile.read(length).decode()
                 if "json" in (self.headers.get("Content-Type") or ""):
@@ -574,9 +786,101 @@ class SlackServer:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            sockets, self._sockets = list(self._sockets), []
+        for sock in sockets:
+            sock.close()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
+
+
+class _Socket:
+    """The server's end of one websocket (RFC 6455): text frames out, the client's masked
+    frames in; a ping is answered with a pong, a close ends it."""
+
+    def __init__(self, connection: socket.socket, reader: Any) -> None:
+        self._connection = connection
+        self._reader = reader
+        self._send = threading.Lock()
+        self.greeted = False
+
+    def send_text(self, text: str) -> None:
+        self._frame(0x1, text.encode())
+
+    def _frame(self, opcode: int, data: bytes) -> None:
+        size = len(data)
+        if size < 126:
+            head = struct.pack("!BB", 0x80 | opcode, size)
+        elif size < 65536:
+            head = struct.pack("!BBH", 0x80 | opcode, 126, size)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+        # a client that went away: its reader loop ends
+        with self._send, contextlib.suppress(OSError):
+            self._connection.sendall(head + data)
+
+    def texts(self) -> Any:
+        """The text messages the client sends, until it closes or the connection drops."""
+        while True:
+            try:
+                head = self._reader.read(2)
+                if len(head) < 2:
+                    return
+                opcode, size = head[0] & 0x0F, head[1] & 0x7F
+                if size == 126:
+                    size = struct.unpack("!H", self._reader.read(2))[0]
+                elif size == 127:
+                    size = struct.unpack("!Q", self._reader.read(8))[0]
+                mask = self._reader.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(self._reader.read(size)))
+            except (OSError, ValueError, struct.error):
+                return
+            if opcode == 0x8:
+                self._frame(0x8, data[:2])
+                return
+            if opcode == 0x9:
+                self._frame(0xA, data)
+            elif opcode == 0x1:
+                yield data.decode()
+
+    def close(self) -> None:
+        self._frame(0x8, struct.pack("!H", 1000))
+        with contextlib.suppress(OSError):
+            self._connection.shutdown(socket.SHUT_RDWR)
+
+
+def signed_request(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    secret: str = SIGNING_SECRET,
+    timestamp: int | None = None,
+    signature: str | None = None,
+    body: bytes | None = None,
+) -> tuple[int, str, dict[str, str]]:
+    """POST an interactivity payload to ``url`` as Slack does: form-encoded, signed with
+    ``secret`` at ``timestamp`` (now by default); ``signature`` or ``body`` replace the real
+    ones to forge a request. Returns (status, body, headers sent) so a test can replay it."""
+    raw = body if body is not None else urlencode({"payload": json.dumps(payload)}).encode()
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    mac = hmac.new(secret.encode(), b"v0:" + stamp.encode() + b":" + raw, hashlib.sha256)
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": stamp,
+        "X-Slack-Signature": signature if signature is not None else "v0=" + mac.hexdigest(),
+    }
+    return (*send_raw(url, raw, headers), headers)
+
+
+def send_raw(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
 
 
 def _ok(**fields: Any) -> Answer:

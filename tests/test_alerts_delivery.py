@@ -11,6 +11,7 @@ covered by the daemon test in test_faults.py.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -257,6 +258,34 @@ def test_a_resolution_waits_for_its_alert_and_then_goes_into_its_thread(tmp_path
     assert setup.deliver(after=10) == 3  # the alert, then the resolution reply and the edit
     alert, reply = slack.posted("#revenue")
     assert reply.thread_ts == alert.ts and alert.edited
+
+
+def test_a_resolved_alert_of_a_group_loses_its_buttons_and_the_others_keep_theirs(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    setup = Setup(tmp_path, slack, signing_secret="s")  # alerts can be answered
+    setup.queue(note(segment="DE"), note(segment="FR"))
+    assert setup.deliver() == 2  # two alerts, one message
+    setup.queue(note("resolved", segment="DE"))
+    assert setup.deliver() == 2  # the reply in the group's thread, then the group's edit
+    group, reply = slack.posted("#revenue")
+    assert reply.thread_ts == group.ts and group.edited
+    kinds = [b["type"] for b in group.blocks or []]
+    assert kinds == ["header", "section", "context", "section", "actions"]
+    assert "Resolved after 3h" in json.dumps(group.blocks)
+    assert group.blocks[4]["elements"][0]["value"].startswith("revenue:1:")
+
+
+def test_without_answers_alerts_carry_no_buttons_and_a_group_is_not_edited(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    setup = Setup(tmp_path, slack)
+    setup.queue(note(segment="DE"), note(segment="FR"))
+    setup.deliver()
+    setup.queue(note("resolved", segment="DE"))
+    assert setup.deliver() == 1
+    group, _ = slack.posted("#revenue")
+    assert not group.edited and "actions" not in json.dumps(group.blocks)
 
 
 # === exactly once when Slack's answer is lost ===============================================

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from monitor.alerts.alertmanager import AlertmanagerClient, replica_id
-from monitor.alerts.dispatch import Dispatcher
+from monitor.alerts.dispatch import Dispatcher, outbox_json
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
 from monitor.config import Config, parse_config
 from monitor.engine import Engine
 from monitor.exporter import Metrics
-from monitor.store import StateStore
+from monitor.store import OutboxEntry, StateStore
 from monitor.warehouse import open_warehouses
 from tests.alertmanager_server import Alertmanager, Webhook, binaries, routing_config
 from tests.conftest import REPO, Clock, demo_document, free_port
@@ -190,3 +190,20 @@ def test_an_alert_alertmanager_refuses_is_given_up_alone_and_the_others_are_deli
     assert failed.last_error is not None and "HTTP 400" in failed.last_error and "start time" in failed.last_error
     with urllib.request.urlopen(f"{am.url}/api/v2/alerts?filter=check%3D%22refusals%22", timeout=10) as response:
         assert sorted(a["labels"]["segment"] for a in json.loads(response.read())) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "kind", "step"),
+    [("", "alert", "message"), ("/answer", "answer", "answer"),
+     ("/answer_update", "answer_update", "answer_update"), ("/update", "answer_update", "update")],
+)
+def test_an_answers_slack_steps_are_listed_as_steps_of_their_alert(
+    suffix: str, kind: str, step: str
+) -> None:
+    entry = OutboxEntry(1, "slack", kind, "{}", 0, datetime(2026, 12, 6, tzinfo=UTC),
+                        key=f"revenue/DE/a/b/3/opened{suffix}")  # fmt: skip
+    listed = outbox_json(entry)
+    assert (listed["check"], listed["segment"], listed["episode"], listed["event"]) == (
+        "revenue", "DE/a/b", 3, "opened"
+    )  # fmt: skip
+    assert listed["step"] == step

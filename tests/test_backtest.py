@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from monitor.alerts.state import AlertPolicy
+from monitor.answers.model import AlertRef, Feedback
 from monitor.backtest import (
     OUTPUT_COLUMNS,
+    Episode,
     alert_score,
     bucket_starts,
     infer_bucket_seconds,
@@ -186,3 +191,66 @@ def test_incomplete_buckets_are_neither_scored_nor_learned() -> None:
 def test_missing_columns_are_reported() -> None:
     with pytest.raises(ValueError, match="needs columns"):
         run_backtest(pd.DataFrame({"ts": [], "v": []}), DetectorSpec(HOUR))
+
+
+# --- recorded answers replayed ------------------------------------------------------------------
+
+POLICY = AlertPolicy(open_after=2, resolve_after=2)
+
+
+def answer_to(episode: Episode, kind: str, after_hours: int = 2) -> Feedback:
+    """An answer an hour after the alert was sent (when the bucket that opened it ended)."""
+    at = (episode.opened + pd.Timedelta(hours=after_hours)).to_pydatetime()
+    return Feedback(AlertRef("orders", "", 1), kind, "U1", "ana", at, episode.since.to_pydatetime())  # type: ignore[arg-type]
+
+
+def plateau(factor: float, hours: int) -> pd.DataFrame:
+    frame = orders()
+    frame.loc[500 : 500 + hours - 1, "value"] *= factor
+    return frame
+
+
+def test_a_false_alarm_ends_its_episode_and_the_same_deviation_opens_nothing_more() -> None:
+    frame = plateau(0.4, 10)
+    [alone] = replay(frame, DetectorSpec(HOUR), POLICY).episodes
+    answered = replay(frame, DetectorSpec(HOUR), POLICY, answers=[answer_to(alone, "false_alarm")])
+    [episode] = answered.episodes
+    assert episode.answer == "false_alarm"
+    assert episode.resolved is not None and alone.resolved is not None
+    assert episode.resolved < alone.resolved, "ended by the answer, not by the data"
+
+
+def test_an_expected_change_rebases_the_level_at_the_onset_and_the_new_level_stays_quiet() -> None:
+    frame = orders()
+    frame.loc[400:, "value"] *= 0.6  # for good
+    alone = replay(frame, DetectorSpec(HOUR), POLICY).episodes
+    answered = replay(frame, DetectorSpec(HOUR), POLICY,
+                      answers=[answer_to(alone[0], "expected_change")])  # fmt: skip
+    assert answered.episodes[0].answer == "expected_change"
+    assert len(answered.episodes) == 1, "nothing opens on the accepted level"
+
+
+def test_false_alarms_widen_the_band_from_the_answer_on_and_never_before() -> None:
+    frame = plateau(0.4, 6)
+    spec = DetectorSpec(HOUR)
+    plain = replay(frame, spec, POLICY)
+    answer = answer_to(plain.episodes[0], "false_alarm")
+    answered = replay(frame, spec, POLICY, answers=[answer])
+    width = lambda r: (r.buckets["upper"] - r.buckets["expected"]).to_numpy()  # noqa: E731
+    # judged before the answer: the buckets that had ended when it was given
+    before = plain.buckets["bucket"] + pd.Timedelta(hours=1) <= pd.Timestamp(answer.answered_at)
+    assert np.allclose(width(answered)[before], width(plain)[before], equal_nan=True)
+    later = np.nanmedian(width(answered)[~before] / width(plain)[~before])
+    assert 1.05 < later < 1.3
+
+
+def test_answers_older_than_their_window_no_longer_raise_the_threshold() -> None:
+    frame = plateau(0.4, 6)
+    spec = DetectorSpec(HOUR)
+    plain = replay(frame, spec, POLICY)
+    old = answer_to(plain.episodes[0], "false_alarm")
+    old = replace(old, answered_at=old.answered_at - timedelta(days=40))
+    answered = replay(frame, spec, POLICY, answers=[old])
+    tail = slice(-24, None)
+    assert np.allclose(answered.buckets["upper"].to_numpy()[tail],
+                       plain.buckets["upper"].to_numpy()[tail])  # fmt: skip

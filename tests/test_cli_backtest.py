@@ -16,13 +16,16 @@ import pytest
 from matplotlib.image import imread
 
 from monitor.alerts.charts import value_limits
+from monitor.answers.model import AlertRef, Feedback
 from monitor.backtest import Episode
 from monitor.cli import main
 from monitor.config import StateConfig
 from monitor.deployments import Deployment, WatchedCheck
 from monitor.plots import Mark, Panel, render_backtest
 from monitor.store import StateStore
+from tests.answers.shop import build_shop, shop_document
 from tests.conftest import demo_document, write_config
+from tests.slack_server import SlackServer
 
 EPISODE_RGB = np.array([0xF4, 0xA6, 0xA6]) / 255 * 0.35 + 0.65  # alpha-blended on white
 DEPLOYMENT_RGB = np.array([0x7C, 0x3A, 0xED]) / 255
@@ -255,3 +258,31 @@ def test_a_checks_backtest_uses_its_calendar_and_the_events_recorded_in_the_stor
     assert "signups: alert at" not in excluded
     exclusion = np.array([0x6B, 0x72, 0x80]) / 255 * 0.15 + 0.85
     assert pixels_like(plot.read_bytes(), exclusion, 0.02) > 200
+
+
+def test_answers_recorded_by_the_daemon_are_replayed_against_the_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the shop's visits collapsed five hours ago; its alert was answered as a false alarm two
+    # hours after it began, FR's acknowledged; the daemon's state store holds both answers
+    build_shop(tmp_path / "shop.duckdb", datetime.now(UTC))
+    document = shop_document(tmp_path, SlackServer())  # Slack is not reached by a backtest
+    config = write_config(tmp_path / "kpi.yaml", document)
+    onset = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
+    store = StateStore.open(StateConfig(path=str(tmp_path / "state.db")))
+    for ref, answer in ((AlertRef("visits", "", 1), "false_alarm"),
+                        (AlertRef("sales", "FR", 1), "acknowledge")):  # fmt: skip
+        store.answers.record(
+            Feedback(ref, answer, "U1", "ana", onset + timedelta(hours=3), onset), []  # type: ignore[arg-type]
+        )
+    store.close()
+
+    assert backtest(config, "visits", "2d", "--answers") == 0
+    out = capsys.readouterr().out
+    assert "(answered: false alarm)" in out
+    assert "visits: 1 recorded answers replayed" in out
+    assert "visits: 1 alerts with the answers (false_alarm), 1 without" in out
+    assert backtest(config, "sales", "2d", "--answers") == 0
+    out = capsys.readouterr().out
+    assert "sales [FR]: 1 alerts with the answers (acknowledge), 1 without" in out
+    assert "sales [DE]: 1 alerts with the answers (none), 1 without" in out

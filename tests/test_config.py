@@ -234,3 +234,28 @@ def test_every_warehouse_field_is_described_in_the_schema_and_the_readme() -> No
         fields = {k: v for k, v in definitions[model]["properties"].items() if k != "kind"}
         assert [k for k, v in fields.items() if not v.get("description")] == [], model
         assert [k for k in fields if f"`{k}`" not in readme] == [], model
+
+
+@pytest.mark.parametrize(
+    ("slack", "expected"),
+    [
+        ({"app_token": "xoxb-bot-token"}, "slack.app_token: an app-level token starts with xapp-"),
+        ({"answer_groups": ["@oncall"]}, "slack.answer_groups[0]: expected a Slack user group id"),
+    ],
+)
+def test_answer_settings_are_checked(slack: dict[str, object], expected: str) -> None:
+    found = problems({**BASE, "slack": {"token": "xoxb-1", **slack}, "checks": [METRIC]})
+    assert len(found) == 1 and found[0].startswith(expected), found
+    assert "xoxb-bot-token" not in found[0], "a token is never repeated in an error"
+
+
+def test_answers_need_a_bot_token_and_a_transport() -> None:
+    def slack(**fields: object) -> bool:
+        config = parse_config({**BASE, "slack": fields, "checks": [METRIC]})
+        assert config.slack is not None
+        return config.slack.answers
+
+    assert not slack(token="xoxb-1")
+    assert not slack(signing_secret="s", app_token="")
+    assert slack(token="xoxb-1", signing_secret="s")
+    assert slack(token="xoxb-1", app_token="xapp-1-x")

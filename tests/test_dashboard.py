@@ -123,6 +123,8 @@ def panel_metrics(panel: dict[str, Any]) -> set[str]:
         ("notifications", "kpimon_alerts_sent_total"),
         ("deployments", "kpimon_deployments_total"),
         ("verdicts", "kpimon_deployment_verdicts_total"),
+        ("alert precision", "kpimon_alert_precision"),
+        ("answers from Slack", "kpimon_alert_feedback_total"),
     ],
 )
 def test_required_panels(what: str, metric: str) -> None:

@@ -30,6 +30,7 @@ import yaml
 
 from monitor.demo import INCIDENTS
 from tests import k8s_tools as kt
+from tests.slack_server import SIGNING_SECRET, SlackServer, signed_request
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +166,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KPIMON_", "SLACK_"))}
     env.update({"KPIMON_API_TOKEN": API_TOKEN, "KPIMON_LOG_FORMAT": "json"})
+    # alerts go to a local Slack, whose buttons are clicked: the answer panels have data
+    slack = SlackServer().start()
+    env.update({"SLACK_BOT_TOKEN": slack.token, "SLACK_API_URL": slack.url,
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET})  # fmt: skip
     daemon = Process(
         "kpi-monitor demo",
         [
@@ -232,6 +237,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ANOMALY_TIMEOUT,
             daemon,
         )
+        alert = wait_until(
+            "an alert with buttons in Slack",
+            lambda: next((m for m in slack.posted() if m.blocks and any(
+                b.get("type") == "actions" for b in m.blocks)), None),
+            ANOMALY_TIMEOUT,
+            daemon,
+        )
+        status, _, _ = signed_request(
+            f"{daemon_url}/slack/interactivity", slack.click(alert, "acknowledge")
+        )
+        assert status == 200
+        wait_until(
+            "the answer scraped by Prometheus",
+            lambda: s.query(f'kpimon_alert_precision{{job="{kt.JOB}"}}'),
+            30,
+            daemon,
+        )
         # enough samples for increase()/rate() over the substituted intervals
         wait_until(
             "a few scrapes",
@@ -243,6 +265,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         prometheus.stop()
         daemon.stop()
+        slack.stop()
 
 
 # ---- the daemon's endpoints the chart relies on -------------------------------------------------

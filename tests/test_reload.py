@@ -76,6 +76,20 @@ def test_the_state_store_server_and_scheduler_need_a_restart() -> None:
     assert restart_problems(old, config(revenue={"sensitivity": 5})) == []
 
 
+def test_turning_answers_from_slack_on_or_changing_the_app_token_needs_a_restart() -> None:
+    def slack(**fields: Any) -> Config:
+        return parse_config(demo_document(Path("/nowhere"), token="xoxb-1", **fields))
+
+    off, http = slack(), slack(signing_secret="s1")
+    socket = slack(app_token="xapp-1-a")
+    problem = ("slack.app_token, slack.signing_secret: answers from Slack turned on or off, or"
+               " another app token: needs a restart (the reload applies nothing)")  # fmt: skip
+    assert restart_problems(off, http) == restart_problems(http, socket) == [problem]
+    assert restart_problems(socket, slack(app_token="xapp-1-b")) == [problem]
+    # another signing secret, or other user groups, apply at once
+    assert restart_problems(http, slack(signing_secret="s2", answer_groups=["S0X"])) == []
+
+
 def test_the_state_stores_retention_changes_with_a_reload() -> None:
     old = config()
     document = demo_document(Path("/nowhere"))

@@ -42,7 +42,7 @@ from tests.conftest import demo_document, free_port, write_config
 from tests.daemon_process import KPI_MONITOR, DaemonProcess
 from tests.databricks_server import DatabricksProtocolServer, databricks_server  # noqa: F401
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401
-from tests.slack_server import SlackServer
+from tests.slack_server import SlackServer, signed_request
 from tests.test_faults import NOW, build_visits, duckdb_config, make_engine, sql_check
 
 TOKEN = "api-token-0123456789abcdef"
@@ -592,6 +592,8 @@ CANARIES = {
     "KPIMON_API_TOKEN": "canary-api-token-9a8b7c6d5e",
     "DATABRICKS_TOKEN": "dapi-canary-databricks-1a2b3c",
     "PG_PASSWORD": "canary-pg-password-77e6d5",
+    "SLACK_APP_TOKEN": "xapp-1-canary-app-token-3c2b1a",
+    "SLACK_SIGNING_SECRET": "canary-signing-secret-0f9e8d",
 }
 
 
@@ -613,6 +615,8 @@ def test_canary_secrets_appear_in_no_log_line_api_answer_metric_or_slack_message
         api_url=slack.url,
         channel="#data-alerts",
         group_wait="0s",
+        app_token="${SLACK_APP_TOKEN}",  # refused too: Socket Mode retries and logs it
+        signing_secret="${SLACK_SIGNING_SECRET}",
     )
     document["warehouses"] = {
         "default": document.pop("warehouse"),
@@ -675,6 +679,13 @@ def test_canary_secrets_appear_in_no_log_line_api_answer_metric_or_slack_message
                     answers.append(response.read().decode() + str(dict(response.headers)))
             except urllib.error.HTTPError as error:
                 answers.append(error.read().decode() + str(dict(error.headers)))
+        # a click signed with another secret, and one signed with the canary itself
+        for secret in ("another", CANARIES["SLACK_SIGNING_SECRET"]):
+            status, body, _ = signed_request(
+                f"http://127.0.0.1:{port}/slack/interactivity", {"type": "block_actions"},
+                secret=secret,
+            )  # fmt: skip
+            answers.append(f"{status} {body}")
         time.sleep(1.0)
     finally:
         code, _ = daemon.stop()

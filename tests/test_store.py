@@ -16,6 +16,7 @@ import pytest
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
+from monitor.answers.model import AlertRef, Feedback
 from monitor.config import StateConfig, parse_config
 from monitor.errors import StateStoreError
 from monitor.store import SCHEMA_VERSION, FollowUp, StateStore
@@ -91,7 +92,11 @@ VERSION_5 = (
     "ALTER TABLE series_state ADD COLUMN hold_sign INTEGER",
     "ALTER TABLE series_state ADD COLUMN hold_evidence REAL",
 )
-EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5)
+VERSION_6 = (
+    "CREATE TABLE calendar_events (event_id TEXT PRIMARY KEY, created_at TEXT NOT NULL,"
+    " document TEXT NOT NULL)",
+)
+EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5, VERSION_6)
 
 
 def schema_version(config: StateConfig) -> str:
@@ -106,7 +111,7 @@ def schema_version(config: StateConfig) -> str:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     version: int, database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -133,9 +138,13 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     store.record("revenue", "DE", upgraded, [resolved], ["slack"])
     assert [e.notification for e in store.alert_events("revenue")] == [resolved]
     store.save_calendar_event("e1", T, '{"id": "e1"}')
+    # ... and answers to alerts (version 7)
+    answer = Feedback(AlertRef("revenue", "DE", 1), "false_alarm", "U1", "ana", T, T, applied=False)
+    assert store.answers.record(answer, [])
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
     assert reopened.calendar_events() == ['{"id": "e1"}']
+    assert reopened.answers.unapplied() == [answer]
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
     assert reopened.remote_id(NOTE.key, "slack") == "C1:123.4"
     assert [e.notification for e in reopened.pending("slack")] == [resolved]

@@ -199,14 +199,16 @@ class Dispatcher:
 
 def outbox_json(entry: OutboxEntry) -> dict[str, object]:
     """An outbox entry as ``GET /api/v1/notifications`` shows it: what it is about (from its
-    key: ``check/segment/episode/event``, then ``/chart`` or ``/update`` for a later step of
-    a Slack delivery; ``deployment/id/verdict``) and how its delivery went."""
+    key: ``check/segment/episode/event``, then ``/chart``, ``/update``, ``/answer`` or
+    ``/answer_update`` for a later step of a Slack delivery; ``deployment/id/verdict``) and how
+    its delivery went."""
     about: dict[str, object]
     parts = entry.key.split("/")
     if entry.kind == "deployment":
         about = {"deployment": "/".join(parts[1:-1]), "verdict": parts[-1]}
     else:
-        step = parts.pop() if parts[-1] in ("chart", "update") else "message"
+        later = ("chart", "update", "answer", "answer_update")
+        step = parts.pop() if parts[-1] in later else "message"
         # check names have no "/" and episodes are numbers: the segment is what lies between
         about = {
             "check": parts[0],

@@ -27,6 +27,7 @@ from datetime import datetime
 from http.client import HTTPException
 from typing import Any
 from urllib.error import URLError
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -38,6 +39,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
+from slack_sdk.webhook import WebhookClient
 
 from monitor.config import SlackConfig
 
@@ -119,6 +121,7 @@ class SlackChannel:
         self.timeout = config.timeout
         token = config.token.get_secret_value()
         base_url = config.api_url.rstrip("/") + "/"
+        self.api_url = base_url
         timeout = math.ceil(config.timeout)  # slack-sdk takes whole seconds; 0 would not wait
         rate_limits = RateLimitErrorRetryHandler(max_retry_count=2)
         # for calls that create something: never repeat one Slack may have carried out
@@ -212,7 +215,46 @@ class SlackChannel:
         except (OSError, HTTPException) as exc:
             raise DeliveryError(f"{method}: upload failed: {type(exc).__name__}") from None
 
+    def post_ephemeral(
+        self, channel: str, user: str, text: str, response_url: str | None = None
+    ) -> None:
+        """A message only ``user`` sees, in ``channel`` (an answer refused, and why): through
+        the click's ``response_url`` when it is Slack's (it reaches a user who is not a member
+        of the channel, which ``chat.postEphemeral`` cannot), else ``chat.postEphemeral``."""
+        if response_url is not None and self._is_slack_url(response_url):
+            try:
+                answer = WebhookClient(response_url, timeout=math.ceil(self.timeout)).send(
+                    text=text, response_type="ephemeral", replace_original=False
+                )
+            except (OSError, HTTPException, SlackClientError) as exc:
+                raise DeliveryError(f"Slack response_url: {type(exc).__name__}") from None
+            if answer.status_code != 200:
+                raise DeliveryError(f"Slack response_url: HTTP {answer.status_code}")
+            return
+        self._call(self._safe, "chat_postEphemeral", channel=channel, user=user, text=text)
+
+    def _is_slack_url(self, url: str) -> bool:
+        """Slack's own hooks, or the host of the configured API (a proxy, a test server): a
+        payload's URL is never used to reach anything else."""
+        parts, api = urlsplit(url), urlsplit(self.api_url)
+        return (parts.scheme, parts.netloc) in (
+            ("https", "hooks.slack.com"), (api.scheme, api.netloc)
+        )  # fmt: skip
+
     # --- looking up ----------------------------------------------------------------------------
+
+    def is_member(self, channel: str, user: str) -> bool:
+        """Whether ``user`` is a member of ``channel`` (``channels:read``, ``groups:read``;
+        read page by page up to 2,000 members, past which it raises DeliveryError)."""
+        return any(
+            user in page.get("members", [])
+            for page in self._pages("conversations_members", channel=self.channel_id(channel))
+        )
+
+    def group_members(self, group: str) -> set[str]:
+        """The user ids of a user group's members (``usergroups:read``)."""
+        answer = self._call(self._safe, "usergroups_users_list", usergroup=group)
+        return {str(user) for user in answer.get("users", [])}
 
     def find_message(
         self, channel: str, marker: str, oldest: datetime, thread: SlackRef | None = None

@@ -35,6 +35,14 @@ from typing import Any, cast
 
 import pandas as pd
 
+from monitor.alerts.buttons import (
+    MAX_ANSWERABLE,
+    alert_with_buttons,
+    answered_text,
+    group_with_buttons,
+    ref,
+    settled_blocks,
+)
 from monitor.alerts.charts import render_chart
 from monitor.alerts.messages import (
     alert_blocks,
@@ -43,7 +51,6 @@ from monitor.alerts.messages import (
     deployment_text,
     group_blocks,
     group_text,
-    resolved_blocks,
     resolved_text,
     series_name,
     summary_text,
@@ -52,6 +59,7 @@ from monitor.alerts.notification import Notification, event_key
 from monitor.alerts.retry import next_attempt
 from monitor.alerts.routing import channel_for, group_key
 from monitor.alerts.slack import DeliveryError, SlackChannel, SlackRef
+from monitor.answers.model import Feedback
 from monitor.calendar.days import Kind, Span
 from monitor.config import Config
 from monitor.deployments import Deployment
@@ -146,7 +154,13 @@ class SlackOutbox:
         return [*self._opened(opened, now), *rest]
 
     def _builder(self, entry: OutboxEntry) -> Callable[[], _Step | None]:
-        steps = {"chart": self._chart, "update": self._update, "deployment": self._deployment}
+        steps = {
+            "chart": self._chart,
+            "update": self._update,
+            "deployment": self._deployment,
+            "answer": self._answer,
+            "answer_update": self._answer_update,
+        }
         make = steps.get(entry.kind)
         if make is None:
             return lambda: _unknown(entry)
@@ -198,8 +212,12 @@ class SlackOutbox:
                 text, blocks = summary_text([[n for _, n in g] for g in groups or []]), None
             elif len(notes) == 1:
                 text, blocks = alert_text(notes[0], slack=True), alert_blocks(notes[0])
+                if self.slack_config.answers:
+                    blocks = alert_with_buttons(notes[0])
             else:
                 text, blocks = group_text(notes), group_blocks(notes)
+                if self.slack_config.answers and len(notes) <= MAX_ANSWERABLE:
+                    blocks = group_with_buttons(notes)
             grouped = len(notes) > 1
 
             def send(marker: str | None) -> SlackRef:
@@ -246,8 +264,14 @@ class SlackOutbox:
             return self.slack.find_message(channel, marker, oldest, thread=thread)
 
         def edit(_: SlackRef) -> list[FollowUp]:
-            if thread is None or thread.grouped or opened is None:
+            if thread is None or opened is None:
                 return []
+            if thread.grouped:
+                if not self.slack_config.answers:
+                    return []
+                # the group's message loses this alert's buttons: rebuilt as it stands
+                payload = {"thread": str(thread), "opened": opened.to_json()}
+                return [FollowUp(f"{note.key}/update", "answer_update", json.dumps(payload))]
             payload = {
                 "thread": str(thread), "opened": opened.to_json(), "resolved": note.to_json()
             }
@@ -262,10 +286,71 @@ class SlackOutbox:
         resolved = Notification.from_json(data["resolved"])
 
         def send(_: str | None) -> SlackRef:
-            self.slack.update(thread, resolved_text(opened), resolved_blocks(opened, resolved))
+            # an answer given meanwhile stays on the message (its own edit may have come first)
+            answered = self.store.answers.get(ref(opened))
+            blocks = settled_blocks(opened, resolved, answered)
+            self.slack.update(thread, resolved_text(opened), blocks)
             return thread
 
         return _Step([entry], f"edit of the alert {series_name(opened)}", send, None)
+
+    def _answer(self, entry: OutboxEntry) -> _Step:
+        """The reply in the alert's thread saying who answered what; then the edit of the
+        alert that replaces its buttons."""
+        data = json.loads(entry.payload)
+        thread = SlackRef.parse(data["thread"])
+        feedback = Feedback.from_json(data["feedback"])
+        opened = Notification.from_json(data["opened"])
+        text = answered_text(feedback, opened)
+
+        def send(marker: str | None) -> SlackRef:
+            return self.slack.post(thread.channel, text, thread=thread, marker=marker)
+
+        def find(marker: str, oldest: datetime) -> SlackRef | None:
+            return self.slack.find_message(thread.channel, marker, oldest, thread=thread)
+
+        def edit(_: SlackRef) -> list[FollowUp]:
+            key = entry.key.removesuffix("/answer") + "/answer_update"
+            return [FollowUp(key, "answer_update", entry.payload)]
+
+        return _Step([entry], f"answer to {series_name(opened)}", send, find, edit)
+
+    def _answer_update(self, entry: OutboxEntry) -> _Step:
+        """The alert's message as it stands now: without buttons where answered, resolved if
+        it resolved (read at the time of the edit, so the last edit is always the whole truth)."""
+        data = json.loads(entry.payload)
+        thread = SlackRef.parse(data["thread"])
+        opened = Notification.from_json(data["opened"])
+
+        def send(_: str | None) -> SlackRef:
+            if thread.grouped:
+                notes = self.store.opened_posted_as(str(thread))
+                answers = {
+                    a.ref: a
+                    for check in {n.check for n in notes}
+                    for a in self.store.answers.of_episodes(
+                        check, [(n.segment, n.episode) for n in notes if n.check == check]
+                    )
+                }
+                resolutions = (
+                    (n, event_key(n.check, n.segment, n.episode, "resolved")) for n in notes
+                )
+                ended = {
+                    ref(n): r
+                    for n, key in resolutions
+                    if (r := self.store.notification(key, "slack")) is not None
+                }
+                blocks = group_with_buttons(notes, answers, ended)
+                self.slack.update(thread, group_text(notes), blocks)
+                return thread
+            key = event_key(opened.check, opened.segment, opened.episode, "resolved")
+            resolved = self.store.notification(key, "slack")
+            answered = self.store.answers.get(ref(opened))
+            text = resolved_text(opened) if resolved is not None else alert_text(opened, slack=True)
+            self.slack.update(thread, text, settled_blocks(opened, resolved, answered))
+            return thread
+
+        return _Step([entry], f"edit of the answered alert {series_name(opened)}", send, None)
 
     def _chart(self, entry: OutboxEntry) -> _Step:
         data = json.loads(entry.payload)

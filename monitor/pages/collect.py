@@ -11,6 +11,8 @@ from urllib.parse import quote
 import yaml
 
 from monitor.alerts.links import render_link
+from monitor.alerts.messages import when
+from monitor.answers.model import DONE, Feedback
 from monitor.buckets import bucket_start, to_utc
 from monitor.config import CheckConfig
 from monitor.deployments import Deployment
@@ -99,6 +101,13 @@ class PageData:
         history = self.engine.history(name, steps)
         events = self.store.alert_events(name, ALERTS_LISTED)
         episodes = _episodes(events)
+        answers = {
+            (a.ref.segment, a.ref.episode): a
+            for a in self.store.answers.of_episodes(
+                name, [(e.notification.segment, e.notification.episode) for e in events
+                       if e.notification.kind == "opened"]
+            )
+        }  # fmt: skip
         statuses = {s.segment: s for s in self.engine.series(name)}
         charts = [
             SeriesChart(
@@ -143,7 +152,7 @@ class PageData:
             row=row,
             charts=tuple(charts),
             markers=tuple(markers),
-            alerts=tuple(_entry(e) for e in events),
+            alerts=tuple(_entry(e, answers) for e in events),
             config_text=config.conceal(_config_text(check)),
             sql=config.conceal(self._sql(check, now)),
             warehouse=config.warehouse_of(check),
@@ -277,8 +286,10 @@ def _episodes(events: list[AlertEvent]) -> dict[str, list[Span]]:
     return spans
 
 
-def _entry(event: AlertEvent) -> AlertEntry:
+def _entry(event: AlertEvent, answers: dict[tuple[str, int], Feedback]) -> AlertEntry:
+    """One line of the alert history; an opening says how it was answered from Slack."""
     note = event.notification
+    answer = answers.get((note.segment, note.episode)) if note.kind == "opened" else None
     return AlertEntry(
         kind=note.kind,
         segment=note.segment,
@@ -291,6 +302,9 @@ def _entry(event: AlertEvent) -> AlertEntry:
         muted=event.muted,
         cause=note.cause,
         reason=note.reason,
+        answer=None if answer is None else (
+            f"{DONE[answer.answer]} by {answer.user_name} at {when(answer.answered_at)}"
+        ),
     )
 
 

@@ -203,7 +203,7 @@ class AlertEntry:
     muted: bool
     cause: str | None
     reason: str
-    answer: str | None = None  # what someone answered from Slack (issue 17): none yet
+    answer: str | None = None  # how the alert was answered from Slack, who and when
 
 
 @dataclass(frozen=True)
