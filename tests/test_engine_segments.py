@@ -19,6 +19,7 @@ import pytest
 from monitor.config import Config, RetentionConfig, parse_config
 from monitor.engine import Engine, RunResult
 from monitor.exporter import Metrics
+from monitor.queries import TOTAL_SEGMENT as TOTAL
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 
@@ -137,8 +138,9 @@ def test_a_segment_overtaken_at_the_daily_re_rank_is_folded_not_judged_as_an_out
     tmp_path: Path, restart: bool, kind: str
 ) -> None:
     daemon = Daemon(overtaken_shop(tmp_path, kind))
+    total = {TOTAL} if kind == "metric" else set()  # an sql check's own query has no total
     assert daemon.run_hours(1) == []
-    assert set(daemon.exported()) == {"DE", "FR", "__other__"}
+    assert set(daemon.exported()) == {"DE", "FR", "__other__"} | total
     opened = daemon.run_hours(20)
     if restart:  # a cold start from the cached series, then warm runs
         daemon.restart()
@@ -147,12 +149,12 @@ def test_a_segment_overtaken_at_the_daily_re_rank_is_folded_not_judged_as_an_out
     assert not any(s.state.firing for s in daemon.engine.series("orders"))
     if kind == "metric":
         # FR's rows count in __other__ now, consistently in every later read
-        assert set(daemon.exported()) == {"DE", "ES", "__other__"}
+        assert set(daemon.exported()) == {"DE", "ES", "__other__"} | total
         assert daemon.exported()["__other__"] == pytest.approx(hourly_amount(2, daemon.now))
     else:
         # an sql check ranks the rows it returns (one per bucket): no overtaking, and a warm
         # read, where every segment has as many rows, folds by the ranking all the same
-        assert set(daemon.exported()) == {"DE", "FR", "__other__"}
+        assert set(daemon.exported()) == {"DE", "FR", "__other__"} | total
         assert daemon.exported()["__other__"] == pytest.approx(hourly_amount(3, daemon.now))
 
 
@@ -181,14 +183,15 @@ def test_a_segment_without_rows_for_the_retention_stops_being_tracked_and_leaves
     results = daemon.run_results(50)
     opened = [n for r in results for n in r.notifications if n.kind == "opened"]
     resolved = [n for r in results for n in r.notifications if n.kind == "resolved"]
-    assert [(n.segment, n.episode) for n in opened] == [("IT", 1)]  # its rows stopped: an outage
-    assert [(n.segment, n.episode) for n in resolved] == [("IT", 1)]
-    assert "no rows since" in resolved[0].reason
-    assert set(daemon.exported()) == {"DE", "FR"}
+    # its rows stopped: an outage of IT, and a drop of the total (IT was 3 of its 10 orders)
+    assert [(n.segment, n.episode) for n in opened] == [("IT", 1), (TOTAL, 1)]
+    [it] = [n for n in resolved if n.segment == "IT"]
+    assert it.episode == 1 and "no rows since" in it.reason
+    assert set(daemon.exported()) == {"DE", "FR", TOTAL}
     text = daemon.metrics.exposition().decode()
     assert 'segment="IT"' not in text
-    assert {s.segment for s in daemon.engine.series("orders")} == {"DE", "FR"}
-    assert not any(s.state.firing for s in daemon.engine.series("orders"))
+    assert {s.segment for s in daemon.engine.series("orders")} == {"DE", "FR", TOTAL}
+    assert not any(s.state.firing for s in daemon.engine.series("orders") if s.segment)
     # rows again: tracked again at the next re-rank, numbering its episodes on from its saved
     # state (a new episode 1 would have the key of the first one's notifications)
     results = daemon.run_results(40)
@@ -207,13 +210,13 @@ def test_a_segment_firing_before_a_restart_that_is_no_longer_tracked_resolves(
         {"DE": (START, None, 5), "FR": (START, None, 2), "IT": (START, stop, 3)},
     )
     daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(days=1))))
-    assert daemon.run_hours(8) == ["IT"]  # its rows stopped
+    assert daemon.run_hours(8) == ["IT", TOTAL]  # its rows stopped: the total dropped too
     daemon.now += timedelta(days=2)  # down for two days: no cache to restore from
     daemon.restart()
     [result] = daemon.run_results(1)
-    assert [(n.segment, n.kind) for n in result.notifications] == [("IT", "resolved")]
-    assert "no rows since" in result.notifications[0].reason
-    assert daemon.engine.firing() == []
+    [it] = [n for n in result.notifications if n.segment == "IT"]
+    assert it.kind == "resolved" and "no rows since" in it.reason
+    assert [s for _, s, _ in daemon.engine.firing()] in ([], [TOTAL])
 
 
 def test_a_table_that_stops_loading_stays_an_outage_of_every_segment(tmp_path: Path) -> None:
@@ -221,9 +224,9 @@ def test_a_table_that_stops_loading_stays_an_outage_of_every_segment(tmp_path: P
     build_shop(tmp_path / "shop.duckdb", {"DE": (START, stop, 5), "FR": (START, stop, 2)})
     daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(hours=12))))
     opened = daemon.run_hours(30)  # past the re-rank, a day after the rows stopped
-    assert sorted(opened) == ["DE", "FR"]
-    assert daemon.exported() == {"DE": 0.0, "FR": 0.0}
-    assert {segment for _, segment, _ in daemon.engine.firing()} == {"DE", "FR"}
+    assert sorted(opened) == [TOTAL, "DE", "FR"]
+    assert daemon.exported() == {TOTAL: 0.0, "DE": 0.0, "FR": 0.0}
+    assert {segment for _, segment, _ in daemon.engine.firing()} == {TOTAL, "DE", "FR"}
 
 
 def test_segments_without_rows_for_the_retention_make_way_for_live_ones_in_the_top(
@@ -238,6 +241,6 @@ def test_segments_without_rows_for_the_retention_make_way_for_live_ones_in_the_t
     daemon = Daemon(shop_config(tmp_path, max_segments=3,
                                 retention=RetentionConfig(segments=timedelta(days=1))))  # fmt: skip
     daemon.run_hours(1)
-    assert set(daemon.exported()) == {"DE", "FR", "ES", "__other__"}
+    assert set(daemon.exported()) == {"DE", "FR", "ES", "__other__", TOTAL}
     # IT and NL count in __other__, but no more since they stopped
     assert daemon.exported()["__other__"] == 0
