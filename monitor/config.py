@@ -286,6 +286,22 @@ class StateConfig(_Model):
     path: str = "kpimon-state.db"
     url: SecretStr | None = None
     retention: RetentionConfig = RetentionConfig()
+    # replicas sharing the checks (the Helm chart's replicaCount): more than one needs ``url``
+    replicas: int = Field(default=1, ge=1, le=100)
+    # how long a replica's lease on its share of the checks outlives its last renewal (see
+    # monitor/leases.py); it is renewed six times per TTL
+    lease_ttl: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _shared_state(self) -> StateConfig:
+        if self.replicas > 1 and self.url is None:
+            raise ValueError(
+                f"replicas: {self.replicas} replicas need the state in PostgreSQL (state.url);"
+                " a SQLite state file has a single writer, so run one replica on it"
+            )
+        if not 3 <= self.lease_ttl.total_seconds() <= 600:
+            raise ValueError("lease_ttl: must be between 3s and 10m")
+        return self
 
     @field_validator("url")
     @classmethod

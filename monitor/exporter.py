@@ -463,6 +463,37 @@ class Metrics:
             "Time of the last successful config (re)load",
             registry=r,
         )
+        # replicas sharing the checks (monitor/leases.py); a single daemon owns every check
+        self.owned_checks = Gauge(
+            "kpimon_replica_owned_checks", "Checks this replica holds leases on", registry=r
+        )
+        self.outbox_lease = Gauge(
+            "kpimon_replica_outbox_lease",
+            "1 if this replica holds the outbox's lease (it delivers the notifications)",
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "kpimon_replica_live_replicas", "Live replicas seen at the last lease renewal",
+            registry=r,
+        )  # fmt: skip
+        self.last_renewal = Gauge(
+            "kpimon_replica_lease_renewal_timestamp_seconds",
+            "Time of the last successful lease renewal",
+            registry=r,
+        )
+        self.lease_renewals = Counter(
+            "kpimon_replica_lease_renewals",
+            "Lease renewals (heartbeats) by outcome",
+            ("outcome",),
+            registry=r,
+        )
+        self.leases_changed = Counter(
+            "kpimon_replica_lease_changes",
+            "Leases acquired (taken over or new), lost (expired before renewal) or released"
+            " (handed over on a rebalance)",
+            ("change",),
+            registry=r,
+        )
         self.registry.register(self._others)
 
     def exposition(self) -> bytes:

@@ -369,6 +369,8 @@ class Api:
         if since.tzinfo is None:
             raise HttpError(400, "since: give a time zone, e.g. 2026-11-26T10:00:00Z")
         resolved = self.engine.rebaseline(name, since)
+        if resolved is None:  # saved; the replica that runs the check follows it shortly
+            return _json(202, {"check": name, "since": since.isoformat(), "resolved": None})
         return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
 
     def post_mute(self, name: str, body: object) -> Response:
