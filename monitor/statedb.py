@@ -208,11 +208,13 @@ class PostgresDatabase(Database):
 
     def script(self, ddl: str) -> None:
         with self.transaction() as tx:
+            tx.execute(_SCHEMA_LOCK)
             for statement in filter(str.strip, ddl.split(";")):
                 tx.execute(statement)
 
     def add_column(self, table: str, column: str, ddl_type: str) -> None:
         with self.transaction() as tx:
+            tx.execute(_SCHEMA_LOCK)
             tx.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {ddl_type}")
 
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
@@ -249,6 +251,11 @@ class PostgresDatabase(Database):
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
+
+
+# Replicas starting at once create and upgrade the schema one at a time: two concurrent
+# CREATE TABLE IF NOT EXISTS of one table collide in PostgreSQL's catalog.
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(7453298217)"
 
 
 class _Translating:
