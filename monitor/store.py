@@ -577,14 +577,6 @@ class StateStore:
             return False
         return True
 
-    def update_deployment(self, deployment_id: str, status: str, document: str) -> None:
-        """A recorded deployment's new status and document (a deviation, a verdict)."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE deployments SET status = ?, document = ? WHERE id = ?",
-                (status, document, deployment_id),
-            )
-
     def change_deployment(
         self, deployment_id: str, change: Callable[[str], tuple[str, str] | None]
     ) -> str | None:

@@ -65,7 +65,7 @@ def old_store(database: str, tmp_path: Path, request: pytest.FixtureRequest, *sq
 
 # What each earlier schema version left: version 1 the tables the upgrade changes (series_state,
 # outbox; the others are unchanged since), version 2 series_state.quiet_start, version 3
-# alert_events, version 4 the outbox's delivery attempts.
+# alert_events, version 4 the outbox's delivery attempts, version 5 the detector's hold.
 VERSION_1 = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     "CREATE TABLE series_state (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
@@ -87,7 +87,11 @@ VERSION_4 = tuple(
     f"ALTER TABLE outbox ADD COLUMN {column} TEXT"
     for column in ("next_attempt_at", "in_doubt", "in_doubt_at", "delivered_to")
 )
-EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4)
+VERSION_5 = (
+    "ALTER TABLE series_state ADD COLUMN hold_sign INTEGER",
+    "ALTER TABLE series_state ADD COLUMN hold_evidence REAL",
+)
+EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5)
 
 
 def schema_version(config: StateConfig) -> str:
@@ -102,7 +106,7 @@ def schema_version(config: StateConfig) -> str:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     version: int, database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -126,11 +130,15 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     # hold on an open episode, alert events
     resolved = replace(NOTE, kind="resolved")
     upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T, hold_sign=-1, hold_evidence=7.5)
-    store.record("revenue", "DE", upgraded, [resolved], ["slack"])
+    store.record_all("revenue", [("DE", upgraded, [resolved])], ["slack"], verdicts={"DE": "{}"})
     assert [e.notification for e in store.alert_events("revenue")] == [resolved]
+    # ... and what replicas share (version 6): a check's last run, the latest verdicts
+    store.record_run("revenue", T, "ok", 0.5, None)
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
+    assert reopened.latest_verdicts() == {("revenue", "DE"): "{}"}
+    assert reopened.last_runs()["revenue"].outcome == "ok"
     assert reopened.remote_id(NOTE.key, "slack") == "C1:123.4"
     assert [e.notification for e in reopened.pending("slack")] == [resolved]
     reopened.close()
@@ -267,9 +275,12 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
     open_store: Callable[[], StateStore],
 ) -> None:
     store = open_store()
-    assert store.record_deployment("d1", "prod", "watching", T, '{"id": "d1"}')
+    doc1 = '{"id": "d1"}'
+    assert store.record_deployment("d1", "prod", "watching", T, doc1)
     assert not store.record_deployment("d1", "prod", "watching", T, '{"id": "d1", "again": 1}')
-    store.update_deployment("d1", "failed", '{"id": "d1", "x": 1}')
+    assert store.change_deployment("d1", lambda doc: ("failed", '{"id": "d1", "x": 1}')) == doc1
+    assert store.change_deployment("d1", lambda doc: None) is None  # nothing to change
+    assert store.change_deployment("d2", lambda doc: ("failed", "{}")) is None  # no such one
     store.save_manifest("prod", "{}")
     store.save_table_schema("analytics.fct_orders", '{"id": "BIGINT"}')
     store.save_rebaseline("revenue", T)
