@@ -29,6 +29,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -292,24 +293,21 @@ class StateConfig(_Model):
     # monitor/leases.py); it is renewed six times per TTL
     lease_ttl: Duration = timedelta(seconds=30)
 
-    @model_validator(mode="after")
-    def _shared_state(self) -> StateConfig:
-        if self.replicas > 1 and self.url is None:
-            raise ValueError(
-                f"replicas: {self.replicas} replicas need the state in PostgreSQL (state.url);"
-                " a SQLite state file has a single writer, so run one replica on it"
-            )
-        if not 3 <= self.lease_ttl.total_seconds() <= 600:
-            raise ValueError("lease_ttl: must be between 3s and 10m")
-        return self
-
-    @field_validator("url")
+    @field_validator("replicas")
     @classmethod
-    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ValueError("must be a postgresql:// URL")
+    def _shared_state(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("url") is None:
+            raise ValueError(
+                "more than one replica needs the state in PostgreSQL (state.url); a SQLite"
+                " state file has a single writer, so run one replica on it"
+            )
+        return value
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, value: timedelta) -> timedelta:
+        if not 3 <= value.total_seconds() <= 600:
+            raise ValueError("must be between 3s and 10m")
         return value
 
 

@@ -237,6 +237,16 @@ class Engine:
         with self._guard:
             return self._last_run.get(name)
 
+    def last_runs(self) -> dict[str, RunResult]:
+        """Every check's last run, as ``last_run`` gives them, in one read of the store."""
+        with self._guard:
+            found = dict(self._last_run)
+        if self._held is not None:
+            for name, stored in self.store.last_runs().items():
+                if not self.holds(name) and self.config.check(name) is not None:
+                    found[name] = _run_result(name, stored)
+        return found
+
     def series(self, name: str | None = None) -> list[SeriesStatus]:
         """The latest status of a check's series (of every check's when ``name`` is None),
         by check and segment; those of checks another replica runs from the state store."""

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
-from monitor.engine import Engine, SeriesStatus
+from monitor.engine import Engine, RunResult, SeriesStatus
 from monitor.errors import ConfigError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.pages import render
@@ -317,11 +318,12 @@ class Api:
             return _json(503, {"status": "not ready", "problems": problems})
         return _json(200, {"status": "ready"})
 
-    def _check_json(self, name: str) -> dict[str, Any]:
+    def _check_json(
+        self, name: str, last: RunResult | None, series: list[SeriesStatus]
+    ) -> dict[str, Any]:
         check = self.engine.config.check(name)
         if check is None:
             raise HttpError(404, f"no check named {name!r}")
-        last = self.engine.last_run(name)
         return {
             "name": check.name,
             "kind": check.kind,
@@ -339,14 +341,25 @@ class Api:
                 "duration_seconds": round(last.duration, 4),
                 "error": last.error,
             },
-            "series": [series_json(s) for s in self.engine.series(name)],
+            "series": [series_json(s) for s in series],
         }
 
     def list_checks(self) -> Response:
-        return _json(200, {"checks": [self._check_json(c.name) for c in self.engine.config.checks]})
+        # two reads for all (with replicas, the checks another one runs come from the store)
+        runs = self.engine.last_runs()
+        series: dict[str, list[SeriesStatus]] = defaultdict(list)
+        for status in self.engine.series():
+            series[status.check].append(status)
+        checks = [
+            self._check_json(c.name, runs.get(c.name), series[c.name])
+            for c in self.engine.config.checks
+        ]
+        return _json(200, {"checks": checks})
 
     def get_check(self, name: str) -> Response:
-        return _json(200, self._check_json(name))
+        return _json(
+            200, self._check_json(name, self.engine.last_run(name), self.engine.series(name))
+        )
 
     def list_notifications(self) -> Response:
         """Messages not delivered yet and those given up, newest first."""
