@@ -294,18 +294,22 @@ def _report(
     sent_edits = sum(1 for k, s in outbox.items() if k.endswith("/update") and s == "sent")
     # stalls long enough that an alert had to open, whatever the faults
     needed = MAX_AGE + 60 + SCHEDULE + TTL + 15
-    opened_by_check: dict[str, list[float]] = defaultdict(list)
-    for (payload,) in state.execute(
-        "SELECT payload FROM alert_events WHERE notification_key LIKE '%/opened'"
-    ):
-        note = json.loads(payload)
-        opened_by_check[note["check"]].append(datetime.fromisoformat(note["since"]).timestamp())
+    # each episode as it was open, from its opening to its resolution as recorded
+    episodes: dict[tuple[str, int], list[float]] = {}
+    for key, created in state.execute("SELECT notification_key, created_at FROM alert_events"):
+        check, _segment, episode, event = str(key).rsplit("/", 3)
+        moment = datetime.fromisoformat(str(created)).timestamp()
+        span = episodes.setdefault((check, int(episode)), [moment, float("inf")])
+        span[0 if event == "opened" else 1] = moment
     unalerted = [
-        (source, start)
+        (source, round(start - timeline.faults[0][1]) if timeline.faults else 0, round(end - start))
         for source, stalls in timeline.stalls.items()
         for start, end in stalls
         if end - start >= needed
-        and not any(start - 60 <= since <= end for since in opened_by_check[source])
+        and not any(
+            o <= start + needed and r >= start
+            for (check, _), (o, r) in episodes.items() if check == source
+        )
     ]
     gaps = []
     for check, runs in poller.runs.items():
@@ -321,7 +325,10 @@ def _report(
         "resolved": len(resolved),
         "outbox drained": drained,
         "notifications lost (recorded, not delivered)": len(lost),
-        "stalls that opened no alert": len(unalerted),
+        "stalls long enough to alert": sum(
+            1 for stalls in timeline.stalls.values() for a, b in stalls if b - a >= needed
+        ),
+        "stalls with no alert open in time (source, s after the first fault, length)": unalerted,
         "alerts duplicated (Slack messages - alerts sent)": len(alerts) - len(opened),
         "resolutions duplicated (replies - resolutions sent)": len(replies) - len(resolved),
         "edits (chat.update calls / edits recorded sent)": f"{edits} / {sent_edits}",

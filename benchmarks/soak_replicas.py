@@ -43,7 +43,7 @@ from benchmarks.soak import (
 )
 from monitor.engine import Engine
 from monitor.exporter import Metrics
-from monitor.leases import Coordinator
+from monitor.leases import Coordinator, fair_share
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from tests.postgres_server import running_postgres
@@ -131,7 +131,7 @@ def replica(
         acquired=acquired, lost=lost, idle=lambda name: True,
     )  # fmt: skip
     coordinator.start()
-    _settle(store, len(config.checks), replicas)
+    _settle(coordinator, len(config.checks), replicas)
     held = coordinator.held()
     series_of = {c.name: (c.max_segments + 1 if c.dimensions else 1) for c in config.checks}
     print(f"replica {coordinator.replica}: {len(held)} checks", flush=True)
@@ -165,20 +165,29 @@ def replica(
     return 0
 
 
-def _settle(store: StateStore, checks: int, replicas: int, timeout: float = 300) -> None:
-    """Wait until the replicas are all alive and every check is held (and stays so 3 s)."""
+def _settle(coordinator: Coordinator, checks: int, replicas: int, timeout: float = 600) -> None:
+    """Wait until every replica is alive and this one holds its share, the others theirs (every
+    check held), for a whole lease renewal: no check changes hands during the cycles."""
     deadline = time.monotonic() + timeout
     steady_since = None
     while time.monotonic() < deadline:
-        rows = store.database.read(
-            "SELECT (SELECT count(*) FROM replicas),"
-            " (SELECT count(*) FROM leases WHERE holder IS NOT NULL AND name <> '__outbox__'"
-            "  AND expires_at > extract(epoch from clock_timestamp()))"
+        rows = coordinator.store.database.read(
+            "SELECT replica_id FROM replicas ORDER BY replica_id"
         )
-        settled = tuple(int(v) for v in rows[0]) == (replicas, checks)
+        live = [str(r[0]) for r in rows]
+        held = coordinator.store.database.read(
+            "SELECT count(*) FROM leases WHERE holder IS NOT NULL AND name <> '__outbox__'"
+            " AND expires_at > extract(epoch from clock_timestamp())"
+        )[0][0]
+        settled = (
+            len(live) == replicas
+            and int(held) == checks
+            and coordinator.replica in live
+            and len(coordinator.held())
+            == fair_share(checks, replicas, live.index(coordinator.replica))
+        )
         steady_since = (steady_since or time.monotonic()) if settled else None
-        if steady_since is not None and time.monotonic() - steady_since > 3:
+        if steady_since is not None and time.monotonic() - steady_since > LEASE_TTL / 6 + 1:
             return
         time.sleep(0.5)
     raise SystemExit(f"the replicas did not divide the checks within {timeout:g} s")
-

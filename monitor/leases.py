@@ -13,7 +13,8 @@ the database's clock (replicas' clocks never meet). No protocol of our own: ever
    the live replicas, the first by name taking one more of the remainder; a scale-up), and
    takes free or expired leases up to its share (a scale-down, a replica that died, hung or lost
    the database), with ``SELECT ... FOR UPDATE SKIP LOCKED``, so replicas beating at once take
-   different checks.
+   different checks. Checks are taken and handed over in the order of a hash of their names,
+   so a family of alike checks (the segmented ones) spreads over the replicas.
 
 Fencing: a replica may have lost a lease without knowing (it was stopped past the TTL, or cut
 off from the database). It acts on a lease only before its local deadline (the monotonic time
@@ -27,6 +28,7 @@ take-over reads the state the previous holder committed last; nothing it writes 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import secrets
@@ -249,7 +251,7 @@ class Coordinator:
             }
             configured = set(checks)
             share = fair_share(len(checks), replicas, sorted(live).index(self.replica))
-            mine = sorted(n for n in renewed if n in configured)
+            mine = sorted((n for n in renewed if n in configured), key=_spread)
             stale = [n for n in renewed if n != OUTBOX_LEASE and n not in configured]
             excess = max(len(mine) - share, 0)  # a replica joined: hand some over
             surplus = stale + [n for n in reversed(mine) if self._idle(n)][:excess]
@@ -295,7 +297,7 @@ class Coordinator:
                 db.execute(
                     "SELECT name FROM leases WHERE name = ANY(?)"
                     " AND (holder IS NULL OR expires_at <= ?)"
-                    " ORDER BY name = ? DESC, name LIMIT ? FOR UPDATE SKIP LOCKED",
+                    " ORDER BY name = ? DESC, md5(name) LIMIT ? FOR UPDATE SKIP LOCKED",
                     (
                         [*names, OUTBOX_LEASE] if outbox else names,
                         now,
@@ -344,6 +346,12 @@ class Coordinator:
     def _publish(self) -> None:
         self.metrics.owned_checks.set(len(self.held()))
         self.metrics.outbox_lease.set(1 if self.holds(OUTBOX_LEASE) else 0)
+
+
+def _spread(name: str) -> str:
+    """The order in which checks are taken and handed over: by a hash of the name (PostgreSQL's
+    md5), so that checks named alike (a family of segmented ones) spread over the replicas."""
+    return hashlib.md5(name.encode()).hexdigest()  # noqa: S324 - an order, not a secret
 
 
 def _rows(cursor: object) -> list[Row]:
