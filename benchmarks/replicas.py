@@ -103,12 +103,14 @@ class Loader(threading.Thread):
     def run(self) -> None:
         conn: Any = None
         since: dict[str, float] = {}
+        loaded: set[str] = set()  # a source with no row at all has no data age to judge
         while not self.stop.wait(LOAD_EVERY if conn is not None else 0.5):
             now = time.time()
             rows = []
             for i, source in enumerate(self.sources):
                 if self.stalled(i, now):
-                    since.setdefault(source, now)
+                    if source in loaded:
+                        since.setdefault(source, now)
                     continue
                 if source in since:
                     self.timeline.stalls[source].append((since.pop(source), now))
@@ -118,6 +120,7 @@ class Loader(threading.Thread):
                     conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2)
                 with conn.cursor() as cursor:
                     cursor.executemany("INSERT INTO loads VALUES (%s, %s)", rows)
+                loaded.update(source for source, _ in rows)
             except psycopg.Error:
                 conn = None  # PostgreSQL restarting: the sources load again after it
 

@@ -357,9 +357,9 @@ def test_deployment_runs_one_restricted_daemon(case: str) -> None:
     objects = render(CASES[case])
     deployment = one(objects, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
     # SQLite state: Recreate; PostgreSQL state: the replicas' leases let a pod roll over
     shared = "lease_ttl" in one(objects, "ConfigMap", FULLNAME)["data"]["config.yaml"]
+    assert spec["replicas"] == (2 if case == "production" else 1)
     assert spec["strategy"]["type"] == ("RollingUpdate" if shared else "Recreate")
     pod = spec["template"]["spec"]
     assert_restricted(pod)
