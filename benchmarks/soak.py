@@ -400,15 +400,7 @@ def report(measured: Measured, size: Size, config: Config) -> None:
 
 
 # 60,000 series across three replica processes (--replicas 3): three times FULL's checks
-REPLICAS_FULL = Size(
-    checks=6000,
-    segmented=2700,
-    segments=25,
-    max_segments=20,
-    tables=20,
-    lookback_hours=14 * 24,
-    cycles=8,
-)
+REPLICAS_FULL = replace(FULL, checks=3 * FULL.checks, segmented=3 * FULL.segmented, cycles=8)
 
 
 def main(argv: list[str] | None = None) -> int:
