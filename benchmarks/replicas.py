@@ -231,6 +231,8 @@ def _wait(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def run(plan: Plan) -> int:
+    # a SIGTERM (a timeout) unwinds the context managers: PostgreSQL is stopped and deleted
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     directory = Path(tempfile.mkdtemp(prefix="kpimon-replicas-"))
     timeline = Timeline()
     with running_postgres(max_connections=100) as server:

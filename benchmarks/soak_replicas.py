@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,8 @@ def size_args(size: Size) -> list[str]:
 
 
 def parent(size: Size, replicas: int, workers: int | None, budget: float | None) -> int:
+    # a SIGTERM (a timeout) unwinds the context managers: PostgreSQL is stopped and deleted
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     directory = Path(tempfile.mkdtemp(prefix="kpimon-soak-replicas-"))
     t0 = time.perf_counter()
     build_warehouse(directory / "soak.duckdb", size)

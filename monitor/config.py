@@ -293,6 +293,15 @@ class StateConfig(_Model):
     # monitor/leases.py); it is renewed six times per TTL
     lease_ttl: Duration = timedelta(seconds=30)
 
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
     @field_validator("replicas")
     @classmethod
     def _shared_state(cls, value: int, info: ValidationInfo) -> int:
