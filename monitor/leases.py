@@ -112,6 +112,7 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._started = datetime.now(UTC).isoformat()
         store.fence = self.fence
+        metrics.leases  # noqa: B018 - registered at once, so a scrape sees them from the start
 
     # --- what this replica may do -------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class Coordinator:
         try:
             self.beat()
         except StateStoreError as exc:
-            self.metrics.lease_renewals.labels("error").inc()
+            self.metrics.leases.renewals.labels("error").inc()
             log.warning("lease renewal failed", extra={"fields": {"error": str(exc)}})
         self._expire()
         try:
@@ -207,7 +208,7 @@ class Coordinator:
             for name in gone:
                 del self._held[name]
         if gone:
-            self.metrics.leases_changed.labels("lost").inc(len(gone))
+            self.metrics.leases.changes.labels("lost").inc(len(gone))
             log.warning(
                 "leases expired before they could be renewed; other replicas take them over",
                 extra={"fields": {"replica": self.replica, "leases": gone}},
@@ -323,13 +324,13 @@ class Coordinator:
         }
 
     def _report(self, beat: Beat) -> None:
-        self.metrics.lease_renewals.labels("ok").inc()
-        self.metrics.replicas.set(beat.replicas)
-        self.metrics.last_renewal.set(time.time())
+        self.metrics.leases.renewals.labels("ok").inc()
+        self.metrics.leases.replicas.set(beat.replicas)
+        self.metrics.leases.last_renewal.set(time.time())
         for kind, names in (("acquired", beat.acquired), ("lost", beat.lost),
                             ("released", beat.released)):  # fmt: skip
             if names:
-                self.metrics.leases_changed.labels(kind).inc(len(names))
+                self.metrics.leases.changes.labels(kind).inc(len(names))
                 log.info(
                     f"leases {kind}",
                     extra={"fields": {"replica": self.replica, "leases": list(names),
@@ -345,7 +346,7 @@ class Coordinator:
 
     def _publish(self) -> None:
         self.metrics.owned_checks.set(len(self.held()))
-        self.metrics.outbox_lease.set(1 if self.holds(OUTBOX_LEASE) else 0)
+        self.metrics.leases.outbox_lease.set(1 if self.holds(OUTBOX_LEASE) else 0)
 
 
 def _spread(name: str) -> str:

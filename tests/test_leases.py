@@ -78,7 +78,8 @@ def test_three_replicas_divide_the_checks_and_one_delivers_the_outbox(
     assert sum(len(s) for s in shares) == len(CHECKS), "a check held twice"
     assert sorted(len(s) for s in shares) == [3, 3, 4]
     assert [r.coordinator.holds(OUTBOX_LEASE) for r in (a, b, c)].count(True) == 1
-    assert sorted(r.metrics.owned_checks._value.get() for r in (a, b, c)) == [3, 3, 4]
+    owned = [r.metrics.registry.get_sample_value("kpimon_replica_owned_checks") for r in (a, b, c)]
+    assert sorted(owned) == [3, 3, 4]
 
 
 def test_a_replica_joining_takes_a_share_and_one_leaving_hands_its_share_over(
