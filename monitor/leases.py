@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
-from monitor.statedb import Executor, Row
+from monitor.statedb import Executor, PostgresDatabase, Row
 from monitor.store import OUTBOX_LEASE, StateStore
 
 log = logging.getLogger("monitor.leases")
@@ -111,6 +111,10 @@ class Coordinator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = datetime.now(UTC).isoformat()
+        # renewals on a connection of their own: the store's one is queued behind the check
+        # runs' writes (a first run writes a check's whole history), which can outlast a TTL
+        database = store.database
+        self._db = database.another() if isinstance(database, PostgresDatabase) else database
         store.fence = self.fence
         metrics.leases  # noqa: B018 - registered at once, so a scrape sees them from the start
 
@@ -171,7 +175,7 @@ class Coordinator:
             names = list(self._held)
             self._held.clear()
         try:
-            with self.store.database.transaction() as db:
+            with self._db.transaction() as db:
                 db.execute(
                     "UPDATE leases SET holder = NULL, expires_at = 0 WHERE holder = ?",
                     (self.replica,),
@@ -183,6 +187,8 @@ class Coordinator:
                 extra={"fields": {"error": str(exc), "leases": len(names)}},
             )
         self.metrics.owned_checks.set(0)
+        if self._db is not self.store.database:
+            self._db.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.ttl / BEATS_PER_TTL):
@@ -224,7 +230,7 @@ class Coordinator:
             checks, create = list(self._checks), self._new_names
         started = time.monotonic()
         deadline = started + self.ttl * SAFETY
-        with self.store.database.transaction() as db:
+        with self._db.transaction() as db:
             if create:
                 db.executemany(
                     "INSERT INTO leases (name) VALUES (?) ON CONFLICT (name) DO NOTHING",

@@ -206,6 +206,11 @@ class PostgresDatabase(Database):
                 ) from None
         return self._conn
 
+    def another(self) -> PostgresDatabase:
+        """A second connection to the same database (the replicas' lease renewals, which must
+        never wait behind the check runs' writes on this one)."""
+        return PostgresDatabase(self._url, self._timeout)
+
     def script(self, ddl: str) -> None:
         with self.transaction() as tx:
             tx.execute(_SCHEMA_LOCK)

@@ -168,8 +168,9 @@ def test_a_replica_cut_off_from_the_database_stops_acting_on_its_leases_by_itsel
     coordinator.beat()
     assert len(coordinator.held()) == 10
     # the database goes away: every renewal from now on fails to connect
-    store.database._url = "postgresql://kpi@127.0.0.1:1/gone"  # type: ignore[attr-defined]
-    store.database.close()
+    renewals = coordinator._db  # the connection the renewals use, the store's is another
+    renewals._url = "postgresql://kpi@127.0.0.1:1/gone"  # type: ignore[attr-defined]
+    renewals.close()
     time.sleep(3.0 * 0.9)
     coordinator._safe_beat()
     assert coordinator.held() == []
