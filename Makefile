@@ -42,6 +42,7 @@ bench-smoke: $(STAMP)
 	$(BIN)/python -m benchmarks.warehouse --smoke
 	$(BIN)/python -m benchmarks.soak --smoke
 	$(BIN)/python -m benchmarks.soak --churn --smoke
+	$(BIN)/python -m benchmarks.soak --replicas 3 --smoke
 	$(BIN)/python -m benchmarks.exposition --smoke
 	$(BIN)/python -m benchmarks.pages --smoke
 	$(BIN)/python -m benchmarks.deployments --smoke

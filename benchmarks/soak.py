@@ -41,8 +41,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,9 @@ def build_warehouse(path: Path, size: Size) -> None:
             )
 
 
-def soak_config(directory: Path, size: Size, workers: int | None) -> Config:
+def soak_config(
+    directory: Path, size: Size, workers: int | None, state: dict[str, Any] | None = None
+) -> Config:
     checks: list[dict[str, Any]] = []
     for i in range(size.checks):
         table = f"kpi.t{i % size.tables}"
@@ -147,7 +150,7 @@ def soak_config(directory: Path, size: Size, workers: int | None) -> Config:
             "path": str(directory / "soak.duckdb"),
             "keep_open": IDLE_SECONDS / 2,
         },
-        "state": {"path": str(directory / "soak-state.db")},
+        "state": state or {"path": str(directory / "soak-state.db")},
         "defaults": {"grain": "hour", "schedule": "5m"},
         "checks": checks,
     }
@@ -218,6 +221,98 @@ def quantile(values: list[float], q: float) -> float:
 # --- the soak ------------------------------------------------------------------------------------
 
 
+@dataclass
+class Measured:
+    """What the cycles of one process measured."""
+
+    cycle_times: list[float] = field(default_factory=list)
+    run_times: list[float] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+    rss: list[int] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    stopped_early: bool = False
+    scrapes: list[float] = field(default_factory=list)
+    scrape_bytes: int = 0
+    scrape_errors: int = 0
+
+
+def serve(engine: Engine, config: Config, store: StateStore, metrics: Metrics) -> HttpServer:
+    """The daemon's HTTP server on the engine's registry, on a free port."""
+    watcher = DeploymentWatcher(config, store, engine, metrics, channels=[], clock=engine.clock)
+    api = Api(
+        engine,
+        metrics,
+        ready=lambda: [],
+        run_now=lambda name: None,
+        token=None,
+        deployments=watcher,
+        watch=lambda deployment: None,
+    )
+    server = HttpServer(api, "127.0.0.1", 0, config.server)
+    server.start()
+    return server
+
+
+def run_cycles(
+    engine: Engine,
+    names: Callable[[], list[str]],
+    size: Size,
+    max_workers: int,
+    now: list[datetime],
+    scrape_interval: float,
+    budget: float | None,
+    label: str = "",
+) -> Measured:
+    """Every cycle: each of ``names()`` submitted to a pool of ``max_workers``, as the scheduler
+    runs them when all are due at once; then the clock moves one hour on. /metrics is scraped
+    over HTTP meanwhile."""
+    measured = Measured()
+    lock = threading.Lock()
+    server = serve(engine, engine.config, engine.store, engine.metrics)
+    scraper = Scraper(f"http://127.0.0.1:{server.port}/metrics", scrape_interval)
+    scraper_thread = scraper.start()
+
+    def run(name: str, submitted: float) -> None:
+        started = time.perf_counter()
+        result = engine.run(name)
+        with lock:
+            measured.waits.append(started - submitted)
+            measured.run_times.append(result.duration)
+            measured.outcomes[result.outcome] = measured.outcomes.get(result.outcome, 0) + 1
+            if result.error:
+                measured.errors[result.error] = measured.errors.get(result.error, 0) + 1
+
+    soak_started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="check") as pool:
+        for cycle in range(size.cycles):
+            c0 = time.perf_counter()
+            futures = [pool.submit(run, name, c0) for name in names()]
+            for future in futures:
+                future.result()
+            measured.cycle_times.append(time.perf_counter() - c0)
+            measured.rss.append(rss_bytes())
+            now[0] += timedelta(hours=1)
+            time.sleep(IDLE_SECONDS)
+            if cycle in (0, 1) or (cycle + 1) % 10 == 0:
+                print(
+                    f"  {label}cycle {cycle + 1}/{size.cycles}: {measured.cycle_times[-1]:.1f} s,"
+                    f" RSS {measured.rss[-1] / 2**20:.0f} MiB",
+                    flush=True,
+                )
+            if budget is not None and time.perf_counter() - soak_started > budget:
+                measured.stopped_early = cycle + 1 < size.cycles
+                break
+    scraper.stop()
+    scraper_thread.join(timeout=60)
+    scraper.scrape()  # one more at rest, after the last cycle
+    time.sleep(0.5)  # let waitress finish with the last connection before closing
+    server.stop()
+    measured.scrapes, measured.scrape_errors = scraper.times, scraper.errors
+    measured.scrape_bytes = scraper.sizes[-1] if scraper.sizes else 0
+    return measured
+
+
 def soak(size: Size, workers: int | None, scrape_interval: float, budget: float | None) -> int:
     with tempfile.TemporaryDirectory(prefix="kpimon-soak-") as tmp:
         directory = Path(tmp)
@@ -225,94 +320,47 @@ def soak(size: Size, workers: int | None, scrape_interval: float, budget: float 
         build_warehouse(directory / "soak.duckdb", size)
         config = soak_config(directory, size, workers)
         built = time.perf_counter() - t0
-        max_workers = config.scheduler.max_workers
-        grace = config.scheduler.misfire_grace.total_seconds()
-        interval = parse_duration(config.checks[0].schedule).total_seconds()
         print(
-            f"soak: {size.checks} checks ({size.segmented} split into up to "
-            f"{size.max_segments} segments + __other__), {size.series} series, "
-            f"{size.tables} tables, lookback {size.lookback_hours} h, {size.cycles} cycles, "
-            f"{max_workers} workers (default {SchedulerConfig().max_workers}), "
-            f"{os.cpu_count()} CPUs; warehouse built in {built:.1f} s",
+            f"soak: {describe(size, config)}; warehouse built in {built:.1f} s",
             flush=True,
         )
-
         now = [START + timedelta(hours=size.lookback_hours, minutes=10)]
         store = StateStore(directory / "soak-state.db")
         metrics = Metrics()
         engine = Engine(
             config, open_warehouses(config), store, metrics, clock=lambda: now[0], announce=False
         )
-        watcher = DeploymentWatcher(config, store, engine, metrics, channels=[], clock=engine.clock)
-        api = Api(
-            engine,
-            metrics,
-            ready=lambda: [],
-            run_now=lambda name: None,
-            token=None,
-            deployments=watcher,
-            watch=lambda deployment: None,
-        )
-        server = HttpServer(api, "127.0.0.1", 0, config.server)
-        server.start()
-        scraper = Scraper(f"http://127.0.0.1:{server.port}/metrics", scrape_interval)
-        scraper_thread = scraper.start()
-
-        cycle_times: list[float] = []
-        run_times: list[float] = []
-        waits: list[float] = []
-        rss: list[int] = []
-        outcomes: dict[str, int] = {}
-        errors: dict[str, int] = {}
-        lock = threading.Lock()
-
-        def run(name: str, submitted: float) -> None:
-            started = time.perf_counter()
-            result = engine.run(name)
-            with lock:
-                waits.append(started - submitted)
-                run_times.append(result.duration)
-                outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
-                if result.error:
-                    errors[result.error] = errors.get(result.error, 0) + 1
-
         names = [c.name for c in config.checks]
-        soak_started = time.perf_counter()
-        stopped_early = False
-        with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="check") as pool:
-            for cycle in range(size.cycles):
-                c0 = time.perf_counter()
-                futures = [pool.submit(run, name, c0) for name in names]
-                for future in futures:
-                    future.result()
-                cycle_times.append(time.perf_counter() - c0)
-                rss.append(rss_bytes())
-                now[0] += timedelta(hours=1)
-                time.sleep(IDLE_SECONDS)
-                if cycle in (0, 1) or (cycle + 1) % 10 == 0:
-                    print(
-                        f"  cycle {cycle + 1}/{size.cycles}: {cycle_times[-1]:.1f} s, "
-                        f"RSS {rss[-1] / 2**20:.0f} MiB",
-                        flush=True,
-                    )
-                if budget is not None and time.perf_counter() - soak_started > budget:
-                    stopped_early = cycle + 1 < size.cycles
-                    break
-        scraper.stop()
-        scraper_thread.join(timeout=60)
-        scraper.scrape()  # one more at rest, after the last cycle
-        time.sleep(0.5)  # let waitress finish with the last connection before closing
-        server.stop()
+        measured = run_cycles(
+            engine, lambda: names, size, config.scheduler.max_workers, now, scrape_interval, budget
+        )
         store.close()
+    report(measured, size, config)
+    return 0
 
+
+def describe(size: Size, config: Config) -> str:
+    return (
+        f"{size.checks} checks ({size.segmented} split into up to "
+        f"{size.max_segments} segments + __other__), {size.series} series, "
+        f"{size.tables} tables, lookback {size.lookback_hours} h, {size.cycles} cycles, "
+        f"{config.scheduler.max_workers} workers (default {SchedulerConfig().max_workers}), "
+        f"{os.cpu_count()} CPUs"
+    )
+
+
+def report(measured: Measured, size: Size, config: Config) -> None:
+    """Print what the cycles measured (plainly; nothing asserts on timing)."""
+    grace = config.scheduler.misfire_grace.total_seconds()
+    interval = parse_duration(config.checks[0].schedule).total_seconds()
+    cycle_times, rss, waits = measured.cycle_times, measured.rss, measured.waits
     done = len(cycle_times)
     print()
-    print(
-        f"cycles run: {done} of {size.cycles}" + (" (stopped by --budget)" if stopped_early else "")
-    )
-    tally = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
-    print(f"runs: {sum(outcomes.values())} ({tally})")
-    for message, count in sorted(errors.items(), key=lambda kv: -kv[1])[:5]:
+    stopped = " (stopped by --budget)" if measured.stopped_early else ""
+    print(f"cycles run: {done} of {size.cycles}{stopped}")
+    tally = ", ".join(f"{k} {v}" for k, v in sorted(measured.outcomes.items()))
+    print(f"runs: {sum(measured.outcomes.values())} ({tally})")
+    for message, count in sorted(measured.errors.items(), key=lambda kv: -kv[1])[:5]:
         print(f"  error x{count}: {message}")
     steady = cycle_times[1:] or cycle_times
     print(
@@ -321,14 +369,14 @@ def soak(size: Size, workers: int | None, scrape_interval: float, budget: float 
         f"max {max(steady):.2f} s"
     )
     print(
-        f"check run: median {statistics.median(run_times) * 1000:.1f} ms, "
-        f"p95 {quantile(run_times, 0.95) * 1000:.1f} ms"
+        f"check run: median {statistics.median(measured.run_times) * 1000:.1f} ms, "
+        f"p95 {quantile(measured.run_times, 0.95) * 1000:.1f} ms"
     )
-    if scraper.times:
+    if measured.scrapes:
         print(
-            f"/metrics scrape over HTTP: {len(scraper.times)} scrapes, median "
-            f"{statistics.median(scraper.times):.3f} s, max {max(scraper.times):.3f} s, "
-            f"{scraper.sizes[-1] / 2**20:.1f} MiB, {scraper.errors} failed"
+            f"/metrics scrape over HTTP: {len(measured.scrapes)} scrapes, median "
+            f"{statistics.median(measured.scrapes):.3f} s, max {max(measured.scrapes):.3f} s, "
+            f"{measured.scrape_bytes / 2**20:.1f} MiB, {measured.scrape_errors} failed"
         )
     window = 100 if done >= 200 else max(1, done // 5)
     first, last = statistics.median(rss[:window]), statistics.median(rss[-window:])
@@ -346,10 +394,14 @@ def soak(size: Size, workers: int | None, scrape_interval: float, budget: float 
     )
     sustainable = statistics.median(steady)
     print(
-        f"=> with {max_workers} workers every check can run about every {sustainable:.0f} s "
-        f"({'within' if sustainable <= interval else 'NOT within'} its {interval:g} s schedule)"
+        f"=> with {config.scheduler.max_workers} workers every check can run about every "
+        f"{sustainable:.0f} s ({'within' if sustainable <= interval else 'NOT within'} its "
+        f"{interval:g} s schedule)"
     )
-    return 0
+
+
+# 60,000 series across three replica processes (--replicas 3): three times FULL's checks
+REPLICAS_FULL = replace(FULL, checks=3 * FULL.checks, segmented=3 * FULL.segmented, cycles=8)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,6 +427,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget", type=float, help="stop after this many seconds of cycles and report"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        help="run across this many replica processes sharing a PostgreSQL state database"
+        f" (full: {REPLICAS_FULL.series} series in all; see benchmarks/soak_replicas.py)",
+    )
+    # the size in full, as the parent of --replicas hands it to each replica process
+    for name in ("segments", "max-segments", "tables", "lookback-hours"):
+        parser.add_argument(f"--{name}", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--replica-of", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--state-url", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.CRITICAL)  # errors are tallied and printed below
     if args.churn:
@@ -384,20 +447,26 @@ def main(argv: list[str] | None = None) -> int:
         return churn.churn(
             churn.ChurnSize(args.checks or sized.checks, args.cycles or sized.cycles)
         )
-    size = SMOKE if args.smoke else FULL
-    if args.checks is not None or args.segmented is not None or args.cycles is not None:
-        checks = args.checks if args.checks is not None else size.checks
-        segmented = args.segmented if args.segmented is not None else min(size.segmented, checks)
-        size = Size(
-            checks=checks,
-            segmented=min(segmented, checks),
-            segments=size.segments,
-            max_segments=size.max_segments,
-            tables=size.tables,
-            lookback_hours=size.lookback_hours,
-            cycles=args.cycles if args.cycles is not None else size.cycles,
-        )
+    size = SMOKE if args.smoke else REPLICAS_FULL if args.replicas else FULL
+    overrides = {
+        name: getattr(args, name)
+        for name in ("checks", "segmented", "cycles", "segments", "max_segments", "tables",
+                     "lookback_hours")
+        if getattr(args, name) is not None
+    }  # fmt: skip
+    if overrides:
+        size = replace(size, **overrides)
+        size = replace(size, segmented=min(size.segmented, size.checks))
     interval = args.scrape_interval or (1.0 if args.smoke else 15.0)
+    if args.replica_of is not None:
+        from benchmarks.soak_replicas import replica
+
+        return replica(args.replica_of, args.state_url, size, args.replicas, args.workers,
+                       interval, args.budget)  # fmt: skip
+    if args.replicas:
+        from benchmarks.soak_replicas import parent
+
+        return parent(size, args.replicas, args.workers, args.budget)
     return soak(size, args.workers, interval, args.budget)
 
 

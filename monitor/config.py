@@ -29,6 +29,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -298,6 +299,11 @@ class StateConfig(_Model):
     path: str = "kpimon-state.db"
     url: SecretStr | None = None
     retention: RetentionConfig = RetentionConfig()
+    # replicas sharing the checks (the Helm chart's replicaCount): more than one needs ``url``
+    replicas: int = Field(default=1, ge=1, le=100)
+    # how long a replica's lease on its share of the checks outlives its last renewal (see
+    # monitor/leases.py); it is renewed six times per TTL
+    lease_ttl: Duration = timedelta(seconds=30)
 
     @field_validator("url")
     @classmethod
@@ -306,6 +312,23 @@ class StateConfig(_Model):
             ("postgresql://", "postgres://")
         ):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("replicas")
+    @classmethod
+    def _shared_state(cls, value: int, info: ValidationInfo) -> int:
+        if value > 1 and info.data.get("url") is None:
+            raise ValueError(
+                "more than one replica needs the state in PostgreSQL (state.url); a SQLite"
+                " state file has a single writer, so run one replica on it"
+            )
+        return value
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, value: timedelta) -> timedelta:
+        if not 3 <= value.total_seconds() <= 600:
+            raise ValueError("must be between 3s and 10m")
         return value
 
 

@@ -3,6 +3,10 @@
 Start order: state store, warehouses, HTTP server (so /healthz answers at once), scheduler.
 Stop (SIGTERM/SIGINT): no new runs, running checks get a few seconds to finish and save their
 state, warehouse statements still running are cancelled, then the server closes.
+With the state in PostgreSQL the daemon is one of several replicas sharing the checks through
+leases (monitor/leases.py): it starts with no check, runs those whose leases it takes, follows
+the run requests, mutes, rebaselines and deployments received by the others, and hands its
+leases back when it stops.
 Reload (SIGHUP, ``POST /-/reload``, or a changed file with ``--watch-config``): the config file
 and the dbt manifest are read again; a broken one is refused and logged and the daemon goes on
 with the config it has. Otherwise the checks pause between runs while a new engine takes over
@@ -34,11 +38,12 @@ from monitor.engine import Engine, fingerprint
 from monitor.errors import ConfigError, KpiMonitorError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.grafana import GrafanaAnnotator
+from monitor.leases import BEATS_PER_TTL, Coordinator
 from monitor.listener import HttpServer
 from monitor.reload import ReloadBusy, ReloadPlan, plan_reload, restart_problems
 from monitor.scheduler import CheckScheduler
 from monitor.server import Api
-from monitor.store import StateStore
+from monitor.store import OUTBOX_LEASE, StateStore
 from monitor.timeline import Timeline
 from monitor.warehouse import Warehouse, open_warehouse, open_warehouses
 from monitor.watcher import DeploymentWatcher
@@ -69,13 +74,20 @@ class Daemon:
         self.config = config
         self.metrics = Metrics()
         self.store = StateStore.open(config.state)
+        self.shared = config.state.url is not None
+        self.coordinator: Coordinator | None = None
         self.warehouses = open_warehouses(config)
         # the wall clock, unless it jumps ahead of the time elapsed (see monitor.timeline)
         self.clock = Timeline()
         self.dispatcher = Dispatcher(
-            config, self.store, self.metrics, _slack(config), _alertmanager(config),
+            config,
+            self.store,
+            self.metrics,
+            _slack(config),
+            _alertmanager(config),
             clock=self.clock,
-        )  # fmt: skip
+            may_send=self._housekeeper,
+        )
         self.metrics.declare_channels(["log", *self.dispatcher.channels])
         self.engine = Engine(
             config,
@@ -85,6 +97,7 @@ class Daemon:
             channels=self.dispatcher.channels,
             clock=self.clock,
             chart_buckets=_chart_buckets(config),
+            shared=self.shared,
         )
         annotator = GrafanaAnnotator(config.grafana) if config.grafana else None
         self.watcher = DeploymentWatcher(
@@ -98,7 +111,26 @@ class Daemon:
         )
         self.engine.cause = self.watcher.cause
         self.engine.after_run = self.watcher.observe
-        self.scheduler = CheckScheduler(config, self.engine, self.dispatcher, self.watcher)
+        self.scheduler = CheckScheduler(
+            config,
+            self.engine,
+            self.dispatcher,
+            self.watcher,
+            shared=self.shared,
+            housekeeper=self._housekeeper,
+        )
+        if self.shared:
+            self.coordinator = Coordinator(
+                self.store,
+                [c.name for c in config.checks],
+                config.state.lease_ttl.total_seconds(),
+                self.metrics,
+                acquired=self._acquired,
+                lost=self._lost,
+                idle=self.scheduler.idle,
+            )
+        else:
+            self.metrics.owned_checks.set(len(config.checks))
         self.api = Api(
             self.engine,
             self.metrics,
@@ -175,6 +207,13 @@ class Daemon:
             self.answers.start()
         if self.socket_mode is not None:
             self.socket_mode.start()
+        if self.coordinator is not None:
+            self.scheduler.every(
+                self.config.state.lease_ttl.total_seconds() / BEATS_PER_TTL,
+                self._follow,
+                "follow the other replicas",
+            )
+            self.coordinator.start()
         log.info(
             "kpi-monitor started",
             extra={
@@ -185,6 +224,38 @@ class Daemon:
                 }
             },
         )
+
+    # --- replicas -----------------------------------------------------------------------------
+
+    def _housekeeper(self) -> bool:
+        """Whether this process delivers the outbox (and prunes, re-sends, snapshots): a single
+        daemon always, a replica while it holds the outbox's lease."""
+        return self.coordinator is None or self.coordinator.holds(OUTBOX_LEASE)
+
+    def _acquired(self, names: list[str]) -> None:
+        for name in names:
+            self.engine.take_over(name)
+        self.scheduler.hold(names)
+
+    def _lost(self, names: list[str]) -> None:
+        self.scheduler.drop(names)
+        for name in names:
+            self.engine.let_go(name)
+
+    def _follow(self) -> None:
+        """What the other replicas received for the checks held here: runs asked for, mutes,
+        rebaselines; and the deployments they recorded or decided."""
+        assert self.coordinator is not None
+        try:
+            for name in self.store.take_run_requests(self.coordinator.held()):
+                self.scheduler.run_now(name)
+            self.engine.refresh()
+            for deployment in self.watcher.refresh():
+                self.scheduler.watch(deployment)
+        except StateStoreError as exc:
+            log.warning(
+                "cannot follow the other replicas; retried", extra={"fields": {"error": str(exc)}}
+            )
 
     # --- reload -------------------------------------------------------------------------------
 
@@ -237,6 +308,7 @@ class Daemon:
             chart_buckets=_chart_buckets(config),
             cause=self.watcher.cause,
             after_run=self.watcher.observe,
+            shared=self.shared,
         )
         with self.scheduler.paused(RELOAD_PAUSE_SECONDS):
             # one book of recorded events: none recorded since the new engine was built is lost
@@ -265,6 +337,10 @@ class Daemon:
             self.scheduler.reconfigure(config, engine, plan)
             self.api.engine = engine
             self.config, self.engine, self.warehouses = config, engine, warehouses
+            if self.coordinator is not None:
+                self.coordinator.reconfigure([c.name for c in config.checks])
+            else:
+                self.metrics.owned_checks.set(len(config.checks))
         for warehouse in unused:
             warehouse.close()
         return plan
@@ -304,6 +380,8 @@ class Daemon:
         self._close_warehouses()
         if not finished:
             self.scheduler.wait_idle(timeout=2.0)  # their runs end as errors, state saved
+        if self.coordinator is not None:
+            self.coordinator.stop()  # the other replicas take the checks over at once
         self.http.stop()
         self.store.close()
         log.info("stopped")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,8 @@ from monitor.relearn import relearned
 from monitor.rules import Bounds, apply_bounds
 from monitor.segments import Ranking, rerank
 from monitor.series import newest_rows, normalise
-from monitor.store import StateStore
+from monitor.store import StateStore, StoredRun
+from monitor.verdicts import verdict_from_json, verdict_json
 from monitor.warehouse.base import Warehouse
 
 log = logging.getLogger("monitor.engine")
@@ -144,6 +145,7 @@ class CheckMemory:
     recent: dict[str, list[Verdict]] = field(default_factory=dict)
     """Per segment, the recent verdicts the drill-down works on."""
     explained: Explanation | None = None
+    held: bool = True  # this replica holds the check's lease (always, for a single daemon)
 
     def without_models(self) -> CheckMemory:
         """The check's alert state and latest verdicts only: its settings changed, so its
@@ -188,7 +190,11 @@ class Engine:
         announce: bool = True,
         cause: Callable[[CheckConfig, datetime, datetime], str | None] | None = None,
         chart_buckets: int = 0,
+        shared: bool = False,
     ) -> None:
+        """``shared``: one of several replicas (monitor/leases.py); it runs, saves and exports
+        only the checks it holds (``take_over``, ``let_go``), and answers for the others from
+        the state store."""
         self.config = config
         self.warehouses = warehouses
         self.store = store
@@ -240,7 +246,8 @@ class Engine:
         self._guard = threading.Lock()
         self._replays = Replays(self._fitted)
         self._incidents = Incidents()
-        for check in config.checks:
+        self._held: set[str] | None = set() if shared else None
+        for check in config.checks if not shared else []:
             metrics.declare_check(check.name)
         for name in warehouses:
             metrics.warehouse_up.labels(name)
@@ -254,6 +261,8 @@ class Engine:
             raise KeyError(name)
         with self._locks[name]:
             result = self._run(check)
+            if self._held is not None:
+                self._share_run(result)
         with self._guard:
             # kept without its verdicts: a first run's are the whole lookback of every segment
             self._last_run[name] = replace(result, verdicts={})
@@ -262,16 +271,135 @@ class Engine:
         return result
 
     def last_run(self, name: str) -> RunResult | None:
+        """The check's last run: from memory, or from the state store for a check another
+        replica runs."""
+        if not self.holds(name):
+            stored = self.store.last_runs(name).get(name)
+            if stored is None:
+                return None
+            return _run_result(name, stored)
         with self._guard:
             return self._last_run.get(name)
 
+    def last_runs(self) -> dict[str, RunResult]:
+        """Every check's last run, as ``last_run`` gives them, in one read of the store."""
+        with self._guard:
+            found = dict(self._last_run)
+        if self._held is not None:
+            for name, stored in self.store.last_runs().items():
+                if not self.holds(name) and self.config.check(name) is not None:
+                    found[name] = _run_result(name, stored)
+        return found
+
     def series(self, name: str | None = None) -> list[SeriesStatus]:
         """The latest status of a check's series (of every check's when ``name`` is None),
-        by check and segment."""
+        by check and segment; those of checks another replica runs from the state store."""
         with self._guard:
-            return sorted(
-                (s for (c, _), s in self._latest.items() if name is None or c == name),
-                key=lambda s: (s.check, s.segment),
+            found = [
+                s for (c, _), s in self._latest.items()
+                if (name is None or c == name) and (self._held is None or c in self._held)
+            ]  # fmt: skip
+        if self._held is not None and (name is None or not self.holds(name)):
+            found += [s for s in self._stored_series(name) if not self.holds(s.check)]
+        return sorted(found, key=lambda s: (s.check, s.segment))
+
+    def holds(self, name: str) -> bool:
+        """Whether this engine runs the check (a single daemon runs every check)."""
+        with self._guard:
+            return self._held is None or name in self._held
+
+    def _stored_series(self, name: str | None) -> list[SeriesStatus]:
+        verdicts = self.store.latest_verdicts(name)
+        states = self.store.load_states(name)
+        return [
+            SeriesStatus(c, s, verdict_from_json(text), states.get((c, s), AlertState()))
+            for (c, s), text in verdicts.items()
+            if self.config.check(c) is not None
+        ]
+
+    # --- replicas: taking a check over, letting it go -------------------------------------
+
+    def take_over(self, name: str) -> None:
+        """Run a check from now on (this replica acquired its lease): its alert state, latest
+        verdicts, last run, mute and rebaseline as the previous holder saved them; its models
+        are rebuilt from the cached series at its first run here (see ``_restore``), which then
+        reads only the buckets since from the warehouse."""
+        check = self.config.check(name)
+        if check is None or self._held is None:
+            return
+        states = self.store.load_states(name)
+        stored = self._stored_series(name)
+        run = self.store.last_runs(name).get(name)
+        mutes, rebaselines = self.store.mutes(), self.store.rebaselines()
+        with self._locks[name], self._guard:
+            self._drop(name)
+            self._states.update(states)
+            self._latest.update({(s.check, s.segment): s for s in stored})
+            if run is not None:
+                self._last_run[name] = _run_result(name, run)
+            self._mutes.pop(name, None)
+            if name in mutes:
+                self._mutes[name] = mutes[name]
+            self._rebaselines.pop(name, None)
+            if name in rebaselines:
+                self._rebaselines[name] = rebaselines[name]
+            self._held.add(name)
+        self.metrics.declare_check(name)
+        for status in stored:
+            self._export(check, status.segment, status.verdict, status.state)
+        if run is not None and run.succeeded_at is not None:
+            self.metrics.last_success.labels(name).set(run.succeeded_at.timestamp())
+
+    def let_go(self, name: str) -> None:
+        """Stop running a check (its lease went to another replica): forget it, its metrics
+        too, so that one replica exports each series."""
+        if self._held is None or self.config.check(name) is None:
+            return
+        with self._guard:
+            self._held.discard(name)
+            self._drop(name)
+        self.metrics.forget_check(name)
+
+    def _drop(self, name: str) -> None:
+        """Forget everything held about a check; call with ``_guard`` held."""
+        self._models[name] = {}
+        self._learned[name] = {}
+        self._full.pop(name, None)
+        self._loads.pop(name, None)
+        self._last_run.pop(name, None)
+        self._restored.discard(name)
+        for key in [k for k in self._states if k[0] == name]:
+            del self._states[key]
+        for key in [k for k in self._latest if k[0] == name]:
+            del self._latest[key]
+
+    def refresh(self) -> list[str]:
+        """Mutes and rebaselines set through another replica: followed for the checks held
+        here (a rebaseline's firing alert resolves); the checks rebaselined."""
+        mutes, rebaselines = self.store.mutes(), self.store.rebaselines()
+        with self._guard:
+            self._mutes = mutes
+            changed = [
+                name for name, since in rebaselines.items()
+                if self._rebaselines.get(name) != since
+                and (self._held is None or name in self._held)
+            ]  # fmt: skip
+            self._rebaselines.update({n: s for n, s in rebaselines.items() if n not in changed})
+        for name in changed:
+            if self.config.check(name) is not None:
+                self.rebaseline(name, rebaselines[name])
+        return changed
+
+    def _share_run(self, result: RunResult) -> None:
+        """Keep the run in the state store for the other replicas; call with the check's lock."""
+        try:
+            self.store.record_run(
+                result.check, result.started, result.outcome, result.duration, result.error
+            )
+        except StateStoreError as exc:
+            log.warning(
+                "cannot record the check's run for the other replicas",
+                extra={"fields": {"check": result.check, "error": str(exc)}},
             )
 
     def history(self, name: str, buckets: int) -> dict[str, list[Point]]:
@@ -299,15 +427,20 @@ class Engine:
         key = (fingerprint(check), rebaselined, self.calendars.calendar(check))
         return self._replays.judged(check, saved[2], buckets, key)
 
-    def rebaseline(self, name: str, since: datetime) -> list[Notification]:
+    def rebaseline(self, name: str, since: datetime) -> list[Notification] | None:
         """Accept a check's level from ``since`` on (an intended change).
 
         Its models stop measuring against the old level, and an alert that is firing ends with
-        a resolution saying why, so the new normal is not alerted on for days.
+        a resolution saying why, so the new normal is not alerted on for days. A check another
+        replica runs is only saved: that replica follows it within a lease renewal (``refresh``)
+        and None is returned.
         """
         check = self.config.check(name)
         if check is None:
             raise KeyError(name)
+        if not self.holds(name):
+            self.store.save_rebaseline(name, since)
+            return None
         with self._locks[name]:
             self.store.save_rebaseline(name, since)
             with self._guard:
@@ -410,6 +543,7 @@ class Engine:
                 last_run=self._last_run.get(name),
                 recent=self._incidents.recent(name),
                 explained=self._incidents.latest(name),
+                held=self._held is None or name in self._held,
             )
 
     def adopt(self, memory: CheckMemory) -> None:
@@ -417,6 +551,10 @@ class Engine:
         latest verdicts, as if it had run here."""
         name = memory.name
         with self._locks[name], self._guard:
+            if self._held is not None:
+                if not memory.held:
+                    return
+                self._held.add(name)
             self._models[name] = dict(memory.models)
             self._learned[name] = dict(memory.learned)
             if memory.full is not None:
@@ -440,6 +578,9 @@ class Engine:
         check = self.config.check(name)
         if check is None:
             raise KeyError(name)
+        if not self.holds(name):  # the replica holding it resolves them
+            self.metrics.forget_check(name)
+            return []
         with self._locks[name]:
             notes = self._close_episodes(check, reason, self.clock())
             self.metrics.forget_check(name)
@@ -489,7 +630,10 @@ class Engine:
         return any(u is not None and u > now for u in (until, check.mute_until))
 
     def firing(self) -> list[tuple[str, str, int]]:
-        """Open episodes as (check, segment, episode)."""
+        """Open episodes as (check, segment, episode): of every replica's checks when shared."""
+        if self._held is not None:
+            return [(c, s, st.episode) for (c, s), st in self.store.load_states().items()
+                    if st.firing and self.config.check(c) is not None]  # fmt: skip
         with self._guard:
             return [(c, s, st.episode) for (c, s), st in self._states.items() if st.firing]
 
@@ -956,7 +1100,8 @@ class Engine:
         group = self._batches.get(check.name)
         with self._guard:
             apart = set(self._apart)
-        members = [m for m in group or () if m.name not in apart]
+        # replicas: the checks of a batch another replica runs are not read here
+        members = [m for m in group or () if m.name not in apart and self.holds(m.name)]
         if check.name in apart or len(members) < 2:
             return self._read_alone(check, warehouse, window, now), window
         key = batch_key(check, self.config.warehouse_of(check))
@@ -1188,7 +1333,11 @@ class Engine:
         saved = [(j.segment, j.state, j.notes) for j in judged if j.verdicts]
         if saved:
             self.store.record_all(
-                check.name, saved, [] if muted else self.channels, muted=muted
+                check.name,
+                saved,
+                [] if muted else self.channels,
+                muted=muted,
+                verdicts={j.segment: verdict_json(j.verdicts[-1]) for j in judged if j.verdicts},
             )
         statuses: list[SeriesStatus] = []
         notes: list[Notification] = []
@@ -1198,16 +1347,7 @@ class Engine:
             if j.verdicts:
                 verdict = j.verdicts[-1]
                 latest = SeriesStatus(check.name, j.segment, verdict, j.state)
-                self.metrics.set_series(
-                    (check.name, j.segment, check.severity, check.team),
-                    value=verdict.value,
-                    expected=verdict.expected,
-                    lower=verdict.lower,
-                    upper=verdict.upper,
-                    score=verdict.score,
-                    firing=j.state.firing,
-                    bucket_seconds=to_utc(verdict.bucket).timestamp(),
-                )
+                self._export(check, j.segment, verdict, j.state)
             with self._guard:
                 self._states[key] = j.state
                 self._note_judged(check.name, j.state)
@@ -1239,6 +1379,20 @@ class Engine:
             )
             self.metrics.alerts_sent.labels("log", "ok").inc()
         return statuses, notes, {j.segment: j.verdicts for j in judged if j.verdicts}
+
+    def _export(
+        self, check: CheckConfig, segment: str, verdict: Verdict, state: AlertState
+    ) -> None:
+        self.metrics.set_series(
+            (check.name, segment, check.severity, check.team),
+            value=verdict.value,
+            expected=verdict.expected,
+            lower=verdict.lower,
+            upper=verdict.upper,
+            score=verdict.score,
+            firing=state.firing,
+            bucket_seconds=to_utc(verdict.bucket).timestamp(),
+        )
 
     def _notification(
         self,
@@ -1281,6 +1435,10 @@ class Engine:
                 if url
             },
         )
+
+
+def _run_result(name: str, run: StoredRun) -> RunResult:
+    return RunResult(name, cast(Outcome, run.outcome), run.started, run.duration, run.error)
 
 
 def _utc_index(frame: pd.DataFrame) -> pd.DatetimeIndex:

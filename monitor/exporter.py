@@ -486,7 +486,20 @@ class Metrics:
         )
         self._precise: set[str] = set()
         self._lock = threading.Lock()
+        # replicas sharing the checks (monitor/leases.py); a single daemon owns every check
+        self.owned_checks = Gauge(
+            "kpimon_replica_owned_checks", "Checks this replica holds leases on", registry=r
+        )
+        self._leases: LeaseMetrics | None = None
         self.registry.register(self._others)
+
+    @property
+    def leases(self) -> LeaseMetrics:
+        """The lease metrics, registered when a replica first uses them (a single daemon on
+        SQLite has no leases to report)."""
+        if self._leases is None:
+            self._leases = LeaseMetrics(self._others)
+        return self._leases
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format, exactly as ``generate_latest`` writes
@@ -567,3 +580,41 @@ class Metrics:
 
     def set_firing(self, labels: tuple[str, str, str, str], firing: bool) -> None:
         self.anomaly.set(labels, 1 if firing else 0)
+
+
+class LeaseMetrics:
+    """A replica's leases (monitor/leases.py), beside ``kpimon_replica_owned_checks``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.outbox_lease = Gauge(
+            "kpimon_replica_outbox_lease",
+            "1 if this replica holds the outbox's lease (it delivers the notifications)",
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "kpimon_replica_live_replicas", "Live replicas seen at the last lease renewal",
+            registry=r,
+        )  # fmt: skip
+        self.last_renewal = Gauge(
+            "kpimon_replica_lease_renewal_timestamp_seconds",
+            "Time of the last successful lease renewal",
+            registry=r,
+        )
+        self.renewals = Counter(
+            "kpimon_replica_lease_renewals",
+            "Lease renewals (heartbeats) by outcome",
+            ("outcome",),
+            registry=r,
+        )
+        self.changes = Counter(
+            "kpimon_replica_lease_changes",
+            "Leases acquired (taken over or new), lost (expired before renewal) or released"
+            " (handed over on a rebalance)",
+            ("change",),
+            registry=r,
+        )
+        for outcome in ("ok", "error"):
+            self.renewals.labels(outcome)
+        for change in ("acquired", "lost", "released"):
+            self.changes.labels(change)

@@ -1,6 +1,11 @@
 """The schedule: one APScheduler job per check, plus the outbox's retry job and the table schema
 snapshot.
 
+One of several replicas (``shared``) schedules only the checks it holds leases on (``hold``,
+``drop``, called by monitor/leases.py), and does the outbox, the Alertmanager re-sends, the
+retention and the schema snapshots only while it holds the outbox's lease (``housekeeper``); a
+"run now" for a check another replica holds is handed to that replica through the state store.
+
 Jobs never overlap (``max_instances=1``), missed runs collapse into one (``coalesce``), and a run
 that was due while the pool was busy still starts within the misfire grace time. A "run now"
 for a check that is running is remembered and done right after, not dropped.
@@ -12,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -52,9 +57,18 @@ def trigger_for(check: CheckConfig) -> BaseTrigger:
 
 class CheckScheduler:
     def __init__(
-        self, config: Config, engine: Engine, dispatcher: Dispatcher, watcher: DeploymentWatcher
+        self,
+        config: Config,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        watcher: DeploymentWatcher,
+        *,
+        shared: bool = False,
+        housekeeper: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
+        self.shared = shared
+        self.housekeeper = housekeeper
         self.engine = engine
         self.dispatcher = dispatcher
         self.watcher = watcher
@@ -78,15 +92,8 @@ class CheckScheduler:
 
     def start(self) -> None:
         now = datetime.now(UTC)
-        for check in self.config.checks:
-            self._scheduler.add_job(
-                self._run_check,
-                trigger_for(check),
-                args=[check.name],
-                id=check.name,
-                name=f"check {check.name}",
-                next_run_time=now,
-            )
+        for check in self.config.checks if not self.shared else []:
+            self._schedule(check, now)
         self._scheduler.add_job(
             self._deliver,
             IntervalTrigger(seconds=OUTBOX_INTERVAL_SECONDS),
@@ -101,7 +108,7 @@ class CheckScheduler:
                 name="alertmanager re-send",
             )
         self._scheduler.add_job(
-            self.watcher.snapshot_schemas,
+            self._snapshot_schemas,
             IntervalTrigger(seconds=SCHEMAS_INTERVAL_SECONDS),
             id=SCHEMAS_JOB,
             name="table schema snapshot",
@@ -119,10 +126,54 @@ class CheckScheduler:
             self.watch(deployment)
         log.info("scheduler started", extra={"fields": {"checks": len(self.config.checks)}})
 
+    def _schedule(self, check: CheckConfig, now: datetime) -> None:
+        self._scheduler.add_job(
+            self._run_check,
+            trigger_for(check),
+            args=[check.name],
+            id=check.name,
+            name=f"check {check.name}",
+            next_run_time=now,
+            replace_existing=True,
+        )
+
+    def every(self, seconds: float, job: Callable[[], None], name: str) -> None:
+        """Run ``job`` on the pool every ``seconds`` (from now on)."""
+        self._scheduler.add_job(
+            job, IntervalTrigger(seconds=seconds), id=f"__{name}__", name=name,
+            next_run_time=datetime.now(UTC), replace_existing=True,
+        )  # fmt: skip
+
+    def hold(self, names: list[str]) -> None:
+        """Replicas: run these checks from now on (this replica took their leases), at once."""
+        now = datetime.now(UTC)
+        for name in names:
+            check = self.config.check(name)
+            if check is not None:
+                self._schedule(check, now)
+
+    def drop(self, names: list[str]) -> None:
+        """Replicas: stop scheduling these checks (their leases went to another replica); a run
+        in progress finishes, and its writes are refused by the fencing of the store."""
+        for name in names:
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(name)
+            with self._cond:
+                self._rerun.discard(name)
+
+    def idle(self, name: str) -> bool:
+        """Whether no run of the check is in progress (it can be handed over cleanly)."""
+        with self._cond:
+            return name not in self._running
+
     def run_now(self, name: str) -> None:
-        """Run a check as soon as a worker is free (right after its current run, if any)."""
+        """Run a check as soon as a worker is free (right after its current run, if any); a
+        check another replica holds is run by that replica, within a lease renewal."""
         if self.config.check(name) is None:
             return  # removed by a reload (a deployment watch may still name it)
+        if self.shared and not self.engine.holds(name):
+            self.engine.store.request_run(name)
+            return
         with self._cond:
             if name in self._running:
                 self._rerun.add(name)
@@ -172,7 +223,8 @@ class CheckScheduler:
             return
         now = datetime.now(UTC)
         for watched in deployment.checks:
-            if watched.until > now:
+            # every replica ticks the watch; each runs the checks it holds
+            if watched.until > now and self.engine.holds(watched.name):
                 self.run_now(watched.name)
 
     def shutdown(self, timeout: float = 8.0) -> bool:
@@ -232,15 +284,8 @@ class CheckScheduler:
         for name in plan.added + plan.changed:
             check = config.check(name)
             assert check is not None
-            self._scheduler.add_job(
-                self._run_check,
-                trigger_for(check),
-                args=[name],
-                id=name,
-                name=f"check {name}",
-                next_run_time=now,
-                replace_existing=True,
-            )
+            if engine.holds(name):  # replicas: a new check is taken at the next lease renewal
+                self._schedule(check, now)
         # the resolutions of retired checks' alerts are in the outbox: deliver them now
         self._scheduler.modify_job(OUTBOX_JOB, next_run_time=now)
 
@@ -265,6 +310,8 @@ class CheckScheduler:
                 self._cond.notify_all()
 
     def _prune(self) -> None:
+        if not self.housekeeper():
+            return
         retention = self.config.state.retention
         now = datetime.now(UTC)
         # the pages draw a check's episodes over its whole lookback
@@ -283,13 +330,21 @@ class CheckScheduler:
         if any(gone.values()):
             log.info("state store pruned", extra={"fields": gone})
 
+    def _snapshot_schemas(self) -> None:
+        if self.housekeeper():
+            self.watcher.snapshot_schemas()
+
     def _resend(self) -> None:
+        if not self.housekeeper():
+            return
         try:
             self.dispatcher.resend_firing(self.engine.firing())
         except Exception:
             log.exception("alertmanager re-send failed")
 
     def _deliver(self) -> None:
+        if not self.housekeeper():
+            return
         try:
             self.dispatcher.deliver_pending()
         except Exception:

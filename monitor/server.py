@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from monitor.calendar.book import UnknownChecks
 from monitor.calendar.config import EventRequest, RecordedEvent
 from monitor.config import CheckConfig
 from monitor.deployments import Deployment, DeploymentRequest, summary
-from monitor.engine import Engine, SeriesStatus
+from monitor.engine import Engine, RunResult, SeriesStatus
 from monitor.errors import ConfigError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.pages import render
@@ -334,11 +335,12 @@ class Api:
             return _json(503, {"status": "not ready", "problems": problems})
         return _json(200, {"status": "ready"})
 
-    def _check_json(self, name: str) -> dict[str, Any]:
+    def _check_json(
+        self, name: str, last: RunResult | None, series: list[SeriesStatus]
+    ) -> dict[str, Any]:
         check = self.engine.config.check(name)
         if check is None:
             raise HttpError(404, f"no check named {name!r}")
-        last = self.engine.last_run(name)
         explained = self.engine.explanation(name)
         return {
             "name": check.name,
@@ -357,7 +359,7 @@ class Api:
                 "duration_seconds": round(last.duration, 4),
                 "error": last.error,
             },
-            "series": [series_json(s) for s in self.engine.series(name)],
+            "series": [series_json(s) for s in series],
             "explanation": None if explained is None else explained.to_json(check.name),
         }
 
@@ -379,10 +381,19 @@ class Api:
         }
 
     def list_checks(self) -> Response:
-        return _json(200, {"checks": [self._check_json(c.name) for c in self.engine.config.checks]})
+        # two reads for all (with replicas, the checks another one runs come from the store)
+        runs = self.engine.last_runs()
+        series: dict[str, list[SeriesStatus]] = defaultdict(list)
+        for status in self.engine.series():
+            series[status.check].append(status)
+        checks = [
+            self._check_json(c.name, runs.get(c.name), series[c.name])
+            for c in self.engine.config.checks
+        ]
+        return _json(200, {"checks": checks})
 
     def get_check(self, name: str) -> Response:
-        answer = self._check_json(name)
+        answer = self._check_json(name, self.engine.last_run(name), self.engine.series(name))
         check = self.engine.config.check(name)
         assert check is not None  # _check_json answered 404 otherwise
         # one check's answer only: a list of 2,000 checks would compute every calendar
@@ -441,6 +452,8 @@ class Api:
             # the models count buckets in time pandas can hold (years 1677 to 2262)
             raise HttpError(400, "since: must be between the years 1970 and 2200")
         resolved = self.engine.rebaseline(name, since)
+        if resolved is None:  # saved; the replica that runs the check follows it shortly
+            return _json(202, {"check": name, "since": since.isoformat(), "resolved": None})
         return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
 
     def post_mute(self, name: str, body: object) -> Response:

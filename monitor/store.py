@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,8 +25,10 @@ from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDat
 
 # 2: series_state.quiet_start; 3: alert_events; 4: outbox delivery attempts;
 # 5: series_state.hold_sign, hold_evidence; 6: calendar_events; 7: alert_answers,
-# slack_requests (answers from Slack)
-SCHEMA_VERSION = 7
+# slack_requests (answers from Slack); 8: replicas (leases, replicas, run_requests, check_runs,
+# series_state.verdict)
+SCHEMA_VERSION = 8
+OUTBOX_LEASE = "__outbox__"  # the lease of the replica that delivers the outbox
 PING_TIMEOUT_SECONDS = 1.0  # /readyz answers well within the Helm chart's 5 s probe timeout
 
 _SCHEMA = """
@@ -130,6 +132,36 @@ CREATE INDEX IF NOT EXISTS alert_answers_time ON alert_answers (answered_at);
 CREATE TABLE IF NOT EXISTS slack_requests (
     digest TEXT PRIMARY KEY,
     seen_at TEXT NOT NULL
+);
+"""
+
+# Version 6: replicas sharing the checks through PostgreSQL (monitor/leases.py). A lease names a
+# check (or the outbox): its holder, a number raised at every change of holder (the fencing
+# token) and when it expires, in seconds of the database's clock. ``check_runs`` and the
+# ``verdict`` of ``series_state`` let any replica answer for a check another one runs.
+_REPLICAS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT,
+    epoch BIGINT NOT NULL DEFAULT 0,
+    expires_at DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    replica_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_requests (
+    check_name TEXT PRIMARY KEY,
+    requested_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS check_runs (
+    check_name TEXT PRIMARY KEY,
+    started TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    duration DOUBLE PRECISION NOT NULL,
+    error TEXT,
+    succeeded_at TEXT
 );
 """
 
@@ -250,8 +282,14 @@ class StateStore:
         # version 5: the detector's hold on an open episode
         self._db.add_column("series_state", "hold_sign", "INTEGER")
         self._db.add_column("series_state", "hold_evidence", "REAL")
-        # version 6: its tables are in _SCHEMA; what they hold is read and written there
+        # version 7: its tables are in _SCHEMA; what they hold is read and written there
         self.answers = AnswerRecords(self._db, _enqueue)
+        # version 8: replicas
+        self._db.script(_REPLICAS_SCHEMA)
+        self._db.add_column("series_state", "verdict", "TEXT")
+        # a write about a check (or a delivery step) checks, in its own transaction, that this
+        # replica still holds the lease on it; set by monitor.leases.Coordinator
+        self.fence: Callable[[Executor, str], None] | None = None
         with self._db.transaction() as db:
             db.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
@@ -273,6 +311,11 @@ class StateStore:
             return cls(PostgresDatabase(config.url.get_secret_value()))
         return cls(SQLiteDatabase(config.path, exclusive=exclusive))
 
+    @property
+    def database(self) -> Database:
+        """The database itself, for the replicas' leases (monitor/leases.py)."""
+        return self._db
+
     @contextmanager
     def _transaction(self) -> Iterator[Executor]:
         with self._db.transaction() as db:
@@ -280,6 +323,12 @@ class StateStore:
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
         return self._db.read(sql, params)
+
+    def _fenced(self, db: Executor, name: str) -> None:
+        """Inside a write's transaction: refuse it (LeaseLost) unless this replica holds the
+        lease on ``name`` (a check, or OUTBOX_LEASE); no-op for a single daemon."""
+        if self.fence is not None:
+            self.fence(db, name)
 
     def ping(self) -> None:
         """Raise StateStoreError unless the store can be read and written now: another process
@@ -325,9 +374,11 @@ class StateStore:
         channels: list[str],
         *,
         muted: bool = False,
+        verdicts: Mapping[str, str] | None = None,
     ) -> None:
         """:meth:`record` for several series of one check run, in one transaction; every
-        notification also joins the check's alert history (``muted``: no channel is told)."""
+        notification also joins the check's alert history (``muted``: no channel is told).
+        ``verdicts``: per segment, its latest verdict as JSON (kept when not given)."""
         now = datetime.now(UTC).isoformat()
         states: list[tuple[object, ...]] = [
             (
@@ -343,6 +394,7 @@ class StateStore:
                 _iso(state.quiet_start),
                 state.hold_sign,
                 state.hold_evidence,
+                (verdicts or {}).get(segment),
             )
             for segment, state, _ in series
         ]
@@ -353,16 +405,18 @@ class StateStore:
             for channel in channels
         ]
         with self._transaction() as db:
+            self._fenced(db, check)
             db.executemany(
                 "INSERT INTO series_state (check_name, segment, status, anomalous_run, normal_run,"
-                " since, episode, last_bucket, updated_at, quiet_start, hold_sign, hold_evidence)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " since, episode, last_bucket, updated_at, quiet_start, hold_sign, hold_evidence,"
+                " verdict) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (check_name, segment) DO UPDATE SET status = excluded.status,"
                 " anomalous_run = excluded.anomalous_run, normal_run = excluded.normal_run,"
                 " since = excluded.since, episode = excluded.episode,"
                 " last_bucket = excluded.last_bucket, updated_at = excluded.updated_at,"
                 " quiet_start = excluded.quiet_start, hold_sign = excluded.hold_sign,"
-                " hold_evidence = excluded.hold_evidence",
+                " hold_evidence = excluded.hold_evidence,"
+                " verdict = COALESCE(excluded.verdict, series_state.verdict)",
                 states,
             )
             if outbox:
@@ -431,6 +485,7 @@ class StateStore:
         """Record, before a post that cannot be repeated safely, that its outcome is unknown
         until :meth:`mark_delivered` or :meth:`mark_retry` says otherwise."""
         with self._transaction() as db:
+            self._fenced(db, OUTBOX_LEASE)
             db.executemany(
                 "UPDATE outbox SET in_doubt = ?, in_doubt_at = ? WHERE id = ?",
                 [(marker, _instant(at), i) for i in ids],
@@ -443,6 +498,7 @@ class StateStore:
         in the same transaction (a step is never lost between two others, nor done twice)."""
         now = datetime.now(UTC).isoformat()
         with self._transaction() as db:
+            self._fenced(db, OUTBOX_LEASE)
             db.executemany(
                 "UPDATE outbox SET status = 'sent', remote_id = ?, delivered_at = ?,"
                 " attempts = attempts + 1, next_attempt_at = NULL WHERE id = ?",
@@ -469,6 +525,7 @@ class StateStore:
         the attempt is ``in_doubt`` (the channel may have taken it) its marker is cleared."""
         doubt = "" if in_doubt else ", in_doubt = NULL, in_doubt_at = NULL"
         with self._transaction() as db:
+            self._fenced(db, OUTBOX_LEASE)
             db.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
                 f" delivered_to = COALESCE(?, delivered_to){doubt} WHERE id = ?",
@@ -488,6 +545,7 @@ class StateStore:
         attempt ``in_doubt`` keeps its marker: the channel may show the message all the same."""
         doubt = "" if in_doubt else ", in_doubt = NULL, in_doubt_at = NULL"
         with self._transaction() as db:
+            self._fenced(db, OUTBOX_LEASE)
             db.executemany(
                 "UPDATE outbox SET status = 'failed', attempts = attempts + 1, last_error = ?,"
                 f" next_attempt_at = NULL, delivered_to = COALESCE(?, delivered_to){doubt}"
@@ -547,13 +605,30 @@ class StateStore:
             return False
         return True
 
-    def update_deployment(self, deployment_id: str, status: str, document: str) -> None:
-        """A recorded deployment's new status and document (a deviation, a verdict)."""
+    def change_deployment(
+        self, deployment_id: str, change: Callable[[str], tuple[str, str] | None]
+    ) -> str | None:
+        """Apply ``change`` (the document -> the new (status, document), or None for no change)
+        to a deployment under its row lock, so that replicas observing its checks at once each
+        build on the other's change; the document before, or None when there is no such
+        deployment or nothing changed."""
         with self._transaction() as db:
+            found = db.execute(
+                "SELECT document FROM deployments WHERE id = ?" + self._db.row_lock,
+                (deployment_id,),
+            )
+            row = _fetchone(found)
+            if row is None:
+                return None
+            before = str(row[0])
+            after = change(before)
+            if after is None:
+                return None
             db.execute(
                 "UPDATE deployments SET status = ?, document = ? WHERE id = ?",
-                (status, document, deployment_id),
+                (*after, deployment_id),
             )
+        return before
 
     def deployment(self, deployment_id: str) -> str | None:
         rows = self._read("SELECT document FROM deployments WHERE id = ?", (deployment_id,))
@@ -656,6 +731,7 @@ class StateStore:
         """Store new or re-read buckets (all of them when ``replace``), drop those older than
         ``keep_from``: the next start reads only what is newer."""
         with self._transaction() as db:
+            self._fenced(db, check)
             if replace:
                 db.execute("DELETE FROM series_history WHERE check_name = ?", (check,))
             else:
@@ -699,6 +775,63 @@ class StateStore:
             for name, segment, value in rows:
                 found.setdefault((str(name), str(segment)), []).append(float(value))
         return found
+
+    # --- what any replica answers for checks another one runs -----------------------------
+
+    def record_run(
+        self, check: str, started: datetime, outcome: str, duration: float, error: str | None
+    ) -> None:
+        """A check's last run (and, unless it failed, its last success), for the replicas
+        that do not run it and for the one that takes it over."""
+        success = None if outcome == "error" else datetime.now(UTC).isoformat()
+        with self._transaction() as db:
+            self._fenced(db, check)
+            db.execute(
+                "INSERT INTO check_runs (check_name, started, outcome, duration, error,"
+                " succeeded_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (check_name) DO UPDATE"
+                " SET started = excluded.started, outcome = excluded.outcome,"
+                " duration = excluded.duration, error = excluded.error,"
+                " succeeded_at = COALESCE(excluded.succeeded_at, check_runs.succeeded_at)",
+                (check, started.isoformat(), outcome, duration, error, success),
+            )
+
+    def last_runs(self, check: str | None = None) -> dict[str, StoredRun]:
+        sql = "SELECT check_name, started, outcome, duration, error, succeeded_at FROM check_runs"
+        rows = self._read(sql + " WHERE check_name = ?", (check,)) if check else self._read(sql)
+        return {
+            str(name): StoredRun(
+                datetime.fromisoformat(str(started)), str(outcome), float(duration), error,
+                _parse(success),
+            )
+            for name, started, outcome, duration, error, success in rows
+        }  # fmt: skip
+
+    def latest_verdicts(self, check: str | None = None) -> dict[tuple[str, str], str]:
+        """Per (check, segment), its latest verdict as JSON (see ``record_all``)."""
+        sql = "SELECT check_name, segment, verdict FROM series_state WHERE verdict IS NOT NULL"
+        rows = self._read(sql + " AND check_name = ?", (check,)) if check else self._read(sql)
+        return {(str(c), str(s)): str(v) for c, s, v in rows}
+
+    def request_run(self, check: str) -> None:
+        """Ask the replica holding ``check`` to run it now (POST .../run on another one)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO run_requests (check_name, requested_at) VALUES (?, ?)"
+                " ON CONFLICT (check_name) DO NOTHING",
+                (check, datetime.now(UTC).isoformat()),
+            )
+
+    def take_run_requests(self, checks: Sequence[str]) -> list[str]:
+        """The runs asked for among ``checks``, each handed out once."""
+        if not checks:
+            return []
+        marks = ", ".join("?" for _ in checks)
+        with self._transaction() as db:
+            taken = db.execute(
+                f"DELETE FROM run_requests WHERE check_name IN ({marks}) RETURNING check_name",
+                tuple(checks),
+            )
+            return [str(row[0]) for row in _fetchall(taken)]
 
     def mutes(self) -> dict[str, tuple[datetime, str]]:
         rows = self._read("SELECT check_name, until, reason FROM mutes")
@@ -899,6 +1032,27 @@ def _series_named(key: str) -> set[tuple[str, str]]:
     and its delivery steps (``.../update``); a segment may hold ``/``, so every reading."""
     check, _, rest = key.partition("/")
     return {(check, rest[: m.start()]) for m in _EPISODE_EVENT.finditer(rest)}
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A check's last run as the state store keeps it (``check_runs``)."""
+
+    started: datetime
+    outcome: str
+    duration: float
+    error: str | None
+    succeeded_at: datetime | None
+
+
+def _fetchone(cursor: object) -> Row | None:
+    row: Row | None = getattr(cursor, "fetchone")()  # noqa: B009 - sqlite3 and psycopg cursors
+    return row
+
+
+def _fetchall(cursor: object) -> list[Row]:
+    rows: list[Row] = getattr(cursor, "fetchall")()  # noqa: B009 - sqlite3 and psycopg cursors
+    return rows
 
 
 class _Recorded(Exception):

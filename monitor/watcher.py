@@ -99,6 +99,18 @@ class DeploymentWatcher:
         with self._lock:
             return list(self._active.values())
 
+    def refresh(self) -> list[Deployment]:
+        """Replicas: follow the deployments recorded or decided through another replica; the
+        ones to watch here too (each replica runs the watched checks it holds)."""
+        stored = {d.id: d for d in map(Deployment.from_json, self.store.deployments("watching"))}
+        with self._lock:
+            known = set(self._active) | self._recording
+            new = [d for i, d in stored.items() if i not in known]
+            for gone in set(self._active) - set(stored):
+                del self._active[gone]
+            self._active.update({d.id: d for d in new})
+        return new
+
     def get(self, deployment_id: str) -> Deployment | None:
         with self._lock:
             if deployment_id in self._active:
@@ -296,16 +308,10 @@ class DeploymentWatcher:
             for segment, verdicts in result.verdicts.items()
             if not self._under_way(deployment, check, segment, lag)
         }
-        with self._lock:
-            current = self._active.get(deployment.id)
-            if current is None:
-                return
-            updated = record_evidence(current, check, tested, lag, now)
-            if updated == current:
-                return
-            self._save(updated)
-            self._active[deployment.id] = updated
-        if updated.status != "watching":
+        updated = self._change(
+            deployment.id, lambda current: record_evidence(current, check, tested, lag, now)
+        )
+        if updated is not None and updated.status != "watching":
             self._finish(updated)
 
     def _under_way(
@@ -336,30 +342,47 @@ class DeploymentWatcher:
             watched.intended,
             note.explanation,
         )
-        with self._lock:
-            current = self._active.get(deployment.id)
-            if current is None:
-                return
-            updated = record_deviation(current, deviation, now)
-            self._save(updated)
-            self._active[deployment.id] = updated
-        if updated.status != "watching":
+        updated = self._change(deployment.id, lambda d: record_deviation(d, deviation, now))
+        if updated is not None and updated.status != "watching":
             self._finish(updated)
 
     def tick(self, deployment_id: str) -> None:
         """Pass the deployment if its windows all ended quietly."""
         with self._lock:
-            current = self._active.get(deployment_id)
-            if current is None:
+            if deployment_id not in self._active:
                 return
-            updated = finish_if_due(current, self.clock())
-            if updated is current:
-                return
-            self._save(updated)
-        self._finish(updated)
+        updated = self._change(deployment_id, lambda d: finish_if_due(d, self.clock()))
+        if updated is not None and updated.status != "watching":
+            self._finish(updated)
 
-    def _save(self, deployment: Deployment) -> None:
-        self.store.update_deployment(deployment.id, deployment.status, deployment.to_json())
+    def _change(
+        self, deployment_id: str, change: Callable[[Deployment], Deployment]
+    ) -> Deployment | None:
+        """Apply ``change`` to the deployment as stored, under its row lock: replicas seeing
+        its checks at once each build on the other's change, and one of them only decides
+        it. The changed deployment, or None when it was decided already or did not change."""
+        changed: Deployment | None = None
+
+        def apply(document: str) -> tuple[str, str] | None:
+            nonlocal changed
+            current = Deployment.from_json(document)
+            updated = change(current) if current.status == "watching" else current
+            if updated == current:
+                return None
+            changed = updated
+            return updated.status, updated.to_json()
+
+        with self._lock:
+            self.store.change_deployment(deployment_id, apply)
+            stored = changed
+            if stored is not None and stored.status == "watching":
+                self._active[deployment_id] = stored
+            elif stored is None and deployment_id in self._active:
+                document = self.store.deployment(deployment_id)
+                latest = Deployment.from_json(document) if document else None
+                if latest is None or latest.status != "watching":
+                    del self._active[deployment_id]  # decided through another replica
+        return stored
 
     def _finish(self, deployment: Deployment) -> None:
         """A watch ended with a verdict (saved): publish it and queue its report."""

@@ -63,6 +63,13 @@ CONTRACT_METRICS: dict[str, frozenset[str]] = {
     "kpimon_alert_precision": frozenset({"check"}),
     "kpimon_config_last_reload_success": frozenset(),
     "kpimon_config_last_reload_timestamp_seconds": frozenset(),
+    "kpimon_replica_owned_checks": frozenset(),
+    # replicas on PostgreSQL state only (monitor/leases.py)
+    "kpimon_replica_outbox_lease": frozenset(),
+    "kpimon_replica_live_replicas": frozenset(),
+    "kpimon_replica_lease_renewal_timestamp_seconds": frozenset(),
+    "kpimon_replica_lease_renewals_total": frozenset({"outcome"}),
+    "kpimon_replica_lease_changes_total": frozenset({"change"}),
 }
 # Labels Prometheus attaches to every scraped series (target labels), usable in selectors.
 TARGET_LABELS = frozenset(

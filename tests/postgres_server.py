@@ -22,11 +22,20 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
+
+
+@dataclass(frozen=True)
+class _Control:
+    prefix: list[str]
+    bindir: Path
+    options: str
+    log: Path
 
 
 @dataclass
@@ -35,9 +44,36 @@ class PostgresServer:
     port: int
     user: str
     datadir: Path
+    control: _Control
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        """Start the server (again) and wait until it takes connections."""
+        c = self.control
+        start = _run(
+            c.prefix,
+            [str(c.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", c.options, "-l", str(c.log),
+             "-w", "-t", "60", "start"],
+        )  # fmt: skip
+        if start.returncode != 0:
+            log = c.log.read_text() if c.log.exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {start.stderr or start.stdout}\n{log}")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.dsn(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: every session is cut, as in a failover or a restart)."""
+        c = self.control
+        _run(c.prefix, [str(c.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
 
 
 def _bindir() -> Path | None:
@@ -64,7 +100,7 @@ def _runner() -> tuple[list[str], str | None]:
     try:
         pwd.getpwnam("postgres")
     except KeyError:
-        pytest.fail("running as root but there is no 'postgres' user to run PostgreSQL as")
+        raise RuntimeError("running as root but there is no 'postgres' user to run PostgreSQL as")
     runuser = shutil.which("runuser")
     if runuser:
         return [runuser, "-u", "postgres", "--"], "postgres"
@@ -81,14 +117,17 @@ def _run(prefix: list[str], cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(full, capture_output=True, text=True, timeout=120, check=False)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+class PostgresUnavailable(Exception):
+    """The Debian package's binaries are not installed."""
+
+
+@contextmanager
+def running_postgres(max_connections: int = 50) -> Iterator[PostgresServer]:
+    """A PostgreSQL server on loopback in a temporary directory, stopped and deleted after;
+    PostgresUnavailable without the binaries. The benchmarks use it too."""
     bindir = _bindir()
     if bindir is None or not (bindir / "initdb").exists():
-        message = "PostgreSQL binaries not found (apt-get install postgresql)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        raise PostgresUnavailable("PostgreSQL binaries not found (apt-get install postgresql)")
     prefix, user = _runner()
     root = Path(tempfile.mkdtemp(prefix="kpimon-pg-"))
     datadir, sockdir = root / "data", root / "sock"
@@ -112,47 +151,34 @@ def postgres_server() -> Iterator[PostgresServer]:
     )
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"initdb failed: {init.stderr or init.stdout}")
+        raise RuntimeError(f"initdb failed: {init.stderr or init.stdout}")
     port = _free_port()
     options = (
         f"-p {port} -h 127.0.0.1 -k {sockdir} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=50 -c log_min_messages=warning"
+        f"-c full_page_writes=off -c max_connections={max_connections} "
+        "-c log_min_messages=warning"
     )
-    start = _run(
-        prefix,
-        [
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(datadir),
-            "-o",
-            options,
-            "-l",
-            str(root / "server.log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        ],
-    )
-    if start.returncode != 0:
-        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"pg_ctl start failed: {start.stderr or start.stdout}\n{log}")
-    server = PostgresServer(host="127.0.0.1", port=port, user="postgres", datadir=datadir)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            psycopg.connect(server.dsn(), connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    server = PostgresServer(
+        host="127.0.0.1", port=port, user="postgres", datadir=datadir,
+        control=_Control(prefix, bindir, options, root / "server.log"),
+    )  # fmt: skip
     try:
+        server.start()
         yield server
     finally:
         _run(prefix, [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "stop"])
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        with running_postgres() as server:
+            yield server
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 @pytest.fixture
@@ -168,4 +194,4 @@ def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-__all__ = ["PostgresServer", "postgres_dsn", "postgres_server"]
+__all__ = ["PostgresServer", "PostgresUnavailable", "postgres_dsn", "postgres_server", "running_postgres"]

@@ -259,3 +259,16 @@ def test_answers_need_a_bot_token_and_a_transport() -> None:
     assert not slack(signing_secret="s", app_token="")
     assert slack(token="xoxb-1", signing_secret="s")
     assert slack(token="xoxb-1", app_token="xapp-1-x")
+
+
+def test_several_replicas_are_refused_on_sqlite_state_with_what_to_do() -> None:
+    found = problems({**BASE, "state": {"path": "s.db", "replicas": 3}, "checks": [METRIC]})
+    assert found == [
+        "state.replicas: more than one replica needs the state in PostgreSQL (state.url); a"
+        " SQLite state file has a single writer, so run one replica on it (got 3)"
+    ]
+    shared = {"url": "postgresql://kpi@db/kpi", "replicas": 3, "lease_ttl": "20s"}
+    config = parse_config({**BASE, "state": shared, "checks": [METRIC]}, "ok.yaml")
+    assert (config.state.replicas, config.state.lease_ttl.total_seconds()) == (3, 20)
+    found = problems({**BASE, "state": {**shared, "lease_ttl": "1s"}, "checks": [METRIC]})
+    assert found == ["state.lease_ttl: must be between 3s and 10m (got '1s')"]

@@ -188,7 +188,10 @@ def test_strict_validation_catches_a_typo() -> None:
 # ---- values schema -----------------------------------------------------------------------------
 
 BAD_VALUES: dict[str, dict[str, Any]] = {
-    "unknown top-level key": {"replicaCount": 2},
+    "unknown top-level key": {"replicas": 2},
+    "several replicas on SQLite state": {"replicaCount": 2},
+    "no replica": {"state": {"backend": "postgresql"}, "replicaCount": 0},
+    "bad lease TTL": {"state": {"backend": "postgresql", "leaseTTL": "half a minute"}},
     "unknown nested key": {"serviceMonitor": {"enabeld": True}},
     "unknown key in state": {"state": {"persistance": {"size": "1Gi"}}},
     "port as string": {"containerPort": "9108"},
@@ -251,7 +254,8 @@ def test_schema_closes_every_object_and_covers_every_value() -> None:
         "/properties/config/properties/checks/items",
     }
     for path, node in _schema_objects(schema):
-        if path in open_on_purpose:
+        # conditions between values (allOf: if/then) restrict the objects above, define none
+        if path in open_on_purpose or path.startswith("/allOf/"):
             continue
         assert node.get("additionalProperties") is False, (
             f"schema object {path} accepts unknown keys"
@@ -353,8 +357,10 @@ def test_deployment_runs_one_restricted_daemon(case: str) -> None:
     objects = render(CASES[case])
     deployment = one(objects, "Deployment")
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # SQLite state: Recreate; PostgreSQL state: the replicas' leases let a pod roll over
+    shared = "lease_ttl" in one(objects, "ConfigMap", FULLNAME)["data"]["config.yaml"]
+    assert spec["replicas"] == (2 if case == "production" else 1)
+    assert spec["strategy"]["type"] == ("RollingUpdate" if shared else "Recreate")
     pod = spec["template"]["spec"]
     assert_restricted(pod)
     assert pod["automountServiceAccountToken"] is False
@@ -414,9 +420,31 @@ def test_postgresql_state_has_no_volume() -> None:
     config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
     assert config["state"] == {
         "url": "${KPIMON_STATE_URL}",
+        "replicas": 1,
+        "lease_ttl": "30s",
         "retention": RETENTION,
     }
     assert "/var/lib/kpi-monitor" not in {m["mountPath"] for m in daemon(objects)["volumeMounts"]}
+
+
+def test_several_replicas_share_postgresql_state_and_roll_one_at_a_time() -> None:
+    objects = render(kt.deep_merge(POSTGRESQL, {"replicaCount": 3, "state": {"leaseTTL": "20s"}}))
+    deployment = one(objects, "Deployment")["spec"]
+    assert deployment["replicas"] == 3
+    assert deployment["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}
+    }
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
+    state = StateConfig.model_validate({**config["state"], "url": "postgresql://k@db/kpi"})
+    assert (state.replicas, state.lease_ttl) == (3, timedelta(seconds=20))
+
+
+def test_sqlite_state_stays_one_replica_recreated() -> None:
+    deployment = one(render(), "Deployment")["spec"]
+    assert (deployment["replicas"], deployment["strategy"]) == (1, {"type": "Recreate"})
+    helm = kt.require_module("helm_python", "helm-python-sdk")
+    with pytest.raises(helm.HelmValuesError, match="replicaCount"):
+        kt.render_chart({"replicaCount": 2})
 
 
 def test_state_retention_reaches_the_daemons_config() -> None:

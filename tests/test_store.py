@@ -96,7 +96,16 @@ VERSION_6 = (
     "CREATE TABLE calendar_events (event_id TEXT PRIMARY KEY, created_at TEXT NOT NULL,"
     " document TEXT NOT NULL)",
 )
-EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5, VERSION_6)
+VERSION_7 = (
+    "CREATE TABLE alert_answers (check_name TEXT NOT NULL, segment TEXT NOT NULL,"
+    " episode INTEGER NOT NULL, answer TEXT NOT NULL, user_id TEXT NOT NULL,"
+    " user_name TEXT NOT NULL, answered_at TEXT NOT NULL, since TEXT NOT NULL,"
+    " applied INTEGER NOT NULL, holds INTEGER NOT NULL,"
+    " PRIMARY KEY (check_name, segment, episode))",
+    "CREATE INDEX alert_answers_time ON alert_answers (answered_at)",
+    "CREATE TABLE slack_requests (digest TEXT PRIMARY KEY, seen_at TEXT NOT NULL)",
+)
+EARLIER = (VERSION_1, VERSION_2, VERSION_3, VERSION_4, VERSION_5, VERSION_6, VERSION_7)
 
 
 def schema_version(config: StateConfig) -> str:
@@ -111,7 +120,7 @@ def schema_version(config: StateConfig) -> str:
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
 def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     version: int, database: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -135,17 +144,21 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     # hold on an open episode, alert events, calendar events
     resolved = replace(NOTE, kind="resolved")
     upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T, hold_sign=-1, hold_evidence=7.5)
-    store.record("revenue", "DE", upgraded, [resolved], ["slack"])
+    store.record_all("revenue", [("DE", upgraded, [resolved])], ["slack"], verdicts={"DE": "{}"})
     assert [e.notification for e in store.alert_events("revenue")] == [resolved]
     store.save_calendar_event("e1", T, '{"id": "e1"}')
     # ... and answers to alerts (version 7)
     answer = Feedback(AlertRef("revenue", "DE", 1), "false_alarm", "U1", "ana", T, T, applied=False)
     assert store.answers.record(answer, [])
+    # ... and what replicas share (version 8): a check's last run, the latest verdicts
+    store.record_run("revenue", T, "ok", 0.5, None)
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
     assert reopened.calendar_events() == ['{"id": "e1"}']
     assert reopened.answers.unapplied() == [answer]
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
+    assert reopened.latest_verdicts() == {("revenue", "DE"): "{}"}
+    assert reopened.last_runs()["revenue"].outcome == "ok"
     assert reopened.remote_id(NOTE.key, "slack") == "C1:123.4"
     assert [e.notification for e in reopened.pending("slack")] == [resolved]
     reopened.close()
@@ -298,9 +311,12 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
     open_store: Callable[[], StateStore],
 ) -> None:
     store = open_store()
-    assert store.record_deployment("d1", "prod", "watching", T, '{"id": "d1"}')
+    doc1 = '{"id": "d1"}'
+    assert store.record_deployment("d1", "prod", "watching", T, doc1)
     assert not store.record_deployment("d1", "prod", "watching", T, '{"id": "d1", "again": 1}')
-    store.update_deployment("d1", "failed", '{"id": "d1", "x": 1}')
+    assert store.change_deployment("d1", lambda doc: ("failed", '{"id": "d1", "x": 1}')) == doc1
+    assert store.change_deployment("d1", lambda doc: None) is None  # nothing to change
+    assert store.change_deployment("d2", lambda doc: ("failed", "{}")) is None  # no such one
     store.save_manifest("prod", "{}")
     store.save_table_schema("analytics.fct_orders", '{"id": "BIGINT"}')
     store.save_rebaseline("revenue", T)

@@ -43,14 +43,20 @@ class Dispatcher:
         slack: SlackChannel | None,
         alertmanager: AlertmanagerClient | None,
         clock: Callable[[], datetime],
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``may_send``: asked right before each post; False (a replica whose outbox lease ran
+        out, see monitor/leases.py) ends the round without posting."""
         self.config = config
         self.store = store
         self.metrics = metrics
         self.slack = slack
         self.alertmanager = alertmanager
         self.clock = clock
-        self._slack = SlackOutbox(config, store, metrics, slack, clock) if slack else None
+        self.may_send = may_send
+        self._slack = (
+            SlackOutbox(config, store, metrics, slack, clock, may_send) if slack else None
+        )
         self._lock = threading.Lock()
 
     def reconfigure(
@@ -118,6 +124,8 @@ class Dispatcher:
             waiting[frozenset(replicas) - entry.delivered_to].append((entry, alert))
         delivered = 0
         for targets, group in waiting.items():
+            if not self.may_send():
+                break
             refusals = self._post_group(group, [replicas[r] for r in sorted(targets)])
             for entry, _ in group:
                 refused = refusals[entry.id]

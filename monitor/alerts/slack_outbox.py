@@ -102,8 +102,10 @@ class SlackOutbox:
         metrics: Metrics,
         slack: SlackChannel,
         clock: Callable[[], datetime],
+        may_send: Callable[[], bool] = lambda: True,
     ) -> None:
         assert config.slack is not None
+        self.may_send = may_send
         self.config = config
         self.slack_config = config.slack
         self.store = store
@@ -401,6 +403,9 @@ class SlackOutbox:
                 return 0
             posted = self._found(step, now) if step.find is not None else None
             if posted is None:
+                if not self.may_send():
+                    # this replica's outbox lease ran out: another one delivers from here
+                    raise _RoundOver
                 marker = None
                 if step.find is not None:
                     marker = secrets.token_hex(8)

@@ -82,6 +82,8 @@ app.kubernetes.io/part-of: kpi-monitor
 {{- $state := dict "retention" (deepCopy .Values.state.retention) }}
 {{- if eq .Values.state.backend "postgresql" }}
 {{- $_ := set $state "url" (printf "${%s}" .Values.state.postgresql.urlEnv) }}
+{{- $_ := set $state "replicas" (int .Values.replicaCount) }}
+{{- $_ := set $state "lease_ttl" .Values.state.leaseTTL }}
 {{- else }}
 {{- $_ := set $state "path" (printf "%s/state.db" (include "kpi-monitor.stateDir" .)) }}
 {{- end }}
