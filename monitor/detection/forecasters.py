@@ -68,7 +68,9 @@ def season(
 ) -> tuple[float, int]:
     """The seasonal median at ``index`` (NaN without a sample) and how many of the slot's own
     samples it rests on. With two samples, ``tiebreak`` (the shorter period's shape, when
-    known) is a third: the mean of two is no defence against one anomalous cycle."""
+    known) picks the one nearer to it: the mean of two is no defence against one anomalous
+    cycle. (It only referees: a shorter period's shape is measured from another level, so it is
+    never a sample itself.)"""
     own = 0
     lo, hi = math.inf, -math.inf
     for k in range(1, cycles + 1):
@@ -80,8 +82,7 @@ def season(
     if own == 0:
         return NAN, 0
     if own == 2 and tiebreak == tiebreak:
-        work[2] = tiebreak
-        own_median = median(work, 3)
+        own_median = work[0] if abs(work[0] - tiebreak) <= abs(work[1] - tiebreak) else work[1]
     else:
         own_median = median(work, own)
     if pool == 0:
