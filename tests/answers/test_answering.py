@@ -120,7 +120,8 @@ def test_false_alarm_resolves_the_alert_and_widens_the_series_band_bounded(
     group = shop.alert("sales")
     engine = shop.daemon.engine
     before = {s.segment: s.verdict for s in engine.series("sales")}
-    assert shop.post(slack.click(group, "false_alarm", index=0)) == (200, "")  # DE
+    # the group: the check's total first, then DE and FR
+    assert shop.post(slack.click(group, "false_alarm", index=1)) == (200, "")  # DE
     shop.settle()
 
     assert shop.metric("kpimon_anomaly", check="sales", segment="DE") == 0
@@ -146,7 +147,7 @@ def test_false_alarm_resolves_the_alert_and_widens_the_series_band_bounded(
     assert shop.metric("kpimon_alert_feedback_total", check="sales", answer="false_alarm") == 1
     # the group's message keeps FR's buttons and says who answered DE
     edited = next(m for m in slack.posted("#data-alerts") if m.ts == group.ts)
-    assert len(actions(edited.blocks)) == 1
+    assert len(actions(edited.blocks)) == 2  # the total's and FR's
     assert "Marked as a false alarm" in json.dumps(edited.blocks)
 
 
@@ -169,13 +170,13 @@ def test_precision_is_the_share_of_answered_alerts_that_were_real(
     shop: Shop, slack: SlackServer
 ) -> None:
     group = shop.alert("sales")
-    shop.post(slack.click(group, "acknowledge", index=0))
-    shop.post(slack.click(group, "false_alarm", index=1))
+    shop.post(slack.click(group, "acknowledge", index=1))  # the total first, then DE and FR
+    shop.post(slack.click(group, "false_alarm", index=2))
     shop.settle()
     assert shop.metric("kpimon_alert_precision", check="sales") == 0.5
     page = shop.alerts("sales")
-    assert {a["segment"]: a["answer"]["answer"] for a in page["alerts"]} == {
-        "DE": "acknowledge", "FR": "false_alarm"
+    assert {a["segment"]: a["answer"] and a["answer"]["answer"] for a in page["alerts"]} == {
+        "": None, "DE": "acknowledge", "FR": "false_alarm"
     }  # fmt: skip
 
 
@@ -343,7 +344,7 @@ def test_answers_survive_a_restart_and_keep_the_raised_threshold(
 ) -> None:
     shop = start_shop(tmp_path, slack)
     try:
-        shop.post(slack.click(shop.alert("sales"), "false_alarm", index=0))
+        shop.post(slack.click(shop.alert("sales"), "false_alarm", index=1))  # DE
         shop.settle()
         shop.daemon.engine.run("sales")  # judged by the model at the raised sensitivity
         raised = {s.segment: s.verdict for s in shop.daemon.engine.series("sales")}
@@ -459,12 +460,12 @@ def test_socket_mode_refuses_a_stranger_with_an_ephemeral_message(
 def test_the_alert_history_is_paged_newest_first_with_a_cursor(
     shop: Shop, slack: SlackServer
 ) -> None:
-    first = shop.alerts("sales", "?limit=1")
-    assert len(first["alerts"]) == 1 and first["next"]
-    second = shop.alerts("sales", f"?limit=1&cursor={first['next']}")
-    assert len(second["alerts"]) == 1 and second["next"] is None
-    segments = {first["alerts"][0]["segment"], second["alerts"][0]["segment"]}
-    assert segments == {"DE", "FR"}
+    pages = [shop.alerts("sales", "?limit=1")]
+    while pages[-1]["next"] is not None:
+        pages.append(shop.alerts("sales", f"?limit=1&cursor={pages[-1]['next']}"))
+    assert [len(p["alerts"]) for p in pages] == [1, 1, 1]
+    # the check's total and the two segments that opened with it
+    assert {p["alerts"][0]["segment"] for p in pages} == {"", "DE", "FR"}
     for query in ("?limit=0", "?limit=x", "?cursor=%%%", "?page=2"):
         with pytest.raises(HTTPError) as refused:
             urlopen(f"{shop.url}/api/v1/checks/sales/alerts{query}")
