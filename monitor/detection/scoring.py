@@ -25,7 +25,7 @@ import numpy as np
 
 from monitor.detection.forecasters import SEASONAL
 from monitor.detection.jit import FloatArray, IntArray, Record, kernel
-from monitor.detection.rings import NAN, get, median, quantile, select
+from monitor.detection.rings import NAN, gather, get, median, quantile, select
 from monitor.detection.scales import inverse
 
 FORECASTER_PREFERENCE = 0.3
@@ -59,12 +59,7 @@ def calibrate(
     lo = at - window
     state.chosen = _choose(resid, lo, at, first, newest, day, work)
     r = resid[state.chosen]
-    m = 0
-    for index in range(lo, at):
-        v = get(r, index, first, newest)
-        if v == v:
-            work[m] = v
-            m += 1
+    m = gather(r, lo, at, first, newest, work)
     if m < 8:
         state.sigma = NAN
         return
@@ -175,12 +170,7 @@ def ensure_scales(
     state.scales_of = state.chosen
     r = resid[state.chosen]
     lo = at - window
-    m = 0
-    for index in range(lo, at):
-        v = get(r, index, first, newest)
-        if v == v:
-            work[m] = v
-            m += 1
+    m = gather(r, lo, at, first, newest, work)
     if m < 8:
         scales[:] = NAN
         return
