@@ -29,7 +29,7 @@ AHEAD = timedelta(hours=24)
 SEED = 20261126
 
 COUNTRIES = ("US", "GB", "DE", "FR", "BR", "JP", "CA", "AU")
-COUNTRY_SHARE = (0.20, 0.08, 0.50, 0.07, 0.06, 0.04, 0.03, 0.02)
+COUNTRY_SHARE = (0.25, 0.08, 0.50, 0.05, 0.05, 0.03, 0.02, 0.02)
 BROKEN_COUNTRY = "DE"
 CAMPAIGN_EFFECT = 1.5  # the campaign's signups: +150%, as config/demo.yaml expects
 
