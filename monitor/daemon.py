@@ -74,6 +74,8 @@ class Daemon:
             config, self.store, self.metrics, _slack(config), _alertmanager(config), clock=_now
         )
         self.metrics.declare_channels(["log", *self.dispatcher.channels])
+        # the watcher judges the engine's runs and rebaselines through the engine: the engine's
+        # listeners look the watcher up when called, the watcher being built just below
         self.engine = Engine(
             config,
             self.warehouses,
@@ -81,6 +83,8 @@ class Daemon:
             self.metrics,
             channels=self.dispatcher.channels,
             chart_buckets=_chart_buckets(config),
+            cause=lambda check, since, now: self.watcher.cause(check, since, now),
+            after_run=lambda result: self.watcher.observe(result),
         )
         self.watcher = DeploymentWatcher(
             config,
@@ -91,8 +95,6 @@ class Daemon:
             clock=self.engine.clock,
             annotate=GrafanaAnnotator(config.grafana) if config.grafana else None,
         )
-        self.engine.cause = self.watcher.cause
-        self.engine.after_run = self.watcher.observe
         self.scheduler = CheckScheduler(config, self.engine, self.dispatcher, self.watcher)
         self.api = Api(
             self.engine,

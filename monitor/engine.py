@@ -30,6 +30,7 @@ from monitor.detection import Detector, DetectorSpec, Verdict
 from monitor.errors import (
     QueryTimeout,
     StateStoreError,
+    UnknownCheck,
     WarehouseError,
     WarehouseUnavailable,
 )
@@ -167,9 +168,9 @@ class Engine:
         self.metrics = metrics
         self.channels = channels or []
         self.clock = clock
-        self.after_run = after_run
+        self._after_run = after_run
         self.announce = announce
-        self.cause = cause
+        self._cause = cause
         self.chart_buckets = chart_buckets
         self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
@@ -204,17 +205,33 @@ class Engine:
     # --- public surface -------------------------------------------------------------------
 
     def run(self, name: str) -> RunResult:
-        """Run one check now and record its outcome; never raises for a check's own failure."""
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        """Run one check now and record its outcome; never raises for a check's own failure,
+        nor for the ``after_run`` listener's (it is logged: the run's alerts are queued already,
+        and the caller goes on to deliver them).
+
+        :raises UnknownCheck: no check of that name is configured.
+        """
+        check = self.check(name)
         with self._locks[name]:
             result = self._run(check)
         with self._guard:
             self._last_run[name] = result
-        if self.after_run is not None:
-            self.after_run(result)
+        if self._after_run is not None:
+            try:
+                self._after_run(result)
+            except Exception:
+                log.exception("run listener failed", extra={"fields": {"check": name}})
         return result
+
+    def check(self, name: str) -> CheckConfig:
+        """The configured check of that name.
+
+        :raises UnknownCheck: there is none.
+        """
+        check = self.config.check(name)
+        if check is None:
+            raise UnknownCheck(name)
+        return check
 
     def last_run(self, name: str) -> RunResult | None:
         with self._guard:
@@ -235,9 +252,7 @@ class Engine:
         page draws. Replays are kept and carried forward bucket by bucket (see
         :class:`monitor.history.Replays`); a freshness check gives its data age over the last
         ``buckets`` steps of ``AGE_STEP`` against its current band."""
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        check = self.check(name)
         if check.kind == "freshness":
             with self._guard:
                 loads = self._loads.get(name)
@@ -258,10 +273,10 @@ class Engine:
 
         Its models stop measuring against the old level, and an alert that is firing ends with
         a resolution saying why, so the new normal is not alerted on for days.
+
+        :raises UnknownCheck: no check of that name is configured.
         """
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        check = self.check(name)
         with self._locks[name]:
             self.store.save_rebaseline(name, since)
             with self._guard:
@@ -350,9 +365,7 @@ class Engine:
         """A check removed from the config, or redefined so that its series are other ones:
         its open alerts resolve, saying ``reason``, and its metrics go (a series that is gone
         must not keep an alert rule firing)."""
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        check = self.check(name)
         with self._locks[name]:
             notes = self._close_episodes(check, reason, self.clock())
             self.metrics.forget_check(name)
@@ -845,6 +858,17 @@ class Engine:
             self.metrics.alerts_sent.labels("log", "ok").inc()
         return statuses, notes
 
+    def _likely_cause(self, check: CheckConfig, since: datetime) -> str | None:
+        """What the ``cause`` listener names for an alert opening; a failing listener is logged
+        and the alert goes out without a cause rather than not at all."""
+        if self._cause is None:
+            return None
+        try:
+            return self._cause(check, since, self.clock())
+        except Exception:
+            log.exception("cause listener failed", extra={"fields": {"check": check.name}})
+            return None
+
     def _notification(
         self,
         check: CheckConfig,
@@ -855,8 +879,7 @@ class Engine:
         cause, reason = None, ""
         if transition.kind == "opened":
             reason = Bounds(check.min, check.max).reason(verdict.value)
-            if self.cause is not None:
-                cause = self.cause(check, to_utc(transition.since).to_pydatetime(), self.clock())
+            cause = self._likely_cause(check, to_utc(transition.since).to_pydatetime())
         return Notification(
             kind=transition.kind,
             check=check.name,

@@ -24,6 +24,20 @@ class ConfigError(KpiMonitorError):
         return "\n".join(lines)
 
 
+class UnknownCheck(KpiMonitorError, KeyError):
+    """A name that no configured check has (a lookup error, hence also a :class:`KeyError`).
+
+    ``names`` holds the names asked for; the HTTP API answers 404 for it.
+    """
+
+    def __init__(self, *names: str, message: str | None = None) -> None:
+        self.names = names
+        super().__init__(message or ", ".join(f"no check named {n!r}" for n in names))
+
+    # KeyError's str() is the repr of its argument: the message is read by people
+    __str__ = KpiMonitorError.__str__
+
+
 class WarehouseError(KpiMonitorError):
     """A warehouse could not answer a query.
 

@@ -22,13 +22,13 @@ from monitor.alerts.dispatch import outbox_json
 from monitor.buckets import to_utc
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, SeriesStatus
-from monitor.errors import ConfigError, StateStoreError
+from monitor.errors import ConfigError, StateStoreError, UnknownCheck
 from monitor.exporter import Metrics
 from monitor.pages import render
 from monitor.pages.collect import PageData
 from monitor.pages.model import DeploymentPage, Filters
 from monitor.reload import ReloadBusy, ReloadPlan
-from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
+from monitor.watcher import DeploymentConflict, DeploymentWatcher
 
 log = logging.getLogger("monitor.server")
 _M = TypeVar("_M", bound=BaseModel)
@@ -194,6 +194,8 @@ class Api:
         except HttpError as exc:
             response = _json(exc.status, {"error": str(exc)})
             headers = exc.headers
+        except UnknownCheck as exc:  # the one place a check's name is found wanting
+            response = _json(404, {"error": str(exc)})
         except StateStoreError as exc:
             # nothing was applied: the call may be repeated once the store takes writes again
             log.warning("request failed", extra={"fields": {"path": path, "error": str(exc)}})
@@ -318,9 +320,7 @@ class Api:
         return _json(200, {"status": "ready"})
 
     def _check_json(self, name: str) -> dict[str, Any]:
-        check = self.engine.config.check(name)
-        if check is None:
-            raise HttpError(404, f"no check named {name!r}")
+        check = self.engine.check(name)
         last = self.engine.last_run(name)
         return {
             "name": check.name,
@@ -354,16 +354,14 @@ class Api:
         return _json(200, {"notifications": [outbox_json(e) for e in entries]})
 
     def post_run(self, name: str, body: object) -> Response:
-        if self.engine.config.check(name) is None:
-            raise HttpError(404, f"no check named {name!r}")
+        self.engine.check(name)  # an unknown check is a 404, whatever the body says
         if body not in (None, {}):
             raise HttpError(400, "this call takes no body")
         self.run_now(name)
         return _json(202, {"check": name, "status": "scheduled"})
 
     def post_rebaseline(self, name: str, body: object) -> Response:
-        if self.engine.config.check(name) is None:
-            raise HttpError(404, f"no check named {name!r}")
+        self.engine.check(name)  # an unknown check is a 404, whatever the body says
         request = _validate(RebaselineRequest, body or {})
         since = request.since or self.engine.clock()
         if since.tzinfo is None:
@@ -372,8 +370,7 @@ class Api:
         return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
 
     def post_mute(self, name: str, body: object) -> Response:
-        if self.engine.config.check(name) is None:
-            raise HttpError(404, f"no check named {name!r}")
+        self.engine.check(name)  # an unknown check is a 404, whatever the body says
         request = _validate(MuteRequest, body)
         if request.until.tzinfo is None:
             raise HttpError(400, "until: give a time zone, e.g. 2026-11-27T06:00:00Z")
