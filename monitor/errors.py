@@ -60,6 +60,11 @@ class WarehouseUnavailable(WarehouseError):
     """The warehouse could not be reached or refused the connection."""
 
 
+class WarehouseAuthError(WarehouseUnavailable):
+    """The warehouse (or its token endpoint) refused the credentials: retrying with the same
+    ones cannot help."""
+
+
 class QueryFailed(WarehouseError):
     """The warehouse rejected or failed one query (bad SQL, missing table, permissions)."""
 

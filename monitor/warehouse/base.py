@@ -6,11 +6,17 @@ import datetime as dt
 import decimal
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from typing import TypeAlias
 
 import pandas as pd
 
 from monitor.dialects import Dialect
 from monitor.errors import WarehouseError
+
+# A driver's exception classes -> the adapter's error for each: every class the driver exports
+# is a key (tests/test_warehouse_errors.py), so a driver upgrade that adds one fails a test
+# instead of surfacing as something else.
+DriverErrors: TypeAlias = Mapping[type[BaseException], type[WarehouseError]]
 
 
 class Warehouse(ABC):
@@ -19,6 +25,7 @@ class Warehouse(ABC):
     Adapters are thread-safe: the scheduler runs checks on several threads at once. They raise
     only :class:`monitor.errors.WarehouseError` subclasses, never a driver's own exception, and
     leave the warehouse's name out of their messages: :meth:`query` attaches it to the error.
+   
     """
 
     dialect: Dialect
@@ -67,6 +74,16 @@ class Warehouse(ABC):
 
     def close(self) -> None:  # noqa: B027 - adapters without a session have nothing to close
         """Release connections and cancel statements still running."""
+
+
+def driver_error(exc: BaseException, table: DriverErrors) -> type[WarehouseError] | None:
+    """The adapter's error class for a driver exception: the table's entry for the nearest of
+    its classes (None: not the driver's, e.g. a socket error the driver let through)."""
+    for cls in type(exc).__mro__:
+        kind = table.get(cls)
+        if kind is not None:
+            return kind
+    return None
 
 
 def bound_value(value: object) -> object:
