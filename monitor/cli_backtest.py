@@ -93,14 +93,11 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
     now = datetime.now(UTC)
     shown_from = pd.Timestamp(now - parse_duration(args.since))
     name = config.warehouse_of(check)
-    warehouse = open_warehouse(name, config.all_warehouses()[name])
-    try:
+    with open_warehouse(name, config.all_warehouses()[name]) as warehouse:
         if check.kind == "freshness":
             replays = {"": _replay_freshness(check, warehouse, shown_from, now)}
         else:
             replays = _replay_series(check, warehouse, shown_from, now)
-    finally:
-        warehouse.close()
     if not replays:
         print(f"{check.name}: no data in the lookback before {moment(shown_from)} or since")
         return EXIT_OK
@@ -224,11 +221,8 @@ def _deployments(config: Config, check: CheckConfig, shown_from: pd.Timestamp) -
     if config.state.url is None and not Path(config.state.path).exists():
         return []
     try:
-        store = StateStore.open(config.state, exclusive=False)
-        try:
+        with StateStore.open(config.state, exclusive=False) as store:
             documents = store.deployments(since=shown_from.to_pydatetime())
-        finally:
-            store.close()
     except StateStoreError as exc:
         print(f"deployments not marked: {exc}")
         return []
