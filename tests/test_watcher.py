@@ -337,6 +337,24 @@ def test_a_watcher_that_cannot_save_fails_neither_the_run_nor_the_delivery_of_it
     assert "run listener failed" in caplog.text and "database is locked" in caplog.text
 
 
+def test_an_alert_goes_out_without_a_cause_when_the_watcher_cannot_name_one(
+    world: World, demo_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deploy(world)
+    fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
+    with sqlite3.connect(demo_dir / "state.db") as db:  # the deployments cannot be read
+        db.execute("DROP TABLE deployments")
+    world.clock[0] = DEMO_NOW
+    assert world.engine.run("revenue").outcome == "anomaly"
+    us = next(
+        e.notification
+        for e in world.outbox()
+        if e.kind == "alert" and e.notification.segment == "US"
+    )
+    assert us.cause is None
+    assert "cause listener failed" in caplog.text
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
