@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 from wsgiref.types import StartResponse, WSGIEnvironment
@@ -34,6 +34,9 @@ log = logging.getLogger("monitor.server")
 _M = TypeVar("_M", bound=BaseModel)
 
 NOTIFICATIONS_LISTED = 500
+# the moments a rebaseline may start from: series are indexed from the Unix epoch, and pandas
+# timestamps end in April 2262
+REBASELINE_RANGE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2262, 1, 1, tzinfo=UTC))
 MAX_BODY_BYTES = 64 * 1024
 MAX_DEPLOYMENT_BYTES = 8 * 1024 * 1024  # a compacted dbt manifest of a large project
 # Bodies from this size on are gzipped for clients that accept it (Prometheus does): /metrics of
@@ -366,6 +369,8 @@ class Api:
         since = request.since or self.engine.clock()
         if since.tzinfo is None:
             raise HttpError(400, "since: give a time zone, e.g. 2026-11-26T10:00:00Z")
+        if not REBASELINE_RANGE[0] <= since < REBASELINE_RANGE[1]:
+            raise HttpError(400, "since: give a moment from 1970 to 2261")
         resolved = self.engine.rebaseline(name, since)
         return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
 
