@@ -7,6 +7,7 @@ unreachable warehouse, failed check).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -83,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from monitor.exporter import Metrics
     from monitor.report import render_sql, render_table
     from monitor.store import StateStore
-    from monitor.warehouse import open_warehouses
+    from monitor.warehouse import open_warehouse
 
     config = _load(args)
     checks = config.checks_named(args.check or [c.name for c in config.checks])
@@ -91,14 +92,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("\n\n".join(render_sql(config, check, datetime.now(UTC)) for check in checks))
         return EXIT_OK
     # a one-off pass: judged in memory, so it neither alerts nor disturbs a daemon's state
-    warehouses = open_warehouses(config)
-    try:
-        engine = Engine(config, warehouses, StateStore(":memory:"), Metrics(), announce=False)
+    with contextlib.ExitStack() as opened:
+        # entered one by one: those opened before one that fails to open are closed too
+        warehouses = {
+            name: opened.enter_context(open_warehouse(name, settings))
+            for name, settings in config.all_warehouses().items()
+        }
+        store = opened.enter_context(StateStore(":memory:"))
+        engine = Engine(config, warehouses, store, Metrics(), announce=False)
         results = [engine.run(check.name) for check in checks]
-    finally:
-        for warehouse in warehouses.values():
-            warehouse.close()
-    print(render_table(results, engine))
+        table = render_table(results, engine)
+    print(table)
     if any(r.outcome == "error" for r in results):
         return EXIT_ERROR
     return EXIT_ANOMALY if any(r.outcome == "anomaly" for r in results) else EXIT_OK
@@ -120,8 +124,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = False
     now = datetime.now(UTC)
     for name, settings in config.all_warehouses().items():
-        warehouse = open_warehouse(name, settings)
-        try:
+        with open_warehouse(name, settings) as warehouse:
             try:
                 warehouse.ping()
             except KpiMonitorError as exc:
@@ -144,8 +147,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 except KpiMonitorError as exc:
                     failed = True
                     print(f"check {check.name}: FAILED: {_problem(exc)}")
-        finally:
-            warehouse.close()
     return EXIT_ERROR if failed else EXIT_OK
 
 

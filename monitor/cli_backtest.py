@@ -108,8 +108,7 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
     marks, recorded = _from_store(config, check, shown_from)
     calendar = calendar_for(check, recorded)
     name = config.warehouse_of(check)
-    warehouse = open_warehouse(name, config.all_warehouses()[name])
-    try:
+    with open_warehouse(name, config.all_warehouses()[name]) as warehouse:
         if check.kind == "freshness":
             replays = {"": _replay_freshness(check, warehouse, shown_from, now)}
             answers: dict[str, list[Feedback]] | None = None
@@ -118,8 +117,6 @@ def backtest_check(config: Config, check: CheckConfig, args: argparse.Namespace)
             replays = _replay_series(check, warehouse, shown_from, now, calendar, answers)
             if answers is not None:
                 unanswered = _replay_series(check, warehouse, shown_from, now, calendar)
-    finally:
-        warehouse.close()
     if args.answers and answers is None:
         print(f"{check.name}: a freshness check has no model answers could change")
     if not replays:
@@ -167,11 +164,8 @@ def _answers(config: Config, check: CheckConfig) -> dict[str, list[Feedback]]:
     if config.state.url is None and not Path(config.state.path).exists():
         print(f"{check.name}: no state store at {config.state.path}: no answers to replay")
         return {}
-    store = StateStore.open(config.state, exclusive=False)
-    try:
+    with StateStore.open(config.state, exclusive=False) as store:
         given = store.answers.since(datetime(1970, 1, 1, tzinfo=UTC), check.name)
-    finally:
-        store.close()
     by_segment: dict[str, list[Feedback]] = {}
     for answer in given:
         by_segment.setdefault(answer.ref.segment, []).append(answer)
@@ -344,12 +338,9 @@ def _from_store(
     if config.state.url is None and not Path(config.state.path).exists():
         return [], []
     try:
-        store = StateStore.open(config.state, exclusive=False)
-        try:
+        with StateStore.open(config.state, exclusive=False) as store:
             documents = store.deployments(since=shown_from.to_pydatetime())
             events = store.calendar_events()
-        finally:
-            store.close()
     except StateStoreError as exc:
         print(f"deployments and recorded events not used: {exc}")
         return [], []

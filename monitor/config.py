@@ -266,10 +266,10 @@ class DatabricksWarehouseConfig(_Model):
     )
 
 
-WarehouseConfig = Annotated[
-    DuckDBWarehouseConfig | PostgresWarehouseConfig | DatabricksWarehouseConfig,
-    Field(discriminator="kind"),
-]
+# one configured warehouse, whatever its kind (the adapter is chosen by the class)
+AnyWarehouseConfig = DuckDBWarehouseConfig | PostgresWarehouseConfig | DatabricksWarehouseConfig
+# ... as read from the file: ``kind`` says which
+WarehouseConfig = Annotated[AnyWarehouseConfig, Field(discriminator="kind")]
 
 
 class RetentionConfig(_Model):
@@ -617,9 +617,7 @@ class Config(_Model):
             raise _ReferenceProblems(problems)
         return self
 
-    def all_warehouses(
-        self,
-    ) -> dict[str, DuckDBWarehouseConfig | PostgresWarehouseConfig | DatabricksWarehouseConfig]:
+    def all_warehouses(self) -> dict[str, AnyWarehouseConfig]:
         if self.warehouse is not None:
             return {"default": self.warehouse}
         return dict(self.warehouses)

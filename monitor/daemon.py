@@ -89,6 +89,8 @@ class Daemon:
             may_send=self._housekeeper,
         )
         self.metrics.declare_channels(["log", *self.dispatcher.channels])
+        # the watcher judges the engine's runs and rebaselines through the engine: the engine's
+        # listeners look the watcher up when called, the watcher being built just below
         self.engine = Engine(
             config,
             self.warehouses,
@@ -98,6 +100,8 @@ class Daemon:
             clock=self.clock,
             chart_buckets=_chart_buckets(config),
             shared=self.shared,
+            cause=lambda check, since, now: self.watcher.cause(check, since, now),
+            after_run=lambda result: self.watcher.observe(result),
         )
         annotator = GrafanaAnnotator(config.grafana) if config.grafana else None
         self.watcher = DeploymentWatcher(
@@ -109,8 +113,6 @@ class Daemon:
             clock=self.engine.clock,
             annotate=annotator,
         )
-        self.engine.cause = self.watcher.cause
-        self.engine.after_run = self.watcher.observe
         self.scheduler = CheckScheduler(
             config,
             self.engine,

@@ -37,6 +37,7 @@ from monitor.errors import (
     QueryFailed,
     QueryTimeout,
     StateStoreError,
+    UnknownCheck,
     WarehouseError,
     WarehouseUnavailable,
 )
@@ -201,9 +202,9 @@ class Engine:
         self.metrics = metrics
         self.channels = channels or []
         self.clock = clock
-        self.after_run = after_run
+        self._after_run = after_run
         self.announce = announce
-        self.cause = cause
+        self._cause = cause
         self.chart_buckets = chart_buckets
         self._mutes = store.mutes()
         self._rebaselines = store.rebaselines()
@@ -255,10 +256,13 @@ class Engine:
     # --- public surface -------------------------------------------------------------------
 
     def run(self, name: str) -> RunResult:
-        """Run one check now and record its outcome; never raises for a check's own failure."""
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        """Run one check now and record its outcome; never raises for a check's own failure,
+        nor for the ``after_run`` listener's (it is logged: the run's alerts are queued already,
+        and the caller goes on to deliver them).
+
+        :raises UnknownCheck: no check of that name is configured.
+        """
+        check = self.check(name)
         with self._locks[name]:
             result = self._run(check)
             if self._held is not None:
@@ -266,9 +270,22 @@ class Engine:
         with self._guard:
             # kept without its verdicts: a first run's are the whole lookback of every segment
             self._last_run[name] = replace(result, verdicts={})
-        if self.after_run is not None:
-            self.after_run(result)
+        if self._after_run is not None:
+            try:
+                self._after_run(result)
+            except Exception:
+                log.exception("run listener failed", extra={"fields": {"check": name}})
         return result
+
+    def check(self, name: str) -> CheckConfig:
+        """The configured check of that name.
+
+        :raises UnknownCheck: there is none.
+        """
+        check = self.config.check(name)
+        if check is None:
+            raise UnknownCheck(name)
+        return check
 
     def last_run(self, name: str) -> RunResult | None:
         """The check's last run: from memory, or from the state store for a check another
@@ -408,9 +425,7 @@ class Engine:
         page draws. Replays are kept and carried forward bucket by bucket (see
         :class:`monitor.history.Replays`); a freshness check gives its data age over the last
         ``buckets`` steps of ``AGE_STEP`` against its current band."""
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        check = self.check(name)
         if check.kind == "freshness":
             with self._guard:
                 loads = self._loads.get(name)
@@ -434,10 +449,10 @@ class Engine:
         a resolution saying why, so the new normal is not alerted on for days. A check another
         replica runs is only saved: that replica follows it within a lease renewal (``refresh``)
         and None is returned.
+
+        :raises UnknownCheck: no check of that name is configured.
         """
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        check = self.check(name)
         if not self.holds(name):
             self.store.save_rebaseline(name, since)
             return None
@@ -460,9 +475,7 @@ class Engine:
         """An alert answered as a false alarm: its episode, if still open, resolves saying
         ``reason``, and the series' models are rebuilt at its new sensitivity (worked out from
         the recorded answers) before its next bucket is judged."""
-        check = self.config.check(ref.check)
-        if check is None:
-            raise KeyError(ref.check)
+        check = self.check(ref.check)
         with self._locks[ref.check]:
             notes = self._close_episodes(check, reason, self.clock(), only=ref)
             with self._guard:
@@ -575,9 +588,7 @@ class Engine:
         """A check removed from the config, or redefined so that its series are other ones:
         its open alerts resolve, saying ``reason``, and its metrics go (a series that is gone
         must not keep an alert rule firing)."""
-        check = self.config.check(name)
-        if check is None:
-            raise KeyError(name)
+        check = self.check(name)
         if not self.holds(name):  # the replica holding it resolves them
             self.metrics.forget_check(name)
             return []
@@ -1394,6 +1405,17 @@ class Engine:
             bucket_seconds=to_utc(verdict.bucket).timestamp(),
         )
 
+    def _likely_cause(self, check: CheckConfig, since: datetime) -> str | None:
+        """What the ``cause`` listener names for an alert opening; a failing listener is logged
+        and the alert goes out without a cause rather than not at all."""
+        if self._cause is None:
+            return None
+        try:
+            return self._cause(check, since, self.clock())
+        except Exception:
+            log.exception("cause listener failed", extra={"fields": {"check": check.name}})
+            return None
+
     def _notification(
         self,
         check: CheckConfig,
@@ -1404,8 +1426,7 @@ class Engine:
         cause, reason = None, ""
         if transition.kind == "opened":
             reason = Bounds(check.min, check.max).reason(verdict.value)
-            if self.cause is not None:
-                cause = self.cause(check, to_utc(transition.since).to_pydatetime(), self.clock())
+            cause = self._likely_cause(check, to_utc(transition.since).to_pydatetime())
         return Notification(
             kind=transition.kind,
             check=check.name,

@@ -24,6 +24,20 @@ class ConfigError(KpiMonitorError):
         return "\n".join(lines)
 
 
+class UnknownCheck(KpiMonitorError, KeyError):
+    """A name that no configured check has (a lookup error, hence also a :class:`KeyError`).
+
+    ``names`` holds the names asked for; the HTTP API answers 404 for it.
+    """
+
+    def __init__(self, *names: str, message: str | None = None) -> None:
+        self.names = names
+        super().__init__(message or ", ".join(f"no check named {n!r}" for n in names))
+
+    # KeyError's str() is the repr of its argument: the message is read by people
+    __str__ = KpiMonitorError.__str__
+
+
 class WarehouseError(KpiMonitorError):
     """A warehouse could not answer a query.
 
@@ -44,6 +58,11 @@ class WarehouseError(KpiMonitorError):
 
 class WarehouseUnavailable(WarehouseError):
     """The warehouse could not be reached or refused the connection."""
+
+
+class WarehouseAuthError(WarehouseUnavailable):
+    """The warehouse (or its token endpoint) refused the credentials: retrying with the same
+    ones cannot help."""
 
 
 class QueryFailed(WarehouseError):

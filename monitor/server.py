@@ -28,13 +28,13 @@ from monitor.calendar.config import EventRequest, RecordedEvent
 from monitor.config import CheckConfig
 from monitor.deployments import Deployment, DeploymentRequest, summary
 from monitor.engine import Engine, RunResult, SeriesStatus
-from monitor.errors import ConfigError, StateStoreError
+from monitor.errors import ConfigError, StateStoreError, UnknownCheck
 from monitor.exporter import Metrics
 from monitor.pages import render
 from monitor.pages.collect import PageData
 from monitor.pages.model import DeploymentPage, Filters
 from monitor.reload import ReloadBusy, ReloadPlan
-from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
+from monitor.watcher import DeploymentConflict, DeploymentWatcher
 
 log = logging.getLogger("monitor.server")
 _M = TypeVar("_M", bound=BaseModel)
@@ -209,6 +209,8 @@ class Api:
         except HttpError as exc:
             response = _json(exc.status, {"error": str(exc)})
             headers = exc.headers
+        except UnknownCheck as exc:  # the one place a check's name is found wanting
+            response = _json(404, {"error": str(exc)})
         except StateStoreError as exc:
             # nothing was applied: the call may be repeated once the store takes writes again
             log.warning("request failed", extra={"fields": {"path": path, "error": str(exc)}})
@@ -338,9 +340,7 @@ class Api:
     def _check_json(
         self, name: str, last: RunResult | None, series: list[SeriesStatus]
     ) -> dict[str, Any]:
-        check = self.engine.config.check(name)
-        if check is None:
-            raise HttpError(404, f"no check named {name!r}")
+        check = self.engine.check(name)
         explained = self.engine.explanation(name)
         return {
             "name": check.name,
@@ -434,16 +434,14 @@ class Api:
         return _json(200, {"deleted": event.json()})
 
     def post_run(self, name: str, body: object) -> Response:
-        if self.engine.config.check(name) is None:
-            raise HttpError(404, f"no check named {name!r}")
+        self.engine.check(name)  # an unknown check is a 404, whatever the body says
         if body not in (None, {}):
             raise HttpError(400, "this call takes no body")
         self.run_now(name)
         return _json(202, {"check": name, "status": "scheduled"})
 
     def post_rebaseline(self, name: str, body: object) -> Response:
-        if self.engine.config.check(name) is None:
-            raise HttpError(404, f"no check named {name!r}")
+        self.engine.check(name)  # an unknown check is a 404, whatever the body says
         request = _validate(RebaselineRequest, body or {})
         since = request.since or self.engine.clock()
         if since.tzinfo is None:
@@ -457,8 +455,7 @@ class Api:
         return _json(200, {"check": name, "since": since.isoformat(), "resolved": len(resolved)})
 
     def post_mute(self, name: str, body: object) -> Response:
-        if self.engine.config.check(name) is None:
-            raise HttpError(404, f"no check named {name!r}")
+        self.engine.check(name)  # an unknown check is a 404, whatever the body says
         request = _validate(MuteRequest, body)
         if request.until.tzinfo is None:
             raise HttpError(400, "until: give a time zone, e.g. 2026-11-27T06:00:00Z")
@@ -518,8 +515,7 @@ class Api:
     def list_alerts(self, name: str, query: dict[str, list[str]]) -> Response:
         """A check's alerts, newest first, with their resolution and answer: ``?limit=`` (1 to
         100, default 50) of them after ``?cursor=`` (the ``next`` of the page before)."""
-        if self.engine.config.check(name) is None:
-            raise HttpError(404, f"no check named {name!r}")
+        self.engine.check(name)
         try:
             page = alerts_page(self.engine.store, name, query)
         except ValueError as exc:

@@ -20,6 +20,7 @@ from pathlib import Path
 from monitor.alerts.notification import Notification, event_key
 from monitor.alerts.state import AlertState
 from monitor.answers.records import AnswerRecords
+from monitor.closing import Closing
 from monitor.config import StateConfig
 from monitor.statedb import Database, Executor, PostgresDatabase, Row, SQLiteDatabase
 
@@ -269,8 +270,9 @@ def _parse(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-class StateStore:
-    """Shared by the scheduler's threads and the HTTP server; every method is thread-safe."""
+class StateStore(Closing):
+    """Shared by the scheduler's threads and the HTTP server; every method is thread-safe.
+    ``with`` closes it as the block ends."""
 
     def __init__(self, database: Database | str | Path) -> None:
         self._db = database if isinstance(database, Database) else SQLiteDatabase(database)

@@ -33,7 +33,7 @@ from monitor.deployments import (
     start,
 )
 from monitor.engine import Engine, RunResult
-from monitor.errors import KpiMonitorError, StateStoreError, WarehouseError
+from monitor.errors import KpiMonitorError, StateStoreError, UnknownCheck, WarehouseError
 from monitor.exporter import Metrics
 from monitor.store import StateStore
 
@@ -44,10 +44,6 @@ ENVIRONMENT_LOCKS = 16
 
 class DeploymentConflict(KpiMonitorError):
     """A deployment with this id was already recorded."""
-
-
-class UnknownCheck(KpiMonitorError):
-    """``expect_change`` names a check the config does not have."""
 
 
 def judging_lag(check: CheckConfig) -> timedelta:
@@ -141,7 +137,9 @@ class DeploymentWatcher:
         """
         unknown = [n for n in request.expect_change if self.config.check(n) is None]
         if unknown:
-            raise UnknownCheck(f"expect_change names unknown checks: {', '.join(unknown)}")
+            raise UnknownCheck(
+                *unknown, message=f"expect_change names unknown checks: {', '.join(unknown)}"
+            )
         manifest = manifest_text(request.manifest) if request.manifest is not None else None
         stripe = self._environments[zlib.crc32(request.environment.encode()) % ENVIRONMENT_LOCKS]
         with stripe:

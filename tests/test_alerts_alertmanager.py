@@ -26,36 +26,20 @@ from monitor.alerts.notification import Notification
 from monitor.config import AlertmanagerConfig, LinksConfig
 from tests.alertmanager_server import Alertmanager, Webhook, binaries, routing_config
 from tests.conftest import REPO, free_port
+from tests.notifications import SINCE, revenue_alert
 
 EXAMPLE = REPO / "config" / "alertmanager.example.yml"
 LINKS = LinksConfig(
     dashboard="https://grafana.example.com/d/kpi?var-check={check}&var-segment={segment}",
     runbook="https://wiki.example.com/runbooks/{check}",
 )
-SINCE = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 # Alertmanager refuses alerts that start in the future: live alerts started three hours ago.
 LIVE_SINCE = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
 
 
 def note(kind: str = "opened", **change: Any) -> Notification:
-    fields: dict[str, Any] = dict(
-        kind=kind,
-        check="revenue",
-        segment="DE",
-        episode=1,
-        since=SINCE,
-        bucket=SINCE + timedelta(hours=3) if kind == "resolved" else SINCE + timedelta(hours=1),
-        value=120.0,
-        expected=1500.0,
-        lower=900.0,
-        upper=2400.0,
-        score=-7.3,
-        severity="critical",
-        owner="@revenue-oncall",
-        team="revenue",
-    )
-    fields.update(change)
-    return Notification(**fields)
+    bucket = SINCE + timedelta(hours=3 if kind == "resolved" else 1)
+    return revenue_alert(kind, **{"bucket": bucket, **change})
 
 
 # -- the alert as posted (pure) --------------------------------------------------------------

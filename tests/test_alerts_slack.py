@@ -16,30 +16,12 @@ from monitor.deployments import Deployment
 from monitor.exporter import Metrics
 from monitor.store import StateStore
 from tests.conftest import Clock, demo_document
+from tests.notifications import SINCE, revenue_alert
 from tests.slack_server import SlackServer
-
-SINCE = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
 
 def note(kind: str = "opened", episode: int = 1, **change: object) -> Notification:
-    fields: dict[str, object] = dict(
-        kind=kind,
-        check="revenue",
-        segment="DE",
-        episode=episode,
-        since=SINCE,
-        bucket=datetime(2026, 11, 26, 14, 0, tzinfo=UTC) if kind == "resolved" else SINCE,
-        value=120.0,
-        expected=1500.0,
-        lower=900.0,
-        upper=2400.0,
-        score=-7.3,
-        severity="critical",
-        owner="@revenue-oncall",
-        team="revenue",
-    )
-    fields.update(change)
-    return Notification(**fields)  # type: ignore[arg-type]
+    return revenue_alert(kind, episode=episode, **change)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from monitor.alerts.messages import alert_blocks, alert_text
 from monitor.alerts.notification import Notification
 from monitor.alerts.slack import DeliveryError, SlackChannel, SlackRef
 from monitor.config import SlackConfig
+from tests.notifications import revenue_alert
 from tests.slack_server import SlackServer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,23 +27,7 @@ def channel(slack: SlackServer, token: str | None = None) -> SlackChannel:
 
 
 def alert() -> Notification:
-    since = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
-    return Notification(
-        kind="opened",
-        check="revenue",
-        segment="DE",
-        episode=1,
-        since=since,
-        bucket=since,
-        value=120.0,
-        expected=1500.0,
-        lower=900.0,
-        upper=2400.0,
-        score=-7.3,
-        severity="critical",
-        owner="@revenue-oncall",
-        team="revenue",
-    )
+    return revenue_alert()
 
 
 @pytest.fixture(scope="module")

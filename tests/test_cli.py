@@ -7,11 +7,15 @@ import socket
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pytest
 import yaml
 
 from monitor.cli import main
+from monitor.config import parse_config
+from monitor.warehouse import open_warehouse
 from tests.conftest import demo_document, free_port, write_config
 from tests.daemon_process import KPI_MONITOR, DaemonProcess, run_kpi_monitor
 from tests.duckdb_writes import write
@@ -125,6 +129,60 @@ def test_validate_and_connect(
     out = capsys.readouterr().out
     assert "warehouse default (duckdb): FAILED: DuckDB file" in out
     assert "check signups: not tried: its warehouse is unreachable" in out
+
+
+def writable(path: Path) -> bool:
+    """Whether a loader could open the DuckDB file for writing now: DuckDB refuses it in this
+    process while a warehouse adapter still holds the file open."""
+    try:
+        duckdb.connect(str(path)).close()
+    except duckdb.Error:
+        return False
+    return True
+
+
+def holding_document(live_config: Path) -> dict[str, Any]:
+    """The demo config, its DuckDB warehouse keeping the file open for ten minutes after a
+    query (unless it is closed)."""
+    document = yaml.safe_load(live_config.read_text())
+    document["warehouse"]["keep_open"] = 600
+    return document
+
+
+def test_a_warehouse_closes_as_its_with_block_ends(tmp_path: Path, live_config: Path) -> None:
+    config = parse_config(holding_document(live_config))
+    with open_warehouse("default", config.all_warehouses()["default"]) as warehouse:
+        warehouse.ping()
+        assert not writable(tmp_path / "demo.duckdb"), "kept open between queries"
+    assert writable(tmp_path / "demo.duckdb")
+
+
+def test_check_closes_the_warehouses_it_opened(tmp_path: Path, live_config: Path) -> None:
+    config = write_config(tmp_path / "held.yaml", holding_document(live_config))
+    assert main(["check", "-c", str(config), "--check", "orders_rows"]) == 0
+    assert writable(tmp_path / "demo.duckdb")
+
+
+def test_validate_connect_closes_every_warehouse_also_when_a_ping_fails(
+    tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = holding_document(live_config)
+    document["warehouses"] = {
+        "default": document.pop("warehouse"),
+        "pg": {  # nobody listens there
+            "kind": "postgres",
+            "dsn": f"postgresql://kpimon@127.0.0.1:{free_port()}/analytics",
+            "statement_timeout": 5,
+        },
+    }
+    for check in document["checks"]:
+        check["warehouse"] = "default"
+    config = write_config(tmp_path / "two.yaml", document)
+    assert main(["validate", "-c", str(config), "--connect"]) == 2
+    out = capsys.readouterr().out
+    assert "warehouse default (duckdb): ok" in out
+    assert "warehouse pg (postgres): FAILED: cannot connect to PostgreSQL" in out
+    assert writable(tmp_path / "demo.duckdb")
 
 
 def test_validate_connect_runs_each_checks_query_without_reading_data(

@@ -24,6 +24,7 @@ import yaml
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon
+from monitor.errors import StateStoreError
 from monitor.store import StateStore
 from tests.conftest import demo_document, free_port, in_ci, write_config
 from tests.daemon_process import KPI_MONITOR, DaemonProcess
@@ -116,6 +117,18 @@ def test_a_second_daemon_on_the_same_state_file_is_refused_with_exit_2_until_the
         after.wait_ready()
     finally:
         after.stop()
+
+
+def test_a_state_store_used_in_a_with_block_gives_its_lock_back_as_the_block_ends(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(demo_document(tmp_path)).state
+    with StateStore.open(config) as store:
+        store.ping()
+        with pytest.raises(StateStoreError, match="in use by another kpi-monitor"):
+            StateStore.open(config)
+    with StateStore.open(config) as again:  # the lock went with the block
+        again.ping()
 
 
 # === a state file deleted under a running daemon =================================================

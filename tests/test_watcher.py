@@ -6,25 +6,30 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from monitor.alerts.dispatch import Dispatcher
+from monitor.alerts.slack import SlackChannel
 from monitor.config import Config, parse_config
 from monitor.deployments import DeploymentRequest, summary
 from monitor.engine import Engine
-from monitor.errors import StateStoreError
+from monitor.errors import StateStoreError, UnknownCheck
 from monitor.exporter import Metrics
+from monitor.scheduler import CheckScheduler
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from monitor.warehouse.base import Warehouse
-from monitor.watcher import DeploymentConflict, DeploymentWatcher, UnknownCheck
+from monitor.watcher import DeploymentConflict, DeploymentWatcher
 from tests.conftest import DEMO_NOW, demo_document
 from tests.duckdb_writes import write
+from tests.slack_server import SlackServer
 
 DEPLOYED = DEMO_NOW - timedelta(hours=2)  # 13:20 UTC; the first run judges up to the 12:00 bucket
 
@@ -44,6 +49,8 @@ class World:
             self.metrics,
             channels=["slack"],
             clock=lambda: clock[0],
+            cause=lambda check, since, now: self.watcher.cause(check, since, now),
+            after_run=lambda result: self.watcher.observe(result),
         )
         self.watcher = DeploymentWatcher(
             config,
@@ -53,8 +60,6 @@ class World:
             channels=["slack"],
             clock=lambda: clock[0],
         )
-        self.engine.cause = self.watcher.cause
-        self.engine.after_run = self.watcher.observe
 
     def run_all(self) -> None:
         for check in self.config.checks:
@@ -64,21 +69,30 @@ class World:
         return self.store.pending("slack")
 
 
-@pytest.fixture
-def config(demo_dir: Path) -> Config:
-    document = demo_document(demo_dir)
+def watched_config(demo_dir: Path, **slack: Any) -> Config:
+    document = demo_document(demo_dir, **slack)
     document["defaults"]["post_deploy_window"] = "6h"
     # revenue is the money: its owners tighten the band from 4 to 3.5 robust standard units
     document["checks"][0]["sensitivity"] = 3.5
     return parse_config(document)
 
 
-@pytest.fixture
-def world(config: Config, demo_dir: Path) -> World:
+def started_world(config: Config, demo_dir: Path) -> World:
+    """A world whose checks have run once, at DEPLOYED."""
     w = World(config, demo_dir / "state.db", [DEPLOYED])
     w.watcher.snapshot_schemas()
     w.run_all()
     return w
+
+
+@pytest.fixture
+def config(demo_dir: Path) -> Config:
+    return watched_config(demo_dir)
+
+
+@pytest.fixture
+def world(config: Config, demo_dir: Path) -> World:
+    return started_world(config, demo_dir)
 
 
 def fan_out(demo_dir: Path, country: str, since: datetime) -> None:
@@ -315,6 +329,61 @@ def test_a_deployment_whose_save_fails_leaves_nothing_behind_and_its_retry_is_ju
         "orders_rows",
         "revenue",
     ]
+
+
+def test_a_watcher_that_cannot_save_fails_neither_the_run_nor_the_delivery_of_its_alert(
+    demo_dir: Path, slack: SlackServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = watched_config(
+        demo_dir, token=slack.token, api_url=slack.url, channel="#data-alerts", group_wait="0s"
+    )
+    assert config.slack is not None
+    world = started_world(config, demo_dir)
+    deploy(world)
+    fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
+    with sqlite3.connect(demo_dir / "state.db") as db:  # the deployment's deviation cannot be saved
+        db.execute(
+            "CREATE TRIGGER stuck BEFORE UPDATE ON deployments BEGIN"
+            " SELECT RAISE(ABORT, 'database is locked'); END"
+        )
+    world.clock[0] = DEMO_NOW
+    dispatcher = Dispatcher(
+        config, world.store, world.metrics, SlackChannel(config.slack), None, _now
+    )
+    scheduler = CheckScheduler(config, world.engine, dispatcher, world.watcher)
+    scheduler.start()  # every check runs at once, each run followed by a delivery round
+    try:
+        deadline = time.monotonic() + 60
+        while not any("revenue [US]" in m.text for m in slack.posted()):
+            assert time.monotonic() < deadline, [m.text for m in slack.posted()]
+            time.sleep(0.1)
+    finally:
+        scheduler.shutdown()
+    revenue = world.engine.last_run("revenue")
+    assert revenue is not None and revenue.outcome == "anomaly", revenue
+    assert "run listener failed" in caplog.text and "database is locked" in caplog.text
+
+
+def test_an_alert_goes_out_without_a_cause_when_the_watcher_cannot_name_one(
+    world: World, demo_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    deploy(world)
+    fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
+    with sqlite3.connect(demo_dir / "state.db") as db:  # the deployments cannot be read
+        db.execute("DROP TABLE deployments")
+    world.clock[0] = DEMO_NOW
+    assert world.engine.run("revenue").outcome == "anomaly"
+    us = next(
+        e.notification
+        for e in world.outbox()
+        if e.kind == "alert" and e.notification.segment == "US"
+    )
+    assert us.cause is None
+    assert "cause listener failed" in caplog.text
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class HeldColumns(Warehouse):

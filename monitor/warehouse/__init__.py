@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from monitor.config import (
+    AnyWarehouseConfig,
     Config,
-    DatabricksWarehouseConfig,
     DuckDBWarehouseConfig,
     PostgresWarehouseConfig,
 )
@@ -13,9 +13,7 @@ from monitor.warehouse.base import Warehouse
 __all__ = ["Warehouse", "open_warehouse", "open_warehouses"]
 
 
-def open_warehouse(
-    name: str, config: DuckDBWarehouseConfig | PostgresWarehouseConfig | DatabricksWarehouseConfig
-) -> Warehouse:
+def open_warehouse(name: str, config: AnyWarehouseConfig) -> Warehouse:
     """The adapter for one configured warehouse; drivers are imported only when used."""
     if isinstance(config, DuckDBWarehouseConfig):
         from monitor.warehouse.duckdb import DuckDBWarehouse

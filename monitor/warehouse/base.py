@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Mapping
+from typing import TypeAlias
 
 import pandas as pd
 
+from monitor.closing import Closing
 from monitor.dialects import Dialect
 from monitor.errors import WarehouseError
 
+# A driver's exception classes -> the adapter's error for each: every class the driver exports
+# is a key (tests/test_warehouse_errors.py), so a driver upgrade that adds one fails a test
+# instead of surfacing as something else.
+DriverErrors: TypeAlias = Mapping[type[BaseException], type[WarehouseError]]
 
-class Warehouse(ABC):
+
+class Warehouse(Closing):
     """A connection to one warehouse, shared by every check that queries it.
 
     Adapters are thread-safe: the scheduler runs checks on several threads at once. They raise
     only :class:`monitor.errors.WarehouseError` subclasses, never a driver's own exception, and
     leave the warehouse's name out of their messages: :meth:`query` attaches it to the error.
+    ``with`` closes a warehouse as the block ends::
+
+        with open_warehouse("lake", config) as warehouse:
+            warehouse.ping()
     """
 
     dialect: Dialect
@@ -65,8 +76,18 @@ class Warehouse(ABC):
         frame = self.query(query.sql, query.params)
         return {str(row[0]): str(row[1]) for row in frame.itertuples(index=False)}
 
-    def close(self) -> None:  # noqa: B027 - adapters without a session have nothing to close
+    def close(self) -> None:  # adapters without a session have nothing to close
         """Release connections and cancel statements still running."""
+
+
+def driver_error(exc: BaseException, table: DriverErrors) -> type[WarehouseError] | None:
+    """The adapter's error class for a driver exception: the table's entry for the nearest of
+    its classes (None: not the driver's, e.g. a socket error the driver let through)."""
+    for cls in type(exc).__mro__:
+        kind = table.get(cls)
+        if kind is not None:
+            return kind
+    return None
 
 
 def bound_value(value: object) -> object:

@@ -60,13 +60,13 @@ from monitor.errors import (
     MalformedResult,
     QueryFailed,
     QueryTimeout,
+    WarehouseAuthError,
     WarehouseError,
     WarehouseUnavailable,
 )
 from monitor.warehouse.base import Warehouse, bound_value
 from monitor.warehouse.databricks_endpoint import Endpoint
 from monitor.warehouse.databricks_errors import (
-    CredentialsRefused,
     classify,
     describe,
     is_invalid_session,
@@ -178,9 +178,9 @@ class DatabricksWarehouse(Warehouse):
             )
         except Exception as exc:
             error = classify(exc, opening=True)
-            if isinstance(error, CredentialsRefused):
-                raise error from None
-            raise _Retry(error, after=retry_after(exc)) from None
+            if isinstance(error, WarehouseAuthError):
+                raise error from exc
+            raise _Retry(error, after=retry_after(exc)) from exc
         return _Session(conn=conn, statement_timeout=statement_timeout)
 
     # -- queries -------------------------------------------------------------------------------
@@ -249,17 +249,17 @@ class DatabricksWarehouse(Warehouse):
             except _Retry as retry:
                 left = deadline - time.monotonic()
                 if attempt >= self.retries or call.cancelled or left <= 0.5:
-                    raise retry.error from None
+                    raise retry.error from retry.error.__cause__
                 delay = 0.0 if retry.immediate else _backoff(attempt)
                 if retry.after is not None:
                     if retry.after >= left - 0.5:
                         raise type(retry.error)(
                             f"{retry.error.detail}; it asked to retry after {retry.after:g}s, "
                             f"past the {limit:g}s statement timeout"
-                        ) from None
+                        ) from retry.error.__cause__
                     delay = max(delay, retry.after)
                 if delay >= left - 0.5:
-                    raise retry.error from None
+                    raise retry.error from retry.error.__cause__
                 log.info(
                     "warehouse request failed; retrying",
                     extra={
@@ -315,10 +315,10 @@ class DatabricksWarehouse(Warehouse):
             error = classify(exc, elapsed=time.monotonic() - started, limit=limit)
             if isinstance(error, (QueryFailed, QueryTimeout)):
                 healthy = True  # the session itself is fine
-                raise error from None
-            if isinstance(error, CredentialsRefused):
-                raise error from None
-            raise _Retry(error, immediate=is_invalid_session(exc), after=retry_after(exc)) from None
+                raise error from exc
+            if isinstance(error, WarehouseAuthError):
+                raise error from exc
+            raise _Retry(error, immediate=is_invalid_session(exc), after=retry_after(exc)) from exc
         finally:
             call.lease = None
             session.last_used = time.monotonic()
@@ -438,7 +438,7 @@ def _fetch_frame(cursor: Any) -> pd.DataFrame:
             frame.columns = names
         return _normalise(frame, kinds)
     except Exception as exc:  # the warehouse answered, but not in a shape pandas can hold
-        raise MalformedResult(f"cannot read the result: {type(exc).__name__}: {exc}") from None
+        raise MalformedResult(f"cannot read the result: {type(exc).__name__}: {exc}") from exc
 
 
 def _normalise(frame: pd.DataFrame, kinds: list[str]) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 The connector raises its DB-API errors (``ServerOperationError`` for SQL the warehouse refused,
 ``RequestError`` with a ``context`` dict for HTTP failures: the Thrift method, the status, the
 server's reason), and lets ``urllib3`` and socket errors escape raw. :func:`classify` maps each to
-:class:`QueryFailed`, :class:`QueryTimeout`, :class:`CredentialsRefused` or
+:class:`QueryFailed`, :class:`QueryTimeout`, :class:`WarehouseAuthError` or
 :class:`WarehouseUnavailable` with a one-line message that names the real HTTP status and call;
 :func:`retry_after` reads the server's ``Retry-After``.
 
@@ -15,10 +15,18 @@ the adapter does on purpose).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
-from monitor.errors import QueryFailed, QueryTimeout, WarehouseError, WarehouseUnavailable
+from monitor.errors import (
+    QueryFailed,
+    QueryTimeout,
+    WarehouseAuthError,
+    WarehouseError,
+    WarehouseUnavailable,
+)
+from monitor.warehouse.base import DriverErrors, driver_error
 from monitor.warehouse.databricks_auth import OAuthError
 
 # Markers of a statement the warehouse stopped for running past STATEMENT_TIMEOUT.
@@ -26,23 +34,70 @@ _TIMEOUT_MARKERS = ("QUERY_EXECUTION_TIMEOUT_EXCEEDED", "STATEMENT_TIMEOUT", "ti
 _INVALID_SESSION_MARKERS = ("Invalid SessionHandle", "INVALID_HANDLE", "session does not exist")
 
 
-class CredentialsRefused(WarehouseUnavailable):
-    """The warehouse (or the OAuth token endpoint) refused the credentials: retrying with the
-    same ones cannot help."""
+@functools.cache
+def driver_errors() -> DriverErrors:
+    """The connector's exception classes -> the kind of failure (imported when first used).
+
+    SQL the warehouse refused is the query's failure (a timeout, by its text); an HTTP, Thrift
+    or session failure is the warehouse's, made precise by the HTTP status (:func:`classify`).
+    """
+    from databricks.sql import exc as dberr
+
+    return {
+        **dict.fromkeys(
+            (
+                dberr.ServerOperationError,
+                dberr.DatabaseError,
+                dberr.DataError,
+                dberr.IntegrityError,
+                dberr.InternalError,
+                dberr.NotSupportedError,
+                dberr.ProgrammingError,
+                dberr.ReydenThriftUnsupportedError,
+                dberr.TransactionError,
+            ),
+            QueryFailed,
+        ),
+        **dict.fromkeys(
+            (
+                dberr.Error,
+                dberr.InterfaceError,
+                dberr.OperationalError,
+                dberr.InvalidServerResponseError,
+                dberr.RequestError,
+                dberr.CursorAlreadyClosedError,
+                dberr.MaxRetryDurationError,
+                dberr.NonRecoverableNetworkError,
+                dberr.SessionAlreadyClosedError,
+                dberr.UnsafeToRetryError,
+                dberr.TelemetryRateLimitError,
+                dberr.TelemetryNonRateLimitError,
+            ),
+            WarehouseUnavailable,
+        ),
+    }
 
 
 def classify(
     exc: BaseException, *, opening: bool = False, elapsed: float = 0.0, limit: float = 0.0
 ) -> WarehouseError:
-    """The adapter's error for a connector (or urllib3, or socket) exception."""
+    """The adapter's error for a connector (or urllib3, or socket) exception, ``exc`` kept as
+    its cause (the connector's exceptions carry no credentials: the token travels in headers,
+    which they do not hold)."""
+    error = _classify(exc, opening=opening, elapsed=elapsed, limit=limit)
+    error.__cause__ = exc
+    return error
+
+
+def _classify(exc: BaseException, *, opening: bool, elapsed: float, limit: float) -> WarehouseError:
     from databricks.sql import exc as dberr
 
-    if isinstance(exc, dberr.ServerOperationError) or (
-        isinstance(exc, dberr.DatabaseError)
-        and not isinstance(exc, dberr.OperationalError)
-        and not is_invalid_session(exc)
-        and not opening
-    ):
+    # a failed session (opening one, or one the server no longer knows) is the warehouse's,
+    # even where the connector calls it a database error; refused SQL never is
+    query_failed = driver_error(exc, driver_errors()) is QueryFailed and (
+        isinstance(exc, dberr.ServerOperationError) or not (opening or is_invalid_session(exc))
+    )
+    if query_failed:
         text = describe(exc)
         if any(m.lower() in text.lower() for m in _TIMEOUT_MARKERS) or (
             limit and elapsed >= limit and "cancel" in text.lower()
@@ -51,13 +106,13 @@ def classify(
         return QueryFailed(text)
     oauth = _find(exc, OAuthError)
     if isinstance(oauth, OAuthError):
-        return CredentialsRefused(str(oauth)) if oauth.refused else WarehouseUnavailable(str(oauth))
+        return WarehouseAuthError(str(oauth)) if oauth.refused else WarehouseUnavailable(str(oauth))
     failure = http_failure(exc)
     if failure is not None:
         status, code, reason = failure
         said = f": {reason}" if reason else ""
         if code in (401, 403):
-            return CredentialsRefused(f"credentials refused ({status}){said}")
+            return WarehouseAuthError(f"credentials refused ({status}){said}")
         if code in (429, 503):
             return WarehouseUnavailable(f"busy or starting ({status}){said}")
         action = "cannot open a session" if opening else "request failed"

@@ -15,12 +15,54 @@ import pandas as pd
 from monitor.config import DuckDBWarehouseConfig
 from monitor.dialects import DuckDBDialect
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
-from monitor.warehouse.base import Warehouse
+from monitor.warehouse.base import DriverErrors, Warehouse, driver_error
 
 _FileId = tuple[int, int, int, int]
 
 # Every adapter's idle handle is closed before the interpreter shuts down: a closer timer firing
 # during finalisation would run DuckDB's C++ code in a thread being torn down, which aborts.
+# A query's failure: the check's own (the file was read; a query interrupted at its statement
+# timeout is a timeout). Opening the file fails as WarehouseUnavailable whatever the class.
+DRIVER_ERRORS: DriverErrors = {
+    duckdb.InterruptException: QueryTimeout,
+    **dict.fromkeys(
+        (
+            duckdb.Error,
+            duckdb.DatabaseError,
+            duckdb.DataError,
+            duckdb.IntegrityError,
+            duckdb.InternalError,
+            duckdb.NotSupportedError,
+            duckdb.OperationalError,
+            duckdb.ProgrammingError,
+            duckdb.BinderException,
+            duckdb.CatalogException,
+            duckdb.ConnectionException,
+            duckdb.ConstraintException,
+            duckdb.ConversionException,
+            duckdb.DependencyException,
+            duckdb.FatalException,
+            duckdb.HTTPException,
+            duckdb.IOException,
+            duckdb.InternalException,
+            duckdb.InvalidInputException,
+            duckdb.InvalidTypeException,
+            duckdb.NotImplementedException,
+            duckdb.OutOfMemoryException,
+            duckdb.OutOfRangeException,
+            duckdb.ParserException,
+            duckdb.PermissionException,
+            duckdb.ResourceInUseException,
+            duckdb.SequenceException,
+            duckdb.SerializationException,
+            duckdb.SyntaxException,
+            duckdb.TransactionException,
+            duckdb.TypeMismatchException,
+        ),
+        QueryFailed,
+    ),
+}
+
 _OPEN: weakref.WeakSet[DuckDBWarehouse] = weakref.WeakSet()
 
 
@@ -131,10 +173,11 @@ class DuckDBWarehouse(Warehouse):
         timer.start()
         try:
             return cursor.execute(sql, dict(params)).df()
-        except duckdb.InterruptException:
-            raise QueryTimeout(f"query ran past {limit:g}s and was cancelled") from None
         except duckdb.Error as exc:
-            raise QueryFailed(str(exc).strip()) from None
+            kind = driver_error(exc, DRIVER_ERRORS) or QueryFailed
+            if kind is QueryTimeout:
+                raise QueryTimeout(f"query ran past {limit:g}s and was cancelled") from exc
+            raise kind(str(exc).strip()) from exc
         finally:
             timer.cancel()
             self._release(handle, cursor)

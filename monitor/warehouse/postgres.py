@@ -29,7 +29,7 @@ import psycopg.errors
 from monitor.config import PostgresWarehouseConfig
 from monitor.dialects import PostgresDialect
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseError, WarehouseUnavailable
-from monitor.warehouse.base import Warehouse, bound_value
+from monitor.warehouse.base import DriverErrors, Warehouse, bound_value, driver_error
 from monitor.warehouse.pool import SessionPool
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,23 @@ _CONNECT_TIMEOUT = 10
 _CANCEL_TIMEOUT = 2.0
 
 _Conn = psycopg.Connection[tuple[object, ...]]
+
+# A query's driver exception -> its kind. OperationalError and InterfaceError are a lost
+# connection only when the connection is in fact gone (see PostgresWarehouse._failure);
+# a connection attempt that fails is WarehouseUnavailable whatever the class (a refused
+# password has no class of its own there: libpq gives no SQLSTATE for it).
+DRIVER_ERRORS: DriverErrors = {
+    psycopg.errors.QueryCanceled: QueryTimeout,
+    psycopg.OperationalError: WarehouseUnavailable,
+    psycopg.InterfaceError: WarehouseUnavailable,
+    psycopg.Error: QueryFailed,
+    psycopg.DatabaseError: QueryFailed,
+    psycopg.DataError: QueryFailed,
+    psycopg.IntegrityError: QueryFailed,
+    psycopg.InternalError: QueryFailed,
+    psycopg.NotSupportedError: QueryFailed,
+    psycopg.ProgrammingError: QueryFailed,
+}
 
 
 # A "%" that is not part of a %(name)s placeholder nor already doubled.
@@ -85,14 +102,14 @@ class PostgresWarehouse(Warehouse):
                 prepare_threshold=None,
             )
         except psycopg.Error as exc:
-            raise WarehouseUnavailable(f"cannot connect to PostgreSQL: {_message(exc)}") from None
+            raise WarehouseUnavailable(f"cannot connect to PostgreSQL: {_message(exc)}") from exc
         try:
             conn.execute("SET TIME ZONE 'UTC'")
             conn.commit()
             conn.read_only = True
         except psycopg.Error as exc:
             conn.close()
-            raise WarehouseUnavailable(f"cannot set up the session: {_message(exc)}") from None
+            raise WarehouseUnavailable(f"cannot set up the session: {_message(exc)}") from exc
         return conn
 
     # -- queries -------------------------------------------------------------------------------
@@ -153,43 +170,56 @@ class PostgresWarehouse(Warehouse):
                     frame = _frame(cur.fetchall(), names, oids)
             conn.rollback()  # read-only: nothing to commit
             return frame
-        except psycopg.errors.QueryCanceled as exc:
+        except psycopg.Error as exc:
+            raise self._failure(exc, conn, watchdog, limit, started, retry_allowed) from exc
+        except WarehouseError:
+            raise
+        except Exception as exc:  # a conversion bug must still surface as the adapter's error
+            _rollback(conn)
+            raise QueryFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            watchdog.stop()
+
+    def _failure(
+        self,
+        exc: psycopg.Error,
+        conn: _Conn,
+        watchdog: _Watchdog,
+        limit: float,
+        started: float,
+        retry_allowed: bool,
+    ) -> Exception:
+        """What a query's driver exception means: the table's kind, made precise by what
+        became of the connection (the pool closed, the watchdog cut it, the server dropped it)."""
+        kind = driver_error(exc, DRIVER_ERRORS) or QueryFailed
+        if kind is QueryTimeout:
             _rollback(conn)
             if self._pool.closed:
-                raise WarehouseUnavailable("closed while the query ran") from None
-            raise QueryTimeout(
+                return WarehouseUnavailable("closed while the query ran")
+            return QueryTimeout(
                 f"query ran past its {limit:g}s statement timeout after "
                 f"{time.monotonic() - started:.1f}s and was cancelled ({_message(exc)})"
-            ) from None
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            )
+        if issubclass(kind, WarehouseUnavailable):
             if self._pool.closed:
-                raise WarehouseUnavailable("closed while the query ran") from None
+                return WarehouseUnavailable("closed while the query ran")
             if watchdog.fired:
-                raise QueryTimeout(
+                return QueryTimeout(
                     f"no answer within the {limit:g}s statement timeout (plus "
                     f"{_CLIENT_GRACE:g}s grace); the connection was cut and the statement "
                     "cancelled"
-                ) from None
+                )
             if conn.broken or conn.closed:
                 if retry_allowed:
                     log.info(
                         "pooled connection lost, retrying on a new one",
                         extra={"fields": {"warehouse": self.name, "error": _message(exc)}},
                     )
-                    raise _Stale() from None
-                raise WarehouseUnavailable(f"connection lost: {_message(exc)}") from None
-            _rollback(conn)
-            raise QueryFailed(_message(exc)) from None
-        except psycopg.Error as exc:
-            _rollback(conn)
-            raise QueryFailed(_message(exc)) from None
-        except WarehouseError:
-            raise
-        except Exception as exc:  # a conversion bug must still surface as the adapter's error
-            _rollback(conn)
-            raise QueryFailed(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            watchdog.stop()
+                    return _Stale()
+                return WarehouseUnavailable(f"connection lost: {_message(exc)}")
+            kind = QueryFailed  # the connection still works: the server failed this query
+        _rollback(conn)
+        return kind(_message(exc))
 
     def ping(self) -> None:
         self.query("SELECT 1 AS ok", {}, timeout=min(self.statement_timeout, 30.0))
