@@ -177,23 +177,23 @@ def test_a_break_too_small_for_an_alert_fails_the_deployment_by_the_sequential_t
     world: World, demo_dir: Path
 ) -> None:
     deployment_id = deploy(world)
-    # a join that adds 60% to Great Britain's revenue: under its alert band, hour after hour
+    # a join that adds 40% to the US's revenue: under its alert band, hour after hour
     write(
         demo_dir / "demo.duckdb",
         "INSERT INTO analytics.fct_orders SELECT * FROM analytics.fct_orders"
-        " WHERE country = 'GB' AND order_ts >= ? AND order_id % 5 < 3",
+        " WHERE country = 'US' AND order_ts >= ? AND order_id % 10 < 4",
         [DEPLOYED.replace(minute=0, tzinfo=None)],
     )
-    for minutes in (0, 60):
+    for minutes in (0, 60, 120):
         world.clock[0] = DEMO_NOW + timedelta(minutes=minutes)
         world.run_all()
     failed = world.watcher.get(deployment_id)
     assert failed is not None and failed.status == "failed"
-    assert not any(d.segment == "GB" for d in failed.deviations)
+    assert not any(d.segment == "US" for d in failed.deviations)
     assert failed.reason.startswith("broke from the expected level after the deployment: ")
-    assert "revenue [GB] +" in failed.reason and "revenue [DE]" not in failed.reason
+    assert "revenue [US] +" in failed.reason and "revenue [DE]" not in failed.reason
     tested = {(t["check"], t["segment"]): t for t in summary(failed)["tests"]}
-    assert tested[("revenue", "GB")]["broken"] and tested[("revenue", "GB")]["buckets"] >= 2
+    assert tested[("revenue", "US")]["broken"] and tested[("revenue", "US")]["buckets"] >= 2
     assert ("revenue", "DE") not in tested  # its outage began before the deployment
 
 
