@@ -361,35 +361,24 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         series_texts: dict[Labels, str] = {}
-        self.value = SeriesGauge(
-            "kpimon_value", "Observed value of the latest complete bucket", _SERIES, series_texts
+
+        def series_gauge(name: str, documentation: str) -> SeriesGauge:
+            # the series' gauges share their label texts: one escape per series, not seven
+            return SeriesGauge(name, documentation, _SERIES, series_texts)
+
+        self.value = series_gauge("kpimon_value", "Observed value of the latest complete bucket")
+        self.expected = series_gauge(
+            "kpimon_expected", "Baseline's expected value for the latest bucket"
         )
-        self.expected = SeriesGauge(
-            "kpimon_expected",
-            "Baseline's expected value for the latest bucket",
-            _SERIES,
-            series_texts,
-        )
-        self.lower = SeriesGauge(
-            "kpimon_lower_bound", "Lower edge of the normal band", _SERIES, series_texts
-        )
-        self.upper = SeriesGauge(
-            "kpimon_upper_bound", "Upper edge of the normal band", _SERIES, series_texts
-        )
-        self.score = SeriesGauge(
+        self.lower = series_gauge("kpimon_lower_bound", "Lower edge of the normal band")
+        self.upper = series_gauge("kpimon_upper_bound", "Upper edge of the normal band")
+        self.score = series_gauge(
             "kpimon_anomaly_score",
             "Signed deviation in robust standard units (negative: below expected)",
-            _SERIES,
-            series_texts,
         )
-        self.anomaly = SeriesGauge(
-            "kpimon_anomaly", "1 while the series' alert is firing, else 0", _SERIES, series_texts
-        )
-        self.bucket_ts = SeriesGauge(
-            "kpimon_bucket_timestamp_seconds",
-            "Start of the latest scored bucket",
-            _SERIES,
-            series_texts,
+        self.anomaly = series_gauge("kpimon_anomaly", "1 while the series' alert is firing, else 0")
+        self.bucket_ts = series_gauge(
+            "kpimon_bucket_timestamp_seconds", "Start of the latest scored bucket"
         )
         self.data_age = SeriesGauge(
             "kpimon_data_age_seconds", "Now minus the newest row's timestamp", ("check", "segment")
