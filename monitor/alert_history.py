@@ -26,7 +26,7 @@ def alerts_page(store: StateStore, check: str, query: dict[str, list[str]]) -> d
         raise ValueError(f"limit: expected a number from 1 to {MAX_LIMIT}")
     limit = int(text)
     before = _cursor(query["cursor"][-1]) if query.get("cursor") else None
-    rows = store.opened_alerts(check, limit + 1, before)
+    rows = store.alerts.opened(check, limit + 1, before)
     shown = rows[:limit]
     notes = [event.notification for event, _ in shown]
     answers = {
@@ -35,7 +35,7 @@ def alerts_page(store: StateStore, check: str, query: dict[str, list[str]]) -> d
     }
     alerts = []
     for (event, _), note in zip(shown, notes, strict=True):
-        ended = store.alert_event(event_key(check, note.segment, note.episode, "resolved"))
+        ended = store.alerts.event(event_key(check, note.segment, note.episode, "resolved"))
         answer = answers.get((note.segment, note.episode))
         alerts.append(
             {

@@ -339,8 +339,8 @@ def _from_store(
         return [], []
     try:
         with StateStore.open(config.state, exclusive=False) as store:
-            documents = store.deployments(since=shown_from.to_pydatetime())
-            events = store.calendar_events()
+            documents = store.deployments.documents(since=shown_from.to_pydatetime())
+            events = store.calendar.events()
     except StateStoreError as exc:
         print(f"deployments and recorded events not used: {exc}")
         return [], []

@@ -40,10 +40,11 @@ from monitor.exporter import Metrics
 from monitor.grafana import GrafanaAnnotator
 from monitor.leases import BEATS_PER_TTL, Coordinator
 from monitor.listener import HttpServer
+from monitor.records.outbox import OUTBOX_LEASE
 from monitor.reload import ReloadBusy, ReloadPlan, plan_reload, restart_problems
 from monitor.scheduler import CheckScheduler
 from monitor.server import Api
-from monitor.store import OUTBOX_LEASE, StateStore
+from monitor.store import StateStore
 from monitor.timeline import Timeline
 from monitor.warehouse import Warehouse, open_warehouse, open_warehouses
 from monitor.watcher import DeploymentWatcher
@@ -249,7 +250,7 @@ class Daemon:
         rebaselines; and the deployments they recorded or decided."""
         assert self.coordinator is not None
         try:
-            for name in self.store.take_run_requests(self.coordinator.held()):
+            for name in self.store.runs.take_requests(self.coordinator.held()):
                 self.scheduler.run_now(name)
             self.engine.refresh()
             for deployment in self.watcher.refresh():

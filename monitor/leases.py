@@ -41,8 +41,9 @@ from datetime import UTC, datetime
 
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
+from monitor.records.outbox import OUTBOX_LEASE
 from monitor.statedb import Executor, PostgresDatabase, Row
-from monitor.store import OUTBOX_LEASE, StateStore
+from monitor.store import StateStore
 
 log = logging.getLogger("monitor.leases")
 

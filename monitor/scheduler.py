@@ -172,7 +172,7 @@ class CheckScheduler:
         if self.config.check(name) is None:
             return  # removed by a reload (a deployment watch may still name it)
         if self.shared and not self.engine.holds(name):
-            self.engine.store.request_run(name)
+            self.engine.store.runs.request(name)
             return
         with self._cond:
             if name in self._running:

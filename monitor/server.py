@@ -401,7 +401,8 @@ class Api:
 
     def list_notifications(self) -> Response:
         """Messages not delivered yet and those given up, newest first."""
-        entries = self.engine.store.outbox(["pending", "failed"], limit=NOTIFICATIONS_LISTED)
+        outbox = self.engine.store.outbox
+        entries = outbox.entries(["pending", "failed"], limit=NOTIFICATIONS_LISTED)
         return _json(200, {"notifications": [outbox_json(e) for e in entries]})
 
     def list_events(self) -> Response:

@@ -12,8 +12,9 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -61,6 +62,55 @@ class Database(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+# --- what the records (monitor/records/) share: instants as stored, cursors read ---------
+
+# checks, inside a write's transaction, that this replica still holds the lease on a name
+# (see StateStore.fence)
+Fence = Callable[[Executor, str], None]
+# a write's transaction, fenced by the lease on a name (see StateStore._fenced)
+Fenced = Callable[[str], AbstractContextManager[Executor]]
+BATCH = 500  # rows per statement or transaction of a bulk delete: short transactions
+
+
+def instant(moment: datetime) -> str:
+    """Fixed width in UTC, so that instants compare as text in SQL (isoformat drops zero
+    microseconds)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def parse(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def rowcount(cursor: object) -> int:
+    return max(int(getattr(cursor, "rowcount", 0)), 0)
+
+
+def fetchone(cursor: object) -> Row | None:
+    row: Row | None = getattr(cursor, "fetchone")()  # noqa: B009 - sqlite3 and psycopg cursors
+    return row
+
+
+def fetchall(cursor: object) -> list[Row]:
+    rows: list[Row] = getattr(cursor, "fetchall")()  # noqa: B009 - sqlite3 and psycopg cursors
+    return rows
+
+
+def delete_keys(database: Database, table: str, column: str, keys: Sequence[object]) -> None:
+    """Delete the rows whose ``column`` is among ``keys``, in short transactions."""
+    for start in range(0, len(keys), BATCH):
+        batch = keys[start : start + BATCH]
+        with database.transaction() as db:
+            db.execute(
+                f"DELETE FROM {table} WHERE {column} IN ({', '.join('?' * len(batch))})",
+                tuple(batch),
+            )
 
 
 BUSY_TIMEOUT_SECONDS = 10.0  # how long a statement waits for another connection's lock

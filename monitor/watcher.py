@@ -78,9 +78,8 @@ class DeploymentWatcher:
         self._environments = [threading.Lock() for _ in range(ENVIRONMENT_LOCKS)]
         self._recording: set[str] = set()
         self._longest_window = max(c.post_deploy_window for c in config.checks)
-        self._active = {
-            d.id: d for d in map(Deployment.from_json, store.deployments(status="watching"))
-        }
+        watching = store.deployments.documents(status="watching")
+        self._active = {d.id: d for d in map(Deployment.from_json, watching)}
 
     def reconfigure(self, config: Config, engine: Engine, channels: list[str]) -> None:
         """Follow a reloaded config: watches in progress go on; a watched check that was
@@ -98,7 +97,8 @@ class DeploymentWatcher:
     def refresh(self) -> list[Deployment]:
         """Replicas: follow the deployments recorded or decided through another replica; the
         ones to watch here too (each replica runs the watched checks it holds)."""
-        stored = {d.id: d for d in map(Deployment.from_json, self.store.deployments("watching"))}
+        watching = self.store.deployments.documents("watching")
+        stored = {d.id: d for d in map(Deployment.from_json, watching)}
         with self._lock:
             known = set(self._active) | self._recording
             new = [d for i, d in stored.items() if i not in known]
@@ -111,14 +111,16 @@ class DeploymentWatcher:
         with self._lock:
             if deployment_id in self._active:
                 return self._active[deployment_id]
-        document = self.store.deployment(deployment_id)
+        document = self.store.deployments.get(deployment_id)
         return Deployment.from_json(document) if document else None
 
     def cause(self, check: CheckConfig, since: datetime, now: datetime) -> str | None:
         """The likely-cause line for an alert on ``check`` whose deviation began at ``since``."""
         recent = [
             Deployment.from_json(doc)
-            for doc in self.store.deployments(since=now - self._longest_window - judging_lag(check))
+            for doc in self.store.deployments.documents(
+                since=now - self._longest_window - judging_lag(check)
+            )
         ]
         found = likely_cause(recent, check.name, since, judging_lag(check), now)
         return describe_cause(found, since) if found else None
@@ -149,7 +151,7 @@ class DeploymentWatcher:
                 deployment, schemas = self._start(request, now)
                 decided = deployment.status != "watching"
                 report = (_report_key(deployment), deployment.to_json(), self.channels)
-                if not self.store.record_deployment(
+                if not self.store.deployments.record(
                     deployment.id,
                     deployment.environment,
                     deployment.status,
@@ -197,7 +199,7 @@ class DeploymentWatcher:
             taken = deployment_id in self._recording or deployment_id in self._active
             if not taken:
                 self._recording.add(deployment_id)
-        if not taken and self.store.deployment(deployment_id) is not None:
+        if not taken and self.store.deployments.get(deployment_id) is not None:
             with self._lock:
                 self._recording.discard(deployment_id)
             taken = True
@@ -210,7 +212,7 @@ class DeploymentWatcher:
         """The new deployment (nothing saved yet), and the columns read from its tables."""
         models, relations = list(request.models), []
         if request.manifest is not None:
-            stored = self.store.manifest(request.environment)
+            stored = self.store.deployments.manifest(request.environment)
             changed = changed_nodes(
                 stored_checksums(stored) if stored else None,
                 request.manifest,
@@ -239,7 +241,7 @@ class DeploymentWatcher:
         changes, columns = [], {}
         checks = [self.config.check(c.name) for c in deployment.checks]
         for table, check in {c.table: c for c in checks if c is not None and c.table}.items():
-            before = self.store.table_schema(table)
+            before = self.store.deployments.table_schema(table)
             try:
                 after = self._read_columns(check)
             except WarehouseError as exc:
@@ -267,9 +269,10 @@ class DeploymentWatcher:
         up."""
         for table, check in {c.table: c for c in self.config.checks if c.table}.items():
             try:
-                if self.store.table_schema(table) is not None:
+                if self.store.deployments.table_schema(table) is not None:
                     continue
-                self.store.save_table_schema(table, json.dumps(self._read_columns(check)))
+                columns = json.dumps(self._read_columns(check))
+                self.store.deployments.save_table_schema(table, columns)
             except (WarehouseError, StateStoreError) as exc:
                 log.warning(
                     "cannot snapshot table columns; retried later",
@@ -371,12 +374,12 @@ class DeploymentWatcher:
             return updated.status, updated.to_json()
 
         with self._lock:
-            self.store.change_deployment(deployment_id, apply)
+            self.store.deployments.change(deployment_id, apply)
             stored = changed
             if stored is not None and stored.status == "watching":
                 self._active[deployment_id] = stored
             elif stored is None and deployment_id in self._active:
-                document = self.store.deployment(deployment_id)
+                document = self.store.deployments.get(deployment_id)
                 latest = Deployment.from_json(document) if document else None
                 if latest is None or latest.status != "watching":
                     del self._active[deployment_id]  # decided through another replica
@@ -385,7 +388,7 @@ class DeploymentWatcher:
     def _finish(self, deployment: Deployment) -> None:
         """A watch ended with a verdict (saved): publish it and queue its report."""
         self._finished(deployment)
-        self.store.enqueue(
+        self.store.outbox.enqueue(
             _report_key(deployment), "deployment", deployment.to_json(), self.channels
         )
 

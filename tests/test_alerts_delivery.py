@@ -118,7 +118,7 @@ def test_a_message_slack_always_refuses_is_recorded_failed_and_the_others_still_
     setup.queue(note(check="orders_rows", segment="", team="platform"))
     assert setup.deliver(after=3600) == 1
     assert sum(m["channel"] == "#revenue" for m in slack.messages()) == 1
-    assert setup.store.pending("slack") == []
+    assert setup.store.outbox.pending("slack") == []
 
 
 def test_a_token_without_files_write_loses_the_charts_but_never_the_alerts_or_resolutions(
@@ -146,7 +146,7 @@ def test_a_dollar_sign_in_a_segment_is_drawn_as_text_and_holds_up_nothing(
     segment = "$a_$ off"  # as mathtext, matplotlib would raise ValueError
     setup.queue(note(segment=segment, history=chart_history()))
     setup.deliver()
-    setup.store.enqueue("deployment/d1/passed", "deployment", deployment_json(), ["slack"])
+    setup.store.outbox.enqueue("deployment/d1/passed", "deployment", deployment_json(), ["slack"])
     setup.deliver()
 
     [upload] = slack.uploads()
@@ -163,7 +163,7 @@ def deployment_json(url: str | None = None) -> str:
 
 def test_nothing_a_message_raises_stalls_the_outbox(tmp_path: Path, slack: SlackServer) -> None:
     setup = Setup(tmp_path, slack)
-    setup.store.enqueue("revenue/DE/1/opened/chart", "chart", "{not json", ["slack"])
+    setup.store.outbox.enqueue("revenue/DE/1/opened/chart", "chart", "{not json", ["slack"])
     setup.queue(note(check="signups", segment="", team="growth"))
 
     assert setup.deliver() == 1
@@ -210,7 +210,7 @@ def test_an_answer_that_is_not_slacks_own_refuses_no_message_for_good(tmp_path: 
     setup = Setup(tmp_path, slack, api_url=f"http://127.0.0.1:{slack.port}/upload/v1/")
     setup.queue(note())
     assert setup.deliver() == 0
-    [entry] = setup.store.pending("slack")
+    [entry] = setup.store.outbox.pending("slack")
     assert (entry.attempts, entry.last_error) == (1, "Slack chat_postMessage: HTTP 404, not an answer from Slack")
 
 
@@ -303,7 +303,7 @@ def test_a_post_slack_accepted_but_answered_after_the_timeout_is_not_posted_agai
     assert setup.deliver(after=10) == 1
     [message] = slack.posted()
     assert len(slack.messages()) == 1, "posted once"
-    assert setup.store.remote_id(note().key, "slack") == f"C0REVENUE:{message.ts}"
+    assert setup.store.outbox.remote_id(note().key, "slack") == f"C0REVENUE:{message.ts}"
     assert [c.method for c in slack.calls][-2:] == ["conversations.list", "conversations.history"]
 
 
@@ -346,19 +346,19 @@ def test_a_step_slack_accepted_but_the_store_could_not_record_is_found_not_repea
     elif step == "resolution":
         setup.queue(note("resolved"))
     else:
-        setup.store.enqueue("deployment/d1/passed", "deployment", deployment_json(), ["slack"])
+        setup.store.outbox.enqueue("deployment/d1/passed", "deployment", deployment_json(), ["slack"])
     calls = len(slack.messages(method))
 
     setup.deliver()  # Slack takes it; recording that fails on the lock
     release.set()
-    assert len([e for e in setup.store.pending("slack") if e.in_doubt]) == 1, "not recorded"
+    assert len([e for e in setup.store.outbox.pending("slack") if e.in_doubt]) == 1, "not recorded"
     setup.deliver(after=10)
     setup.deliver(after=60)
 
     assert len(slack.messages(method)) == calls + 1, f"{method} once"
     kinds = {"alert": 1, "resolution": 2, "chart": 2, "deployment": 1}
     assert len(slack.posted()) == kinds[step]
-    assert setup.store.pending("slack") == []
+    assert setup.store.outbox.pending("slack") == []
 
 
 def test_without_history_access_an_uncertain_post_is_sent_again_and_says_so(

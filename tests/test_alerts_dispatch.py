@@ -22,7 +22,8 @@ from monitor.alerts.state import AlertState
 from monitor.config import Config, parse_config
 from monitor.engine import Engine
 from monitor.exporter import Metrics
-from monitor.store import OutboxEntry, StateStore
+from monitor.records.outbox import OutboxEntry
+from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from tests.alertmanager_server import Alertmanager, Webhook, binaries, routing_config
 from tests.conftest import REPO, Clock, demo_document, free_port
@@ -115,7 +116,7 @@ def test_an_unreachable_alertmanager_keeps_the_alerts_for_later(live_dir: Path) 
     _, engine, dispatcher, metrics = setup(live_dir, "http://127.0.0.1:1")
     engine.run("signups")
     assert dispatcher.deliver_pending() == 0
-    assert len(engine.store.pending("alertmanager")) == 1
+    assert len(engine.store.outbox.pending("alertmanager")) == 1
     assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "alertmanager", "outcome": "error"}) == 1
 
 
@@ -126,7 +127,7 @@ def test_a_muted_check_still_exports_but_sends_nothing(live_dir: Path) -> None:
     engine.mute("revenue", start + timedelta(days=1), "backfill of fct_orders")
     engine.run("signups")
     engine.run("revenue")
-    assert engine.store.pending("alertmanager") == []
+    assert engine.store.outbox.pending("alertmanager") == []
     labels = {"check": "signups", "segment": "", "severity": "warning", "team": "growth"}
     assert metrics.registry.get_sample_value("kpimon_anomaly", labels) == 1
     assert engine.store.mutes()["revenue"] == (start + timedelta(days=1), "backfill of fct_orders")
@@ -154,15 +155,15 @@ def test_a_dead_replica_neither_starves_the_healthy_one_nor_keeps_alerts_forever
     assert dispatcher.deliver_pending() == 0, "no alert reached every replica"
     with urllib.request.urlopen(f"{am.url}/api/v2/alerts?filter=check%3D%22starved%22", timeout=10) as response:
         assert len(json.loads(response.read())) == 600, "the healthy replica has every alert"
-    waiting = store.pending("alertmanager", limit=1000)
+    waiting = store.outbox.pending("alertmanager", limit=1000)
     assert len(waiting) == 600
     assert {e.delivered_to for e in waiting} == {frozenset({replica_id(am.url)})}
 
     for _ in range(2):
         clock.advance(60)
         dispatcher.deliver_pending()
-    assert store.pending("alertmanager") == []
-    [failed] = {e.last_error for e in store.outbox(["failed"])}
+    assert store.outbox.pending("alertmanager") == []
+    [failed] = {e.last_error for e in store.outbox.entries(["failed"])}
     assert failed is not None and failed.startswith(f"gave up after 3 attempts: {dead.replace('kpimon:s3cret@', '')}: ConnectionRefusedError")
 
 
@@ -184,8 +185,8 @@ def test_an_alert_alertmanager_refuses_is_given_up_alone_and_the_others_are_deli
     store.record_all("refusals", [(n.segment, AlertState(), [n]) for n in (good[0], bad, good[1])], ["alertmanager"])
 
     assert dispatcher.deliver_pending() == 2
-    assert store.pending("alertmanager") == []
-    [failed] = store.outbox(["failed"])
+    assert store.outbox.pending("alertmanager") == []
+    [failed] = store.outbox.entries(["failed"])
     assert failed.key == bad.key and failed.attempts == 1
     assert failed.last_error is not None and "HTTP 400" in failed.last_error and "start time" in failed.last_error
     with urllib.request.urlopen(f"{am.url}/api/v2/alerts?filter=check%3D%22refusals%22", timeout=10) as response:

@@ -77,7 +77,7 @@ def test_an_alert_says_what_moved_by_how_much_since_when_and_who_owns_it(
         )
         == 1
     )
-    assert store.pending("slack") == []
+    assert store.outbox.pending("slack") == []
 
 
 def test_a_resolution_goes_to_the_thread_and_marks_the_alert_resolved(
@@ -120,7 +120,7 @@ def test_rate_limits_are_retried_at_once_and_server_errors_after_a_look_in_the_c
     assert [c.method for c in slack.calls][2:] == [
         "chat.postMessage", "conversations.history", "chat.postMessage",
     ]  # the channel's id is known from the first alert
-    assert len(slack.posted()) == 2 and store.pending("slack") == []
+    assert len(slack.posted()) == 2 and store.outbox.pending("slack") == []
 
 
 def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: SlackServer, clock: Clock) -> None:  # type: ignore[no-untyped-def]
@@ -128,7 +128,7 @@ def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: S
     slack.fail_next(100, status=500)
     queue(store, note(), note(episode=2, segment="FR", check="orders_rows", team="platform"))
     assert dispatcher.deliver_pending() == 0
-    assert [e.notification.segment for e in store.pending("slack")] == ["DE", "FR"]
+    assert [e.notification.segment for e in store.outbox.pending("slack")] == ["DE", "FR"]
     assert len(slack.messages()) == 1, "the round stops at the first failure: Slack is down"
     assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "slack", "outcome": "error"}) == 1
     slack.clear_failures()
@@ -136,7 +136,7 @@ def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: S
     assert dispatcher.deliver_pending() == 2
     texts = [m.text for m in slack.posted()]
     assert sum("revenue [DE]" in t for t in texts) == 1 and sum("orders_rows [FR]" in t for t in texts) == 1
-    assert store.pending("slack") == []
+    assert store.outbox.pending("slack") == []
     assert dispatcher.deliver_pending() == 0
 
 
@@ -193,7 +193,7 @@ def test_the_chart_goes_into_the_alert_thread(setup, slack: SlackServer) -> None
     [alert] = slack.messages()
     [upload] = slack.uploads()
     assert upload.content[:8] == b"\x89PNG\r\n\x1a\n"
-    assert f"{upload.channel}:{upload.thread_ts}" == store.remote_id(note().key, "slack")
+    assert f"{upload.channel}:{upload.thread_ts}" == store.outbox.remote_id(note().key, "slack")
     assert upload.channel == "C0REVENUE" and alert["channel"] == "#revenue"
     assert upload.title.startswith("revenue [DE]")
 
@@ -210,7 +210,7 @@ def test_a_wrong_token_is_reported_without_the_token(
     logged = caplog.text + " ".join(str(getattr(r, "fields", "")) for r in caplog.records)
     assert "Slack chat_postMessage: invalid_auth" in logged
     assert "xoxb-WRONG-canary" not in logged
-    assert store.pending("slack")[0].attempts == 1
+    assert store.outbox.pending("slack")[0].attempts == 1
 
 
 def test_freshness_alerts_speak_in_durations() -> None:
@@ -288,7 +288,7 @@ def test_values_from_the_warehouse_config_and_api_never_mention_or_link_in_slack
         id=f"d1{HOSTILE}"[:60], environment="staging", received_at=SINCE, models=[], checks=[],
         url="https://ci.example.com/run?id=1|<!channel>>", status="failed", reason=HOSTILE,
     )  # fmt: skip
-    store.enqueue("deployment/d1/failed", "deployment", deployment.to_json(), ["slack"])
+    store.outbox.enqueue("deployment/d1/failed", "deployment", deployment.to_json(), ["slack"])
     dispatcher.deliver_pending()
 
     posted = slack.messages() + slack.messages("chat.update")

@@ -146,7 +146,7 @@ def test_deployments_that_watched_the_check_are_marked_while_the_daemon_holds_th
     for number, check in ((1, "revenue"), (2, "signups")):
         deployment = Deployment(id=f"ci-{number}", environment="prod", received_at=now - timedelta(hours=5),
                                 models=["fct_orders"], checks=[WatchedCheck(check, now)])
-        store.record_deployment(deployment.id, "prod", "passed", deployment.received_at, deployment.to_json())
+        store.deployments.record(deployment.id, "prod", "passed", deployment.received_at, deployment.to_json())
     plot = tmp_path / "revenue.png"
     try:
         assert backtest(live_config, "revenue", "1d", "--plot", str(plot)) == 0
@@ -249,7 +249,7 @@ def test_a_checks_backtest_uses_its_calendar_and_the_events_recorded_in_the_stor
     recorded = RecordedEvent.new(window, now)
     store = StateStore.open(StateConfig(path=str(tmp_path / "kpimon-state.db")))
     try:
-        store.save_calendar_event(recorded.id, now, json.dumps(recorded.json()))
+        store.calendar.save(recorded.id, now, json.dumps(recorded.json()))
         plot = tmp_path / "signups.png"
         assert backtest(live_config, "signups", "1d", "--plot", str(plot)) == 0
     finally:

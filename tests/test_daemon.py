@@ -107,12 +107,12 @@ def test_the_daemon_prunes_its_state_store_by_the_configured_retention_from_the_
     document["state"]["retention"] = {"notifications": "7d", "deployments": "14d"}
     state = Path(document["state"]["path"])
     store = StateStore(state)  # what a daemon running for months left behind
-    store.enqueue("deployment/d-old/passed", "deployment", "{}", ["slack"])
-    store.enqueue("deployment/d-new/passed", "deployment", "{}", ["slack"])
-    for entry in store.pending("slack"):
-        store.mark_delivered([entry.id])
-    store.record_deployment("d-old", "prod", "passed", datetime.now(UTC) - timedelta(days=15), "{}")
-    store.record_deployment("d-new", "prod", "passed", datetime.now(UTC) - timedelta(days=13), "{}")
+    store.outbox.enqueue("deployment/d-old/passed", "deployment", "{}", ["slack"])
+    store.outbox.enqueue("deployment/d-new/passed", "deployment", "{}", ["slack"])
+    for entry in store.outbox.pending("slack"):
+        store.outbox.mark_delivered([entry.id])
+    store.deployments.record("d-old", "prod", "passed", datetime.now(UTC) - timedelta(days=15), "{}")
+    store.deployments.record("d-new", "prod", "passed", datetime.now(UTC) - timedelta(days=13), "{}")
     old = datetime(2025, 6, 2, tzinfo=UTC)  # an episode long over, of a segment long gone
     episode = Notification("opened", "revenue", "XX", 1, old, old, 1.0, 10.0, 8.0, 12.0, -5.0, "")
     store.record("revenue", "XX", AlertState(episode=1, last_bucket=old), [episode], [])

@@ -90,14 +90,14 @@ def test_each_episode_is_queued_once_and_survives_a_restart(
     for check in demo_config.checks:
         engine.run(check.name)
         engine.run(check.name)  # a second run in the same bucket judges nothing new
-    queued = StateStore(store_path).pending("slack")
+    queued = StateStore(store_path).outbox.pending("slack")
     assert sorted(
         (e.notification.check, e.notification.segment, e.notification.kind) for e in queued
     ) == sorted((check, segment, "opened") for check, segment in INCIDENTS)
     restarted, metrics = make_engine(demo_config, store_path, now=DEMO_NOW + timedelta(minutes=3))
     for check in demo_config.checks:
         restarted.run(check.name)
-    assert len(StateStore(store_path).pending("slack")) == len(INCIDENTS)
+    assert len(StateStore(store_path).outbox.pending("slack")) == len(INCIDENTS)
     de = {"check": "revenue", "segment": "DE", "severity": "critical", "team": "revenue"}
     assert sample(metrics.registry, "kpimon_anomaly", **de) == 1
 
@@ -276,7 +276,7 @@ def test_demo_incidents_resolve_when_the_data_recovers(demo_config: Config, demo
         for check in demo_config.checks:
             engine.run(check.name)
     assert firing(engine, demo_config) == set()
-    events = sorted((e.notification.check, e.notification.segment, e.notification.kind) for e in store.pending("slack"))
+    events = sorted((e.notification.check, e.notification.segment, e.notification.kind) for e in store.outbox.pending("slack"))
     assert events == sorted([(c, s, k) for c, s in INCIDENTS for k in ("opened", "resolved")])
 
 
@@ -349,7 +349,7 @@ def test_a_restart_reads_only_what_is_new_from_the_cached_history(demo_config: C
     first = Engine(demo_config, open_warehouses(demo_config), StateStore(state), Metrics(), channels=["slack"],
                    clock=lambda: clock[0])
     first.run("revenue")
-    queued = len(StateStore(state).pending("slack"))
+    queued = len(StateStore(state).outbox.pending("slack"))
     clock[0] = DEMO_NOW
     counting = CountingWarehouse(open_warehouses(demo_config)["default"])
     restarted = Engine(demo_config, {"default": counting}, StateStore(state), Metrics(),  # type: ignore[dict-item]
@@ -367,8 +367,8 @@ def test_a_restart_reads_only_what_is_new_from_the_cached_history(demo_config: C
     expected = {s.segment: round(s.verdict.expected or 0, 6) for s in fresh.series("revenue")}
     assert {s.segment: round(s.verdict.expected or 0, 6) for s in restarted.series("revenue")} == expected
     # the DE episode opened before the restart is not queued again
-    assert len([e for e in StateStore(state).pending("slack") if e.notification.segment == "DE"]) == 1
-    assert len(StateStore(state).pending("slack")) >= queued
+    assert len([e for e in StateStore(state).outbox.pending("slack") if e.notification.segment == "DE"]) == 1
+    assert len(StateStore(state).outbox.pending("slack")) >= queued
 
 
 def test_a_config_change_invalidates_the_cached_history(demo_dir: Path) -> None:

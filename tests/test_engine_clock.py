@@ -71,7 +71,7 @@ def test_a_check_that_judged_the_future_recovers_by_itself_when_the_clock_comes_
     result = engine.run("visits")
     assert (result.outcome, result.notifications) == ("ok", [])
     assert engine.series("visits")[0].verdict.bucket == NOW.replace(minute=0) + timedelta(hours=1)
-    assert [e.notification.kind for e in store.pending("slack")] == ["opened", "resolved"]
+    assert [e.notification.kind for e in store.outbox.pending("slack")] == ["opened", "resolved"]
 
 
 def test_a_freshness_check_that_judged_the_future_recovers_when_the_clock_comes_back(

@@ -302,7 +302,7 @@ def test_warehouse_lost_mid_run_is_an_error_not_an_anomaly_and_the_next_run_reco
         assert value(metrics, "kpimon_check_runs_total", check="visits", outcome="error") == 1
         assert series_samples(metrics, "kpimon_anomaly", "visits") == [0]
         assert not engine.alert_state("visits", "").firing
-        assert engine.store.pending_count() == 0
+        assert engine.store.outbox.pending_count() == 0
         srv.clear_faults()
         assert engine.run("visits").outcome == "ok"
         assert value(metrics, "kpimon_warehouse_up", warehouse="default") == 1
@@ -480,7 +480,7 @@ def test_a_malformed_result_is_an_error_of_that_check_never_an_anomaly(
     assert value(metrics, "kpimon_check_runs_total", check="odd", outcome="error") == 1
     assert value(metrics, "kpimon_check_runs_total", check="odd", outcome="anomaly") == 0
     assert series_samples(metrics, "kpimon_anomaly", "odd") == []
-    assert engine.series("odd") == [] and engine.store.pending_count() == 0
+    assert engine.series("odd") == [] and engine.store.outbox.pending_count() == 0
     # a malformed answer is still an answer: the warehouse is up
     assert value(metrics, "kpimon_warehouse_up", warehouse="default") == 1
 
@@ -517,7 +517,7 @@ def test_null_values_are_missing_data_never_an_anomaly(tmp_path: Path) -> None:
     assert engine.run("all_nulls").outcome == "no_data"
     for name in ("recent_nulls", "all_nulls"):
         assert 1 not in series_samples(metrics, "kpimon_anomaly", name), name
-    assert engine.store.pending_count() == 0
+    assert engine.store.outbox.pending_count() == 0
 
 
 def test_null_values_are_not_taken_for_zeros_where_missing_buckets_are_filled(
@@ -531,7 +531,7 @@ def test_null_values_are_not_taken_for_zeros_where_missing_buckets_are_filled(
     result = engine.run("nulls")
     assert result.outcome != "anomaly", "NULL values were filled with 0 and alerted on"
     assert 1 not in series_samples(metrics, "kpimon_anomaly", "nulls")
-    assert engine.store.pending_count() == 0
+    assert engine.store.outbox.pending_count() == 0
 
 
 # === load: many checks at once ==================================================================
@@ -659,7 +659,7 @@ def test_slack_outage_keeps_notifications_in_the_outbox_and_delivers_each_once_w
     store = engine.store
 
     assert dispatcher.deliver_pending() == 0
-    assert store.pending_count() == len(INCIDENTS), "every alert is kept for a retry"
+    assert store.outbox.pending_count() == len(INCIDENTS), "every alert is kept for a retry"
     # the first message failed: revenue's, for its total and Germany
     assert value(metrics, "kpimon_alerts_sent_total", channel="slack", outcome="error") == 2
     assert not value(metrics, "kpimon_alerts_sent_total", channel="slack", outcome="ok")
@@ -673,7 +673,7 @@ def test_slack_outage_keeps_notifications_in_the_outbox_and_delivers_each_once_w
         assert dispatcher.deliver_pending() == 0
         engine.run("revenue")  # a later run does not queue the same episode again
         assert dispatcher.deliver_pending() == 0
-        assert store.pending_count() == 0
+        assert store.outbox.pending_count() == 0
         assert sorted(i for m in back.posted() for i in incidents_in(m.text)) == sorted(INCIDENTS)
     finally:
         if back is not slack:
@@ -701,7 +701,7 @@ def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
     engine, dispatcher = run_demo(config, demo_dir, None, client, delivery=clock)
     store, metrics = engine.store, engine.metrics
     assert dispatcher.deliver_pending() == 0  # nobody listens
-    assert len(store.pending("alertmanager")) == len(INCIDENTS)
+    assert len(store.outbox.pending("alertmanager")) == len(INCIDENTS)
     assert value(metrics, "kpimon_alerts_sent_total", channel="alertmanager", outcome="error") == 1
 
     manager = Alertmanager(binary, tmp_path_factory.mktemp("alertmanager"))
@@ -711,7 +711,7 @@ def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
         clock.advance(10)  # past the backoff
         assert dispatcher.deliver_pending() == len(INCIDENTS)
         assert dispatcher.deliver_pending() == 0
-        assert store.pending("alertmanager") == []
+        assert store.outbox.pending("alertmanager") == []
         with urllib.request.urlopen(f"{manager.url}/api/v2/alerts", timeout=5) as response:
             alerts = json.loads(response.read())
     finally:
@@ -740,12 +740,12 @@ def test_a_locked_state_store_fails_the_run_and_the_alert_still_opens_once_it_is
     assert locked.outcome == "error" and "locked" in (locked.error or "")
     assert value(metrics, "kpimon_check_runs_total", check="signups", outcome="error") == 1
     assert 1 not in series_samples(metrics, "kpimon_anomaly", "signups")
-    assert store.pending_count() == 0
+    assert store.outbox.pending_count() == 0
     # the lock is gone: the next run judges what the failed run could not save
     again = engine.run("signups")
     assert again.outcome == "anomaly", (again.outcome, again.error)
     assert engine.alert_state("signups", "").firing
-    assert [e.notification.check for e in store.pending("slack")] == ["signups"]
+    assert [e.notification.check for e in store.outbox.pending("slack")] == ["signups"]
     assert series_samples(metrics, "kpimon_anomaly", "signups") == [1]
 
 

@@ -15,7 +15,8 @@ from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.exporter import Metrics
 from monitor.leases import Coordinator, LeaseLost, fair_share
-from monitor.store import OUTBOX_LEASE, StateStore
+from monitor.records.outbox import OUTBOX_LEASE
+from monitor.store import StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
 T = datetime(2026, 11, 26, 10, tzinfo=UTC)
@@ -130,7 +131,7 @@ def test_expired_leases_are_taken_over_and_the_late_holder_can_no_longer_write(
     with pytest.raises(LeaseLost, match=f"lost the lease on '{check}'"):
         a.store.record(check, "", AlertState(), [NOTE], ["slack"])
     assert a.store.load_states(check) == {(check, ""): FIRING}, "nothing of it landed"
-    assert a.store.pending("slack") == []
+    assert a.store.outbox.pending("slack") == []
     b.store.record(check, "", AlertState(), [NOTE], ["slack"])
     # a's next beat finds its leases gone and says so
     beat = a.coordinator.beat()
@@ -146,14 +147,14 @@ def test_only_the_outbox_lease_holder_records_delivery_steps(
     a, b = replicas("a"), replicas("b")
     beat_all(a, b)
     holder, other = (a, b) if a.coordinator.holds(OUTBOX_LEASE) else (b, a)
-    holder.store.enqueue("deployment/d1/passed", "deployment", "{}", ["slack"])
-    [entry] = other.store.pending("slack")
+    holder.store.outbox.enqueue("deployment/d1/passed", "deployment", "{}", ["slack"])
+    [entry] = other.store.outbox.pending("slack")
     with pytest.raises(LeaseLost):
-        other.store.begin_attempt([entry.id], "marker", T)
+        other.store.outbox.begin_attempt([entry.id], "marker", T)
     with pytest.raises(LeaseLost):
-        other.store.mark_delivered([entry.id], "C1:1.0")
-    holder.store.mark_delivered([entry.id], "C1:1.0")
-    assert holder.store.status(entry.key, "slack") == "sent"
+        other.store.outbox.mark_delivered([entry.id], "C1:1.0")
+    holder.store.outbox.mark_delivered([entry.id], "C1:1.0")
+    assert holder.store.outbox.status(entry.key, "slack") == "sent"
 
 
 def test_a_replica_cut_off_from_the_database_stops_acting_on_its_leases_by_itself(

@@ -30,7 +30,7 @@ from monitor.pages.model import (
     Span,
 )
 from monitor.pages.svg import chart, sparkline
-from monitor.store import AlertEvent
+from monitor.records.alerts import AlertEvent
 
 NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
 HOSTILE = ["<script>alert(1)</script>", '"><img src=x onerror=alert(2)>', "' onmouseover='alert(3)"]

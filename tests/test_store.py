@@ -19,7 +19,8 @@ from monitor.alerts.state import AlertState
 from monitor.answers.model import AlertRef, Feedback
 from monitor.config import StateConfig, parse_config
 from monitor.errors import StateStoreError
-from monitor.store import SCHEMA_VERSION, FollowUp, StateStore
+from monitor.records.outbox import FollowUp
+from monitor.store import SCHEMA_VERSION, StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.test_faults import NOW, hourly_rows, make_engine, visits_check
 
@@ -44,7 +45,7 @@ def test_state_and_outbox_survive_reopening(open_store: Callable[[], StateStore]
     store.close()
     reopened = open_store()
     assert reopened.load_states() == {("revenue", "DE"): state}
-    [entry] = reopened.pending("slack")
+    [entry] = reopened.outbox.pending("slack")
     assert entry.notification == NOTE
     reopened.close()
 
@@ -137,16 +138,16 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     store = StateStore.open(config)
     assert schema_version(config) == str(SCHEMA_VERSION)
     assert store.load_states() == {("revenue", "DE"): AlertState("firing", 2, 0, T, 1, T)}
-    [entry] = store.pending("slack", due=T)  # the message waiting before the upgrade still goes
+    [entry] = store.outbox.pending("slack", due=T)  # the message waiting before the upgrade still goes
     assert (entry.notification, entry.status, entry.attempts) == (NOTE, "pending", 0)
-    store.mark_delivered([entry.id], "C1:123.4")
+    store.outbox.mark_delivered([entry.id], "C1:123.4")
     # the upgraded store takes what the current version writes: a quiet period, the detector's
     # hold on an open episode, alert events, calendar events
     resolved = replace(NOTE, kind="resolved")
     upgraded = AlertState(episode=1, last_bucket=T, quiet_start=T, hold_sign=-1, hold_evidence=7.5)
     store.record_all("revenue", [("DE", upgraded, [resolved])], ["slack"], verdicts={"DE": "{}"})
-    assert [e.notification for e in store.alert_events("revenue")] == [resolved]
-    store.save_calendar_event("e1", T, '{"id": "e1"}')
+    assert [e.notification for e in store.alerts.events("revenue")] == [resolved]
+    store.calendar.save("e1", T, '{"id": "e1"}')
     # ... and answers to alerts (version 7)
     answer = Feedback(AlertRef("revenue", "DE", 1), "false_alarm", "U1", "ana", T, T, applied=False)
     assert store.answers.record(answer, [])
@@ -154,13 +155,13 @@ def test_a_store_of_any_earlier_schema_version_is_upgraded_in_place_and_goes_on(
     store.record_run("revenue", T, "ok", 0.5, None)
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
-    assert reopened.calendar_events() == ['{"id": "e1"}']
+    assert reopened.calendar.events() == ['{"id": "e1"}']
     assert reopened.answers.unapplied() == [answer]
     assert reopened.load_states() == {("revenue", "DE"): upgraded}
     assert reopened.latest_verdicts() == {("revenue", "DE"): "{}"}
     assert reopened.last_runs()["revenue"].outcome == "ok"
-    assert reopened.remote_id(NOTE.key, "slack") == "C1:123.4"
-    assert [e.notification for e in reopened.pending("slack")] == [resolved]
+    assert reopened.outbox.remote_id(NOTE.key, "slack") == "C1:123.4"
+    assert [e.notification for e in reopened.outbox.pending("slack")] == [resolved]
     reopened.close()
 
 
@@ -183,9 +184,9 @@ def test_any_segment_value_is_stored_and_read_back_exactly(
     store.close()
     again = open_store()
     assert again.load_states() == {("revenue", s): state for s in ODD_SEGMENTS}
-    assert [e.notification.segment for e in again.pending("slack")] == ODD_SEGMENTS
+    assert [e.notification.segment for e in again.outbox.pending("slack")] == ODD_SEGMENTS
     for segment in ODD_SEGMENTS:
-        assert again.notification(replace(NOTE, segment=segment).key, "slack") is not None
+        assert again.outbox.notification(replace(NOTE, segment=segment).key, "slack") is not None
     history = again.load_history("revenue", "f1")
     assert history is not None
     assert history[1] == ODD_SEGMENTS and sorted(history[2]) == sorted(ODD_SEGMENTS)
@@ -222,7 +223,7 @@ def test_a_check_whose_segment_holds_a_nul_runs_and_keeps_its_alert_in_postgres(
     engine.store.close()
     restarted, _ = make_engine(config, StateStore.open(config.state))
     assert restarted.alert_state("sales", "A\x00B").firing
-    queued = {e.notification.segment: e.notification for e in restarted.store.pending("slack")}
+    queued = {e.notification.segment: e.notification for e in restarted.store.outbox.pending("slack")}
     assert set(queued) == {"", "A\x00B"}
     assert queued[""].explanation.startswith("A\x00B -100% explains")
     assert restarted.run("sales").outcome == "anomaly"
@@ -247,15 +248,15 @@ def test_an_outbox_made_by_schema_version_3_is_upgraded_and_its_messages_still_g
     )
     config = old_store(database, tmp_path, request, old_outbox, row)
     store = StateStore.open(config)
-    [entry] = store.pending("slack", due=T)  # never tried under the new rules: due at once
+    [entry] = store.outbox.pending("slack", due=T)  # never tried under the new rules: due at once
     assert (entry.notification, entry.attempts, entry.in_doubt, entry.delivered_to) == (NOTE, 4, None, frozenset())
-    store.mark_retry([entry.id], "Slack chat_postMessage: internal_error", T + timedelta(seconds=10), in_doubt=True)
-    assert store.pending("slack", due=T) == []
-    [later] = store.pending("slack", due=T + timedelta(seconds=10))
+    store.outbox.mark_retry([entry.id], "Slack chat_postMessage: internal_error", T + timedelta(seconds=10), in_doubt=True)
+    assert store.outbox.pending("slack", due=T) == []
+    [later] = store.outbox.pending("slack", due=T + timedelta(seconds=10))
     assert later.attempts == 5
     store.close()
     reopened = StateStore.open(config)  # the upgrade is idempotent
-    assert [e.attempts for e in reopened.pending("slack")] == [5]
+    assert [e.attempts for e in reopened.outbox.pending("slack")] == [5]
     reopened.close()
 
 
@@ -264,19 +265,19 @@ def test_a_step_is_recorded_with_the_next_one_and_failures_keep_their_reason(
 ) -> None:
     store = open_store()
     store.record("revenue", "DE", AlertState(), [NOTE], ["slack", "alertmanager"])
-    slack, alertmanager = store.pending("slack")[0], store.pending("alertmanager")[0]
-    store.begin_attempt([slack.id], "m1", T)
-    assert store.pending("slack")[0].in_doubt == "m1"
-    store.mark_delivered([slack.id], "C1:123.4", [FollowUp(f"{NOTE.key}/chart", "chart", "{}")])
-    [chart] = store.pending("slack")
+    slack, alertmanager = store.outbox.pending("slack")[0], store.outbox.pending("alertmanager")[0]
+    store.outbox.begin_attempt([slack.id], "m1", T)
+    assert store.outbox.pending("slack")[0].in_doubt == "m1"
+    store.outbox.mark_delivered([slack.id], "C1:123.4", [FollowUp(f"{NOTE.key}/chart", "chart", "{}")])
+    [chart] = store.outbox.pending("slack")
     assert (chart.key, chart.kind, chart.channel) == (f"{NOTE.key}/chart", "chart", "slack")
-    store.mark_failed([chart.id], "Slack files_getUploadURLExternal: missing_scope")
-    store.mark_retry([alertmanager.id], "down", T, in_doubt=False, delivered_to=frozenset({"a"}))
-    assert store.pending("alertmanager")[0].delivered_to == frozenset({"a"})
-    assert [(e.key, e.status, e.last_error) for e in store.outbox(["failed"])] == [
+    store.outbox.mark_failed([chart.id], "Slack files_getUploadURLExternal: missing_scope")
+    store.outbox.mark_retry([alertmanager.id], "down", T, in_doubt=False, delivered_to=frozenset({"a"}))
+    assert store.outbox.pending("alertmanager")[0].delivered_to == frozenset({"a"})
+    assert [(e.key, e.status, e.last_error) for e in store.outbox.entries(["failed"])] == [
         (f"{NOTE.key}/chart", "failed", "Slack files_getUploadURLExternal: missing_scope")
     ]
-    assert store.status(NOTE.key, "slack") == "sent" and store.remote_id(NOTE.key, "slack") == "C1:123.4"
+    assert store.outbox.status(NOTE.key, "slack") == "sent" and store.outbox.remote_id(NOTE.key, "slack") == "C1:123.4"
     store.close()
 
 
@@ -284,12 +285,12 @@ def test_the_same_episode_event_is_queued_once(open_store: Callable[[], StateSto
     store = open_store()
     for _ in range(3):
         store.record("revenue", "DE", AlertState(), [NOTE], ["slack"])
-    assert len(store.pending("slack")) == 1
-    entry = store.pending("slack")[0]
-    store.mark_delivered([entry.id], "C1:123.4")
+    assert len(store.outbox.pending("slack")) == 1
+    entry = store.outbox.pending("slack")[0]
+    store.outbox.mark_delivered([entry.id], "C1:123.4")
     store.record("revenue", "DE", AlertState(), [NOTE], ["slack"])
-    assert store.pending("slack") == []
-    assert store.remote_id(NOTE.key, "slack") == "C1:123.4"
+    assert store.outbox.pending("slack") == []
+    assert store.outbox.remote_id(NOTE.key, "slack") == "C1:123.4"
     store.close()
 
 
@@ -297,13 +298,13 @@ def test_calendar_events_are_kept_in_order_and_deleted_by_id(
     open_store: Callable[[], StateStore],
 ) -> None:
     store = open_store()
-    store.save_calendar_event("b", T + timedelta(minutes=1), '{"id": "b"}')
-    store.save_calendar_event("a", T, '{"id": "a", "name": "Black Friday \u0000"}')
+    store.calendar.save("b", T + timedelta(minutes=1), '{"id": "b"}')
+    store.calendar.save("a", T, '{"id": "a", "name": "Black Friday \u0000"}')
     store.close()
     again = open_store()
-    assert again.calendar_events() == ['{"id": "a", "name": "Black Friday \u0000"}', '{"id": "b"}']
-    assert again.delete_calendar_event("a") and not again.delete_calendar_event("a")
-    assert again.calendar_events() == ['{"id": "b"}']
+    assert again.calendar.events() == ['{"id": "a", "name": "Black Friday \u0000"}', '{"id": "b"}']
+    assert again.calendar.delete("a") and not again.calendar.delete("a")
+    assert again.calendar.events() == ['{"id": "b"}']
     again.close()
 
 
@@ -312,20 +313,20 @@ def test_deployments_manifests_schemas_and_rebaselines_are_kept(
 ) -> None:
     store = open_store()
     doc1 = '{"id": "d1"}'
-    assert store.record_deployment("d1", "prod", "watching", T, doc1)
-    assert not store.record_deployment("d1", "prod", "watching", T, '{"id": "d1", "again": 1}')
-    assert store.change_deployment("d1", lambda doc: ("failed", '{"id": "d1", "x": 1}')) == doc1
-    assert store.change_deployment("d1", lambda doc: None) is None  # nothing to change
-    assert store.change_deployment("d2", lambda doc: ("failed", "{}")) is None  # no such one
-    store.save_manifest("prod", "{}")
-    store.save_table_schema("analytics.fct_orders", '{"id": "BIGINT"}')
+    assert store.deployments.record("d1", "prod", "watching", T, doc1)
+    assert not store.deployments.record("d1", "prod", "watching", T, '{"id": "d1", "again": 1}')
+    assert store.deployments.change("d1", lambda doc: ("failed", '{"id": "d1", "x": 1}')) == doc1
+    assert store.deployments.change("d1", lambda doc: None) is None  # nothing to change
+    assert store.deployments.change("d2", lambda doc: ("failed", "{}")) is None  # no such one
+    store.deployments.save_manifest("prod", "{}")
+    store.deployments.save_table_schema("analytics.fct_orders", '{"id": "BIGINT"}')
     store.save_rebaseline("revenue", T)
     store.close()
     again = open_store()
-    assert again.deployment("d1") == '{"id": "d1", "x": 1}'
-    assert again.deployments(status="watching") == []
-    assert again.manifest("prod") == "{}"
-    assert again.table_schema("analytics.fct_orders") == '{"id": "BIGINT"}'
+    assert again.deployments.get("d1") == '{"id": "d1", "x": 1}'
+    assert again.deployments.documents(status="watching") == []
+    assert again.deployments.manifest("prod") == "{}"
+    assert again.deployments.table_schema("analytics.fct_orders") == '{"id": "BIGINT"}'
     assert again.rebaselines() == {"revenue": T}
     again.close()
 
@@ -340,34 +341,34 @@ def test_retention_prunes_what_is_done_with_and_keeps_what_is_still_needed(
     store.record("revenue", "FR", AlertState(episode=1, last_bucket=T),
                  [replace(NOTE, segment="FR"), resolved], ["slack"])  # fmt: skip
     store.record("revenue", "US", firing, [replace(NOTE, segment="US")], ["slack"])
-    store.enqueue("deployment/d0/passed", "deployment", "{}", ["slack"])
-    for entry in store.pending("slack"):
+    store.outbox.enqueue("deployment/d0/passed", "deployment", "{}", ["slack"])
+    for entry in store.outbox.pending("slack"):
         if entry.kind == "deployment" or entry.notification.segment != "US":
-            store.mark_delivered([entry.id], f"C1:{entry.id}")
-    store.record_deployment("d0", "prod", "passed", T - timedelta(days=200), '{"id": "d0"}')
-    store.record_deployment("d1", "prod", "watching", T - timedelta(days=200), '{"id": "d1"}')
-    store.save_manifest("pr-1234", "{}")  # a preview environment, never deployed again
+            store.outbox.mark_delivered([entry.id], f"C1:{entry.id}")
+    store.deployments.record("d0", "prod", "passed", T - timedelta(days=200), '{"id": "d0"}')
+    store.deployments.record("d1", "prod", "watching", T - timedelta(days=200), '{"id": "d1"}')
+    store.deployments.save_manifest("pr-1234", "{}")  # a preview environment, never deployed again
     time.sleep(0.01)
     cutoff = datetime.now(UTC)
     time.sleep(0.01)
     store.record("revenue", "GB", firing, [replace(NOTE, segment="GB")], ["slack"])
-    store.mark_delivered([store.pending("slack")[-1].id], "C1:new")
-    store.record_deployment("d2", "prod", "failed", cutoff + timedelta(minutes=1), '{"id": "d2"}')
-    store.save_manifest("prod", "{}")
+    store.outbox.mark_delivered([store.outbox.pending("slack")[-1].id], "C1:new")
+    store.deployments.record("d2", "prod", "failed", cutoff + timedelta(minutes=1), '{"id": "d2"}')
+    store.deployments.save_manifest("prod", "{}")
 
     gone = store.prune(cutoff, cutoff)
 
     assert gone == {"notifications": 3, "deployments": 1, "manifests": 1, "alert_events": 0,
                     "series_states": 0, "series_caches": 0}  # fmt: skip
     # an episode still firing keeps its opening: the resolution is threaded under it
-    assert store.remote_id(NOTE.key, "slack") is not None
-    assert store.notification(replace(NOTE, segment="GB").key, "slack") is not None
-    assert [e.notification.segment for e in store.pending("slack")] == ["US"]
+    assert store.outbox.remote_id(NOTE.key, "slack") is not None
+    assert store.outbox.notification(replace(NOTE, segment="GB").key, "slack") is not None
+    assert [e.notification.segment for e in store.outbox.pending("slack")] == ["US"]
     for note in (replace(NOTE, segment="FR"), resolved):
-        assert store.notification(note.key, "slack") is None
-    assert store.deployment("d0") is None
-    assert store.deployment("d1") == '{"id": "d1"}' and store.deployment("d2") is not None
-    assert store.manifest("pr-1234") is None and store.manifest("prod") == "{}"
+        assert store.outbox.notification(note.key, "slack") is None
+    assert store.deployments.get("d0") is None
+    assert store.deployments.get("d1") == '{"id": "d1"}' and store.deployments.get("d2") is not None
+    assert store.deployments.manifest("pr-1234") is None and store.deployments.manifest("prod") == "{}"
     assert not any(store.prune(cutoff, cutoff).values())
     store.close()
 
@@ -377,8 +378,8 @@ def test_retention_keeps_the_opening_of_an_episode_whose_resolution_waits_for_de
 ) -> None:
     store = open_store()
     store.record("revenue", "DE", AlertState("firing", 2, 0, T, 1, T), [NOTE], ["slack"])
-    [opened] = store.pending("slack")
-    store.mark_delivered([opened.id], "C1:123.4")
+    [opened] = store.outbox.pending("slack")
+    store.outbox.mark_delivered([opened.id], "C1:123.4")
     # the episode resolves while Slack is down: the state is ok, the resolution waits
     resolved = replace(NOTE, kind="resolved")
     store.record("revenue", "DE", AlertState(episode=1, last_bucket=T), [resolved], ["slack"])
@@ -386,9 +387,9 @@ def test_retention_keeps_the_opening_of_an_episode_whose_resolution_waits_for_de
 
     assert store.prune(datetime.now(UTC), datetime.now(UTC))["notifications"] == 0
 
-    assert store.remote_id(NOTE.key, "slack") == "C1:123.4"  # the reply's thread, the edit's target
-    [reply] = store.pending("slack")
-    store.mark_delivered([reply.id], "C1:123.5")
+    assert store.outbox.remote_id(NOTE.key, "slack") == "C1:123.4"  # the reply's thread, the edit's target
+    [reply] = store.outbox.pending("slack")
+    store.outbox.mark_delivered([reply.id], "C1:123.5")
     assert store.prune(datetime.now(UTC), datetime.now(UTC))["notifications"] == 2
     store.close()
 
@@ -409,7 +410,7 @@ def test_retention_prunes_the_alert_history_by_episode_and_keeps_what_still_fire
 
     assert store.prune(cutoff, cutoff, cutoff)["alert_events"] == 2
 
-    history = {(e.notification.segment, e.notification.kind) for e in store.alert_events("revenue")}
+    history = {(e.notification.segment, e.notification.kind) for e in store.alerts.events("revenue")}
     # an episode goes whole: GB's opening stays with its recent resolution
     assert history == {("GB", "opened"), ("GB", "resolved"), ("DE", "opened")}
     store.close()
@@ -509,7 +510,7 @@ def test_every_alert_event_joins_the_history_even_without_a_channel_or_when_mute
     store.record("revenue", "DE", AlertState(), [NOTE], ["slack"])  # the same event again
     store.record("orders", "", AlertState(), [replace(NOTE, check="orders", segment="")], [])
     store.close()
-    events = open_store().alert_events("revenue")
+    events = open_store().alerts.events("revenue")
     assert [(e.notification, e.muted) for e in events] == [(resolved, True), (NOTE, False)]
 
 
@@ -519,5 +520,5 @@ def test_recent_values_are_the_cached_buckets_of_the_series_asked_for(
     store = open_store()
     rows = [(s, T.replace(hour=h), float(h)) for s in ("DE", "US") for h in range(10, 14)]
     store.save_history("revenue", "fp", T, ["DE", "US"], rows, replace=True, keep_from=T)
-    found = store.recent_values([("revenue", "DE"), ("orders", "")], T.replace(hour=12))
+    found = store.series.recent_values([("revenue", "DE"), ("orders", "")], T.replace(hour=12))
     assert found == {("revenue", "DE"): [12.0, 13.0]}

@@ -66,7 +66,7 @@ class World:
             self.engine.run(check.name)
 
     def outbox(self) -> list[Any]:
-        return self.store.pending("slack")
+        return self.store.outbox.pending("slack")
 
 
 def watched_config(demo_dir: Path, **slack: Any) -> Config:
@@ -306,7 +306,7 @@ def test_a_deployment_whose_save_fails_leaves_nothing_behind_and_its_retry_is_ju
     world.watcher.record(
         DeploymentRequest(id="d1", environment="staging", manifest=compact("manifest_v1.json"))
     )
-    before = world.store.manifest("staging")
+    before = world.store.deployments.manifest("staging")
     with sqlite3.connect(demo_dir / "state.db") as db:  # the deployment's own row cannot be written
         db.execute(
             "CREATE TRIGGER full BEFORE INSERT ON deployments BEGIN"
@@ -315,7 +315,7 @@ def test_a_deployment_whose_save_fails_leaves_nothing_behind_and_its_retry_is_ju
     second = DeploymentRequest(id="d2", environment="staging", manifest=compact("manifest_v2.json"))
     with pytest.raises(StateStoreError, match="database or disk is full"):
         world.watcher.record(second)
-    assert world.store.manifest("staging") == before, "the new manifest went with the deployment"
+    assert world.store.deployments.manifest("staging") == before, "the new manifest went with the deployment"
     assert world.watcher.get("d2") is None
     assert not [e for e in world.outbox() if "d2" in e.payload]
     with sqlite3.connect(demo_dir / "state.db") as db:

@@ -29,7 +29,8 @@ from monitor.alerts.slack_outbox import PAGE, SlackOutbox
 from monitor.config import Config
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
-from monitor.store import OutboxEntry, StateStore
+from monitor.records.outbox import OutboxEntry
+from monitor.store import StateStore
 
 log = logging.getLogger("monitor.alerts")
 
@@ -102,7 +103,7 @@ class Dispatcher:
     def _deliver_alertmanager(self) -> int:
         now = self.clock()
         delivered, after = 0, 0
-        while page := self.store.pending("alertmanager", PAGE, due=now, after=after):
+        while page := self.store.outbox.pending("alertmanager", PAGE, due=now, after=after):
             after = page[-1].id
             delivered += self._alertmanager_page(page, now)
         return delivered
@@ -119,7 +120,8 @@ class Dispatcher:
                 alert = self._alert(entry.notification)
             except Exception as exc:  # odd data in one alert must not stall the rest
                 log.error("cannot deliver an alert", exc_info=exc)
-                self.store.mark_failed([entry.id], f"internal error: {type(exc).__name__}: {exc}")
+                error = f"internal error: {type(exc).__name__}: {exc}"
+                self.store.outbox.mark_failed([entry.id], error)
                 continue
             waiting[frozenset(replicas) - entry.delivered_to].append((entry, alert))
         delivered = 0
@@ -158,19 +160,21 @@ class Dispatcher:
         assert self.config.alertmanager is not None
         accepted = entry.delivered_to | took
         if not refused:
-            self.store.mark_delivered([entry.id])
+            self.store.outbox.mark_delivered([entry.id])
             return 1
         reason = "; ".join(r.reason for r in refused.values())
         attempts = entry.attempts + 1
         when = next_attempt(attempts, now, self.config.alertmanager.max_attempts)
         if any(r.invalid for r in refused.values()):
-            self.store.mark_failed([entry.id], reason, accepted)
+            self.store.outbox.mark_failed([entry.id], reason, accepted)
         elif when is None:
-            self.store.mark_failed(
+            self.store.outbox.mark_failed(
                 [entry.id], f"gave up after {attempts} attempts: {reason}", accepted
             )
         else:
-            self.store.mark_retry([entry.id], reason, when, in_doubt=False, delivered_to=accepted)
+            self.store.outbox.mark_retry(
+                [entry.id], reason, when, in_doubt=False, delivered_to=accepted
+            )
         return 0
 
     def resend_firing(self, firing: list[tuple[str, str, int]]) -> None:
@@ -180,7 +184,7 @@ class Dispatcher:
             return
         with self._lock:
             keys = [event_key(check, segment, n, "opened") for check, segment, n in firing]
-            notes = [self.store.notification(key, "alertmanager") for key in keys]
+            notes = [self.store.outbox.notification(key, "alertmanager") for key in keys]
             alerts = [self._alert(n) for n in notes if n is not None]
             if alerts:
                 self._post_alertmanager(alerts, self.alertmanager.urls)

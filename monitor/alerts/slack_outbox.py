@@ -65,7 +65,8 @@ from monitor.config import Config
 from monitor.deployments import Deployment
 from monitor.errors import StateStoreError
 from monitor.exporter import Metrics
-from monitor.store import FollowUp, OutboxEntry, StateStore
+from monitor.records.outbox import FollowUp, OutboxEntry
+from monitor.store import StateStore
 
 log = logging.getLogger("monitor.alerts")
 
@@ -121,7 +122,7 @@ class SlackOutbox:
         now = self.clock()
         delivered, after = 0, 0
         try:
-            while page := self.store.pending("slack", PAGE, due=now, after=after):
+            while page := self.store.outbox.pending("slack", PAGE, due=now, after=after):
                 # follow-up steps get higher ids: later pages of this same round take them
                 after = page[-1].id
                 for entries, build in self._plan(page, now):
@@ -250,12 +251,12 @@ class SlackOutbox:
         """The reply in the alert's thread (or a message of its own when the alert has none),
         then the edit of the alert; None while the alert itself waits for delivery."""
         opened_key = event_key(note.check, note.segment, note.episode, "opened")
-        status = self.store.status(opened_key, "slack")
+        status = self.store.outbox.status(opened_key, "slack")
         if status == "pending":
             return None
-        remote = self.store.remote_id(opened_key, "slack")
+        remote = self.store.outbox.remote_id(opened_key, "slack")
         thread = SlackRef.parse(remote) if remote else None
-        opened = self.store.notification(opened_key, "slack")
+        opened = self.store.outbox.notification(opened_key, "slack")
         channel = channel_for(note, self.config)
         text = alert_text(note, slack=True)
 
@@ -326,7 +327,7 @@ class SlackOutbox:
 
         def send(_: str | None) -> SlackRef:
             if thread.grouped:
-                notes = self.store.opened_posted_as(str(thread))
+                notes = self.store.outbox.opened_posted_as(str(thread))
                 answers = {
                     a.ref: a
                     for check in {n.check for n in notes}
@@ -340,13 +341,13 @@ class SlackOutbox:
                 ended = {
                     ref(n): r
                     for n, key in resolutions
-                    if (r := self.store.notification(key, "slack")) is not None
+                    if (r := self.store.outbox.notification(key, "slack")) is not None
                 }
                 blocks = group_with_buttons(notes, answers, ended)
                 self.slack.update(thread, group_text(notes), blocks)
                 return thread
             key = event_key(opened.check, opened.segment, opened.episode, "resolved")
-            resolved = self.store.notification(key, "slack")
+            resolved = self.store.outbox.notification(key, "slack")
             answered = self.store.answers.get(ref(opened))
             text = resolved_text(opened) if resolved is not None else alert_text(opened, slack=True)
             self.slack.update(thread, text, settled_blocks(opened, resolved, answered))
@@ -409,7 +410,7 @@ class SlackOutbox:
                 marker = None
                 if step.find is not None:
                     marker = secrets.token_hex(8)
-                    self.store.begin_attempt([e.id for e in entries], marker, now)
+                    self.store.outbox.begin_attempt([e.id for e in entries], marker, now)
                 posted = step.send(marker)
             then = step.then(posted)
         except DeliveryError as exc:
@@ -420,7 +421,7 @@ class SlackOutbox:
         except Exception as exc:  # a bug or odd data in one message: it must not stall the rest
             self._broken(entries, exc)
             return 0
-        self.store.mark_delivered([e.id for e in entries], str(posted), then)
+        self.store.outbox.mark_delivered([e.id for e in entries], str(posted), then)
         self.metrics.alerts_sent.labels("slack", "ok").inc(len(entries))
         log.info("slack message delivered", extra={"fields": {"message": step.what}})
         return len(entries)
@@ -454,18 +455,18 @@ class SlackOutbox:
         self.metrics.alerts_sent.labels("slack", "error").inc(len(entries))
         fields = {"error": str(exc), "entries": len(entries)}
         if exc.permanent:
-            self.store.mark_failed(ids, str(exc))
+            self.store.outbox.mark_failed(ids, str(exc))
             log.warning("slack refused a message; recorded as failed", extra={"fields": fields})
             return
         attempts = max(e.attempts for e in entries) + 1
         when = next_attempt(attempts, now, self.slack_config.max_attempts)
         if when is None:
-            self.store.mark_failed(
+            self.store.outbox.mark_failed(
                 ids, f"gave up after {attempts} attempts: {exc}", in_doubt=exc.in_doubt
             )
             log.warning("slack delivery given up", extra={"fields": fields})
         else:
-            self.store.mark_retry(ids, str(exc), when, in_doubt=exc.in_doubt)
+            self.store.outbox.mark_retry(ids, str(exc), when, in_doubt=exc.in_doubt)
             log.warning(
                 "slack delivery failed; kept for retry",
                 extra={"fields": {**fields, "next_attempt": when.isoformat()}},
@@ -480,7 +481,7 @@ class SlackOutbox:
         )
         self.metrics.alerts_sent.labels("slack", "error").inc(len(entries))
         # in doubt if an earlier attempt's answer was lost: Slack may show it all the same
-        self.store.mark_failed(
+        self.store.outbox.mark_failed(
             [e.id for e in entries], f"internal error: {type(exc).__name__}: {exc}", in_doubt=True
         )
 

@@ -10,24 +10,18 @@ until the series is back in its band, its verdicts count as normal (see ``model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import cast
 
 from monitor.answers.model import AlertRef, AnswerKind, Feedback
-from monitor.statedb import Database, Executor, Row
-
-Enqueue = Callable[[Executor, str, str, str, list[str]], None]
+from monitor.records.outbox import queue
+from monitor.statedb import Database, Row, instant, rowcount
 
 _COLUMNS = (
     "SELECT check_name, segment, episode, answer, user_id, user_name, answered_at, since, applied"
     " FROM alert_answers"
 )
-
-
-def _at(moment: datetime) -> str:
-    # fixed width in UTC, so that instants compare as text in SQL
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _feedback(row: Row) -> Feedback:
@@ -46,9 +40,8 @@ def _feedback(row: Row) -> Feedback:
 class AnswerRecords:
     """The answers part of the state store; thread-safe as the store is."""
 
-    def __init__(self, db: Database, enqueue: Enqueue) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self._enqueue = enqueue
 
     def record(self, feedback: Feedback, messages: Sequence[tuple[str, str, str]]) -> bool:
         """Save an answer and queue its Slack ``messages`` (key, kind, payload), atomically.
@@ -61,13 +54,12 @@ class AnswerRecords:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
                 " ON CONFLICT (check_name, segment, episode) DO NOTHING",
                 (ref.check, ref.segment, ref.episode, feedback.answer, feedback.user_id,
-                 feedback.user_name, _at(feedback.answered_at), _at(feedback.since),
+                 feedback.user_name, instant(feedback.answered_at), instant(feedback.since),
                  int(feedback.answer == "false_alarm")),
             )  # fmt: skip
-            if max(int(getattr(inserted, "rowcount", 0)), 0) == 0:
+            if rowcount(inserted) == 0:
                 return False
-            for key, kind, payload in messages:
-                self._enqueue(db, key, kind, payload, ["slack"])
+            queue(db, messages, ["slack"])
         return True
 
     def mark_applied(self, ref: AlertRef) -> None:
@@ -104,7 +96,7 @@ class AnswerRecords:
     def since(self, moment: datetime, check: str | None = None) -> list[Feedback]:
         """Answers given from ``moment`` on (of one check), oldest first."""
         sql = _COLUMNS + " WHERE answered_at >= ?"
-        params: tuple[object, ...] = (_at(moment),)
+        params: tuple[object, ...] = (instant(moment),)
         if check is not None:
             sql, params = sql + " AND check_name = ?", (*params, check)
         return [_feedback(r) for r in self._db.read(sql + " ORDER BY answered_at", params)]
@@ -131,10 +123,10 @@ class AnswerRecords:
         """Remember a signed request; False when it was seen before (a replay). Requests older
         than ``forget_before`` are forgotten: their timestamps are refused as stale anyway."""
         with self._db.transaction() as db:
-            db.execute("DELETE FROM slack_requests WHERE seen_at < ?", (_at(forget_before),))
+            db.execute("DELETE FROM slack_requests WHERE seen_at < ?", (instant(forget_before),))
             inserted = db.execute(
                 "INSERT INTO slack_requests (digest, seen_at) VALUES (?, ?)"
                 " ON CONFLICT (digest) DO NOTHING",
-                (digest, _at(now)),
+                (digest, instant(now)),
             )
-            return max(int(getattr(inserted, "rowcount", 0)), 0) == 1
+            return rowcount(inserted) == 1

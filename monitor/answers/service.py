@@ -222,10 +222,10 @@ class AnswerService:
             return None
         ref = AlertRef(name, segment, click.alert.episode)
         key = event_key(name, segment, ref.episode, "opened")
-        event = self.store.alert_event(key)
+        event = self.store.alerts.event(key)
         if event is None:
             return None
-        posted = self.store.remote_id(key, "slack")
+        posted = self.store.outbox.remote_id(key, "slack")
         thread = posted or f"{click.channel_id}:{click.message_ts}"
         return ref, event.notification.since, thread, event.notification.to_json()
 

@@ -25,7 +25,7 @@ class CalendarBook:
         self.store = store
         self.clock = clock
         self._lock = threading.Lock()
-        self._events = [RecordedEvent.from_json(json.loads(d)) for d in store.calendar_events()]
+        self._events = [RecordedEvent.from_json(json.loads(d)) for d in store.calendar.events()]
 
     def events(self) -> list[RecordedEvent]:
         with self._lock:
@@ -42,7 +42,7 @@ class CalendarBook:
             raise UnknownChecks(f"checks: no check named {', '.join(map(repr, unknown))}")
         event = RecordedEvent.new(request, self.clock())
         with self._lock:
-            self.store.save_calendar_event(event.id, event.created_at, json.dumps(event.json()))
+            self.store.calendar.save(event.id, event.created_at, json.dumps(event.json()))
             self._events.append(event)
         return event
 
@@ -50,7 +50,7 @@ class CalendarBook:
         """Remove an event; the one removed, or None when there was none with this id."""
         with self._lock:
             found = next((e for e in self._events if e.id == event_id), None)
-            if found is not None and self.store.delete_calendar_event(event_id):
+            if found is not None and self.store.calendar.delete(event_id):
                 self._events.remove(found)
                 return found
         return None

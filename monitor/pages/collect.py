@@ -31,7 +31,8 @@ from monitor.pages.model import (
     State,
 )
 from monitor.queries import freshness_query, series_query
-from monitor.store import AlertEvent, StateStore
+from monitor.records.alerts import AlertEvent
+from monitor.store import StateStore
 from monitor.watcher import DeploymentWatcher
 
 SPARK_BUCKETS = 48
@@ -79,7 +80,7 @@ class PageData:
             ]
             if wanted:
                 since = to_utc(now - SPARK_BUCKETS * length).to_pydatetime()
-                values.update(self.store.recent_values(wanted, since))
+                values.update(self.store.series.recent_values(wanted, since))
         return [
             replace(r, spark=tuple(values.get((r.name, r.spark_segment), [])[-SPARK_BUCKETS:]))
             for r in rows
@@ -99,7 +100,7 @@ class PageData:
         (row,) = self._with_sparklines((self._rows(now, check)[0],), now)
         steps = shown * (AGE_STEPS_PER_DAY if check.kind == "freshness" else _per_day(check))
         history = self.engine.history(name, steps)
-        events = self.store.alert_events(name, ALERTS_LISTED)
+        events = self.store.alerts.events(name, ALERTS_LISTED)
         episodes = _episodes(events)
         answers = {
             (a.ref.segment, a.ref.episode): a
@@ -125,7 +126,7 @@ class PageData:
         start = now - timedelta(days=shown)
         markers = [
             Marker(d.received_at, f"deployment {d.id} ({d.environment})", deployment_href(d.id))
-            for d in map(Deployment.from_json, self.store.deployments(since=start))
+            for d in map(Deployment.from_json, self.store.deployments.documents(since=start))
             if d.watched(name) is not None
         ]
         config = self.engine.config
@@ -178,7 +179,7 @@ class PageData:
     # --- deployments ------------------------------------------------------------------------
 
     def deployments(self) -> DeploymentList:
-        documents = self.store.deployments()[-DEPLOYMENTS_LISTED:]
+        documents = self.store.deployments.documents()[-DEPLOYMENTS_LISTED:]
         listed = [Deployment.from_json(d) for d in reversed(documents)]
         return DeploymentList(tuple(listed), self.engine.clock())
 

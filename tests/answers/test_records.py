@@ -36,7 +36,7 @@ def test_an_alert_takes_one_answer_and_its_slack_steps_are_queued_with_it(
     first = feedback()
     assert store.answers.record(first, [("k/answer", "answer", json.dumps({"x": 1}))])
     assert not store.answers.record(feedback("acknowledge"), [("k2/answer", "answer", "{}")])
-    [queued] = store.pending("slack")
+    [queued] = store.outbox.pending("slack")
     assert (queued.key, queued.kind) == ("k/answer", "answer")
     assert store.answers.get(first.ref) == first
     store.close()

@@ -40,7 +40,7 @@ def engine_for(config: Config, store: Path, clock: list[datetime]) -> Engine:
 def signups_alert_starts(engine: Engine) -> list[datetime]:
     return [
         e.notification.since
-        for e in engine.store.alert_events("signups")
+        for e in engine.store.alerts.events("signups")
         if e.notification.kind == "opened"
     ]
 
@@ -295,7 +295,7 @@ def test_the_alert_chart_carries_the_calendar_of_its_buckets(
     engine = Engine(config, open_warehouses(config), StateStore(tmp_path / "state.db"), Metrics(),
                     channels=["slack"], clock=lambda: DEMO_NOW, chart_buckets=72)  # fmt: skip
     engine.run("signups")
-    [opened] = [e.notification for e in engine.store.pending("slack", due=DEMO_NOW + timedelta(hours=1))
+    [opened] = [e.notification for e in engine.store.outbox.pending("slack", due=DEMO_NOW + timedelta(hours=1))
                 if e.kind == "alert" and e.notification.check == "signups"]  # fmt: skip
     assert len(opened.history) == 72
     assert opened.calendar == [["event", "Referral campaign", start.isoformat(), end.isoformat()]]
@@ -307,9 +307,9 @@ def test_a_restart_with_a_calendar_sends_nothing_twice(
     config, times = campaign_demo(tmp_path, monkeypatch)
     first = engine_for(config, tmp_path / "state.db", [DEMO_NOW])
     assert first.run("signups").outcome == "anomaly"
-    queued = len(first.store.outbox(["pending"]))
+    queued = len(first.store.outbox.entries(["pending"]))
     later = [DEMO_NOW + timedelta(minutes=20)]
     restarted = engine_for(config, tmp_path / "state.db", later)  # models from the cache
     assert restarted.run("signups").outcome == "anomaly"
-    assert len(restarted.store.outbox(["pending"])) == queued  # nothing queued again
+    assert len(restarted.store.outbox.entries(["pending"])) == queued  # nothing queued again
     assert signups_alert_starts(restarted) == [times.signup_spike[0].to_pydatetime()]
