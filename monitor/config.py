@@ -39,12 +39,12 @@ from monitor.calendar.config import CalendarConfig, ExclusionConfig, OnHoliday, 
 from monitor.config_errors import Wording, did_you_mean, join, nearest
 from monitor.dbt import ArtifactError
 from monitor.dbt_checks import DeclaredCheck, declared_checks
+from monitor.detection.spec import Direction
 from monitor.dialects import Grain, is_plain_identifier
 from monitor.durations import is_cron, parse_duration, seconds
 from monitor.errors import ConfigError
 
 CheckKind = Literal["metric", "row_count", "freshness", "sql"]
-Direction = Literal["both", "up", "down"]
 Severity = Literal["info", "warning", "critical"]
 
 GRAIN_SECONDS: dict[str, int] = {"hour": 3600, "day": 86400}
