@@ -215,7 +215,7 @@ def test_the_postgres_example_validates_with_each_dsn_form(monkeypatch: pytest.M
         config = load_config(REPO / "config" / "postgres.example.yaml")
         [warehouse] = config.all_warehouses().values()
         assert warehouse.kind == "postgres"
-        assert warehouse.dsn.get_secret_value() == dsn  # type: ignore[union-attr]
+        assert warehouse.dsn.get_secret_value() == dsn
 
 
 def test_committed_json_schema_is_current() -> None:
