@@ -90,7 +90,8 @@ class Setup:
             "SELECT status, attempts, last_error FROM outbox WHERE notification_key = ?", (key,)
         ).fetchall()
         assert len(rows) == 1, rows
-        return rows[0]
+        row: tuple[str, int, str | None] = rows[0]  # sqlite3 rows are untyped
+        return row
 
 
 # === a refusal stays with its message =========================================================
@@ -273,6 +274,7 @@ def test_a_resolved_alert_of_a_group_loses_its_buttons_and_the_others_keep_their
     kinds = [b["type"] for b in group.blocks or []]
     assert kinds == ["header", "section", "context", "section", "actions"]
     assert "Resolved after 3h" in json.dumps(group.blocks)
+    assert group.blocks is not None
     assert group.blocks[4]["elements"][0]["value"].startswith("revenue:1:")
 
 
