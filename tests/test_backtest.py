@@ -14,6 +14,7 @@ from monitor.answers.model import AlertRef, Feedback
 from monitor.backtest import (
     OUTPUT_COLUMNS,
     Episode,
+    Replay,
     alert_score,
     bucket_starts,
     infer_bucket_seconds,
@@ -236,7 +237,10 @@ def test_false_alarms_widen_the_band_from_the_answer_on_and_never_before() -> No
     plain = replay(frame, spec, POLICY)
     answer = answer_to(plain.episodes[0], "false_alarm")
     answered = replay(frame, spec, POLICY, answers=[answer])
-    width = lambda r: (r.buckets["upper"] - r.buckets["expected"]).to_numpy()  # noqa: E731
+
+    def width(r: Replay) -> np.ndarray:
+        return (r.buckets["upper"] - r.buckets["expected"]).to_numpy()
+
     # judged before the answer: the buckets that had ended when it was given
     before = plain.buckets["bucket"] + pd.Timedelta(hours=1) <= pd.Timestamp(answer.answered_at)
     assert np.allclose(width(answered)[before], width(plain)[before], equal_nan=True)

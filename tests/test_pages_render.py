@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import pandas as pd
 import pytest
@@ -205,9 +206,10 @@ def test_the_overview_filters_sorts_worst_first_and_pages() -> None:
 
 
 def test_episodes_run_from_onset_to_resolution_or_stay_open() -> None:
-    def event(kind: str, segment: str, episode: int, since: datetime, bucket: datetime) -> AlertEvent:
+    def event(kind: Literal["opened", "resolved"], segment: str, episode: int, since: datetime,
+              bucket: datetime) -> AlertEvent:
         note = Notification(kind, "revenue", segment, episode, since, bucket, 1.0, 2.0, 1.5, 2.5,
-                            -5.0, "critical")  # type: ignore[arg-type]  # fmt: skip
+                            -5.0, "critical")  # fmt: skip
         return AlertEvent(note, bucket, muted=False)
 
     t = NOW - timedelta(hours=10)
