@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -27,7 +27,9 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | Non
     return registry.get_sample_value(name, labels)
 
 
-def make_engine(config: Config, store_path: Path | str, now=DEMO_NOW) -> tuple[Engine, Metrics]:  # type: ignore[no-untyped-def]
+def make_engine(
+    config: Config, store_path: Path | str, now: datetime = DEMO_NOW
+) -> tuple[Engine, Metrics]:
     metrics = Metrics()
     engine = Engine(
         config,
@@ -425,5 +427,5 @@ def test_a_warehouse_coming_back_is_logged(demo_config: Config, demo_dir: Path, 
         assert engine.run("signups").outcome == "anomaly"
         assert engine.run("orders_rows").outcome == "ok"
     back = [r for r in caplog.records if r.getMessage() == "warehouse is back"]
-    assert [(r.levelname, r.fields) for r in back] == [("INFO", {"warehouse": "default"})]  # type: ignore[attr-defined]
+    assert [(r.levelname, r.fields) for r in back] == [("INFO", {"warehouse": "default"})]  # type: ignore[attr-defined]  # set by extra=
     assert sample(metrics.registry, "kpimon_warehouse_up", warehouse="default") == 1
