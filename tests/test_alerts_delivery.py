@@ -312,12 +312,12 @@ def test_a_post_slack_accepted_but_answered_after_the_timeout_is_not_posted_agai
 def lock_the_store_on(slack: SlackServer, store_path: Path, method: str) -> threading.Event:
     """While Slack carries out the first ``method`` call, another connection takes the state
     store's write lock, so recording what Slack answered fails; released by the event."""
-    release = threading.Event()
+    release, armed = threading.Event(), threading.Event()
 
     def hook(call: Any) -> None:
-        if call.method != method or release.is_set() or getattr(hook, "armed", False):
+        if call.method != method or release.is_set() or armed.is_set():
             return
-        hook.armed = True  # type: ignore[attr-defined]
+        armed.set()
         holder = sqlite3.connect(store_path, isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN EXCLUSIVE")
 

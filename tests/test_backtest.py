@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from monitor.alerts.state import AlertPolicy
-from monitor.answers.model import AlertRef, Feedback
+from monitor.answers.model import AlertRef, AnswerKind, Feedback
 from monitor.backtest import (
     OUTPUT_COLUMNS,
     Episode,
@@ -199,10 +199,10 @@ def test_missing_columns_are_reported() -> None:
 POLICY = AlertPolicy(open_after=2, resolve_after=2)
 
 
-def answer_to(episode: Episode, kind: str, after_hours: int = 2) -> Feedback:
+def answer_to(episode: Episode, kind: AnswerKind, after_hours: int = 2) -> Feedback:
     """An answer an hour after the alert was sent (when the bucket that opened it ended)."""
     at = (episode.opened + pd.Timedelta(hours=after_hours)).to_pydatetime()
-    return Feedback(AlertRef("orders", "", 1), kind, "U1", "ana", at, episode.since.to_pydatetime())  # type: ignore[arg-type]
+    return Feedback(AlertRef("orders", "", 1), kind, "U1", "ana", at, episode.since.to_pydatetime())
 
 
 def plateau(factor: float, hours: int) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from monitor.alerts.state import AlertState
 from monitor.config import StateConfig
 from monitor.exporter import Metrics
 from monitor.leases import Coordinator, LeaseLost, fair_share
+from monitor.statedb import PostgresDatabase
 from monitor.store import OUTBOX_LEASE, StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
@@ -175,7 +176,8 @@ def test_a_replica_cut_off_from_the_database_stops_acting_on_its_leases_by_itsel
     assert len(coordinator.held()) == 10
     # the database goes away: every renewal from now on fails to connect
     renewals = coordinator._db  # the connection the renewals use, the store's is another
-    renewals._url = "postgresql://kpi@127.0.0.1:1/gone"  # type: ignore[attr-defined]
+    assert isinstance(renewals, PostgresDatabase)
+    renewals._url = "postgresql://kpi@127.0.0.1:1/gone"
     renewals.close()
     time.sleep(3.0 * 0.9)
     coordinator._safe_beat()

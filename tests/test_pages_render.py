@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 import pytest
@@ -37,7 +37,7 @@ NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
 HOSTILE = ["<script>alert(1)</script>", '"><img src=x onerror=alert(2)>', "' onmouseover='alert(3)"]
 
 
-def row(name: str = "revenue", **changes: object) -> CheckRow:
+def row(name: str = "revenue", **changes: Any) -> CheckRow:  # fields of several types
     base = CheckRow(
         name=name,
         kind="metric",
@@ -54,7 +54,7 @@ def row(name: str = "revenue", **changes: object) -> CheckRow:
         spark_segment="",
         series=1,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 def points(n: int, *, anomalous_at: tuple[int, ...] = (), band_from: int = 0) -> tuple[Point, ...]:
@@ -72,7 +72,7 @@ def points(n: int, *, anomalous_at: tuple[int, ...] = (), band_from: int = 0) ->
     )
 
 
-def check_page(segments: list[str], **changes: object) -> CheckPage:
+def check_page(segments: list[str], **changes: Any) -> CheckPage:  # fields of several types
     charts = tuple(SeriesChart(s, points(48), "ok", None, ()) for s in segments)
     page = CheckPage(
         row=row(),
@@ -86,7 +86,7 @@ def check_page(segments: list[str], **changes: object) -> CheckPage:
         day_choices=(2, 7, 56),
         now=NOW,
     )
-    return replace(page, **changes)  # type: ignore[arg-type]
+    return replace(page, **changes)
 
 
 def no_markup_from(values: list[str], html: str) -> None:
