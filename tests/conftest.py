@@ -64,7 +64,7 @@ def query_in_thread(
 
 def demo_document(directory: Path, **slack: Any) -> dict[str, Any]:
     """The demo config as a dict, pointed at ``directory``; Slack enabled when given."""
-    document = yaml.safe_load(DEMO_CONFIG.read_text())
+    document: dict[str, Any] = yaml.safe_load(DEMO_CONFIG.read_text())
     document["warehouse"]["path"] = str(directory / "demo.duckdb")
     document["state"]["path"] = str(directory / "kpimon-state.db")
     if slack:

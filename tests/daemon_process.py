@@ -67,7 +67,8 @@ class DaemonProcess:
         raise AssertionError(f"daemon not ready after {timeout}s: {self.output()}")
 
     def checks(self) -> list[dict[str, Any]]:
-        return json.loads(self.get("/api/v1/checks")[1])["checks"]  # type: ignore[no-any-return]
+        checks: list[dict[str, Any]] = json.loads(self.get("/api/v1/checks")[1])["checks"]
+        return checks
 
     def wait_all_ran(self, timeout: float = 60) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -100,8 +101,8 @@ class DaemonProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait()
-        if self._log is not subprocess.DEVNULL:
-            self._log.close()  # type: ignore[union-attr]
+        if not isinstance(self._log, int):  # subprocess.DEVNULL is an int: nothing to close
+            self._log.close()
         return code, time.monotonic() - start
 
     def output(self) -> str:

@@ -46,7 +46,7 @@ def build_orders(path: Path, now: datetime, down_from: datetime, down_to: dateti
     for country, share in SHARE.items():
         counts = rng.poisson(200 * share * rhythm)
         if country == BROKEN:
-            down = (hours >= down_from) & (hours < down_to)
+            down = (hours >= pd.Timestamp(down_from)) & (hours < pd.Timestamp(down_to))
             counts[down] = rng.poisson(0.2 * 200 * share * rhythm[down])
         for hour, count in zip(hours, counts, strict=True):
             minutes = rng.integers(0, 60, count)

@@ -333,7 +333,7 @@ def test_every_replica_is_posted_to_and_a_dead_one_is_reported_without_secrets(
     routing.hooks["revenue-pager"].wait_for(bool, "replica_revenue")
 
     [record] = caplog.records
-    fields = record.fields  # type: ignore[attr-defined]
+    fields = record.fields  # type: ignore[attr-defined]  # set by logging's extra=
     assert fields["alertmanager"] == dead.replace("kpimon:dead-s3cret@", "")
     assert fields["error"].startswith("ConnectionRefusedError")
     logged = caplog.text + str(fields) + str(failed.values())
@@ -352,8 +352,8 @@ def test_an_alert_alertmanager_refuses_is_reported_with_its_reason(
     assert list(refused) == [routing.alertmanager.url]
     assert refused[routing.alertmanager.url].status == 400 and refused[routing.alertmanager.url].invalid
     [record] = caplog.records
-    assert record.fields["error"].startswith("HTTP 400")  # type: ignore[attr-defined]
-    assert "start time" in record.fields["error"]  # type: ignore[attr-defined]
+    assert record.fields["error"].startswith("HTTP 400")  # type: ignore[attr-defined]  # set by extra=
+    assert "start time" in record.fields["error"]  # type: ignore[attr-defined]  # set by extra=
 
 
 def test_credentials_in_the_url_become_basic_auth_and_a_path_prefix_is_kept() -> None:

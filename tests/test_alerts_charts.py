@@ -223,7 +223,7 @@ def test_holidays_events_and_exclusions_are_shaded_in_their_colours() -> None:
     def tinted(image: np.ndarray, kind: str) -> np.ndarray:
         colour = np.array([int(SPAN_COLOURS[kind][i : i + 2], 16) for i in (1, 3, 5)])
         blended = 255 * 0.85 + colour * 0.15  # alpha 0.15 on white
-        return (abs(image - blended) < 6).all(axis=2)
+        return np.asarray((abs(image - blended) < 6).all(axis=2))
 
     [columns] = np.nonzero(tinted(shaded, "holiday").sum(axis=0) >= 20)
     assert not tinted(plain, "holiday").any()

@@ -90,7 +90,8 @@ class Setup:
             "SELECT status, attempts, last_error FROM outbox WHERE notification_key = ?", (key,)
         ).fetchall()
         assert len(rows) == 1, rows
-        return rows[0]
+        row: tuple[str, int, str | None] = rows[0]  # sqlite3 rows are untyped
+        return row
 
 
 # === a refusal stays with its message =========================================================
@@ -273,6 +274,7 @@ def test_a_resolved_alert_of_a_group_loses_its_buttons_and_the_others_keep_their
     kinds = [b["type"] for b in group.blocks or []]
     assert kinds == ["header", "section", "context", "section", "actions"]
     assert "Resolved after 3h" in json.dumps(group.blocks)
+    assert group.blocks is not None
     assert group.blocks[4]["elements"][0]["value"].startswith("revenue:1:")
 
 
@@ -310,12 +312,12 @@ def test_a_post_slack_accepted_but_answered_after_the_timeout_is_not_posted_agai
 def lock_the_store_on(slack: SlackServer, store_path: Path, method: str) -> threading.Event:
     """While Slack carries out the first ``method`` call, another connection takes the state
     store's write lock, so recording what Slack answered fails; released by the event."""
-    release = threading.Event()
+    release, armed = threading.Event(), threading.Event()
 
     def hook(call: Any) -> None:
-        if call.method != method or release.is_set() or getattr(hook, "armed", False):
+        if call.method != method or release.is_set() or armed.is_set():
             return
-        hook.armed = True  # type: ignore[attr-defined]
+        armed.set()
         holder = sqlite3.connect(store_path, isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN EXCLUSIVE")
 

@@ -132,7 +132,9 @@ def test_a_muted_check_still_exports_but_sends_nothing(live_dir: Path) -> None:
     assert metrics.registry.get_sample_value("kpimon_anomaly", labels) == 1
     assert engine.store.mutes()["revenue"] == (start + timedelta(days=1), "backfill of fct_orders")
     # once the mute has passed, new episodes notify again
-    assert not engine.muted(config.check("revenue"), start + timedelta(days=2))  # type: ignore[arg-type]
+    revenue = config.check("revenue")
+    assert revenue is not None
+    assert not engine.muted(revenue, start + timedelta(days=2))
 
 
 def test_a_dead_replica_neither_starves_the_healthy_one_nor_keeps_alerts_forever(

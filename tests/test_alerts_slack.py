@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,11 @@ def clock() -> Clock:
     return Clock()
 
 
+Setup = tuple[Dispatcher, StateStore, Metrics]
+
+
 @pytest.fixture
-def setup(tmp_path: Path, slack: SlackServer, clock: Clock) -> tuple[Dispatcher, StateStore, Metrics]:
+def setup(tmp_path: Path, slack: SlackServer, clock: Clock) -> Setup:
     document = demo_document(tmp_path, token=slack.token, api_url=slack.url, channel="#data-alerts", group_wait="0s")
     document["checks"][0]["channel"] = "#revenue"
     config = parse_config(document)
@@ -46,8 +50,8 @@ def queue(store: StateStore, *notes: Notification) -> None:
 
 
 def test_an_alert_says_what_moved_by_how_much_since_when_and_who_owns_it(
-    setup, slack: SlackServer
-) -> None:  # type: ignore[no-untyped-def]
+    setup: Setup, slack: SlackServer
+) -> None:
     dispatcher, store, metrics = setup
     queue(store, note())
     assert dispatcher.deliver_pending() == 1
@@ -81,8 +85,8 @@ def test_an_alert_says_what_moved_by_how_much_since_when_and_who_owns_it(
 
 
 def test_a_resolution_goes_to_the_thread_and_marks_the_alert_resolved(
-    setup, slack: SlackServer
-) -> None:  # type: ignore[no-untyped-def]
+    setup: Setup, slack: SlackServer
+) -> None:
     dispatcher, store, _ = setup
     queue(store, note())
     dispatcher.deliver_pending()
@@ -104,8 +108,8 @@ def test_a_resolution_goes_to_the_thread_and_marks_the_alert_resolved(
 
 
 def test_rate_limits_are_retried_at_once_and_server_errors_after_a_look_in_the_channel(
-    setup, slack: SlackServer, clock: Clock
-) -> None:  # type: ignore[no-untyped-def]
+    setup: Setup, slack: SlackServer, clock: Clock
+) -> None:
     dispatcher, store, _ = setup
     slack.fail_next(1, status=429, retry_after=1)  # refused unread: slack-sdk tries again
     queue(store, note())
@@ -123,7 +127,7 @@ def test_rate_limits_are_retried_at_once_and_server_errors_after_a_look_in_the_c
     assert len(slack.posted()) == 2 and store.outbox.pending("slack") == []
 
 
-def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: SlackServer, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+def test_an_outage_keeps_notifications_until_slack_answers_again(setup: Setup, slack: SlackServer, clock: Clock) -> None:
     dispatcher, store, metrics = setup
     slack.fail_next(100, status=500)
     queue(store, note(), note(episode=2, segment="FR", check="orders_rows", team="platform"))
@@ -140,7 +144,7 @@ def test_an_outage_keeps_notifications_until_slack_answers_again(setup, slack: S
     assert dispatcher.deliver_pending() == 0
 
 
-def test_alerts_of_one_team_opening_together_are_one_message(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+def test_alerts_of_one_team_opening_together_are_one_message(setup: Setup, slack: SlackServer) -> None:
     dispatcher, store, _ = setup
     queue(store, note(), note(segment="FR", episode=1), note(segment="GB", episode=1))
     assert dispatcher.deliver_pending() == 3
@@ -184,7 +188,7 @@ def test_routes_send_by_team_and_severity(tmp_path: Path, slack: SlackServer) ->
                     "WARNING: orders_freshness [x]": "#data-alerts"}
 
 
-def test_the_chart_goes_into_the_alert_thread(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+def test_the_chart_goes_into_the_alert_thread(setup: Setup, slack: SlackServer) -> None:
     dispatcher, store, _ = setup
     history = [[f"2026-11-26T{h:02d}:00:00+00:00", 1500.0 if h < 11 else 120.0, 1500.0, 900.0, 2400.0, h >= 11]
                for h in range(24)]
@@ -236,7 +240,7 @@ def test_freshness_alerts_speak_in_durations() -> None:
 HOSTILE = "<!channel> <https://evil.example|Sign in again> & more"
 
 
-def mrkdwn_of(message: dict) -> list[str]:  # type: ignore[type-arg]
+def mrkdwn_of(message: dict[str, Any]) -> list[str]:
     """Every piece of a posted message Slack reads as mrkdwn: the text and the blocks' mrkdwn."""
     found = [message["text"]]
 
@@ -268,7 +272,8 @@ def test_values_from_the_warehouse_config_and_api_never_mention_or_link_in_slack
     assert config.slack is not None
     store = StateStore(tmp_path / "state.db")
     dispatcher = Dispatcher(config, store, Metrics(), SlackChannel(config.slack), None, lambda: datetime.now(UTC))
-    hostile = dict(
+    # Notification fields of several types, as revenue_alert takes them
+    hostile: dict[str, Any] = dict(
         segment=HOSTILE,  # a warehouse value
         team="growth <!here>",  # config
         owner="<!subteam^S0123ABC> <!channel>",  # config: a user group may be paged, nothing else
@@ -307,7 +312,7 @@ def test_values_from_the_warehouse_config_and_api_never_mention_or_link_in_slack
     assert "&lt;!channel&gt; &lt;https://evil.example|Sign in again&gt; &amp; more" in summary
 
 
-def test_the_alert_in_slack_shows_data_as_written(setup, slack: SlackServer) -> None:  # type: ignore[no-untyped-def]
+def test_the_alert_in_slack_shows_data_as_written(setup: Setup, slack: SlackServer) -> None:
     dispatcher, store, _ = setup
     queue(store, note(segment=HOSTILE, owner="<!subteam^S0123ABC>", links={"runbook": "https://wiki.example.com/kpi?a=1&b=2"}))
     dispatcher.deliver_pending()

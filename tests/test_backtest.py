@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from monitor.alerts.state import AlertPolicy
-from monitor.answers.model import AlertRef, Feedback
+from monitor.answers.model import AlertRef, AnswerKind, Feedback
 from monitor.backtest import (
     OUTPUT_COLUMNS,
     Episode,
+    Replay,
     alert_score,
     bucket_starts,
     infer_bucket_seconds,
@@ -198,10 +199,10 @@ def test_missing_columns_are_reported() -> None:
 POLICY = AlertPolicy(open_after=2, resolve_after=2)
 
 
-def answer_to(episode: Episode, kind: str, after_hours: int = 2) -> Feedback:
+def answer_to(episode: Episode, kind: AnswerKind, after_hours: int = 2) -> Feedback:
     """An answer an hour after the alert was sent (when the bucket that opened it ended)."""
     at = (episode.opened + pd.Timedelta(hours=after_hours)).to_pydatetime()
-    return Feedback(AlertRef("orders", "", 1), kind, "U1", "ana", at, episode.since.to_pydatetime())  # type: ignore[arg-type]
+    return Feedback(AlertRef("orders", "", 1), kind, "U1", "ana", at, episode.since.to_pydatetime())
 
 
 def plateau(factor: float, hours: int) -> pd.DataFrame:
@@ -236,7 +237,10 @@ def test_false_alarms_widen_the_band_from_the_answer_on_and_never_before() -> No
     plain = replay(frame, spec, POLICY)
     answer = answer_to(plain.episodes[0], "false_alarm")
     answered = replay(frame, spec, POLICY, answers=[answer])
-    width = lambda r: (r.buckets["upper"] - r.buckets["expected"]).to_numpy()  # noqa: E731
+
+    def width(r: Replay) -> np.ndarray:
+        return (r.buckets["upper"] - r.buckets["expected"]).to_numpy()
+
     # judged before the answer: the buckets that had ended when it was given
     before = plain.buckets["bucket"] + pd.Timedelta(hours=1) <= pd.Timestamp(answer.answered_at)
     assert np.allclose(width(answered)[before], width(plain)[before], equal_nan=True)

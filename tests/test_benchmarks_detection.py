@@ -228,7 +228,8 @@ def test_a_higher_sensitivity_reaches_kpi_monitor(tmp_path: Path) -> None:
         args = ["--corpus", "kpi", "--only", "deviation_5sigma", "--seeds", "2",
                 "--detectors", "kpi-monitor", "--json", str(out), *extra]  # fmt: skip
         assert main(args) == 0
-        return sum(r["recall"] for r in json.loads(out.read_text())["kpi"]["rows"])
+        rows: list[dict[str, Any]] = json.loads(out.read_text())["kpi"]["rows"]
+        return sum(float(r["recall"]) for r in rows)
 
     assert recall("--sensitivity", "50") < recall()
 

@@ -112,9 +112,9 @@ def test_validate_and_connect(
     tmp_path: Path, live_config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["validate", "-c", str(live_config), "--connect"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[:2] == [f"{live_config}: valid, 7 checks", f"  revenue (metric): {live_config}, checks[0]"]
-    assert out[8:] == [
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [f"{live_config}: valid, 7 checks", f"  revenue (metric): {live_config}, checks[0]"]
+    assert lines[8:] == [
         "warehouse default (duckdb): ok",
         *(f"check {name}: ok" for name in ("revenue", "average_order_value", "orders_rows",
                                            "orders_freshness", "events_freshness", "signups",
@@ -144,7 +144,7 @@ def writable(path: Path) -> bool:
 def holding_document(live_config: Path) -> dict[str, Any]:
     """The demo config, its DuckDB warehouse keeping the file open for ten minutes after a
     query (unless it is closed)."""
-    document = yaml.safe_load(live_config.read_text())
+    document: dict[str, Any] = yaml.safe_load(live_config.read_text())
     document["warehouse"]["keep_open"] = 600
     return document
 

@@ -16,7 +16,7 @@ import pytest
 from matplotlib.image import imread
 
 from monitor.alerts.charts import value_limits
-from monitor.answers.model import AlertRef, Feedback
+from monitor.answers.model import AlertRef, AnswerKind, Feedback
 from monitor.backtest import Episode
 from monitor.cli import main
 from monitor.config import StateConfig
@@ -181,7 +181,9 @@ def test_an_unknown_check_lists_the_checks(live_config: Path, capsys: pytest.Cap
 def test_the_value_axis_follows_the_data_not_a_warm_up_band() -> None:
     value = np.full(10, 2000.0) + np.arange(10)
     lower, upper = np.full(10, 100_000.0), np.full(10, 150_000.0)
-    low, high = value_limits(value, value, lower, upper)  # type: ignore[misc]
+    limits = value_limits(value, value, lower, upper)
+    assert limits is not None
+    low, high = limits
     assert 0 <= low < 2000 < 2009 < high < 3000
     near = value_limits(value, value, value - 300, value + 300)
     assert near is not None and near[0] < 1700 and near[1] > 2309  # a normal band stays in view
@@ -270,11 +272,11 @@ def test_answers_recorded_by_the_daemon_are_replayed_against_the_history(
     config = write_config(tmp_path / "kpi.yaml", document)
     onset = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=5)
     store = StateStore.open(StateConfig(path=str(tmp_path / "state.db")))
-    for ref, answer in ((AlertRef("visits", "", 1), "false_alarm"),
-                        (AlertRef("sales", "FR", 1), "acknowledge")):  # fmt: skip
-        store.answers.record(
-            Feedback(ref, answer, "U1", "ana", onset + timedelta(hours=3), onset), []  # type: ignore[arg-type]
-        )
+    answers: list[tuple[AlertRef, AnswerKind]] = [
+        (AlertRef("visits", "", 1), "false_alarm"), (AlertRef("sales", "FR", 1), "acknowledge"),
+    ]  # fmt: skip
+    for ref, answer in answers:
+        store.answers.record(Feedback(ref, answer, "U1", "ana", onset + timedelta(hours=3), onset), [])
     store.close()
 
     assert backtest(config, "visits", "2d", "--answers") == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import json_schema, load_config, parse_config
+from monitor.config import DuckDBWarehouseConfig, json_schema, load_config, parse_config
 from monitor.errors import ConfigError
 from tests.conftest import REPO
 
@@ -75,7 +75,8 @@ def test_environment_variables_are_interpolated(
             "checks": [METRIC],
         }
     )
-    assert config.all_warehouses()["default"].path == "/data/prod.duckdb"  # type: ignore[union-attr]
+    warehouse = config.all_warehouses()["default"]
+    assert isinstance(warehouse, DuckDBWarehouseConfig) and warehouse.path == "/data/prod.duckdb"
     assert config.slack is not None and config.slack.channel == "#fallback"
     assert config.slack.token is not None
     assert config.slack.token.get_secret_value() == "xoxb-from-file"
@@ -215,7 +216,7 @@ def test_the_postgres_example_validates_with_each_dsn_form(monkeypatch: pytest.M
         config = load_config(REPO / "config" / "postgres.example.yaml")
         [warehouse] = config.all_warehouses().values()
         assert warehouse.kind == "postgres"
-        assert warehouse.dsn.get_secret_value() == dsn  # type: ignore[union-attr]
+        assert warehouse.dsn.get_secret_value() == dsn
 
 
 def test_committed_json_schema_is_current() -> None:

@@ -21,7 +21,8 @@ WAREHOUSE = {"kind": "duckdb", "path": "demo.duckdb"}
 
 
 def manifest() -> dict[str, Any]:
-    return json.loads(MANIFEST.read_text())  # type: ignore[no-any-return]
+    document: dict[str, Any] = json.loads(MANIFEST.read_text())
+    return document
 
 
 def checks_by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -142,8 +143,10 @@ def test_the_config_reads_the_manifest_relative_to_itself_and_applies_defaults(t
     config = load_config(config_file)
     assert [c.name for c in config.checks] == ["signups", "orders_loaded", "order_amount", "completed_orders"]
     assert {c.timezone for c in config.checks} == {"Europe/Berlin"}
-    assert config.check("orders_loaded").owner == "@revenue-oncall"  # type: ignore[union-attr]  # the node's wins
-    assert config.check("signups").owner == "@data"  # type: ignore[union-attr]
+    orders_loaded, signups = config.check("orders_loaded"), config.check("signups")
+    assert orders_loaded is not None and signups is not None
+    assert orders_loaded.owner == "@revenue-oncall"  # the node's wins
+    assert signups.owner == "@data"
     assert config.origin("signups") == f"{config_file}, checks[0]"
     assert config.origin("completed_orders") == "dbt metric completed_orders (models/marts/semantic_models.yml)"
     assert config.manifest_path == tmp_path / "target" / "manifest.json"

@@ -94,7 +94,9 @@ def test_multi_stage_on_a_pinned_slim_python() -> None:
     project = tomllib.loads((kt.REPO_ROOT / "pyproject.toml").read_text())["project"]
     minimum = re.search(r">=\s*3\.(\d+)", project["requires-python"])
     assert minimum
-    base_minor = int(re.search(r"python:3\.(\d+)", args["PYTHON_IMAGE"]).group(1))  # type: ignore[union-attr]
+    base = re.search(r"python:3\.(\d+)", args["PYTHON_IMAGE"])
+    assert base
+    base_minor = int(base.group(1))
     assert base_minor >= int(minimum.group(1))
 
 

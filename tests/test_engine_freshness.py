@@ -86,7 +86,7 @@ def test_a_restart_reads_only_the_loads_since_those_cached(tmp_path: Path) -> No
                    clock=lambda: at(-600))  # fmt: skip
     assert first.run("events_fresh").outcome == "ok"
     counting = CountingWarehouse(open_warehouses(config)["default"])
-    restarted = Engine(config, {"default": counting}, StateStore(config.state.path),  # type: ignore[dict-item]
+    restarted = Engine(config, {"default": counting}, StateStore(config.state.path),
                        Metrics(), clock=lambda: at(20))  # fmt: skip
     assert restarted.run("events_fresh").outcome == "ok"
     # one query, for the loads since an hour before the newest cached one (late rows)

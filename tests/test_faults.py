@@ -407,7 +407,12 @@ def visits_engine(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
         warehouse = {"kind": "duckdb", "path": str(tmp_path / "wh.duckdb")}
     config = parse_config({"warehouse": warehouse, "state": state, "checks": checks})
     engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
-    request.addfinalizer(lambda: [w.close() for w in engine.warehouses.values()])
+
+    def close_warehouses() -> None:
+        for w in engine.warehouses.values():
+            w.close()
+
+    request.addfinalizer(close_warehouses)
     return engine, metrics
 
 
@@ -548,7 +553,7 @@ def test_many_checks_running_at_once_never_fail_with_an_internal_error(tmp_path:
             " FROM range(TIMESTAMP '2026-11-12', TIMESTAMP '2026-11-26 15:00', INTERVAL 1 HOUR)"
             " r(ts), range(12) s(g)"
         )
-    checks = [
+    checks: list[dict[str, Any]] = [
         {
             "name": f"shop_{i}",
             "kind": "metric",

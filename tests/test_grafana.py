@@ -17,10 +17,12 @@ from monitor.deployments import Deployment
 from monitor.grafana import GrafanaAnnotator
 
 DEPLOYED = datetime(2026, 11, 26, 13, 20, 5, tzinfo=UTC)
+# the fake Grafana's URL, and the (headers, (path, JSON body)) of every request it received
+Grafana = tuple[str, list[tuple[dict[str, str], Any]]]
 
 
 @pytest.fixture
-def grafana() -> Iterator[tuple[str, list[tuple[dict[str, str], Any]]]]:
+def grafana() -> Iterator[Grafana]:
     received: list[tuple[dict[str, str], Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -49,7 +51,7 @@ def deployment() -> Deployment:
                       checks=[], commit="0123456789abcdef", url="https://ci.example.com/7")
 
 
-def test_a_deployment_is_annotated_in_epoch_milliseconds_with_tags(grafana) -> None:  # type: ignore[no-untyped-def]
+def test_a_deployment_is_annotated_in_epoch_milliseconds_with_tags(grafana: Grafana) -> None:
     url, received = grafana
     GrafanaAnnotator(GrafanaConfig(url=url, token=SecretStr("glsa_canary"), dashboard_uid="kpi"))(deployment())
     [(headers, (path, body))] = received
@@ -70,7 +72,7 @@ def test_an_unreachable_grafana_is_logged_not_raised(caplog: pytest.LogCaptureFi
     assert "glsa_canary" not in caplog.text + " ".join(str(getattr(r, "fields", "")) for r in caplog.records)
 
 
-def test_a_recorded_event_is_a_region_in_its_checks_time_zone(grafana) -> None:  # type: ignore[no-untyped-def]
+def test_a_recorded_event_is_a_region_in_its_checks_time_zone(grafana: Grafana) -> None:
     from monitor.calendar.config import EventRequest, RecordedEvent
 
     url, received = grafana

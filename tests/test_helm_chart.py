@@ -123,7 +123,8 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
 
 
 def daemon(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    return one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container: dict[str, Any] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return container
 
 
 def crd_schema(kind: str) -> dict[str, Any]:
@@ -304,7 +305,7 @@ def test_every_value_is_documented() -> None:
 def test_config_schema_matches_the_daemon_config() -> None:
     """The chart's `config` sections are exactly the daemon's top-level config fields."""
     try:
-        from monitor.config import Config  # type: ignore[attr-defined]
+        from monitor.config import Config
     except ImportError:
         pytest.skip("monitor.config.Config is not importable")
     schema = json.loads((kt.CHART_DIR / "values.schema.json").read_text())

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitor.config import Config
+from monitor.config import CheckConfig, Config
 from monitor.detection import Detector
 from monitor.engine import detector_spec, fingerprint
 from monitor.history import Replays
@@ -54,7 +54,8 @@ def test_a_freshness_check_shows_its_data_age_against_its_band(
     engine.run("events_freshness")
     (ages,) = engine.history("events_freshness", 96).values()
     assert len(ages) == 96
-    assert ages[-1].anomalous and ages[-1].value > ages[-1].upper  # type: ignore[operator]
+    assert ages[-1].upper is not None
+    assert ages[-1].anomalous and ages[-1].value > ages[-1].upper
     assert engine.history("orders_freshness", 96) == {}  # not run yet: nothing to draw
 
 
@@ -72,7 +73,7 @@ def _series(n: int) -> list[tuple[datetime, float]]:
     ]
 
 
-def _fitted(check, buckets, values):  # type: ignore[no-untyped-def]
+def _fitted(check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray) -> Detector:
     model = Detector(detector_spec(check))
     model.warm(buckets, values)
     return model
@@ -91,7 +92,8 @@ def test_a_replay_carried_forward_equals_a_replay_from_scratch(demo_config: Conf
     # the newest 20 buckets are judged by a model that went on learning: identical verdicts
     for a, b in zip(carried[-20:], fresh[-20:], strict=True):
         assert a.anomalous == b.anomalous
-        assert np.isclose(a.expected, b.expected)  # type: ignore[arg-type]
+        assert a.expected is not None and b.expected is not None
+        assert np.isclose(a.expected, b.expected)
 
 
 def test_a_new_version_replays_from_scratch(demo_config: Config) -> None:
@@ -99,7 +101,7 @@ def test_a_new_version_replays_from_scratch(demo_config: Config) -> None:
     assert check is not None
     calls: list[int] = []
 
-    def counting(check, buckets, values):  # type: ignore[no-untyped-def]
+    def counting(check: CheckConfig, buckets: pd.DatetimeIndex, values: np.ndarray) -> Detector:
         calls.append(len(buckets))
         return _fitted(check, buckets, values)
 

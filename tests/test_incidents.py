@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from monitor.config import parse_config
+from monitor.config import CheckConfig, parse_config
 from monitor.detection import Verdict
 from monitor.incidents import MAX_BUCKETS, Incidents, explain_buckets, explainable
 
 START = pd.Timestamp("2026-11-26 00:00", tz="UTC")
 
 
-def check(**fields: object):  # type: ignore[no-untyped-def]
+def check(**fields: object) -> CheckConfig:
     base = {"name": "revenue", "kind": "metric", "table": "t", "timestamp_column": "ts",
             "expression": "sum(amount)", "dimensions": ["country"]}  # fmt: skip
     return parse_config({"warehouse": {"kind": "duckdb", "path": "x"},

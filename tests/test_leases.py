@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
@@ -16,6 +17,7 @@ from monitor.config import StateConfig
 from monitor.exporter import Metrics
 from monitor.leases import Coordinator, LeaseLost, fair_share
 from monitor.records.outbox import OUTBOX_LEASE
+from monitor.statedb import PostgresDatabase
 from monitor.store import StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
@@ -29,7 +31,7 @@ class Replica:
     """A coordinator on its own store, recording what it was told to take and let go."""
 
     def __init__(self, dsn: str, name: str, ttl: float = 30.0) -> None:
-        self.store = StateStore.open(StateConfig(url=dsn))
+        self.store = StateStore.open(StateConfig(url=SecretStr(dsn)))
         self.metrics = Metrics()
         self.running: set[str] = set()
         self.coordinator = Coordinator(
@@ -40,6 +42,12 @@ class Replica:
 
     def held(self) -> set[str]:
         return set(self.coordinator.held())
+
+    def owned(self) -> float:
+        """How many checks this replica's metrics say it owns."""
+        owned = self.metrics.registry.get_sample_value("kpimon_replica_owned_checks")
+        assert owned is not None, "kpimon_replica_owned_checks is not exported"
+        return owned
 
 
 @pytest.fixture
@@ -79,8 +87,7 @@ def test_three_replicas_divide_the_checks_and_one_delivers_the_outbox(
     assert sum(len(s) for s in shares) == len(CHECKS), "a check held twice"
     assert sorted(len(s) for s in shares) == [3, 3, 4]
     assert [r.coordinator.holds(OUTBOX_LEASE) for r in (a, b, c)].count(True) == 1
-    owned = [r.metrics.registry.get_sample_value("kpimon_replica_owned_checks") for r in (a, b, c)]
-    assert sorted(owned) == [3, 3, 4]
+    assert sorted(r.owned() for r in (a, b, c)) == [3, 3, 4]
 
 
 def test_a_replica_joining_takes_a_share_and_one_leaving_hands_its_share_over(
@@ -161,7 +168,7 @@ def test_a_replica_cut_off_from_the_database_stops_acting_on_its_leases_by_itsel
     postgres_dsn: str,  # noqa: F811
 ) -> None:
     lost: list[str] = []
-    store = StateStore.open(StateConfig(url=postgres_dsn))
+    store = StateStore.open(StateConfig(url=SecretStr(postgres_dsn)))
     coordinator = Coordinator(
         store, CHECKS, 3.0, Metrics(), acquired=lambda names: None, lost=lost.extend,
         idle=lambda name: True, replica="a",
@@ -170,7 +177,8 @@ def test_a_replica_cut_off_from_the_database_stops_acting_on_its_leases_by_itsel
     assert len(coordinator.held()) == 10
     # the database goes away: every renewal from now on fails to connect
     renewals = coordinator._db  # the connection the renewals use, the store's is another
-    renewals._url = "postgresql://kpi@127.0.0.1:1/gone"  # type: ignore[attr-defined]
+    assert isinstance(renewals, PostgresDatabase)
+    renewals._url = "postgresql://kpi@127.0.0.1:1/gone"
     renewals.close()
     time.sleep(3.0 * 0.9)
     coordinator._safe_beat()

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -290,7 +290,8 @@ def test_stop_closes_the_port_even_when_the_loop_lost_its_wakeup_pipe(
 ) -> None:
     daemon = start(tmp_path, live_demo_warehouse, monkeypatch)
     port = daemon.port
-    os.close(daemon.http._server.trigger.trigger)  # the pipe stop() wakes the loop with
+    trigger = cast(Any, daemon.http._server.trigger)  # a waitress trigger; the stubs say int
+    os.close(trigger.trigger)  # the pipe stop() wakes the loop with
     daemon.stop()  # a clean stop all the same
     with pytest.raises(OSError):
         connect(port).close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
 import pandas as pd
 import pytest
@@ -36,7 +37,7 @@ NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
 HOSTILE = ["<script>alert(1)</script>", '"><img src=x onerror=alert(2)>', "' onmouseover='alert(3)"]
 
 
-def row(name: str = "revenue", **changes: object) -> CheckRow:
+def row(name: str = "revenue", **changes: Any) -> CheckRow:  # fields of several types
     base = CheckRow(
         name=name,
         kind="metric",
@@ -53,7 +54,7 @@ def row(name: str = "revenue", **changes: object) -> CheckRow:
         spark_segment="",
         series=1,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return replace(base, **changes)
 
 
 def points(n: int, *, anomalous_at: tuple[int, ...] = (), band_from: int = 0) -> tuple[Point, ...]:
@@ -71,7 +72,7 @@ def points(n: int, *, anomalous_at: tuple[int, ...] = (), band_from: int = 0) ->
     )
 
 
-def check_page(segments: list[str], **changes: object) -> CheckPage:
+def check_page(segments: list[str], **changes: Any) -> CheckPage:  # fields of several types
     charts = tuple(SeriesChart(s, points(48), "ok", None, ()) for s in segments)
     page = CheckPage(
         row=row(),
@@ -85,7 +86,7 @@ def check_page(segments: list[str], **changes: object) -> CheckPage:
         day_choices=(2, 7, 56),
         now=NOW,
     )
-    return replace(page, **changes)  # type: ignore[arg-type]
+    return replace(page, **changes)
 
 
 def no_markup_from(values: list[str], html: str) -> None:
@@ -205,9 +206,10 @@ def test_the_overview_filters_sorts_worst_first_and_pages() -> None:
 
 
 def test_episodes_run_from_onset_to_resolution_or_stay_open() -> None:
-    def event(kind: str, segment: str, episode: int, since: datetime, bucket: datetime) -> AlertEvent:
+    def event(kind: Literal["opened", "resolved"], segment: str, episode: int, since: datetime,
+              bucket: datetime) -> AlertEvent:
         note = Notification(kind, "revenue", segment, episode, since, bucket, 1.0, 2.0, 1.5, 2.5,
-                            -5.0, "critical")  # type: ignore[arg-type]  # fmt: skip
+                            -5.0, "critical")  # fmt: skip
         return AlertEvent(note, bucket, muted=False)
 
     t = NOW - timedelta(hours=10)

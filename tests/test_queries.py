@@ -9,7 +9,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from monitor.config import DuckDBWarehouseConfig, parse_config
+from monitor.config import CheckConfig, DuckDBWarehouseConfig, parse_config
 from monitor.dialects import DatabricksDialect, DuckDBDialect
 from monitor.engine import Engine
 from monitor.exporter import Metrics
@@ -24,7 +24,7 @@ SINCE = datetime(2026, 10, 1, tzinfo=UTC)
 D = DuckDBDialect()
 
 
-def check(**fields: object):  # type: ignore[no-untyped-def]
+def check(**fields: object) -> CheckConfig:
     base = {
         "name": "revenue",
         "kind": "metric",
@@ -201,7 +201,7 @@ DBX_SEGMENT = "coalesce(nullif(coalesce(CAST(`country` AS STRING), '(null)'), ''
 DBX_WHERE = "`order_ts` >= :since AND `order_ts` < :until AND (status = 'completed')"
 
 
-def dbx(**fields: object):  # type: ignore[no-untyped-def]
+def dbx(**fields: object) -> CheckConfig:
     base = {"name": "revenue", "kind": "metric", "table": "main.analytics.fct_orders",
             "timestamp_column": "order_ts", "expression": "sum(amount)", "timezone": "America/New_York",
             "where": "status = 'completed'", "dimensions": ["country"], "max_segments": 5}

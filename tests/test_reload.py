@@ -14,6 +14,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,7 @@ def test_a_check_handed_to_a_new_engine_goes_on_without_reading_its_history_agai
     warehouse.since.clear()
     result = second.run("revenue")
     [since] = warehouse.since
+    assert isinstance(since, datetime), since
     assert pd.Timestamp(since) > pd.Timestamp(later.replace(tzinfo=None)) - pd.Timedelta(hours=6)
     assert result.notifications == []  # the open episode goes on, nothing is sent again
     de = next(s for s in result.series if s.segment == "DE")

@@ -11,8 +11,9 @@ import shutil
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ def exported(daemon: DaemonProcess) -> set[tuple[str, str]]:
     return set(SERIES.findall(daemon.metrics()))
 
 
-def post(daemon: DaemonProcess, path: str, body: object | None = None) -> tuple[int, dict]:
+def post(daemon: DaemonProcess, path: str, body: object | None = None) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{daemon.port}{path}", method="POST",
         data=json.dumps(body).encode() if body is not None else b"",
@@ -55,10 +56,10 @@ def post(daemon: DaemonProcess, path: str, body: object | None = None) -> tuple[
         return error.code, json.loads(error.read())
 
 
-def wait(condition: object, timeout: float, what: str) -> None:
+def wait(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return
         time.sleep(0.3)
     raise AssertionError(f"not within {timeout}s: {what}")

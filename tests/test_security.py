@@ -93,7 +93,7 @@ class _RecordingExecutor:
 
     def executemany(self, sql: str, rows: Any) -> object:
         self.log.texts.append(sql)
-        return self.inner.executemany(sql, rows)  # type: ignore[attr-defined]
+        return self.inner.executemany(sql, rows)
 
     def __getattr__(self, name: str) -> Any:  # anything else the store uses, unrecorded
         return getattr(self.inner, name)
@@ -109,7 +109,7 @@ class RecordingSQLite(SQLiteDatabase):
         return super().read(sql, params)
 
     @contextmanager
-    def transaction(self) -> Iterator[Executor]:  # type: ignore[override]
+    def transaction(self) -> Iterator[Executor]:
         with super().transaction() as db:
             yield _RecordingExecutor(db, self.log)
 
@@ -127,7 +127,7 @@ class Running:
         path: str,
         body: bytes | dict[str, Any] | list[Any] | None = None,
         token: str | None = TOKEN,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Message, Any]:
         data = json.dumps(body).encode() if isinstance(body, dict | list) else body
         request = urllib.request.Request(

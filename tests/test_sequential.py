@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from monitor.config import parse_config
+from monitor.config import CheckConfig, parse_config
 from monitor.deployments import Deployment, WatchedCheck, record_evidence
 from monitor.detection import Verdict
 from monitor.sequential import THRESHOLD, Evidence
@@ -22,7 +22,7 @@ def verdict(hour: int, score: float, value: float = 100.0, expected: float = 100
     return Verdict(bucket, value, expected, expected * 0.8, expected * 1.2, score, False)
 
 
-def check(**fields: object):  # type: ignore[no-untyped-def]
+def check(**fields: object) -> CheckConfig:
     base = {"name": "revenue", "kind": "metric", "table": "t", "timestamp_column": "ts",
             "expression": "sum(x)", "dimensions": ["country"]}  # fmt: skip
     return parse_config({"warehouse": {"kind": "duckdb", "path": "x"},

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
-from monitor.config import parse_config
+from monitor.config import CheckConfig, parse_config
 from monitor.errors import MalformedResult
 from monitor.series import normalise
 
 NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
 
 
-def check(**fields: object):  # type: ignore[no-untyped-def]
+def check(**fields: object) -> CheckConfig:
     base = {
         "name": "c",
         "kind": "row_count",
@@ -27,7 +28,7 @@ def check(**fields: object):  # type: ignore[no-untyped-def]
     ).checks[0]
 
 
-def frame(rows: list[tuple[str, str, object]]) -> pd.DataFrame:
+def frame(rows: Sequence[tuple[str, str, object]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["bucket", "segment", "value"]).assign(
         bucket=lambda f: pd.to_datetime(f["bucket"])
     )
@@ -36,6 +37,7 @@ def frame(rows: list[tuple[str, str, object]]) -> pd.DataFrame:
 def test_incomplete_buckets_are_dropped_and_empty_ones_are_zero() -> None:
     rows = [("2026-11-26 11:00", "", 5), ("2026-11-26 13:00", "", 7), ("2026-11-26 15:00", "", 1)]
     series = normalise(frame(rows), check(), NOW)[""]
+    assert isinstance(series.index, pd.DatetimeIndex)
     assert list(series.index.strftime("%H")) == ["11", "12", "13", "14"]
     assert list(series) == [5, 0, 7, 0]
 

@@ -63,9 +63,9 @@ def wait_for_run(daemon: Daemon, check: str, timeout: float = 30) -> dict[str, A
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, _, body = call(daemon, "GET", f"/api/v1/checks/{check}")
-        found = json.loads(body)
+        found: dict[str, Any] = json.loads(body)
         if found["last_run"] is not None:
-            return found  # type: ignore[no-any-return]
+            return found
         time.sleep(0.1)
     raise AssertionError(f"{check} did not run")
 

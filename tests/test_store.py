@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertState
@@ -455,7 +456,7 @@ def test_a_corrupt_file_is_refused_with_advice(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_database_is_named_without_its_password() -> None:
-    config = StateConfig(url="postgresql://kpi:hunter2@127.0.0.1:1/state")
+    config = StateConfig(url=SecretStr("postgresql://kpi:hunter2@127.0.0.1:1/state"))
     with pytest.raises(StateStoreError) as info:
         StateStore.open(config)
     assert "postgresql://kpi:***@127.0.0.1:1/state" in str(info.value)

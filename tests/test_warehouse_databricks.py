@@ -260,7 +260,7 @@ def test_the_connectors_failure_lines_are_quiet_and_ours_name_the_warehouse_once
     (retry,) = [r for r in caplog.records if r.name == "monitor.warehouse.databricks"]
     line = TextFormatter().format(retry)
     assert line.count("dbx") == 1, line
-    assert retry.fields["error"] == (  # type: ignore[attr-defined]
+    assert retry.fields["error"] == (  # type: ignore[attr-defined]  # set by logging's extra=
         "busy or starting (HTTP 503 on ExecuteStatement): TEMPORARILY_UNAVAILABLE"
     )
 

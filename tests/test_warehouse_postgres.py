@@ -45,7 +45,7 @@ def _wh(dsn: str, **kw: Any) -> PostgresWarehouse:
 def _setup(dsn: str, *statements: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for s in statements:
-            conn.execute(s)  # type: ignore[call-overload]
+            conn.execute(s)
 
 
 @pytest.fixture
@@ -263,7 +263,7 @@ def test_every_check_kind_matches_duckdb(
 ) -> None:
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         for ddl in ORDERS_DDL:
-            conn.execute(ddl)  # type: ignore[call-overload]
+            conn.execute(ddl)
         with conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO analytics.fct_orders VALUES (%s, %s, %s, %s, %s)", order_rows()

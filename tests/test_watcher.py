@@ -202,7 +202,8 @@ def test_a_benign_deployment_passes_when_the_window_ends(world: World) -> None:
     world.clock[0] = DEMO_NOW
     world.run_all()
     world.watcher.tick(deployment_id)
-    assert world.watcher.get(deployment_id).status == "watching"  # type: ignore[union-attr]
+    watched = world.watcher.get(deployment_id)
+    assert watched is not None and watched.status == "watching"
     world.clock[0] = DEPLOYED + timedelta(hours=6, minutes=1)
     world.watcher.tick(deployment_id)
     passed = world.watcher.get(deployment_id)
@@ -257,7 +258,8 @@ def test_a_restart_mid_window_keeps_the_watch(world: World, config: Config, demo
     restarted = World(config, demo_dir / "state.db", [DEMO_NOW])
     assert [d.id for d in restarted.watcher.active()] == [deployment_id]
     restarted.run_all()
-    assert restarted.watcher.get(deployment_id).status == "failed"  # type: ignore[union-attr]
+    watched = restarted.watcher.get(deployment_id)
+    assert watched is not None and watched.status == "failed"
 
 
 def test_deployments_are_unique_and_name_known_checks(world: World) -> None:

@@ -101,7 +101,8 @@ class Shop:
                     return message
             return None
 
-        return wait_until(found, 30, f"the alert of {check} with its buttons")
+        message: Message = wait_until(found, 30, f"the alert of {check} with its buttons")
+        return message
 
     def post(self, payload: dict[str, Any], **forge: Any) -> tuple[int, str]:
         status, body, _ = signed_request(f"{self.url}/slack/interactivity", payload, **forge)

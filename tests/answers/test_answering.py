@@ -67,7 +67,8 @@ def actions(blocks: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
 
 def answer_of(shop: Shop, check: str, segment: str = "") -> dict[str, Any] | None:
     [alert] = [a for a in shop.alerts(check)["alerts"] if a["segment"] == segment]
-    return alert["answer"]  # type: ignore[no-any-return]
+    answer: dict[str, Any] | None = alert["answer"]
+    return answer
 
 
 # --- each button ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.answers.model import AlertRef, Feedback
+from monitor.answers.model import AlertRef, AnswerKind, Feedback
 from monitor.errors import StateStoreError
 from monitor.store import StateStore
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
@@ -24,8 +24,8 @@ T = datetime(2026, 12, 6, 9, tzinfo=UTC)
 ODD = "DE \u00e9\x00<x>"  # a segment from the warehouse: any character, NUL included
 
 
-def feedback(answer: str = "false_alarm", segment: str = ODD, at: datetime = T) -> Feedback:
-    return Feedback(AlertRef("revenue", segment, 3), answer, "U1", "ana", at,  # type: ignore[arg-type]
+def feedback(answer: AnswerKind = "false_alarm", segment: str = ODD, at: datetime = T) -> Feedback:
+    return Feedback(AlertRef("revenue", segment, 3), answer, "U1", "ana", at,
                     T - timedelta(hours=2), applied=False)  # fmt: skip
 
 
@@ -78,6 +78,6 @@ def test_a_failed_transaction_records_no_answer(tmp_path: Path) -> None:
     reopened = StateStore(tmp_path / "s.db")
     # a message that cannot be queued (no payload) fails the whole recording
     with pytest.raises(StateStoreError):
-        reopened.answers.record(feedback(), [("k", "answer", None)])  # type: ignore[list-item]
+        reopened.answers.record(feedback(), [("k", "answer", None)])  # type: ignore[list-item]  # the fault under test
     assert reopened.answers.get(feedback().ref) is None
     reopened.close()

@@ -192,7 +192,7 @@ def test_writing_events_needs_the_token_and_bad_events_are_refused_with_the_fiel
     assert post(daemon, SALE, token=None)[0] == 401
     assert post(daemon, SALE, token="wrong")[0] == 401
     assert call(daemon, "DELETE", "/api/v1/events/abc")[0] == 401
-    refused = {
+    refused: dict[str, tuple[dict[str, Any], str]] = {
         "end before start": ({**SALE, "end": "2026-12-01"}, "end (2026-12-01) is before start"),
         "mixed": ({**SALE, "end": "2026-12-30T10:00:00Z"}, "both as dates or both as instants"),
         "no zone": ({**SALE, "start": "2026-12-27T10:00:00", "end": "2026-12-28T10:00:00Z"},

@@ -108,7 +108,7 @@ def test_buckets_before_learn_from_are_excluded() -> None:
     calendar = Calendar(learn_from=date(2025, 6, 3))
     tags = calendar.tags(local_days("2025-06-01", "2025-06-05", "UTC"), DAY)
     assert [t.name if t else None for t in tags] == [BEFORE_LEARN_FROM, BEFORE_LEARN_FROM, None, None]
-    assert not tags[0].judged  # type: ignore[union-attr]
+    assert tags[0] is not None and not tags[0].judged
 
 
 def test_an_empty_calendar_tags_nothing() -> None:

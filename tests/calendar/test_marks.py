@@ -31,7 +31,7 @@ def daily(start: str, days: int, seed: int = 1, growth: float = 0.0) -> pd.Serie
     for day in ("2024-11-28", "2025-11-27"):
         at = pd.Timestamp(day, tz=TZ).tz_convert("UTC")
         if at in series.index:
-            series[at] *= 0.6
+            series.at[at] = series[at] * 0.6
     return series
 
 
@@ -86,7 +86,7 @@ def test_the_widening_is_learned_from_the_earlier_holidays_of_the_history() -> N
     for day, _ in US.holidays_in(date(2024, 6, 1), date(2025, 12, 31)):
         at = pd.Timestamp(day, tz=TZ).tz_convert("UTC")
         if at in series.index:
-            series[at] = series[at - pd.Timedelta(days=7)] * 0.6
+            series.at[at] = series[at - pd.Timedelta(days=7)] * 0.6
     marks = marks_of(replace(US, on_holiday="widen"), series)
     learned = marks["2025-11-27"].widen
     assert learned != DEFAULT_WIDEN

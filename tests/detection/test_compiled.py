@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numba
@@ -15,10 +17,11 @@ from tests.daemon_process import KPI_MONITOR
 
 
 @pytest.fixture
-def restore_cache_dir() -> object:
-    before = numba.config.CACHE_DIR
+def restore_cache_dir() -> Iterator[None]:
+    # numba.config sets its options through globals(), which mypy cannot see
+    before = numba.config.CACHE_DIR  # type: ignore[attr-defined]
     yield
-    numba.config.CACHE_DIR = before
+    numba.config.CACHE_DIR = before  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -45,9 +48,9 @@ def test_the_cache_goes_where_it_can_be_written(
     unusable = tmp_path / "a-file"  # no directory can be made under it, not even by root
     unusable.write_text("")
     monkeypatch.setenv("KPIMON_NUMBA_CACHE", str(unusable))
-    monkeypatch.setattr(compiled.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     path = compiled.configure()
-    assert path.parent == tmp_path / "tmp" and str(path) == numba.config.CACHE_DIR
+    assert path.parent == tmp_path / "tmp" and str(path) == numba.config.CACHE_DIR  # type: ignore[attr-defined]  # set via globals()
 
 
 def test_a_prebuilt_cache_seeds_an_empty_one(

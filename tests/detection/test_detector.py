@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitor.detection import Detector, DetectorSpec, Verdict
+from monitor.detection import Detector, DetectorSpec, Direction, Verdict
 from monitor.detection.geometry import geometry
 
 HOUR = 3600
@@ -340,9 +340,9 @@ def test_min_absolute_change_floor() -> None:
     ("direction", "up", "down"),
     [("both", True, True), ("up", True, False), ("down", False, True)],
 )
-def test_direction_filter(direction: str, up: bool, down: bool) -> None:
+def test_direction_filter(direction: Direction, up: bool, down: bool) -> None:
     idx, v = hourly_orders(14, weeks=4)
-    spec = DetectorSpec(HOUR, direction=direction)  # type: ignore[arg-type]
+    spec = DetectorSpec(HOUR, direction=direction)
     high = warmed(spec, idx, v, len(v) - 1).step(idx[-1], v[-1] * 5)
     low = warmed(spec, idx, v, len(v) - 1).step(idx[-1], 0.0)
     assert high.anomalous is up and high.score > 4
@@ -439,7 +439,7 @@ def test_spec_validation() -> None:
     with pytest.raises(ValueError):
         DetectorSpec(HOUR, sensitivity=0)
     with pytest.raises(ValueError):
-        DetectorSpec(HOUR, direction="sideways")  # type: ignore[arg-type]
+        DetectorSpec(HOUR, direction="sideways")  # type: ignore[arg-type]  # the error under test
     with pytest.raises(ValueError):
         DetectorSpec(HOUR, min_relative_change=-1)
     with pytest.raises(ValueError, match="timezone"):
