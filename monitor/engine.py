@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,6 @@ import pandas as pd
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, advance
 from monitor.answers.model import AlertRef
-from monitor.buckets import bucket_start, last_complete, to_utc
 from monitor.calendar.book import CalendarBook
 from monitor.calendar.config import EventRequest, RecordedEvent
 from monitor.charting import RunCharts
@@ -46,19 +45,19 @@ from monitor.errors import (
 )
 from monitor.exporter import Metrics
 from monitor.freshness import age_history, assess
-from monitor.freshness_cache import CachedLoads, LoadCache
+from monitor.freshness_cache import LoadCache
+from monitor.handover import CheckMemory, Handover, Held
 from monitor.history import Point, Replays
 from monitor.incidents import Incidents, explainable
 from monitor.ledger import Ledger, Outcome, RunResult, SeriesStatus
-from monitor.model_cache import CachedModels, ModelCache, fingerprint
+from monitor.model_cache import ModelCache, fingerprint
 from monitor.notifying import Cause, Notifier
 from monitor.planning import QueryPlanner
 from monitor.publishing import Publisher
 from monitor.queries import TOTAL_SEGMENT
-from monitor.replicas import Replicas, run_result
+from monitor.replicas import Replicas
 from monitor.resolutions import Resolutions
 from monitor.rules import Bounds, apply_bounds
-from monitor.segments import Ranking
 from monitor.store import StateStore
 from monitor.tuning import DEFAULT_SENSITIVITY, Tuning, detector_spec
 from monitor.verdicts import verdict_json
@@ -93,30 +92,6 @@ class _Judged:
 
 Committed = tuple[list[SeriesStatus], list[Notification], dict[str, list[Verdict]]]
 """A run's saved outcome: the latest status per series, its notifications, its verdicts."""
-
-
-@dataclass(frozen=True)
-class CheckMemory:
-    """Everything an engine holds about one check between runs, handed whole from one engine
-    to the next when the config is reloaded (``Engine.release`` / ``Engine.adopt``)."""
-
-    name: str
-    models: CachedModels
-    loads: CachedLoads
-    states: dict[str, AlertState]
-    latest: dict[str, SeriesStatus]
-    last_run: RunResult | None
-    recent: dict[str, list[Verdict]] = field(default_factory=dict)
-    """Per segment, the recent verdicts the drill-down works on."""
-    explained: Explanation | None = None
-    held: bool = True  # this replica holds the check's lease (always, for a single daemon)
-
-    def without_models(self) -> CheckMemory:
-        """The check's alert state and latest verdicts only: its settings changed, so its
-        models are rebuilt (from the series cached in the state store when still valid)."""
-        return replace(
-            self, models=CachedModels(), loads=CachedLoads(), recent={}, explained=None
-        )
 
 
 def alert_policy(check: CheckConfig) -> AlertPolicy:
@@ -169,6 +144,10 @@ class Engine:
         )
         self._replays = Replays(self._tuning.fitted)
         self._locks = {c.name: threading.Lock() for c in config.checks}
+        held = Held(self._models, self._loads, self._ledger, self._tuning, self._incidents)
+        self._handover = Handover(
+            config, store, metrics, self._locks, held, self._replicas, self._publisher
+        )
         for check in config.checks if not shared else []:
             metrics.declare_check(check.name)
         for name in warehouses:
@@ -338,42 +317,12 @@ class Engine:
     # --- replicas and reloads: a check changing hands ---------------------------------------
 
     def take_over(self, name: str) -> None:
-        """Run a check from now on (this replica acquired its lease): its alert state, latest
-        verdicts, last run, mute and rebaseline as the previous holder saved them; its models
-        are rebuilt from the cached series at its first run here, which then reads only the
-        buckets since from the warehouse."""
-        check = self.config.check(name)
-        if check is None or not self._replicas.shared:
-            return
-        states = self.store.load_states(name)
-        stored = self._replicas.stored_series(name)
-        stored_run = self.store.last_runs(name).get(name)
-        run = None if stored_run is None else run_result(name, stored_run)
-        with self._locks[name]:
-            self._drop(name)
-            self._ledger.take_over(name, states, stored, run)
-            self._tuning.take_over(name)
-            self._replicas.hold(name)
-        self.metrics.declare_check(name)
-        for status in stored:
-            self._publisher.export(check, status.segment, status.verdict, status.state)
-        if stored_run is not None and stored_run.succeeded_at is not None:
-            self._publisher.succeeded(name, stored_run.succeeded_at.timestamp())
+        """Run a check from now on (this replica acquired its lease); see ``Handover``."""
+        self._handover.take_over(name)
 
     def let_go(self, name: str) -> None:
-        """Stop running a check (its lease went to another replica): forget it, its metrics
-        too, so that one replica exports each series."""
-        if not self._replicas.shared or self.config.check(name) is None:
-            return
-        self._replicas.let_go(name)
-        self._drop(name)
-        self.metrics.forget_check(name)
-
-    def _drop(self, name: str) -> None:
-        """Forget everything held about a check."""
-        self._models.drop(name)
-        self._loads.drop(name)
-        self._ledger.drop(name)
+        """Stop running a check (its lease went to another replica); see ``Handover``."""
+        self._handover.let_go(name)
 
     def refresh(self) -> list[str]:
         """Mutes and rebaselines set through another replica: followed for the checks held
@@ -387,32 +336,11 @@ class Engine:
     def release(self, name: str) -> CheckMemory:
         """Take out everything held about a check, for the engine of a reloaded config; this
         engine must not run the check again."""
-        with self._locks[name]:
-            return CheckMemory(
-                name=name,
-                models=self._models.release(name),
-                loads=self._loads.release(name),
-                states=self._ledger.states(name),
-                latest=self._ledger.latest_of(name),
-                last_run=self._ledger.last_run(name),
-                recent=self._incidents.recent(name),
-                explained=self._incidents.latest(name),
-                held=self.holds(name),
-            )
+        return self._handover.release(name)
 
     def adopt(self, memory: CheckMemory) -> None:
-        """Carry on a check from another engine's ``release``: its models, alert state and
-        latest verdicts, as if it had run here."""
-        name = memory.name
-        with self._locks[name]:
-            if self._replicas.shared:
-                if not memory.held:
-                    return
-                self._replicas.hold(name)
-            self._models.adopt(name, memory.models)
-            self._loads.adopt(name, memory.loads)
-            self._ledger.adopt(name, memory.states, memory.latest, memory.last_run)
-        self._incidents.adopt(name, memory.recent, memory.explained)
+        """Carry on a check from another engine's ``release``, as if it had run here."""
+        self._handover.adopt(memory)
 
     def retire(self, name: str, reason: str) -> list[Notification]:
         """A check removed from the config, or redefined so that its series are other ones:
@@ -440,7 +368,9 @@ class Engine:
         warehouse = self.warehouses[warehouse_name]
         labels = {"check": check.name, "warehouse": warehouse_name}
         try:
-            rewound = self._rewind(check, started)
+            rewound = self._resolutions.rewind(check, started)
+            if rewound is not None:
+                self._forget(check.name)  # rebuilt from the warehouse
             if check.kind == "freshness":
                 statuses, notes, verdicts = self._run_freshness(check, warehouse, started)
             else:
@@ -469,7 +399,7 @@ class Engine:
             outcome = "ok"
         self._publisher.succeeded(check.name)
         return self._finish(
-            check, outcome, started, t0, statuses=statuses, notes=rewound + notes,
+            check, outcome, started, t0, statuses=statuses, notes=(rewound or []) + notes,
             verdicts=verdicts,
         )  # fmt: skip
 
@@ -493,35 +423,6 @@ class Engine:
             verdicts or {},
         )  # fmt: skip
 
-    def _rewind(self, check: CheckConfig, now: datetime) -> list[Notification]:
-        """Judge again what was judged ahead of its time: buckets after the newest complete one
-        now were judged while the clock was ahead (empty, so as zeros). Their series' episodes
-        resolve saying so, their alert states go back to before the newest complete bucket (a
-        freshness check's to none: its next run is judged as a first), and the check's models
-        are rebuilt from the warehouse."""
-        freshness = check.kind == "freshness"
-        grain, zone = check.grain, check.timezone
-        newest = to_utc(now) if freshness else last_complete(now, grain, zone, check.settle)
-        ahead = self._ledger.ahead(check.name, newest)
-        if ahead is None:
-            return []
-        reason = f"judged ahead of its time: the clock was past {newest.isoformat()}, then back"
-        notes = self._resolutions.close(check, "", now, segments={s: reason for s, _ in ahead})
-        before = None if freshness else bucket_start(newest - pd.Timedelta(seconds=1), grain, zone)
-        states: list[tuple[str, AlertState, list[Notification]]] = [
-            (segment, AlertState(episode=episode, last_bucket=before), [])
-            for segment, episode in ahead
-        ]
-        self.store.record_all(check.name, states, self.channels)
-        for segment, state, _ in states:
-            self._ledger.save(check.name, segment, state)
-        self._forget(check.name)
-        log.warning(
-            "buckets judged ahead of their time are judged again",
-            extra={"fields": {"check": check.name, "newest": newest.isoformat()}},
-        )
-        return notes
-
     def _run_series(self, check: CheckConfig, warehouse: Warehouse, now: datetime) -> Committed:
         if self._tuning.recalendared(check.name):
             self._forget(check.name)  # rebuilt with the new marks; judged buckets stay judged
@@ -534,7 +435,8 @@ class Engine:
         window, found = fetched.window, fetched.found
         closed: list[Notification] = []
         if fetched.ranking is not None:
-            closed = self._untrack(check, fetched.ranking, now)
+            closed = self._resolutions.untrack(check, fetched.ranking, now)
+            self._models.untrack(check.name, fetched.ranking.dropped, fetched.ranking.refolded)
             self._models.ranked(check.name, now, fetched.ranking.tracked)
         charts = RunCharts(
             check, self.chart_buckets, self._tuning.fitted,
@@ -558,25 +460,6 @@ class Engine:
         self._models.keep(check, now, window.since, window.full, found)
         statuses, notes, judged_verdicts = committed
         return statuses, closed + notes, judged_verdicts
-
-    def _untrack(self, check: CheckConfig, ranking: Ranking, now: datetime) -> list[Notification]:
-        """Stop tracking the segments a re-rank dropped: their open alerts resolve saying why,
-        their models, memory and metric series go (their alert state stays in the store, so a
-        segment that comes back numbers its episodes on, until retention prunes it). When
-        ``__other__`` sums other segments than before, its model learns its history again."""
-        name = check.name
-        notes = self._resolutions.close(check, "", now, segments=ranking.dropped)
-        self._models.untrack(name, ranking.dropped, ranking.refolded)
-        self._ledger.untrack(name, ranking.dropped)
-        states = self._ledger.states(name)
-        returning = [s for s in ranking.tracked if s not in states]
-        if returning:
-            # a segment tracked again carries on from its saved state: its episodes' numbers,
-            # and so their notifications' keys, are never used twice
-            self._ledger.resume(name, returning, self.store.load_states(name))
-        for segment, reason in ranking.dropped.items():
-            self._publisher.untracked(check, segment, reason)
-        return notes
 
     def _explained(
         self,
