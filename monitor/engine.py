@@ -5,14 +5,18 @@ The daemon's scheduler, ``kpi-monitor check`` and the HTTP "run now" call all go
 a restart they are rebuilt from the warehouse and the persisted alert state says which buckets
 were already judged, so nothing is alerted twice.
 
-The engine keeps run -> judge -> commit and composes the parts that hold the rest: what to
-read (:class:`~monitor.planning.QueryPlanner`), the models (:class:`~monitor.model_cache.
-ModelCache`) and a freshness check's loads (:class:`~monitor.freshness_cache.LoadCache`), what
-people said about a check (:class:`~monitor.tuning.Tuning`), the series' alert states
-(:class:`~monitor.ledger.Ledger`), the replicas (:class:`~monitor.replicas.Replicas`),
-notifications (:class:`~monitor.notifying.Notifier`), episodes ended for a reason
-(:class:`~monitor.resolutions.Resolutions`), metrics and logs
-(:class:`~monitor.publishing.Publisher`).
+The engine keeps run -> judge -> commit and composes one class per other job:
+
+- ``planning.QueryPlanner``: what a run reads; the reads checks of one table share
+- ``model_cache.ModelCache``, ``freshness_cache.LoadCache``: models and load times, kept
+  between runs and, through the state store, across restarts
+- ``tuning.Tuning``: mutes, rebaselines, calendar events, answers to alerts
+- ``ledger.Ledger``: alert states, latest verdicts and last runs in memory
+- ``replicas.Replicas``, ``handover.Handover``: replicas; a check changing hands
+- ``interventions.Interventions``, ``resolutions.Resolutions``: what people do to a check;
+  episodes ended for a reason
+- ``notifying.Notifier``, ``charting.RunCharts``, ``publishing.Publisher``: notifications,
+  their charts; metrics and log lines
 """
 
 from __future__ import annotations
@@ -24,8 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import pandas as pd
 
 from monitor.alerts.notification import Notification
 from monitor.alerts.state import AlertPolicy, AlertState, advance
@@ -49,6 +51,7 @@ from monitor.freshness_cache import LoadCache
 from monitor.handover import CheckMemory, Handover, Held
 from monitor.history import Point, Replays
 from monitor.incidents import Incidents, explainable
+from monitor.interventions import Interventions
 from monitor.ledger import Ledger, Outcome, RunResult, SeriesStatus
 from monitor.model_cache import ModelCache, fingerprint
 from monitor.notifying import Cause, Notifier
@@ -148,6 +151,10 @@ class Engine:
         self._handover = Handover(
             config, store, metrics, self._locks, held, self._replicas, self._publisher
         )
+        self._interventions = Interventions(
+            self._locks, clock, metrics, self._tuning, self._models, self._resolutions,
+            self._replicas,
+        )  # fmt: skip
         for check in config.checks if not shared else []:
             metrics.declare_check(check.name)
         for name in warehouses:
@@ -248,60 +255,36 @@ class Engine:
         key = (fingerprint(check), self._tuning.rebaselined(name), self.calendars.calendar(check))
         return self._replays.judged(check, saved[2], buckets, key)
 
-    # --- what people say about a check ------------------------------------------------------
+    # --- what people do to a check: see ``Interventions`` -------------------------------
 
     def rebaseline(self, name: str, since: datetime) -> list[Notification] | None:
-        """Accept a check's level from ``since`` on (an intended change).
-
-        Its models stop measuring against the old level, and an alert that is firing ends with
-        a resolution saying why, so the new normal is not alerted on for days. A check another
-        replica runs is only saved: that replica follows it within a lease renewal (``refresh``)
-        and None is returned.
+        """Accept a check's level from ``since`` on (an intended change); None when another
+        replica runs the check (it follows the saved rebaseline).
 
         :raises UnknownCheck: no check of that name is configured.
         """
-        check = self.check(name)
-        if not self.holds(name):
-            self.store.save_rebaseline(name, since)
-            return None
-        with self._locks[name]:
-            self._tuning.rebaseline(name, since)
-            for model in self._models.models(name).values():
-                model.acknowledge(pd.Timestamp(since))
-            notes = self._resolutions.close(
-                check, f"baseline restarted from {since.isoformat()} (an intended change)", since
-            )
-        log.info(
-            "baseline restarted", extra={"fields": {"check": name, "since": since.isoformat()}}
-        )
-        return notes
+        return self._interventions.rebaseline(self.check(name), since)
 
     def false_alarm(self, ref: AlertRef, reason: str) -> list[Notification]:
-        """An alert answered as a false alarm: its episode, if still open, resolves saying
-        ``reason``, and the series' models are rebuilt at its new sensitivity (worked out from
-        the recorded answers) before its next bucket is judged."""
-        check = self.check(ref.check)
-        with self._locks[ref.check]:
-            notes = self._resolutions.close(check, reason, self.clock(), only=ref)
-            self._tuning.answered(ref, resolved=bool(notes))
-        log.info(
-            "alert answered as a false alarm",
-            extra={"fields": {"check": ref.check, "segment": ref.segment,
-                              "episode": ref.episode}},
-        )  # fmt: skip
-        return notes
+        """An alert answered as a false alarm: its episode resolves, its sensitivity follows."""
+        return self._interventions.false_alarm(self.check(ref.check), ref, reason)
 
     def mute(self, name: str, until: datetime, reason: str) -> None:
-        """Send no notification for the check until ``until`` (a planned backfill); its metrics
-        and alert state go on, so what fires during the mute is visible in Prometheus."""
-        self._tuning.mute(name, until, reason)
-        log.info(
-            "check muted",
-            extra={"fields": {"check": name, "until": until.isoformat(), "reason": reason}},
-        )
+        """Send no notification for the check until ``until`` (a planned backfill)."""
+        self._interventions.mute(name, until, reason)
 
     def muted(self, check: CheckConfig, now: datetime) -> bool:
         return self._tuning.muted(check, now)
+
+    def refresh(self) -> list[str]:
+        """Follow the mutes and rebaselines set through another replica; the checks
+        rebaselined."""
+        return self._interventions.refresh(self.config.check)
+
+    def retire(self, name: str, reason: str) -> list[Notification]:
+        """A check removed from the config, or redefined: its open alerts resolve, saying
+        ``reason``, and its metrics go."""
+        return self._interventions.retire(self.check(name), reason)
 
     def record_event(self, request: EventRequest) -> RecordedEvent:
         """Record a calendar event or exclusion window (persisted); the checks it applies to
@@ -314,24 +297,15 @@ class Engine:
         """Remove a recorded event or exclusion (None: no such id)."""
         return self._tuning.delete_event(event_id)
 
-    # --- replicas and reloads: a check changing hands ---------------------------------------
+    # --- a check changing hands: see ``Handover`` ------------------------------------------
 
     def take_over(self, name: str) -> None:
-        """Run a check from now on (this replica acquired its lease); see ``Handover``."""
+        """Run a check from now on (this replica acquired its lease)."""
         self._handover.take_over(name)
 
     def let_go(self, name: str) -> None:
-        """Stop running a check (its lease went to another replica); see ``Handover``."""
+        """Stop running a check (its lease went to another replica)."""
         self._handover.let_go(name)
-
-    def refresh(self) -> list[str]:
-        """Mutes and rebaselines set through another replica: followed for the checks held
-        here (a rebaseline's firing alert resolves); the checks rebaselined."""
-        changed = self._tuning.refresh(self.holds)
-        for name, since in changed.items():
-            if self.config.check(name) is not None:
-                self.rebaseline(name, since)
-        return list(changed)
 
     def release(self, name: str) -> CheckMemory:
         """Take out everything held about a check, for the engine of a reloaded config; this
@@ -341,23 +315,6 @@ class Engine:
     def adopt(self, memory: CheckMemory) -> None:
         """Carry on a check from another engine's ``release``, as if it had run here."""
         self._handover.adopt(memory)
-
-    def retire(self, name: str, reason: str) -> list[Notification]:
-        """A check removed from the config, or redefined so that its series are other ones:
-        its open alerts resolve, saying ``reason``, and its metrics go (a series that is gone
-        must not keep an alert rule firing)."""
-        check = self.check(name)
-        if not self.holds(name):  # the replica holding it resolves them
-            self.metrics.forget_check(name)
-            return []
-        with self._locks[name]:
-            notes = self._resolutions.close(check, reason, self.clock())
-            self.metrics.forget_check(name)
-        log.info(
-            "check retired",
-            extra={"fields": {"check": name, "reason": reason, "resolved": len(notes)}},
-        )
-        return notes
 
     # --- one run --------------------------------------------------------------------------
 

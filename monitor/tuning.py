@@ -134,11 +134,13 @@ class Tuning:
         with self._lock:
             return self._rebaselines.get(name)
 
-    def rebaseline(self, name: str, since: datetime) -> None:
-        """Persist a rebaseline of the check from ``since``."""
+    def rebaseline(self, name: str, since: datetime, *, saved_only: bool = False) -> None:
+        """Persist a rebaseline of the check from ``since``; ``saved_only``: for the replica
+        running the check to follow (see ``refresh``), not followed here."""
         self._store.save_rebaseline(name, since)
-        with self._lock:
-            self._rebaselines[name] = since
+        if not saved_only:
+            with self._lock:
+                self._rebaselines[name] = since
 
     def refresh(self, held: Callable[[str], bool]) -> dict[str, datetime]:
         """Follow the mutes and rebaselines set through another replica; the rebaselines of the
