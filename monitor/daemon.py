@@ -34,12 +34,13 @@ from monitor.answers.service import AnswerService
 from monitor.answers.socket_mode import SocketModeTransport
 from monitor.client import token_from_env
 from monitor.config import Config, load_config
-from monitor.engine import Engine, fingerprint
+from monitor.engine import Engine
 from monitor.errors import ConfigError, KpiMonitorError, StateStoreError
 from monitor.exporter import Metrics
 from monitor.grafana import GrafanaAnnotator
 from monitor.leases import BEATS_PER_TTL, Coordinator
 from monitor.listener import HttpServer
+from monitor.model_cache import fingerprint
 from monitor.records.outbox import OUTBOX_LEASE
 from monitor.reload import ReloadBusy, ReloadPlan, plan_reload, restart_problems
 from monitor.scheduler import CheckScheduler
@@ -312,10 +313,10 @@ class Daemon:
             cause=self.watcher.cause,
             after_run=self.watcher.observe,
             shared=self.shared,
+            # one book of recorded events: none recorded while the engines change hands is lost
+            calendars=self.engine.calendars,
         )
         with self.scheduler.paused(RELOAD_PAUSE_SECONDS):
-            # one book of recorded events: none recorded since the new engine was built is lost
-            engine.calendars = self.engine.calendars
             for name in plan.removed:
                 self.engine.retire(name, RETIRED)
             for name in plan.kept:

@@ -20,6 +20,7 @@ OTHER_SEGMENT = "__other__"
 NULL_SEGMENT = "(null)"
 EMPTY_SEGMENT = "(empty)"
 TOTAL_SEGMENT = ""  # a check's total: all its segments together, as a check without dimensions
+NOT_RANKED = frozenset({OTHER_SEGMENT, TOTAL_SEGMENT})  # rows that are no segment of their own
 SEGMENT_SEPARATOR = "|"
 FRESHNESS_HISTORY_LIMIT = 5000
 

@@ -1,0 +1,149 @@
+"""A check changing hands: between replicas when a lease is won or lost, between engines when
+the config is reloaded. Everything held about the check goes with it, or is forgotten."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+from monitor.alerts.state import AlertState
+from monitor.config import Config
+from monitor.detection import Verdict
+from monitor.drilldown import Explanation
+from monitor.exporter import Metrics
+from monitor.freshness_cache import CachedLoads, LoadCache
+from monitor.incidents import Incidents
+from monitor.ledger import Ledger, RunResult, SeriesStatus
+from monitor.model_cache import CachedModels, ModelCache
+from monitor.publishing import Publisher
+from monitor.replicas import Replicas, run_result
+from monitor.store import StateStore
+from monitor.tuning import Tuning
+
+
+@dataclass(frozen=True)
+class CheckMemory:
+    """Everything an engine holds about one check between runs, handed whole from one engine
+    to the next when the config is reloaded (``Engine.release`` / ``Engine.adopt``)."""
+
+    name: str
+    models: CachedModels
+    loads: CachedLoads
+    states: dict[str, AlertState]
+    latest: dict[str, SeriesStatus]
+    last_run: RunResult | None
+    recent: dict[str, list[Verdict]] = field(default_factory=dict)
+    """Per segment, the recent verdicts the drill-down works on."""
+    explained: Explanation | None = None
+    held: bool = True  # this replica holds the check's lease (always, for a single daemon)
+
+    def without_models(self) -> CheckMemory:
+        """The check's alert state and latest verdicts only: its settings changed, so its
+        models are rebuilt (from the series cached in the state store when still valid)."""
+        return replace(
+            self, models=CachedModels(), loads=CachedLoads(), recent={}, explained=None
+        )
+
+
+@dataclass(frozen=True)
+class Held:
+    """What an engine holds about its checks, part by part."""
+
+    models: ModelCache
+    loads: LoadCache
+    ledger: Ledger
+    tuning: Tuning
+    incidents: Incidents
+
+
+class Handover:
+    """Owns taking a check over and letting it go (a replica's lease, see ``Replicas``), and
+    releasing and adopting it (a reload), across every part in ``held``; each under the
+    check's lock of ``locks``, so never during one of its runs."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        metrics: Metrics,
+        locks: dict[str, threading.Lock],
+        held: Held,
+        replicas: Replicas,
+        publisher: Publisher,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._metrics = metrics
+        self._locks = locks
+        self._held = held
+        self._replicas = replicas
+        self._publisher = publisher
+
+    def take_over(self, name: str) -> None:
+        """Run a check from now on (this replica acquired its lease): its alert state, latest
+        verdicts, last run, mute and rebaseline as the previous holder saved them; its models
+        are rebuilt from the cached series at its first run here, which then reads only the
+        buckets since from the warehouse."""
+        check = self._config.check(name)
+        if check is None or not self._replicas.shared:
+            return
+        states = self._store.load_states(name)
+        stored = self._replicas.stored_series(name)
+        stored_run = self._store.last_runs(name).get(name)
+        run = None if stored_run is None else run_result(name, stored_run)
+        with self._locks[name]:
+            self._drop(name)
+            self._held.ledger.take_over(name, states, stored, run)
+            self._held.tuning.take_over(name)
+            self._replicas.hold(name)
+        self._metrics.declare_check(name)
+        for status in stored:
+            self._publisher.export(check, status.segment, status.verdict, status.state)
+        if stored_run is not None and stored_run.succeeded_at is not None:
+            self._publisher.succeeded(name, stored_run.succeeded_at.timestamp())
+
+    def let_go(self, name: str) -> None:
+        """Stop running a check (its lease went to another replica): forget it, its metrics
+        too, so that one replica exports each series."""
+        if not self._replicas.shared or self._config.check(name) is None:
+            return
+        self._replicas.let_go(name)
+        self._drop(name)
+        self._metrics.forget_check(name)
+
+    def _drop(self, name: str) -> None:
+        """Forget everything held about a check."""
+        self._held.models.drop(name)
+        self._held.loads.drop(name)
+        self._held.ledger.drop(name)
+
+    def release(self, name: str) -> CheckMemory:
+        """Take out everything held about a check, for the engine of a reloaded config; this
+        engine must not run the check again."""
+        held = self._held
+        with self._locks[name]:
+            return CheckMemory(
+                name=name,
+                models=held.models.release(name),
+                loads=held.loads.release(name),
+                states=held.ledger.states(name),
+                latest=held.ledger.latest_of(name),
+                last_run=held.ledger.last_run(name),
+                recent=held.incidents.recent(name),
+                explained=held.incidents.latest(name),
+                held=self._replicas.holds(name),
+            )
+
+    def adopt(self, memory: CheckMemory) -> None:
+        """Carry on a check from another engine's ``release``: its models, alert state and
+        latest verdicts, as if it had run here."""
+        name, held = memory.name, self._held
+        with self._locks[name]:
+            if self._replicas.shared:
+                if not memory.held:
+                    return
+                self._replicas.hold(name)
+            held.models.adopt(name, memory.models)
+            held.loads.adopt(name, memory.loads)
+            held.ledger.adopt(name, memory.states, memory.latest, memory.last_run)
+        held.incidents.adopt(name, memory.recent, memory.explained)
