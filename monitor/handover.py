@@ -40,9 +40,7 @@ class CheckMemory:
     def without_models(self) -> CheckMemory:
         """The check's alert state and latest verdicts only: its settings changed, so its
         models are rebuilt (from the series cached in the state store when still valid)."""
-        return replace(
-            self, models=CachedModels(), loads=CachedLoads(), recent={}, explained=None
-        )
+        return replace(self, models=CachedModels(), loads=CachedLoads(), recent={}, explained=None)
 
 
 @dataclass(frozen=True)
@@ -56,72 +54,63 @@ class Held:
     incidents: Incidents
 
 
+@dataclass(frozen=True)
 class Handover:
     """Owns taking a check over and letting it go (a replica's lease, see ``Replicas``), and
     releasing and adopting it (a reload), across every part in ``held``; each under the
     check's lock of ``locks``, so never during one of its runs."""
 
-    def __init__(
-        self,
-        config: Config,
-        store: StateStore,
-        metrics: Metrics,
-        locks: dict[str, threading.Lock],
-        held: Held,
-        replicas: Replicas,
-        publisher: Publisher,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._metrics = metrics
-        self._locks = locks
-        self._held = held
-        self._replicas = replicas
-        self._publisher = publisher
+    config: Config
+    store: StateStore
+    metrics: Metrics
+    locks: dict[str, threading.Lock]
+    held: Held
+    replicas: Replicas
+    publisher: Publisher
 
     def take_over(self, name: str) -> None:
         """Run a check from now on (this replica acquired its lease): its alert state, latest
         verdicts, last run, mute and rebaseline as the previous holder saved them; its models
         are rebuilt from the cached series at its first run here, which then reads only the
         buckets since from the warehouse."""
-        check = self._config.check(name)
-        if check is None or not self._replicas.shared:
+        check = self.config.check(name)
+        if check is None or not self.replicas.shared:
             return
-        states = self._store.load_states(name)
-        stored = self._replicas.stored_series(name)
-        stored_run = self._store.last_runs(name).get(name)
+        states = self.store.load_states(name)
+        stored = self.replicas.stored_series(name)
+        stored_run = self.store.last_runs(name).get(name)
         run = None if stored_run is None else run_result(name, stored_run)
-        with self._locks[name]:
+        with self.locks[name]:
             self._drop(name)
-            self._held.ledger.take_over(name, states, stored, run)
-            self._held.tuning.take_over(name)
-            self._replicas.hold(name)
-        self._metrics.declare_check(name)
+            self.held.ledger.take_over(name, states, stored, run)
+            self.held.tuning.take_over(name)
+            self.replicas.hold(name)
+        self.metrics.declare_check(name)
         for status in stored:
-            self._publisher.export(check, status.segment, status.verdict, status.state)
+            self.publisher.export(check, status.segment, status.verdict, status.state)
         if stored_run is not None and stored_run.succeeded_at is not None:
-            self._publisher.succeeded(name, stored_run.succeeded_at.timestamp())
+            self.publisher.succeeded(name, stored_run.succeeded_at.timestamp())
 
     def let_go(self, name: str) -> None:
         """Stop running a check (its lease went to another replica): forget it, its metrics
         too, so that one replica exports each series."""
-        if not self._replicas.shared or self._config.check(name) is None:
+        if not self.replicas.shared or self.config.check(name) is None:
             return
-        self._replicas.let_go(name)
+        self.replicas.let_go(name)
         self._drop(name)
-        self._metrics.forget_check(name)
+        self.metrics.forget_check(name)
 
     def _drop(self, name: str) -> None:
         """Forget everything held about a check."""
-        self._held.models.drop(name)
-        self._held.loads.drop(name)
-        self._held.ledger.drop(name)
+        self.held.models.drop(name)
+        self.held.loads.drop(name)
+        self.held.ledger.drop(name)
 
     def release(self, name: str) -> CheckMemory:
         """Take out everything held about a check, for the engine of a reloaded config; this
         engine must not run the check again."""
-        held = self._held
-        with self._locks[name]:
+        held = self.held
+        with self.locks[name]:
             return CheckMemory(
                 name=name,
                 models=held.models.release(name),
@@ -131,18 +120,18 @@ class Handover:
                 last_run=held.ledger.last_run(name),
                 recent=held.incidents.recent(name),
                 explained=held.incidents.latest(name),
-                held=self._replicas.holds(name),
+                held=self.replicas.holds(name),
             )
 
     def adopt(self, memory: CheckMemory) -> None:
         """Carry on a check from another engine's ``release``: its models, alert state and
         latest verdicts, as if it had run here."""
-        name, held = memory.name, self._held
-        with self._locks[name]:
-            if self._replicas.shared:
+        name, held = memory.name, self.held
+        with self.locks[name]:
+            if self.replicas.shared:
                 if not memory.held:
                     return
-                self._replicas.hold(name)
+                self.replicas.hold(name)
             held.models.adopt(name, memory.models)
             held.loads.adopt(name, memory.loads)
             held.ledger.adopt(name, memory.states, memory.latest, memory.last_run)

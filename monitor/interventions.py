@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
@@ -22,29 +23,20 @@ from monitor.tuning import Tuning
 log = logging.getLogger("monitor.engine")
 
 
+@dataclass(frozen=True)
 class Interventions:
     """Owns the effect of a rebaseline, a false alarm answered, a mute and a retirement on a
     check: recorded (``tuning``), applied to its models, its open episodes resolved saying why
     (``resolutions``), and logged. A check another replica runs is only recorded: that replica
     applies it."""
 
-    def __init__(
-        self,
-        locks: dict[str, threading.Lock],
-        clock: Callable[[], datetime],
-        metrics: Metrics,
-        tuning: Tuning,
-        models: ModelCache,
-        resolutions: Resolutions,
-        replicas: Replicas,
-    ) -> None:
-        self._locks = locks
-        self._clock = clock
-        self._metrics = metrics
-        self._tuning = tuning
-        self._models = models
-        self._resolutions = resolutions
-        self._replicas = replicas
+    locks: dict[str, threading.Lock]
+    clock: Callable[[], datetime]
+    metrics: Metrics
+    tuning: Tuning
+    models: ModelCache
+    resolutions: Resolutions
+    replicas: Replicas
 
     def rebaseline(self, check: CheckConfig, since: datetime) -> list[Notification] | None:
         """Accept the check's level from ``since`` on (an intended change).
@@ -54,14 +46,14 @@ class Interventions:
         replica runs is only saved: that replica follows it within a lease renewal (``refresh``)
         and None is returned."""
         name = check.name
-        if not self._replicas.holds(name):
-            self._tuning.rebaseline(name, since, saved_only=True)
+        if not self.replicas.holds(name):
+            self.tuning.rebaseline(name, since, saved_only=True)
             return None
-        with self._locks[name]:
-            self._tuning.rebaseline(name, since)
-            for model in self._models.models(name).values():
+        with self.locks[name]:
+            self.tuning.rebaseline(name, since)
+            for model in self.models.models(name).values():
                 model.acknowledge(pd.Timestamp(since))
-            notes = self._resolutions.close(
+            notes = self.resolutions.close(
                 check, f"baseline restarted from {since.isoformat()} (an intended change)", since
             )
         log.info(
@@ -73,9 +65,9 @@ class Interventions:
         """An alert answered as a false alarm: its episode, if still open, resolves saying
         ``reason``, and the series' models are rebuilt at its new sensitivity (worked out from
         the recorded answers) before its next bucket is judged."""
-        with self._locks[ref.check]:
-            notes = self._resolutions.close(check, reason, self._clock(), only=ref)
-            self._tuning.answered(ref, resolved=bool(notes))
+        with self.locks[ref.check]:
+            notes = self.resolutions.close(check, reason, self.clock(), only=ref)
+            self.tuning.answered(ref, resolved=bool(notes))
         log.info(
             "alert answered as a false alarm",
             extra={"fields": {"check": ref.check, "segment": ref.segment,
@@ -86,7 +78,7 @@ class Interventions:
     def mute(self, name: str, until: datetime, reason: str) -> None:
         """Send no notification for the check until ``until`` (a planned backfill); its metrics
         and alert state go on, so what fires during the mute is visible in Prometheus."""
-        self._tuning.mute(name, until, reason)
+        self.tuning.mute(name, until, reason)
         log.info(
             "check muted",
             extra={"fields": {"check": name, "until": until.isoformat(), "reason": reason}},
@@ -95,7 +87,7 @@ class Interventions:
     def refresh(self, checks: Callable[[str], CheckConfig | None]) -> list[str]:
         """Mutes and rebaselines set through another replica: followed for the checks held
         here (a rebaseline's firing alert resolves); the configured checks rebaselined."""
-        changed = self._tuning.refresh(self._replicas.holds)
+        changed = self.tuning.refresh(self.replicas.holds)
         for name, since in changed.items():
             check = checks(name)
             if check is not None:
@@ -107,12 +99,12 @@ class Interventions:
         its open alerts resolve, saying ``reason``, and its metrics go (a series that is gone
         must not keep an alert rule firing)."""
         name = check.name
-        if not self._replicas.holds(name):  # the replica holding it resolves them
-            self._metrics.forget_check(name)
+        if not self.replicas.holds(name):  # the replica holding it resolves them
+            self.metrics.forget_check(name)
             return []
-        with self._locks[name]:
-            notes = self._resolutions.close(check, reason, self._clock())
-            self._metrics.forget_check(name)
+        with self.locks[name]:
+            notes = self.resolutions.close(check, reason, self.clock())
+            self.metrics.forget_check(name)
         log.info(
             "check retired",
             extra={"fields": {"check": name, "reason": reason, "resolved": len(notes)}},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import pandas as pd
@@ -29,26 +29,18 @@ from monitor.store import StateStore
 log = logging.getLogger("monitor.engine")
 
 
+@dataclass(frozen=True)
 class Resolutions:
     """Owns ending open episodes for a reason: each is saved resolved with its notification
     queued for the ``channels``, then published (memory and metrics); and the alert states of
     series judged ahead of their time or no longer tracked."""
 
-    def __init__(
-        self,
-        ledger: Ledger,
-        store: StateStore,
-        notifier: Notifier,
-        publisher: Publisher,
-        incidents: Incidents,
-        channels: list[str],
-    ) -> None:
-        self._ledger = ledger
-        self._store = store
-        self._notifier = notifier
-        self._publisher = publisher
-        self._incidents = incidents
-        self._channels = channels
+    ledger: Ledger
+    store: StateStore
+    notifier: Notifier
+    publisher: Publisher
+    incidents: Incidents
+    channels: list[str]
 
     def close(
         self,
@@ -62,10 +54,10 @@ class Resolutions:
         held. ``fallback``: the bucket named when a series has judged none. ``segments``: only
         theirs, each with its own reason; ``only``: that episode, if still open."""
         name = check.name
-        self._incidents.close(name)
+        self.incidents.close(name)
         firing = {
             segment: state
-            for segment, state in self._ledger.states(name).items()
+            for segment, state in self.ledger.states(name).items()
             if state.firing
             and (segments is None or segment in segments)
             and (only is None or (segment, state.episode) == (only.segment, only.episode))
@@ -73,7 +65,7 @@ class Resolutions:
         notes = []
         for segment, state in firing.items():
             assert state.since is not None
-            latest = self._ledger.latest(name, segment)
+            latest = self.ledger.latest(name, segment)
             closed = AlertState(episode=state.episode, last_bucket=state.last_bucket)
             bucket = state.last_bucket or fallback
             # after a restart the episode may have no verdict in memory yet
@@ -85,11 +77,11 @@ class Resolutions:
             transition = Transition("resolved", state.episode, state.since, bucket)
             why = reason if segments is None else segments[segment]
             note = replace(
-                self._notifier.notification(check, segment, verdict, transition), reason=why
+                self.notifier.notification(check, segment, verdict, transition), reason=why
             )
-            self._store.record(name, segment, closed, [note], self._channels)
-            self._ledger.close(name, segment, closed)
-            self._publisher.resolved(check, segment)
+            self.store.record(name, segment, closed, [note], self.channels)
+            self.ledger.close(name, segment, closed)
+            self.publisher.resolved(check, segment)
             notes.append(note)
         return notes
 
@@ -102,7 +94,7 @@ class Resolutions:
         freshness = check.kind == "freshness"
         grain, zone = check.grain, check.timezone
         newest = to_utc(now) if freshness else last_complete(now, grain, zone, check.settle)
-        ahead = self._ledger.ahead(check.name, newest)
+        ahead = self.ledger.ahead(check.name, newest)
         if ahead is None:
             return None
         reason = f"judged ahead of its time: the clock was past {newest.isoformat()}, then back"
@@ -112,9 +104,9 @@ class Resolutions:
             (segment, AlertState(episode=episode, last_bucket=before), [])
             for segment, episode in ahead
         ]
-        self._store.record_all(check.name, states, self._channels)
+        self.store.record_all(check.name, states, self.channels)
         for segment, state, _ in states:
-            self._ledger.save(check.name, segment, state)
+            self.ledger.save(check.name, segment, state)
         log.warning(
             "buckets judged ahead of their time are judged again",
             extra={"fields": {"check": check.name, "newest": newest.isoformat()}},
@@ -127,13 +119,13 @@ class Resolutions:
         that comes back numbers its episodes on, until retention prunes it)."""
         name = check.name
         notes = self.close(check, "", now, segments=ranking.dropped)
-        self._ledger.untrack(name, ranking.dropped)
-        states = self._ledger.states(name)
+        self.ledger.untrack(name, ranking.dropped)
+        states = self.ledger.states(name)
         returning = [s for s in ranking.tracked if s not in states]
         if returning:
             # a segment tracked again carries on from its saved state: its episodes' numbers,
             # and so their notifications' keys, are never used twice
-            self._ledger.resume(name, returning, self._store.load_states(name))
+            self.ledger.resume(name, returning, self.store.load_states(name))
         for segment, reason in ranking.dropped.items():
-            self._publisher.untracked(check, segment, reason)
+            self.publisher.untracked(check, segment, reason)
         return notes
