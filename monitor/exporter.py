@@ -15,6 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import prometheus_client.metrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -167,13 +168,13 @@ class SeriesGauge(_Family):
             return self._head + "".join(self._lines.values())
 
 
+@dataclass(frozen=True)
 class _GaugeChild:
-    def __init__(self, gauge: SeriesGauge, values: Labels) -> None:
-        self._gauge = gauge
-        self._values = values
+    gauge: SeriesGauge
+    values: Labels
 
     def set(self, value: float) -> None:
-        self._gauge.set(self._values, value)
+        self.gauge.set(self.values, value)
 
 
 class _Counted:
@@ -274,13 +275,13 @@ class SeriesCounter(_CountingFamily):
         metric.add_sample(self.name + "_total", series.labels, series.total)
 
 
+@dataclass(frozen=True)
 class _CounterChild:
-    def __init__(self, counter: SeriesCounter, values: Labels) -> None:
-        self._counter = counter
-        self._values = values
+    counter: SeriesCounter
+    values: Labels
 
     def inc(self, amount: float = 1) -> None:
-        self._counter.inc(self._values, amount)
+        self.counter.inc(self.values, amount)
 
 
 class SeriesHistogram(_CountingFamily):
@@ -342,13 +343,13 @@ class SeriesHistogram(_CountingFamily):
         metric.add_sample(self.name + "_sum", series.labels, series.total)
 
 
+@dataclass(frozen=True)
 class _HistogramChild:
-    def __init__(self, histogram: SeriesHistogram, values: Labels) -> None:
-        self._histogram = histogram
-        self._values = values
+    histogram: SeriesHistogram
+    values: Labels
 
     def observe(self, amount: float) -> None:
-        self._histogram.observe(self._values, amount)
+        self.histogram.observe(self.values, amount)
 
 
 class Metrics:
