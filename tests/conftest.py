@@ -1,4 +1,5 @@
-"""Shared fixtures: demo warehouses in temp dirs, a local Slack server, daemon helpers."""
+"""Shared fixtures: demo warehouses in temp dirs, an engine factory, a local Slack server,
+daemon helpers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,10 @@ import yaml
 
 from monitor import demo
 from monitor.config import Config, parse_config
-from monitor.warehouse import Warehouse
+from monitor.engine import Engine
+from monitor.exporter import Metrics
+from monitor.store import StateStore
+from monitor.warehouse import Warehouse, open_warehouses
 from tests.slack_server import SlackServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +122,61 @@ def demo_dir(tmp_path: Path, demo_warehouse: Path) -> Path:
 @pytest.fixture
 def demo_config(demo_dir: Path) -> Config:
     return parse_config(demo_document(demo_dir), "demo.yaml")
+
+
+class EngineFactory:
+    """Builds engines as most tests want them; each keyword overrides one part.
+
+    ``config``: the demo's (the ``demo_config`` fixture, on a copy of the demo warehouse) unless
+    given; ``warehouses``: the config's, opened; ``store``: a StateStore, or a path to open one
+    at (a new in-memory one by default: pass the same path to engines that share state);
+    ``metrics``: a fresh registry (an engine's is ``engine.metrics``); ``clock``: a fixed one at
+    ``now`` (DEMO_NOW) unless given; ``channels``: Slack's (alerts are queued in the store's
+    outbox for it); any other keyword goes to :class:`Engine` as it is. What the factory opened
+    is closed when the test ends; what it was given is the test's to close.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest, opened: ExitStack) -> None:
+        self._request = request
+        self._opened = opened
+
+    def __call__(
+        self,
+        *,
+        config: Config | None = None,
+        warehouses: dict[str, Warehouse] | None = None,
+        store: StateStore | Path | str = ":memory:",
+        metrics: Metrics | None = None,
+        now: datetime = DEMO_NOW,
+        clock: Callable[[], datetime] | None = None,
+        channels: list[str] | None = None,
+        **engine: Any,
+    ) -> Engine:
+        if config is None:
+            config = self._request.getfixturevalue("demo_config")
+            assert isinstance(config, Config)
+        if warehouses is None:
+            warehouses = open_warehouses(config)
+            for warehouse in warehouses.values():
+                self._opened.enter_context(warehouse)
+        if not isinstance(store, StateStore):
+            store = self._opened.enter_context(StateStore(store))
+        return Engine(
+            config,
+            warehouses,
+            store,
+            metrics if metrics is not None else Metrics(),
+            channels=channels if channels is not None else ["slack"],
+            clock=clock if clock is not None else (lambda: now),
+            **engine,
+        )
+
+
+@pytest.fixture
+def make_engine(request: pytest.FixtureRequest) -> Iterator[EngineFactory]:
+    """An :class:`EngineFactory` for the test."""
+    with ExitStack() as opened:
+        yield EngineFactory(request, opened)
 
 
 @pytest.fixture

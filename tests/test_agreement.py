@@ -20,10 +20,8 @@ import pytest
 
 from monitor.config import parse_config
 from monitor.engine import Engine
-from monitor.exporter import Metrics
 from monitor.store import StateStore
-from monitor.warehouse import open_warehouses
-from tests.conftest import free_port, write_config
+from tests.conftest import EngineFactory, free_port, write_config
 from tests.daemon_process import DaemonProcess, run_kpi_monitor
 
 SHARE = {"US": 0.5, "DE": 0.2, "FR": 0.15, "GB": 0.15}
@@ -110,7 +108,7 @@ def test_a_daemon_started_ten_hours_into_an_incident_reports_the_start_backtest_
 
 @pytest.mark.parametrize("restart_after", [None, 9], ids=["running", "restarted at night"])
 def test_an_episode_holds_through_the_night_while_the_level_stays_down(
-    tmp_path: Path, restart_after: int | None
+    tmp_path: Path, restart_after: int | None, make_engine: EngineFactory
 ) -> None:
     # Germany falls to 20% at 16:00 New York time and stays there through the night; a restart
     # at 01:00 (the pod rescheduled) keeps the episode's hold
@@ -125,8 +123,8 @@ def test_an_episode_holds_through_the_night_while_the_level_stays_down(
     restart = None if restart_after is None else clock[0] + timedelta(hours=restart_after)
 
     def started() -> Engine:
-        store = StateStore(str(tmp_path / "state.db"))
-        return Engine(config, open_warehouses(config), store, Metrics(), clock=lambda: clock[0])
+        store = StateStore(str(tmp_path / "state.db"))  # closed by the restart
+        return make_engine(config=config, store=store, clock=lambda: clock[0])
 
     engine = started()
     statuses = []

@@ -24,9 +24,8 @@ from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.records.outbox import OutboxEntry
 from monitor.store import StateStore
-from monitor.warehouse import open_warehouses
 from tests.alertmanager_server import Alertmanager, Webhook, binaries, routing_config
-from tests.conftest import REPO, Clock, demo_document, free_port
+from tests.conftest import REPO, Clock, EngineFactory, demo_document, free_port
 
 EXAMPLE = REPO / "config" / "alertmanager.example.yml"
 
@@ -54,7 +53,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def setup(demo_dir: Path, am_url: str, **check_changes: Any) -> tuple[Config, Engine, Dispatcher, Metrics]:
+def setup(
+    make_engine: EngineFactory, demo_dir: Path, am_url: str, **check_changes: Any
+) -> tuple[Config, Engine, Dispatcher, Metrics]:
     document = demo_document(demo_dir)
     document["alertmanager"] = {"urls": [am_url], "environment": "production"}
     document["links"] = {"dashboard": "https://grafana.example.com/d/kpi?var-check={check}&var-segment={segment}"}
@@ -64,7 +65,9 @@ def setup(demo_dir: Path, am_url: str, **check_changes: Any) -> tuple[Config, En
     assert config.alertmanager is not None
     store, metrics = StateStore(demo_dir / "state.db"), Metrics()
     dispatcher = Dispatcher(config, store, metrics, None, AlertmanagerClient(config.alertmanager), now)
-    engine = Engine(config, open_warehouses(config), store, metrics, channels=dispatcher.channels, clock=now)
+    engine = make_engine(
+        config=config, store=store, metrics=metrics, channels=dispatcher.channels, clock=now
+    )
     return config, engine, dispatcher, metrics
 
 
@@ -72,9 +75,11 @@ def alerts(hook: Webhook, check: str) -> list[dict[str, Any]]:
     return [a for n in hook.notifications(check) for a in n["alerts"]]
 
 
-def test_incidents_reach_the_receivers_the_routing_picks(live_dir: Path, receivers: tuple[Alertmanager, dict[str, Webhook]]) -> None:
+def test_incidents_reach_the_receivers_the_routing_picks(
+    live_dir: Path, receivers: tuple[Alertmanager, dict[str, Webhook]], make_engine: EngineFactory
+) -> None:
     am, hooks = receivers
-    config, engine, dispatcher, metrics = setup(live_dir, am.url)
+    config, engine, dispatcher, metrics = setup(make_engine, live_dir, am.url)
     for check in config.checks:
         engine.run(check.name)
     assert dispatcher.deliver_pending() == 4
@@ -112,18 +117,23 @@ def test_incidents_reach_the_receivers_the_routing_picks(live_dir: Path, receive
     assert "explanation" not in ends[""]["annotations"]
 
 
-def test_an_unreachable_alertmanager_keeps_the_alerts_for_later(live_dir: Path) -> None:
-    _, engine, dispatcher, metrics = setup(live_dir, "http://127.0.0.1:1")
+def test_an_unreachable_alertmanager_keeps_the_alerts_for_later(
+    live_dir: Path, make_engine: EngineFactory
+) -> None:
+    _, engine, dispatcher, metrics = setup(make_engine, live_dir, "http://127.0.0.1:1")
     engine.run("signups")
     assert dispatcher.deliver_pending() == 0
     assert len(engine.store.outbox.pending("alertmanager")) == 1
     assert metrics.registry.get_sample_value("kpimon_alerts_sent_total", {"channel": "alertmanager", "outcome": "error"}) == 1
 
 
-def test_a_muted_check_still_exports_but_sends_nothing(live_dir: Path) -> None:
+def test_a_muted_check_still_exports_but_sends_nothing(
+    live_dir: Path, make_engine: EngineFactory
+) -> None:
     start = now()
     config, engine, _, metrics = setup(
-        live_dir, "http://127.0.0.1:1", signups={"mute_until": (start + timedelta(hours=2)).isoformat()})
+        make_engine, live_dir, "http://127.0.0.1:1",
+        signups={"mute_until": (start + timedelta(hours=2)).isoformat()})  # fmt: skip
     engine.mute("revenue", start + timedelta(days=1), "backfill of fct_orders")
     engine.run("signups")
     engine.run("revenue")

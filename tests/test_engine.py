@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -16,30 +14,15 @@ from monitor.config import Config, parse_config
 from monitor.demo import INCIDENTS
 from monitor.detection import Verdict
 from monitor.engine import Engine
-from monitor.exporter import Metrics
 from monitor.store import StateStore
-from monitor.warehouse import Warehouse, open_warehouses
-from tests.conftest import DEMO_NOW, demo_document
+from monitor.warehouse import open_warehouses
+from tests.conftest import DEMO_NOW, EngineFactory, demo_document
 from tests.duckdb_writes import write
+from tests.fake_warehouse import recorded
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
-
-
-def make_engine(
-    config: Config, store_path: Path | str, now: datetime = DEMO_NOW
-) -> tuple[Engine, Metrics]:
-    metrics = Metrics()
-    engine = Engine(
-        config,
-        open_warehouses(config),
-        StateStore(store_path),
-        metrics,
-        channels=["slack"],
-        clock=lambda: now,
-    )
-    return engine, metrics
 
 
 def firing(engine: Engine, config: Config) -> set[tuple[str, str]]:
@@ -52,9 +35,9 @@ def firing(engine: Engine, config: Config) -> set[tuple[str, str]]:
 
 
 def test_demo_incidents_fire_and_healthy_series_stay_quiet(
-    demo_config: Config, demo_dir: Path
+    demo_config: Config, make_engine: EngineFactory
 ) -> None:
-    engine, metrics = make_engine(demo_config, demo_dir / "state.db")
+    engine = make_engine()
     outcomes = {c.name: engine.run(c.name).outcome for c in demo_config.checks}
     assert firing(engine, demo_config) == INCIDENTS
     assert outcomes == {
@@ -66,7 +49,7 @@ def test_demo_incidents_fire_and_healthy_series_stay_quiet(
         "signups": "anomaly",
         "daily_customers": "ok",
     }
-    r = metrics.registry
+    r = engine.metrics.registry
     de = {"check": "revenue", "segment": "DE", "severity": "critical", "team": "revenue"}
     us = {**de, "segment": "US"}
     assert sample(r, "kpimon_anomaly", **de) == 1
@@ -87,10 +70,10 @@ def test_demo_incidents_fire_and_healthy_series_stay_quiet(
 
 
 def test_each_episode_is_queued_once_and_survives_a_restart(
-    demo_config: Config, demo_dir: Path
+    demo_config: Config, demo_dir: Path, make_engine: EngineFactory
 ) -> None:
     store_path = demo_dir / "state.db"
-    engine, _ = make_engine(demo_config, store_path)
+    engine = make_engine(store=store_path)
     for check in demo_config.checks:
         engine.run(check.name)
         engine.run(check.name)  # a second run in the same bucket judges nothing new
@@ -98,15 +81,17 @@ def test_each_episode_is_queued_once_and_survives_a_restart(
     assert sorted(
         (e.notification.check, e.notification.segment, e.notification.kind) for e in queued
     ) == sorted((check, segment, "opened") for check, segment in INCIDENTS)
-    restarted, metrics = make_engine(demo_config, store_path, now=DEMO_NOW + timedelta(minutes=3))
+    restarted = make_engine(store=store_path, now=DEMO_NOW + timedelta(minutes=3))
     for check in demo_config.checks:
         restarted.run(check.name)
     assert len(StateStore(store_path).outbox.pending("slack")) == len(INCIDENTS)
     de = {"check": "revenue", "segment": "DE", "severity": "critical", "team": "revenue"}
-    assert sample(metrics.registry, "kpimon_anomaly", **de) == 1
+    assert sample(restarted.metrics.registry, "kpimon_anomaly", **de) == 1
 
 
-def test_a_failing_check_is_counted_and_the_others_run(demo_dir: Path) -> None:
+def test_a_failing_check_is_counted_and_the_others_run(
+    demo_dir: Path, make_engine: EngineFactory
+) -> None:
     document = demo_document(demo_dir)
     document["checks"].append(
         {
@@ -116,31 +101,32 @@ def test_a_failing_check_is_counted_and_the_others_run(demo_dir: Path) -> None:
         }
     )
     config = parse_config(document)
-    engine, metrics = make_engine(config, demo_dir / "state.db")
+    engine = make_engine(config=config)
     results = {c.name: engine.run(c.name) for c in config.checks}
     assert results["broken_sql"].outcome == "error"
     assert "no_such_table" in (results["broken_sql"].error or "")
     assert results["revenue"].outcome == "anomaly"
-    r = metrics.registry
+    r = engine.metrics.registry
     assert sample(r, "kpimon_check_runs_total", check="broken_sql", outcome="error") == 1
     # bad SQL is the check's fault, not the warehouse's
     assert sample(r, "kpimon_warehouse_up", warehouse="default") == 1
     assert sample(r, "kpimon_check_last_success_timestamp_seconds", check="broken_sql") is None
 
 
-def test_an_unreachable_warehouse_is_an_error_not_an_anomaly(demo_dir: Path) -> None:
+def test_an_unreachable_warehouse_is_an_error_not_an_anomaly(
+    demo_dir: Path, make_engine: EngineFactory
+) -> None:
     document = demo_document(demo_dir)
     document["warehouse"]["path"] = str(demo_dir / "missing.duckdb")
-    config = parse_config(document)
-    engine, metrics = make_engine(config, demo_dir / "state.db")
+    engine = make_engine(config=parse_config(document))
     result = engine.run("revenue")
     assert result.outcome == "error"
     assert "does not exist" in (result.error or "")
-    assert sample(metrics.registry, "kpimon_warehouse_up", warehouse="default") == 0
+    assert sample(engine.metrics.registry, "kpimon_warehouse_up", warehouse="default") == 0
     assert engine.series("revenue") == []
 
 
-def test_malformed_results_are_errors(demo_dir: Path) -> None:
+def test_malformed_results_are_errors(demo_dir: Path, make_engine: EngineFactory) -> None:
     document = demo_document(demo_dir)
     document["checks"] = [
         {
@@ -155,22 +141,14 @@ def test_malformed_results_are_errors(demo_dir: Path) -> None:
             "sql": "select 1 as value where current_date >= :since",
         },
     ]
-    config = parse_config(document)
-    engine, _ = make_engine(config, demo_dir / "state.db")
+    engine = make_engine(config=parse_config(document))
     assert "value 'many' is not a number" in (engine.run("text_values").error or "")
     assert "returned no bucket column" in (engine.run("no_bucket").error or "")
 
 
-def test_new_buckets_are_scored_as_time_passes(demo_config: Config, demo_dir: Path) -> None:
+def test_new_buckets_are_scored_as_time_passes(make_engine: EngineFactory) -> None:
     clock = [DEMO_NOW]
-    metrics = Metrics()
-    engine = Engine(
-        demo_config,
-        open_warehouses(demo_config),
-        StateStore(demo_dir / "s.db"),
-        metrics,
-        clock=lambda: clock[0],
-    )
+    engine = make_engine(clock=lambda: clock[0])
     engine.run("orders_rows")
     first = engine.series("orders_rows")[0].verdict.bucket
     clock[0] = DEMO_NOW + timedelta(hours=2)
@@ -178,7 +156,7 @@ def test_new_buckets_are_scored_as_time_passes(demo_config: Config, demo_dir: Pa
     assert engine.series("orders_rows")[0].verdict.bucket == first + timedelta(hours=2)
 
 
-def test_sql_checks_cannot_write(demo_dir: Path) -> None:
+def test_sql_checks_cannot_write(demo_dir: Path, make_engine: EngineFactory) -> None:
     document = demo_document(demo_dir)
     document["checks"] = [
         {
@@ -188,8 +166,7 @@ def test_sql_checks_cannot_write(demo_dir: Path) -> None:
             "sql": "select 1); delete from analytics.signups; select * from (select :since as bucket, 1 as value",
         }
     ]
-    config = parse_config(document)
-    engine, _ = make_engine(config, demo_dir / "state.db")
+    engine = make_engine(config=parse_config(document))
     result = engine.run("sneaky")
     assert result.outcome == "error"
     assert "read-only" in (result.error or "").lower()
@@ -198,55 +175,26 @@ def test_sql_checks_cannot_write(demo_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("hours_later", [13, 29, 47, 70, 101, 130])
-def test_demo_is_judged_right_at_any_hour(tmp_path: Path, hours_later: int) -> None:
+def test_demo_is_judged_right_at_any_hour(
+    tmp_path: Path, hours_later: int, make_engine: EngineFactory
+) -> None:
     from monitor import demo
 
     now = DEMO_NOW + timedelta(hours=hours_later, minutes=hours_later % 50)
     demo.build(tmp_path / "demo.duckdb", now=now, seed=hours_later)
     config = parse_config(demo_document(tmp_path))
-    engine, _ = make_engine(config, ":memory:", now=now)
+    engine = make_engine(config=config, now=now)
     for check in config.checks:
         assert engine.run(check.name).outcome != "error"
     assert firing(engine, config) == INCIDENTS
 
 
-class CountingWarehouse(Warehouse):
-    """Wraps a real warehouse and records how many rows each query returned (the wrapped one
-    answers everything else: its column lookups are not counted)."""
-
-    def __init__(self, inner: Warehouse) -> None:
-        super().__init__(inner.name)
-        self.inner = inner
-        self.dialect = inner.dialect
-        self.rows: list[int] = []
-        self.sql: list[str] = []
-
-    def _query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None
-    ) -> pd.DataFrame:
-        frame = self.inner.query(sql, params, timeout=timeout)
-        self.rows.append(len(frame))
-        self.sql.append(sql)
-        return frame
-
-    def mark_reachable(self, reachable: bool) -> bool | None:
-        return self.inner.mark_reachable(reachable)
-
-    def ping(self) -> None:
-        self.inner.ping()
-
-    def columns(self, table: str) -> dict[str, str]:
-        return self.inner.columns(table)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-def test_a_warm_run_reads_only_the_newest_buckets(demo_config: Config, demo_dir: Path) -> None:
+def test_a_warm_run_reads_only_the_newest_buckets(
+    demo_config: Config, make_engine: EngineFactory
+) -> None:
     clock = [DEMO_NOW - timedelta(hours=3)]
-    counting = CountingWarehouse(open_warehouses(demo_config)["default"])
-    engine = Engine(demo_config, {"default": counting}, StateStore(":memory:"), Metrics(),
-                    clock=lambda: clock[0])
+    warehouse, counting = recorded(open_warehouses(demo_config)["default"])
+    engine = make_engine(warehouses={"default": warehouse}, clock=lambda: clock[0])
     engine.run("revenue")
     cold = counting.rows[-1]
     assert cold > 7 * 8 * 24 * 6  # 7 segments x 8 weeks of hours
@@ -268,10 +216,11 @@ def test_a_warm_run_reads_only_the_newest_buckets(demo_config: Config, demo_dir:
     assert engine.series("orders_freshness")[0].verdict.expected == 3600
 
 
-def test_a_segment_whose_rows_stop_is_judged_as_zero(demo_config: Config, demo_dir: Path) -> None:
+def test_a_segment_whose_rows_stop_is_judged_as_zero(
+    demo_dir: Path, make_engine: EngineFactory
+) -> None:
     clock = [DEMO_NOW - timedelta(hours=6)]
-    engine = Engine(demo_config, open_warehouses(demo_config), StateStore(":memory:"), Metrics(),
-                    clock=lambda: clock[0])
+    engine = make_engine(clock=lambda: clock[0])
     engine.run("revenue")
     write(demo_dir / "demo.duckdb",
           "DELETE FROM analytics.fct_orders WHERE country = 'GB' AND order_ts >= ?",
@@ -282,11 +231,12 @@ def test_a_segment_whose_rows_stop_is_judged_as_zero(demo_config: Config, demo_d
     assert gb.verdict.value == 0 and gb.state.firing
 
 
-def test_demo_incidents_resolve_when_the_data_recovers(demo_config: Config, demo_dir: Path) -> None:
+def test_demo_incidents_resolve_when_the_data_recovers(
+    demo_config: Config, make_engine: EngineFactory
+) -> None:
     clock = [DEMO_NOW]
-    store = StateStore(demo_dir / "state.db")
-    engine = Engine(demo_config, open_warehouses(demo_config), store, Metrics(), channels=["slack"],
-                    clock=lambda: clock[0])
+    engine = make_engine(clock=lambda: clock[0])
+    store = engine.store
     # the incidents end within two hours; an episode holds until two buckets are back (revenue's
     # total, noisier than its segments, holds an hour longer)
     for minutes in (0, 60, 120, 180, 240, 300, 301, 302, 360):
@@ -305,23 +255,22 @@ def band_in_sigmas(verdict: Verdict) -> float:
     return (math.log1p(verdict.upper) - math.log1p(verdict.expected)) / sigma
 
 
-def test_a_restart_keeps_the_quiet_period_after_an_incident(demo_config: Config, demo_dir: Path) -> None:
+def test_a_restart_keeps_the_quiet_period_after_an_incident(
+    demo_dir: Path, make_engine: EngineFactory
+) -> None:
     """For a day after DE's outage a new deviation must leave a band twice as wide; a daemon
     restarted after the outage ended still knows, and so does one started for the first time
     (it judges the history as backtest does)."""
     clock = [DEMO_NOW]
     state = demo_dir / "state.db"
 
-    def engine(store: StateStore) -> Engine:
-        return Engine(demo_config, open_warehouses(demo_config), store, Metrics(), clock=lambda: clock[0])
-
-    running = engine(StateStore(state))
+    running = make_engine(store=state, clock=lambda: clock[0])
     for hours in (0, 4):  # by 4 h the outage is over
         clock[0] = DEMO_NOW + timedelta(hours=hours)
         running.run("revenue")
     clock[0] = DEMO_NOW + timedelta(hours=6)
-    restarted = engine(StateStore(state))
-    first_start = engine(StateStore(":memory:"))
+    restarted = make_engine(store=state, clock=lambda: clock[0])
+    first_start = make_engine(clock=lambda: clock[0])
     widths = {}
     for name, daemon in (("running", running), ("restarted", restarted), ("new", first_start)):
         daemon.run("revenue")
@@ -331,7 +280,7 @@ def test_a_restart_keeps_the_quiet_period_after_an_incident(demo_config: Config,
     assert widths == pytest.approx({"running": 8.0, "restarted": 8.0, "new": 8.0})
 
 
-def test_checks_on_one_table_share_one_query(demo_dir: Path) -> None:
+def test_checks_on_one_table_share_one_query(demo_dir: Path, make_engine: EngineFactory) -> None:
     document = demo_document(demo_dir)
     revenue = document["checks"][0]
     document["checks"] = [
@@ -341,9 +290,8 @@ def test_checks_on_one_table_share_one_query(demo_dir: Path) -> None:
     ]
     config = parse_config(document)
     clock = [DEMO_NOW - timedelta(hours=2)]
-    counting = CountingWarehouse(open_warehouses(config)["default"])
-    engine = Engine(config, {"default": counting}, StateStore(":memory:"), Metrics(),
-                    clock=lambda: clock[0])
+    warehouse, counting = recorded(open_warehouses(config)["default"])
+    engine = make_engine(config=config, warehouses={"default": warehouse}, clock=lambda: clock[0])
     for check in config.checks:
         engine.run(check.name)
     assert len(counting.sql) == 1 and "value_2" in counting.sql[0]
@@ -352,8 +300,8 @@ def test_checks_on_one_table_share_one_query(demo_dir: Path) -> None:
         engine.run(check.name)
     assert len(counting.sql) == 2 and "top_segments" not in counting.sql[1]
     # each check sees exactly what it would have read on its own
-    alone = Engine(parse_config({**document, "checks": [document["checks"][2]]}),
-                   open_warehouses(config), StateStore(":memory:"), Metrics(), clock=lambda: clock[0])
+    alone = make_engine(config=parse_config({**document, "checks": [document["checks"][2]]}),
+                        clock=lambda: clock[0])
     alone.run("basket")
     # (the warehouse may add the rows of the total's average in another order: the last bit)
     assert {s.segment: s.verdict.value for s in alone.series("basket")} == pytest.approx({
@@ -361,17 +309,18 @@ def test_checks_on_one_table_share_one_query(demo_dir: Path) -> None:
     assert engine.run("revenue").outcome == "anomaly"  # DE is down, in the batch as alone
 
 
-def test_a_restart_reads_only_what_is_new_from_the_cached_history(demo_config: Config, demo_dir: Path) -> None:
+def test_a_restart_reads_only_what_is_new_from_the_cached_history(
+    demo_config: Config, demo_dir: Path, make_engine: EngineFactory
+) -> None:
     clock = [DEMO_NOW - timedelta(hours=2)]
     state = demo_dir / "state.db"
-    first = Engine(demo_config, open_warehouses(demo_config), StateStore(state), Metrics(), channels=["slack"],
-                   clock=lambda: clock[0])
+    first = make_engine(store=state, clock=lambda: clock[0])
     first.run("revenue")
     queued = len(StateStore(state).outbox.pending("slack"))
     clock[0] = DEMO_NOW
-    counting = CountingWarehouse(open_warehouses(demo_config)["default"])
-    restarted = Engine(demo_config, {"default": counting}, StateStore(state), Metrics(),
-                       channels=["slack"], clock=lambda: clock[0])
+    warehouse, counting = recorded(open_warehouses(demo_config)["default"])
+    restarted = make_engine(warehouses={"default": warehouse}, store=state,
+                            clock=lambda: clock[0])
     assert restarted.run("revenue").outcome == "anomaly"
     # two new hours, the newest cached one re-scored, three re-read for late rows; 7 segments
     # and the total
@@ -379,8 +328,7 @@ def test_a_restart_reads_only_what_is_new_from_the_cached_history(demo_config: C
     de = next(s for s in restarted.series("revenue") if s.segment == "DE")
     assert de.state.firing and de.verdict.bucket.hour == 14
     # the same verdicts as a daemon that never stopped
-    fresh = Engine(demo_config, open_warehouses(demo_config), StateStore(":memory:"), Metrics(),
-                   clock=lambda: clock[0])
+    fresh = make_engine(clock=lambda: clock[0])
     fresh.run("revenue")
     expected = {s.segment: round(s.verdict.expected or 0, 6) for s in fresh.series("revenue")}
     assert {s.segment: round(s.verdict.expected or 0, 6) for s in restarted.series("revenue")} == expected
@@ -389,36 +337,42 @@ def test_a_restart_reads_only_what_is_new_from_the_cached_history(demo_config: C
     assert len(StateStore(state).outbox.pending("slack")) >= queued
 
 
-def test_a_config_change_invalidates_the_cached_history(demo_dir: Path) -> None:
+def test_a_config_change_invalidates_the_cached_history(
+    demo_dir: Path, make_engine: EngineFactory
+) -> None:
     document = demo_document(demo_dir)
     state = demo_dir / "state.db"
-    Engine(parse_config(document), open_warehouses(parse_config(document)), StateStore(state), Metrics(),
-           clock=lambda: DEMO_NOW).run("revenue")
+    make_engine(config=parse_config(document), store=state).run("revenue")
     document["checks"][0]["where"] = "status <> 'cancelled'"
     changed = parse_config(document)
-    counting = CountingWarehouse(open_warehouses(changed)["default"])
-    Engine(changed, {"default": counting}, StateStore(state), Metrics(),
-           clock=lambda: DEMO_NOW).run("revenue")
+    warehouse, counting = recorded(open_warehouses(changed)["default"])
+    make_engine(config=changed, warehouses={"default": warehouse}, store=state).run("revenue")
     assert "top_segments" in counting.sql[0]  # the whole lookback again
 
 
 def test_an_opened_alert_is_a_warning_and_a_resolved_one_is_info(
-    demo_dir: Path, caplog: pytest.LogCaptureFixture
+    demo_dir: Path, caplog: pytest.LogCaptureFixture, make_engine: EngineFactory
 ) -> None:
     document = demo_document(demo_dir)
     document["checks"] = [{**c, "max": 10} for c in document["checks"] if c["name"] == "orders_rows"]
-    engine, _ = make_engine(parse_config(document), demo_dir / "state.db")
+    state = demo_dir / "state.db"
+    engine = make_engine(config=parse_config(document), store=state)
     with caplog.at_level("INFO", logger="monitor.engine"):
         assert engine.run("orders_rows").outcome == "anomaly"
         document["checks"][0].pop("max")  # the bound goes: the next buckets are normal again
-        later, _ = make_engine(parse_config(document), demo_dir / "state.db", now=DEMO_NOW + timedelta(hours=3))
+        later = make_engine(
+            config=parse_config(document), store=state, now=DEMO_NOW + timedelta(hours=3)
+        )
         assert later.run("orders_rows").outcome == "ok"
     levels = {r.getMessage(): r.levelname for r in caplog.records if r.getMessage().startswith("alert ")}
     assert levels == {"alert opened": "WARNING", "alert resolved": "INFO"}
 
 
-def test_a_warehouse_coming_back_is_logged(demo_config: Config, demo_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    engine, metrics = make_engine(demo_config, demo_dir / "state.db")
+def test_a_warehouse_coming_back_is_logged(
+    demo_dir: Path, caplog: pytest.LogCaptureFixture, make_engine: EngineFactory
+) -> None:
+    engine = make_engine()
+    metrics = engine.metrics
     (demo_dir / "demo.duckdb").rename(demo_dir / "away.duckdb")
     with caplog.at_level("INFO", logger="monitor.engine"):
         assert engine.run("signups").outcome == "error"

@@ -17,24 +17,21 @@ import pytest
 
 from monitor.config import parse_config
 from monitor.daemon import Daemon
-from monitor.engine import Engine
-from monitor.exporter import Metrics
-from monitor.store import StateStore
 from monitor.timeline import Timeline
-from monitor.warehouse import open_warehouses
-from tests.conftest import demo_document
+from tests.conftest import EngineFactory, demo_document
 from tests.test_faults import NOW, build_visits, duckdb_config, visits_check
 from tests.test_server import TOKEN, call, wait_for_run
 from tests.test_timeline import Host
 
 
-def test_a_wall_clock_jumping_a_day_ahead_judges_no_bucket_of_the_future(tmp_path: Path) -> None:
+def test_a_wall_clock_jumping_a_day_ahead_judges_no_bucket_of_the_future(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
     build_visits(tmp_path / "wh.duckdb", now=NOW + timedelta(hours=3))
     config = duckdb_config(tmp_path, [visits_check()])
     host = Host()
     host.wall = NOW
-    engine = Engine(config, open_warehouses(config), StateStore(tmp_path / "state.db"), Metrics(),
-                    channels=["slack"], clock=Timeline(lambda: host.wall, lambda: host.ticks))  # fmt: skip
+    engine = make_engine(config=config, clock=Timeline(lambda: host.wall, lambda: host.ticks))
     assert engine.run("visits").outcome == "ok"
     host.passes(3600)
     host.wall += timedelta(days=1)
@@ -49,14 +46,13 @@ def test_a_wall_clock_jumping_a_day_ahead_judges_no_bucket_of_the_future(tmp_pat
 
 
 def test_a_check_that_judged_the_future_recovers_by_itself_when_the_clock_comes_back(
-    tmp_path: Path,
+    tmp_path: Path, make_engine: EngineFactory
 ) -> None:
     build_visits(tmp_path / "wh.duckdb", now=NOW + timedelta(hours=3))
     config = duckdb_config(tmp_path, [visits_check()])
     clock = [NOW + timedelta(days=1)]  # a daemon started while the host clock was a day ahead
-    store = StateStore(tmp_path / "state.db")
-    engine = Engine(config, open_warehouses(config), store, Metrics(), channels=["slack"],
-                    clock=lambda: clock[0])  # fmt: skip
+    engine = make_engine(config=config, clock=lambda: clock[0])
+    store = engine.store
     opened = engine.run("visits")
     assert opened.outcome == "anomaly"  # the empty hours of tomorrow, judged as zeros
     clock[0] = NOW + timedelta(hours=1)  # set right
@@ -75,15 +71,14 @@ def test_a_check_that_judged_the_future_recovers_by_itself_when_the_clock_comes_
 
 
 def test_a_freshness_check_that_judged_the_future_recovers_when_the_clock_comes_back(
-    tmp_path: Path,
+    tmp_path: Path, make_engine: EngineFactory
 ) -> None:
     build_visits(tmp_path / "wh.duckdb", now=NOW + timedelta(hours=3))
     fresh = {"name": "visits_fresh", "kind": "freshness", "table": "kpi.visits",
              "timestamp_column": "ts", "max_age": "2h"}  # fmt: skip
     config = duckdb_config(tmp_path, [fresh])
     clock = [NOW + timedelta(days=1)]
-    engine = Engine(config, open_warehouses(config), StateStore(tmp_path / "state.db"), Metrics(),
-                    channels=["slack"], clock=lambda: clock[0])  # fmt: skip
+    engine = make_engine(config=config, clock=lambda: clock[0])
     assert engine.run("visits_fresh").outcome == "anomaly"
     clock[0] = NOW
     result = engine.run("visits_fresh")

@@ -14,11 +14,9 @@ import duckdb
 import pandas as pd
 
 from monitor.config import Config, parse_config
-from monitor.engine import Engine
-from monitor.exporter import Metrics
-from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
-from tests.test_engine import CountingWarehouse
+from tests.conftest import EngineFactory
+from tests.fake_warehouse import recorded
 
 NEWEST = datetime(2026, 11, 26, 15, 19, 50)  # naive UTC: the newest row, 50 s into its minute
 
@@ -52,13 +50,12 @@ def at(seconds_after_newest: float) -> datetime:
     return NEWEST.replace(tzinfo=UTC) + timedelta(seconds=seconds_after_newest)
 
 
-def test_the_data_age_is_measured_to_the_newest_rows_own_timestamp(tmp_path: Path) -> None:
-    config = loads_config(tmp_path)
-    metrics = Metrics()
-    engine = Engine(config, open_warehouses(config), StateStore(config.state.path), metrics,
-                    clock=lambda: at(20))  # fmt: skip
+def test_the_data_age_is_measured_to_the_newest_rows_own_timestamp(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
+    engine = make_engine(config=loads_config(tmp_path), now=at(20))
     assert engine.run("events_fresh").outcome == "ok"
-    age = metrics.registry.get_sample_value(
+    age = engine.metrics.registry.get_sample_value(
         "kpimon_data_age_seconds", {"check": "events_fresh", "segment": ""}
     )
     assert age == 20  # not 70: the newest row's minute began 70 s ago
@@ -66,11 +63,12 @@ def test_the_data_age_is_measured_to_the_newest_rows_own_timestamp(tmp_path: Pat
     assert status.verdict.expected == 15 * 60
 
 
-def test_a_schedule_shorter_than_a_minute_judges_every_run(tmp_path: Path) -> None:
+def test_a_schedule_shorter_than_a_minute_judges_every_run(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
     config = loads_config(tmp_path, max_age="30s", schedule="30s")
     now = [at(15)]
-    engine = Engine(config, open_warehouses(config), StateStore(config.state.path), Metrics(),
-                    clock=lambda: now[0])  # fmt: skip
+    engine = make_engine(config=config, clock=lambda: now[0])
     outcomes = []
     for seconds in (15, 45):  # two runs within one minute: the age crosses max_age between them
         now[0] = at(seconds)
@@ -80,19 +78,19 @@ def test_a_schedule_shorter_than_a_minute_judges_every_run(tmp_path: Path) -> No
     assert status.state.firing and status.verdict.value == 45
 
 
-def test_a_restart_reads_only_the_loads_since_those_cached(tmp_path: Path) -> None:
+def test_a_restart_reads_only_the_loads_since_those_cached(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
     config = loads_config(tmp_path)
-    first = Engine(config, open_warehouses(config), StateStore(config.state.path), Metrics(),
-                   clock=lambda: at(-600))  # fmt: skip
+    first = make_engine(config=config, store=config.state.path, now=at(-600))
     assert first.run("events_fresh").outcome == "ok"
-    counting = CountingWarehouse(open_warehouses(config)["default"])
-    restarted = Engine(config, {"default": counting}, StateStore(config.state.path),
-                       Metrics(), clock=lambda: at(20))  # fmt: skip
+    warehouse, counting = recorded(open_warehouses(config)["default"])
+    restarted = make_engine(config=config, warehouses={"default": warehouse},
+                            store=config.state.path, now=at(20))  # fmt: skip
     assert restarted.run("events_fresh").outcome == "ok"
     # one query, for the loads since an hour before the newest cached one (late rows)
     assert len(counting.rows) == 1 and counting.rows[0] <= 6
-    never_stopped = Engine(config, open_warehouses(config), StateStore(":memory:"), Metrics(),
-                           clock=lambda: at(20))  # fmt: skip
+    never_stopped = make_engine(config=config, now=at(20))
     never_stopped.run("events_fresh")
     [fresh], [restored] = never_stopped.series("events_fresh"), restarted.series("events_fresh")
     assert restored.verdict == fresh.verdict

@@ -17,11 +17,9 @@ import duckdb
 import pytest
 
 from monitor.config import Config, RetentionConfig, parse_config
-from monitor.engine import Engine, RunResult
-from monitor.exporter import Metrics
+from monitor.engine import RunResult
 from monitor.queries import TOTAL_SEGMENT as TOTAL
-from monitor.store import StateStore
-from monitor.warehouse import open_warehouses
+from tests.conftest import EngineFactory
 
 NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
 START = datetime(2026, 11, 12)  # naive UTC: two weeks of rows before NOW
@@ -70,21 +68,17 @@ class Daemon:
     """An engine over the shop with a clock the test moves; ``restart`` starts a new one on the
     same state store, as a restarted daemon would."""
 
-    def __init__(self, config: Config, now: datetime = NOW) -> None:
+    def __init__(self, make_engine: EngineFactory, config: Config, now: datetime = NOW) -> None:
+        self.make_engine = make_engine
         self.config = config
         self.now = now
         self.restart()
 
     def restart(self) -> None:
-        self.metrics = Metrics()
-        self.engine = Engine(
-            self.config,
-            open_warehouses(self.config),
-            StateStore(self.config.state.path),
-            self.metrics,
-            channels=["slack"],
-            clock=lambda: self.now,
+        self.engine = self.make_engine(
+            config=self.config, store=self.config.state.path, clock=lambda: self.now
         )
+        self.metrics = self.engine.metrics
 
     def run_results(self, hours: int) -> list[RunResult]:
         """Run the check every hour for ``hours`` hours."""
@@ -135,9 +129,9 @@ def overtaken_shop(directory: Path, kind: str = "metric") -> Config:
 @pytest.mark.parametrize("kind", ["metric", "sql"])
 @pytest.mark.parametrize("restart", [False, True])
 def test_a_segment_overtaken_at_the_daily_re_rank_is_folded_not_judged_as_an_outage(
-    tmp_path: Path, restart: bool, kind: str
+    tmp_path: Path, restart: bool, kind: str, make_engine: EngineFactory
 ) -> None:
-    daemon = Daemon(overtaken_shop(tmp_path, kind))
+    daemon = Daemon(make_engine, overtaken_shop(tmp_path, kind))
     total = {TOTAL} if kind == "metric" else set()  # an sql check's own query has no total
     assert daemon.run_hours(1) == []
     assert set(daemon.exported()) == {"DE", "FR", "__other__"} | total
@@ -166,6 +160,7 @@ def hourly_amount(rows: int, now: datetime) -> float:
 
 def test_a_segment_without_rows_for_the_retention_stops_being_tracked_and_leaves_metrics(
     tmp_path: Path,
+    make_engine: EngineFactory,
 ) -> None:
     stop = NOW.replace(tzinfo=None, minute=0) + timedelta(hours=8)
     back = stop + timedelta(hours=64)
@@ -179,7 +174,8 @@ def test_a_segment_without_rows_for_the_retention_stops_being_tracked_and_leaves
             " ?::TIMESTAMP + INTERVAL 10 DAY, INTERVAL 20 MINUTE) t(ts)",
             [back, back],
         )
-    daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(hours=12))))
+    retention = RetentionConfig(segments=timedelta(hours=12))
+    daemon = Daemon(make_engine, shop_config(tmp_path, retention=retention))
     results = daemon.run_results(50)
     opened = [n for r in results for n in r.notifications if n.kind == "opened"]
     resolved = [n for r in results for n in r.notifications if n.kind == "resolved"]
@@ -203,13 +199,15 @@ def test_a_segment_without_rows_for_the_retention_stops_being_tracked_and_leaves
 
 def test_a_segment_firing_before_a_restart_that_is_no_longer_tracked_resolves(
     tmp_path: Path,
+    make_engine: EngineFactory,
 ) -> None:
     stop = NOW.replace(tzinfo=None, minute=0) + timedelta(hours=2)
     build_shop(
         tmp_path / "shop.duckdb",
         {"DE": (START, None, 5), "FR": (START, None, 2), "IT": (START, stop, 3)},
     )
-    daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(days=1))))
+    retention = RetentionConfig(segments=timedelta(days=1))
+    daemon = Daemon(make_engine, shop_config(tmp_path, retention=retention))
     assert daemon.run_hours(8) == ["IT", TOTAL]  # its rows stopped: the total dropped too
     daemon.now += timedelta(days=2)  # down for two days: no cache to restore from
     daemon.restart()
@@ -219,10 +217,13 @@ def test_a_segment_firing_before_a_restart_that_is_no_longer_tracked_resolves(
     assert [s for _, s, _ in daemon.engine.firing()] in ([], [TOTAL])
 
 
-def test_a_table_that_stops_loading_stays_an_outage_of_every_segment(tmp_path: Path) -> None:
+def test_a_table_that_stops_loading_stays_an_outage_of_every_segment(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
     stop = NOW.replace(tzinfo=None, minute=0) + timedelta(hours=2)
     build_shop(tmp_path / "shop.duckdb", {"DE": (START, stop, 5), "FR": (START, stop, 2)})
-    daemon = Daemon(shop_config(tmp_path, retention=RetentionConfig(segments=timedelta(hours=12))))
+    retention = RetentionConfig(segments=timedelta(hours=12))
+    daemon = Daemon(make_engine, shop_config(tmp_path, retention=retention))
     opened = daemon.run_hours(30)  # past the re-rank, a day after the rows stopped
     assert sorted(opened) == [TOTAL, "DE", "FR"]
     assert daemon.exported() == {TOTAL: 0.0, "DE": 0.0, "FR": 0.0}
@@ -231,6 +232,7 @@ def test_a_table_that_stops_loading_stays_an_outage_of_every_segment(tmp_path: P
 
 def test_segments_without_rows_for_the_retention_make_way_for_live_ones_in_the_top(
     tmp_path: Path,
+    make_engine: EngineFactory,
 ) -> None:
     gone = NOW.replace(tzinfo=None, minute=0) - timedelta(days=2)
     build_shop(
@@ -238,7 +240,7 @@ def test_segments_without_rows_for_the_retention_make_way_for_live_ones_in_the_t
         {"DE": (START, None, 5), "FR": (START, None, 2), "ES": (START, None, 1),
          "IT": (START, gone, 9), "NL": (START, gone, 8)},
     )  # fmt: skip
-    daemon = Daemon(shop_config(tmp_path, max_segments=3,
+    daemon = Daemon(make_engine, shop_config(tmp_path, max_segments=3,
                                 retention=RetentionConfig(segments=timedelta(days=1))))  # fmt: skip
     daemon.run_hours(1)
     assert set(daemon.exported()) == {"DE", "FR", "ES", "__other__", TOTAL}

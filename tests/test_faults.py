@@ -42,13 +42,13 @@ from monitor.demo import INCIDENTS
 from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.store import StateStore
-from monitor.warehouse import open_warehouses
 from monitor.warehouse.databricks import DatabricksWarehouse
 from tests.alertmanager_server import Alertmanager
 from tests.alertmanager_server import binaries as alertmanager_binaries
 from tests.conftest import (
     DEMO_NOW,
     Clock,
+    EngineFactory,
     demo_document,
     free_port,
     slack_daemon_config,
@@ -115,21 +115,6 @@ def duckdb_config(directory: Path, checks: list[dict[str, Any]], **extra: Any) -
         **extra,
     }
     return parse_config(document, "faults.yaml")
-
-
-def make_engine(
-    config: Config, store: StateStore, now: datetime = NOW, channels: list[str] | None = None
-) -> tuple[Engine, Metrics]:
-    metrics = Metrics()
-    engine = Engine(
-        config,
-        open_warehouses(config),
-        store,
-        metrics,
-        channels=channels if channels is not None else ["slack"],
-        clock=lambda: now,
-    )
-    return engine, metrics
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -252,12 +237,12 @@ def visits_on_databricks(
 
 
 def databricks_engine(
-    srv: DatabricksProtocolServer, tmp_path: Path, statement_timeout: float = 10.0
+    srv: DatabricksProtocolServer, make_engine: EngineFactory, statement_timeout: float = 10.0
 ) -> tuple[Engine, Metrics, DatabricksWarehouse]:
     config = parse_config(
         {
             "warehouse": {"kind": "duckdb", "path": "unused"},  # replaced below
-            "state": {"path": str(tmp_path / "state.db")},
+            "state": {"path": "unused.db"},  # the engine's store is in memory
             "checks": [visits_check()],
         }
     )
@@ -273,23 +258,15 @@ def databricks_engine(
             retries=0,
         ),
     )
-    metrics = Metrics()
-    engine = Engine(
-        config,
-        {"default": warehouse},
-        StateStore(tmp_path / "state.db"),
-        metrics,
-        channels=["slack"],
-        clock=lambda: NOW,
-    )
-    return engine, metrics, warehouse
+    engine = make_engine(config=config, warehouses={"default": warehouse}, now=NOW)
+    return engine, engine.metrics, warehouse
 
 
 def test_warehouse_lost_mid_run_is_an_error_not_an_anomaly_and_the_next_run_recovers(
-    visits_on_databricks: DatabricksProtocolServer, tmp_path: Path
+    visits_on_databricks: DatabricksProtocolServer, make_engine: EngineFactory
 ) -> None:
     srv = visits_on_databricks
-    engine, metrics, warehouse = databricks_engine(srv, tmp_path)
+    engine, metrics, warehouse = databricks_engine(srv, make_engine)
     try:
         assert engine.run("visits").outcome == "ok"
         assert value(metrics, "kpimon_warehouse_up", warehouse="default") == 1
@@ -311,10 +288,10 @@ def test_warehouse_lost_mid_run_is_an_error_not_an_anomaly_and_the_next_run_reco
 
 
 def test_a_statement_hanging_past_the_timeout_is_cancelled_and_counted_as_warehouse_down(
-    visits_on_databricks: DatabricksProtocolServer, tmp_path: Path
+    visits_on_databricks: DatabricksProtocolServer, make_engine: EngineFactory
 ) -> None:
     srv = visits_on_databricks
-    engine, metrics, warehouse = databricks_engine(srv, tmp_path, statement_timeout=1.0)
+    engine, metrics, warehouse = databricks_engine(srv, make_engine, statement_timeout=1.0)
     try:
         srv.hang_statement(seconds=60)
         started = time.monotonic()
@@ -332,7 +309,7 @@ def test_a_statement_hanging_past_the_timeout_is_cancelled_and_counted_as_wareho
 
 
 def test_a_postgres_query_past_its_statement_timeout_is_an_error_and_the_warehouse_down(
-    postgres_dsn: str, tmp_path: Path
+    postgres_dsn: str, tmp_path: Path, make_engine: EngineFactory
 ) -> None:
     config = parse_config(
         {
@@ -347,7 +324,8 @@ def test_a_postgres_query_past_its_statement_timeout_is_an_error_and_the_warehou
             ],
         }
     )
-    engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
+    metrics = engine.metrics
     started = time.monotonic()
     result = engine.run("sleepy")
     assert time.monotonic() - started < 4
@@ -356,7 +334,9 @@ def test_a_postgres_query_past_its_statement_timeout_is_an_error_and_the_warehou
     assert series_samples(metrics, "kpimon_anomaly", "sleepy") == []
 
 
-def test_one_checks_bad_sql_fails_that_check_only(demo_dir: Path) -> None:
+def test_one_checks_bad_sql_fails_that_check_only(
+    demo_dir: Path, make_engine: EngineFactory
+) -> None:
     document = demo_document(demo_dir)
     document["checks"].insert(
         0,
@@ -366,7 +346,8 @@ def test_one_checks_bad_sql_fails_that_check_only(demo_dir: Path) -> None:
         ),
     )
     config = parse_config(document)
-    engine, metrics = make_engine(config, StateStore(demo_dir / "state.db"), now=DEMO_NOW)
+    engine = make_engine(config=config, store=demo_dir / "state.db", now=DEMO_NOW)
+    metrics = engine.metrics
     outcomes = {c.name: engine.run(c.name) for c in config.checks}
     assert outcomes["broken"].outcome == "error"
     assert "no_such_table" in (outcomes["broken"].error or "")
@@ -406,14 +387,9 @@ def visits_engine(kind: str, request: pytest.FixtureRequest, tmp_path: Path,
         build_visits(tmp_path / "wh.duckdb")
         warehouse = {"kind": "duckdb", "path": str(tmp_path / "wh.duckdb")}
     config = parse_config({"warehouse": warehouse, "state": state, "checks": checks})
-    engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
-
-    def close_warehouses() -> None:
-        for w in engine.warehouses.values():
-            w.close()
-
-    request.addfinalizer(close_warehouses)
-    return engine, metrics
+    make_engine: EngineFactory = request.getfixturevalue("make_engine")
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
+    return engine, engine.metrics
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "postgres", "databricks"])
@@ -472,12 +448,13 @@ MALFORMED = {
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_a_malformed_result_is_an_error_of_that_check_never_an_anomaly(
-    case: str, tmp_path: Path
+    case: str, tmp_path: Path, make_engine: EngineFactory
 ) -> None:
     build_visits(tmp_path / "wh.duckdb")
     sql, message = MALFORMED[case]
     config = duckdb_config(tmp_path, [visits_check("healthy"), sql_check("odd", sql)])
-    engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
+    metrics = engine.metrics
     assert engine.run("healthy").outcome == "ok"
     result = engine.run("odd")
     assert result.outcome == "error"
@@ -490,13 +467,16 @@ def test_a_malformed_result_is_an_error_of_that_check_never_an_anomaly(
     assert value(metrics, "kpimon_warehouse_up", warehouse="default") == 1
 
 
-def test_a_malformed_answer_does_not_report_the_warehouse_down(tmp_path: Path) -> None:
+def test_a_malformed_answer_does_not_report_the_warehouse_down(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
     """The first query of a fresh daemon answers with a malformed result: the warehouse
     answered, so ``kpimon_warehouse_up`` must not read 0 (an alert rule on it would page)."""
     build_visits(tmp_path / "wh.duckdb")
     sql, _ = MALFORMED["duplicate buckets"]
     config = duckdb_config(tmp_path, [sql_check("odd", sql)])
-    engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
+    metrics = engine.metrics
     assert engine.run("odd").outcome == "error"
     assert value(metrics, "kpimon_warehouse_up", warehouse="default") == 1
 
@@ -509,7 +489,9 @@ RECENT_NULLS = (
 )
 
 
-def test_null_values_are_missing_data_never_an_anomaly(tmp_path: Path) -> None:
+def test_null_values_are_missing_data_never_an_anomaly(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
     build_visits(tmp_path / "wh.duckdb")
     all_null = (
         "select date_trunc('hour', ts) as bucket, null as value from kpi.visits where ts >= :since"
@@ -517,7 +499,8 @@ def test_null_values_are_missing_data_never_an_anomaly(tmp_path: Path) -> None:
     config = duckdb_config(
         tmp_path, [sql_check("recent_nulls", RECENT_NULLS), sql_check("all_nulls", all_null)]
     )
-    engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
+    metrics = engine.metrics
     assert engine.run("recent_nulls").outcome == "ok"
     assert engine.run("all_nulls").outcome == "no_data"
     for name in ("recent_nulls", "all_nulls"):
@@ -527,12 +510,14 @@ def test_null_values_are_missing_data_never_an_anomaly(tmp_path: Path) -> None:
 
 def test_null_values_are_not_taken_for_zeros_where_missing_buckets_are_filled(
     tmp_path: Path,
+    make_engine: EngineFactory,
 ) -> None:
     """``fill_missing: zero`` says what a bucket *without rows* is; rows whose value is NULL
     are missing data, and the issue's rule is that no anomaly is declared from missing data."""
     build_visits(tmp_path / "wh.duckdb")
     config = duckdb_config(tmp_path, [sql_check("nulls", RECENT_NULLS, fill_missing="zero")])
-    engine, metrics = make_engine(config, StateStore(tmp_path / "state.db"))
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
+    metrics = engine.metrics
     result = engine.run("nulls")
     assert result.outcome != "anomaly", "NULL values were filled with 0 and alerted on"
     assert 1 not in series_samples(metrics, "kpimon_anomaly", "nulls")
@@ -542,7 +527,9 @@ def test_null_values_are_not_taken_for_zeros_where_missing_buckets_are_filled(
 # === load: many checks at once ==================================================================
 
 
-def test_many_checks_running_at_once_never_fail_with_an_internal_error(tmp_path: Path) -> None:
+def test_many_checks_running_at_once_never_fail_with_an_internal_error(
+    tmp_path: Path, make_engine: EngineFactory
+) -> None:
     """The scheduler runs up to ``max_workers`` checks at once on one Engine: concurrent runs
     of different checks must not trip over each other's models (fast thread switching makes
     any unguarded shared state show up within a couple of passes)."""
@@ -566,7 +553,7 @@ def test_many_checks_running_at_once_never_fail_with_an_internal_error(tmp_path:
         for i in range(40)
     ]
     config = duckdb_config(tmp_path, checks)
-    engine, _ = make_engine(config, StateStore(tmp_path / "state.db"))
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
@@ -585,7 +572,7 @@ def test_many_checks_running_at_once_never_fail_with_an_internal_error(tmp_path:
 
 
 def slack_engine(
-    demo_dir: Path, api_url: str, token: str, clock: Clock
+    make_engine: EngineFactory, demo_dir: Path, api_url: str, token: str, clock: Clock
 ) -> tuple[Engine, Metrics, Dispatcher]:
     config = parse_config(
         demo_document(
@@ -599,12 +586,14 @@ def slack_engine(
     )
     assert config.slack is not None
     engine, dispatcher = run_demo(
-        config, demo_dir, SlackChannel(config.slack), None, clock=lambda: DEMO_NOW, delivery=clock
-    )
+        make_engine, config, demo_dir, SlackChannel(config.slack), None,
+        clock=lambda: DEMO_NOW, delivery=clock,
+    )  # fmt: skip
     return engine, engine.metrics, dispatcher
 
 
 def run_demo(
+    make_engine: EngineFactory,
     config: Config,
     demo_dir: Path,
     slack: SlackChannel | None,
@@ -617,8 +606,8 @@ def run_demo(
     store = StateStore(demo_dir / "state.db")
     metrics = Metrics()
     dispatcher = Dispatcher(config, store, metrics, slack, alertmanager, delivery)
-    engine = Engine(
-        config, open_warehouses(config), store, metrics, channels=dispatcher.channels, clock=clock
+    engine = make_engine(
+        config=config, store=store, metrics=metrics, channels=dispatcher.channels, clock=clock
     )
     for check in config.checks:
         engine.run(check.name)
@@ -652,14 +641,14 @@ MESSAGES = len(INCIDENTS) - 1
     [("429", 3), ("503", 1), ("unreachable", 0)],
 )
 def test_slack_outage_keeps_notifications_in_the_outbox_and_delivers_each_once_when_back(
-    fault: str, tries: int, demo_dir: Path, slack: SlackServer
+    fault: str, tries: int, demo_dir: Path, slack: SlackServer, make_engine: EngineFactory
 ) -> None:
     port = free_port() if fault == "unreachable" else slack.port  # nothing listens there yet
     if fault != "unreachable":
         slack.fail_next(10_000, int(fault), retry_after=0 if fault == "429" else None)
     clock = Clock()
     engine, metrics, dispatcher = slack_engine(
-        demo_dir, f"http://127.0.0.1:{port}/api/", slack.token, clock
+        make_engine, demo_dir, f"http://127.0.0.1:{port}/api/", slack.token, clock
     )
     store = engine.store
 
@@ -689,7 +678,8 @@ def test_slack_outage_keeps_notifications_in_the_outbox_and_delivers_each_once_w
 
 
 def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
-    tmp_path: Path, live_demo_warehouse: Path, tmp_path_factory: pytest.TempPathFactory
+    tmp_path: Path, live_demo_warehouse: Path, tmp_path_factory: pytest.TempPathFactory,
+    make_engine: EngineFactory,
 ) -> None:
     binary, _ = alertmanager_binaries()
     shutil.copy(live_demo_warehouse, tmp_path / "demo.duckdb")
@@ -703,7 +693,7 @@ def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
     assert config.alertmanager is not None
     client = AlertmanagerClient(config.alertmanager)
     clock = Clock()
-    engine, dispatcher = run_demo(config, demo_dir, None, client, delivery=clock)
+    engine, dispatcher = run_demo(make_engine, config, demo_dir, None, client, delivery=clock)
     store, metrics = engine.store, engine.metrics
     assert dispatcher.deliver_pending() == 0  # nobody listens
     assert len(store.outbox.pending("alertmanager")) == len(INCIDENTS)
@@ -731,10 +721,12 @@ def test_alertmanager_down_keeps_alerts_queued_and_posts_them_once_it_is_back(
 
 def test_a_locked_state_store_fails_the_run_and_the_alert_still_opens_once_it_is_released(
     demo_dir: Path,
+    make_engine: EngineFactory,
 ) -> None:
     config = parse_config(demo_document(demo_dir))
     store = StateStore(demo_dir / "state.db")
-    engine, metrics = make_engine(config, store, now=DEMO_NOW)
+    engine = make_engine(config=config, store=store, now=DEMO_NOW)
+    metrics = engine.metrics
     locker = sqlite3.connect(demo_dir / "state.db", isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
     try:

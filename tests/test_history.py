@@ -4,7 +4,6 @@ carried forward, on the demo warehouse (DuckDB) with the state store's series ca
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,15 +12,13 @@ from monitor.config import CheckConfig, Config
 from monitor.detection import Detector
 from monitor.engine import detector_spec, fingerprint
 from monitor.history import Replays
-from monitor.store import StateStore
-from tests.conftest import DEMO_NOW
-from tests.test_engine import make_engine
+from tests.conftest import DEMO_NOW, EngineFactory
 
 
 def test_the_firing_series_history_shows_its_incident_and_the_band(
-    demo_config: Config, demo_dir: Path
+    make_engine: EngineFactory,
 ) -> None:
-    engine, _ = make_engine(demo_config, demo_dir / "state.db")
+    engine = make_engine()
     engine.run("revenue")
     history = engine.history("revenue", 48)
     assert len(history) == 8 and {"", "DE", "US", "__other__"} <= set(history)  # total, 6 kept, the rest
@@ -35,22 +32,22 @@ def test_the_firing_series_history_shows_its_incident_and_the_band(
 
 
 def test_a_window_longer_than_the_cache_gives_the_whole_cached_lookback(
-    demo_config: Config, demo_dir: Path
+    demo_config: Config, make_engine: EngineFactory
 ) -> None:
-    engine, _ = make_engine(demo_config, demo_dir / "state.db")
+    engine = make_engine()
     engine.run("signups")
     (total,) = engine.history("signups", 100_000).values()
     check = demo_config.check("signups")
     assert check is not None
-    saved = StateStore(demo_dir / "state.db").load_history("signups", fingerprint(check))
+    saved = engine.store.load_history("signups", fingerprint(check))
     assert saved is not None
     assert len(total) == len(saved[2][""])
 
 
 def test_a_freshness_check_shows_its_data_age_against_its_band(
-    demo_config: Config, demo_dir: Path
+    make_engine: EngineFactory,
 ) -> None:
-    engine, _ = make_engine(demo_config, demo_dir / "state.db")
+    engine = make_engine()
     engine.run("events_freshness")
     (ages,) = engine.history("events_freshness", 96).values()
     assert len(ages) == 96
@@ -59,8 +56,8 @@ def test_a_freshness_check_shows_its_data_age_against_its_band(
     assert engine.history("orders_freshness", 96) == {}  # not run yet: nothing to draw
 
 
-def test_an_unrun_check_has_no_history(demo_config: Config, demo_dir: Path) -> None:
-    engine, _ = make_engine(demo_config, demo_dir / "state.db")
+def test_an_unrun_check_has_no_history(make_engine: EngineFactory) -> None:
+    engine = make_engine()
     assert engine.history("revenue", 48) == {}
 
 

@@ -11,14 +11,12 @@ import pytest
 
 from monitor.config import CheckConfig, DuckDBWarehouseConfig, parse_config
 from monitor.dialects import DatabricksDialect, DuckDBDialect
-from monitor.engine import Engine
-from monitor.exporter import Metrics
 from monitor.queries import columns_query, freshness_query, newest_row_query, series_query
 from monitor.series import normalise
-from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from monitor.warehouse.duckdb import DuckDBWarehouse
-from tests.test_engine import CountingWarehouse
+from tests.conftest import EngineFactory
+from tests.fake_warehouse import recorded
 
 SINCE = datetime(2026, 10, 1, tzinfo=UTC)
 D = DuckDBDialect()
@@ -283,7 +281,7 @@ def test_databricks_row_count_batch_freshness_sql_and_columns() -> None:
 
 
 def test_an_sql_check_past_max_rows_is_that_checks_error_and_the_warehouse_stops_at_the_cap(
-    tmp_path: Path,
+    tmp_path: Path, make_engine: EngineFactory
 ) -> None:
     """Issue 14, item 18: an unaggregated sql check read 5 million rows into 1 GB."""
     path = tmp_path / "raw.duckdb"
@@ -304,18 +302,18 @@ def test_an_sql_check_past_max_rows_is_that_checks_error_and_the_warehouse_stops
             ],
         }
     )  # fmt: skip
-    warehouse = CountingWarehouse(open_warehouses(config)["default"])
-    metrics = Metrics()
-    engine = Engine(config, {"default": warehouse}, StateStore(":memory:"), metrics,
-                    clock=lambda: datetime(2026, 11, 26, 12, tzinfo=UTC))  # fmt: skip
+    warehouse, counting = recorded(open_warehouses(config)["default"])
+    engine = make_engine(config=config, warehouses={"default": warehouse},
+                         now=datetime(2026, 11, 26, 12, tzinfo=UTC))  # fmt: skip
     result = engine.run("raw")
     assert result.outcome == "error"
     assert result.error == (
         "check raw: the query returned more than 1,000 rows (max_rows); aggregate it to one row"
         " per bucket and segment, or raise max_rows"
     )
-    assert warehouse.rows == [1001]  # not 5,000: the warehouse stopped one row past the cap
-    assert metrics.registry.get_sample_value("kpimon_warehouse_up", {"warehouse": "default"}) == 1
+    assert counting.rows == [1001]  # not 5,000: the warehouse stopped one row past the cap
+    up = engine.metrics.registry.get_sample_value("kpimon_warehouse_up", {"warehouse": "default"})
+    assert up == 1
     # two hourly rows fit a cap of 2
     assert engine.run("hourly").outcome != "error"
 

@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -23,13 +22,11 @@ import pytest
 import yaml
 
 from monitor.config import Config, parse_config
-from monitor.engine import Engine
-from monitor.exporter import Metrics
 from monitor.reload import plan_reload, restart_problems
-from monitor.store import StateStore
-from monitor.warehouse import Warehouse, open_warehouses
-from tests.conftest import DEMO_NOW, REPO, demo_document, free_port, write_config
+from monitor.warehouse import open_warehouses
+from tests.conftest import DEMO_NOW, REPO, EngineFactory, demo_document, free_port, write_config
 from tests.daemon_process import DaemonProcess
+from tests.fake_warehouse import recorded
 from tests.slack_server import SlackServer
 
 TOKEN = "reload-token"
@@ -99,38 +96,22 @@ def test_the_state_stores_retention_changes_with_a_reload() -> None:
     assert restart_problems(old, parse_config(document)) == []
 
 
-class Since(Warehouse):
-    """The real adapter, noting from when each query reads."""
-
-    def __init__(self, inner: Warehouse) -> None:
-        super().__init__(inner.name)
-        self.inner, self.dialect, self.since = inner, inner.dialect, list[object]()
-
-    def _query(self, sql: str, params: Mapping[str, object], *, timeout: float | None = None) -> pd.DataFrame:
-        self.since.append(params.get("since"))
-        return self.inner.query(sql, params, timeout=timeout)
-
-    def ping(self) -> None:
-        self.inner.ping()
-
-
 def test_a_check_handed_to_a_new_engine_goes_on_without_reading_its_history_again(
-    demo_config: Config, demo_dir: Path
+    demo_config: Config, make_engine: EngineFactory
 ) -> None:
-    warehouse = Since(open_warehouses(demo_config)["default"])
-    store = StateStore(demo_dir / "state.db")
-    first = Engine(demo_config, {"default": warehouse}, store, Metrics(), clock=lambda: DEMO_NOW)
+    warehouse, reads = recorded(open_warehouses(demo_config)["default"])
+    first = make_engine(warehouses={"default": warehouse})
     opened = first.run("revenue")
     [episode] = [s.state.episode for s in opened.series if s.segment == "DE" and s.state.firing]
     later = DEMO_NOW + pd.Timedelta(hours=1)
-    second = Engine(demo_config, {"default": warehouse}, store, Metrics(), clock=lambda: later)
+    second = make_engine(warehouses={"default": warehouse}, store=first.store, now=later)
     second.adopt(first.release("revenue"))
     # what the API shows carries over: the last run (kept without its verdicts), the drill-down
     assert second.last_run("revenue") == replace(opened, verdicts={})
     assert second.explanation("revenue") == first.explanation("revenue") is not None
-    warehouse.since.clear()
+    reads.calls.clear()
     result = second.run("revenue")
-    [since] = warehouse.since
+    [since] = [c.params.get("since") for c in reads.calls]
     assert isinstance(since, datetime), since
     assert pd.Timestamp(since) > pd.Timestamp(later.replace(tzinfo=None)) - pd.Timedelta(hours=6)
     assert result.notifications == []  # the open episode goes on, nothing is sent again

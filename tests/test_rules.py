@@ -12,9 +12,8 @@ from monitor.alerts.state import AlertPolicy, AlertState, advance
 from monitor.config import parse_config
 from monitor.detection import Verdict
 from monitor.rules import Bounds, apply_bounds
-from tests.conftest import DEMO_NOW, demo_document
+from tests.conftest import DEMO_NOW, EngineFactory, demo_document
 from tests.duckdb_writes import write
-from tests.test_engine import make_engine
 
 T0 = pd.Timestamp("2026-11-01", tz="UTC")
 
@@ -69,23 +68,24 @@ def test_the_bounded_verdict_says_what_was_broken() -> None:
 
 
 def test_the_daemon_alerts_on_a_broken_maximum_with_the_rule_in_the_message(
-    demo_dir: Path,
+    demo_dir: Path, make_engine: EngineFactory
 ) -> None:
     document = demo_document(demo_dir)
     document["checks"] = [c for c in document["checks"] if c["name"] == "orders_rows"]
     document["checks"][0]["max"] = 10  # far below a normal hour: the model alone says normal
-    config = parse_config(document)
-    engine, metrics = make_engine(config, demo_dir / "state.db")
+    engine = make_engine(config=parse_config(document))
     result = engine.run("orders_rows")
     assert result.outcome == "anomaly"
     [note] = result.notifications
     assert note.reason == "above its fixed maximum of 10"
     assert alert_text(note).startswith("WARNING: orders_rows is above its fixed maximum of 10: ")
     labels = {"check": "orders_rows", "segment": "", "severity": "warning", "team": "platform"}
-    assert metrics.registry.get_sample_value("kpimon_anomaly", labels) == 1
+    assert engine.metrics.registry.get_sample_value("kpimon_anomaly", labels) == 1
 
 
-def test_a_new_check_alerts_on_an_empty_hour_before_its_model_has_learned(demo_dir: Path) -> None:
+def test_a_new_check_alerts_on_an_empty_hour_before_its_model_has_learned(
+    demo_dir: Path, make_engine: EngineFactory
+) -> None:
     hour = DEMO_NOW.replace(minute=0, second=0, microsecond=0, tzinfo=None)
     write(
         demo_dir / "demo.duckdb",
@@ -96,8 +96,7 @@ def test_a_new_check_alerts_on_an_empty_hour_before_its_model_has_learned(demo_d
     document["checks"] = [
         {**c, "lookback": "6h", "min": 1} for c in document["checks"] if c["name"] == "orders_rows"
     ]
-    config = parse_config(document)
-    engine, _ = make_engine(config, demo_dir / "state.db")
+    engine = make_engine(config=parse_config(document))
     result = engine.run("orders_rows")
     [status] = result.series
     assert status.verdict.value == 0 and status.state.firing

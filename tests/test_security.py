@@ -38,12 +38,13 @@ from monitor.statedb import Executor, SQLiteDatabase
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
 from monitor.warehouse.base import Warehouse
-from tests.conftest import demo_document, free_port, write_config
+from tests.conftest import EngineFactory, demo_document, free_port, write_config
 from tests.daemon_process import KPI_MONITOR, DaemonProcess
 from tests.databricks_server import DatabricksProtocolServer, databricks_server  # noqa: F401
+from tests.fake_warehouse import HandlerWarehouse
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401
 from tests.slack_server import SlackServer, signed_request
-from tests.test_faults import NOW, build_visits, duckdb_config, make_engine, sql_check
+from tests.test_faults import NOW, build_visits, duckdb_config, sql_check
 
 TOKEN = "api-token-0123456789abcdef"
 EVIL = "x'); DROP TABLE deployments; --"
@@ -58,28 +59,6 @@ class SqlLog:
 
     def mentions(self, fragment: str) -> list[str]:
         return [t for t in self.texts if fragment.lower() in t.lower()]
-
-
-class RecordingWarehouse(Warehouse):
-    """Passes every query to the real adapter and records its SQL text (not its parameters)."""
-
-    def __init__(self, inner: Warehouse, log: SqlLog) -> None:
-        super().__init__(inner.name)
-        self.inner = inner
-        self.dialect = inner.dialect
-        self.log = log
-
-    def _query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None
-    ) -> pd.DataFrame:
-        self.log.texts.append(sql)
-        return self.inner.query(sql, params, timeout=timeout)
-
-    def ping(self) -> None:
-        self.inner.ping()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class _RecordingExecutor:
@@ -163,11 +142,16 @@ def start_daemon(
     def recording_store(cls: type[StateStore], config: Any) -> StateStore:
         return cls(RecordingSQLite(config.path, state_sql))
 
+    def recording(inner: Warehouse) -> Warehouse:
+        def handler(sql: str, params: Mapping[str, object]) -> pd.DataFrame:
+            warehouse_sql.texts.append(sql)  # also a query that fails: it was sent
+            return inner.query(sql, params)
+
+        return HandlerWarehouse(handler, name=inner.name, dialect=inner.dialect,
+                                on_close=inner.close)  # fmt: skip
+
     def recording_warehouses(config: Any) -> dict[str, Warehouse]:
-        return {
-            name: RecordingWarehouse(w, warehouse_sql)
-            for name, w in open_warehouses(config).items()
-        }
+        return {name: recording(w) for name, w in open_warehouses(config).items()}
 
     monkeypatch.setattr(StateStore, "open", classmethod(recording_store))
     monkeypatch.setattr("monitor.daemon.open_warehouses", recording_warehouses)
@@ -537,12 +521,14 @@ def test_segment_values_with_sql_in_them_are_data_not_sql(
         " update kpi.visits set amount = 0",
     ],
 )
-def test_duckdb_sql_checks_run_read_only(sql: str, tmp_path: Path) -> None:
+def test_duckdb_sql_checks_run_read_only(
+    sql: str, tmp_path: Path, make_engine: EngineFactory
+) -> None:
     build_visits(tmp_path / "wh.duckdb")
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
         before = con.execute("SELECT count(*), sum(amount) FROM kpi.visits").fetchone()
     config = duckdb_config(tmp_path, [sql_check("writer", sql)])
-    engine, _ = make_engine(config, StateStore(tmp_path / "state.db"))
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
     result = engine.run("writer")
     assert result.outcome == "error"
     with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
@@ -562,7 +548,7 @@ def test_duckdb_sql_checks_run_read_only(sql: str, tmp_path: Path) -> None:
     ],
 )
 def test_postgres_sql_checks_run_in_read_only_transactions(
-    sql: str, postgres_dsn: str, tmp_path: Path
+    sql: str, postgres_dsn: str, tmp_path: Path, make_engine: EngineFactory
 ) -> None:
     with psycopg.connect(postgres_dsn, autocommit=True) as con:
         con.execute("CREATE TABLE visits (ts timestamp, amount double precision)")
@@ -578,7 +564,7 @@ def test_postgres_sql_checks_run_in_read_only_transactions(
             "checks": [sql_check("writer", sql)],
         }
     )
-    engine, _ = make_engine(config, StateStore(tmp_path / "state.db"), now=NOW)
+    engine = make_engine(config=config, store=tmp_path / "state.db", now=NOW)
     result = engine.run("writer")
     assert result.outcome == "error", result
     with psycopg.connect(postgres_dsn, autocommit=True) as con:

@@ -22,8 +22,9 @@ from monitor.config import StateConfig, parse_config
 from monitor.errors import StateStoreError
 from monitor.records.outbox import FollowUp
 from monitor.store import SCHEMA_VERSION, StateStore
+from tests.conftest import EngineFactory
 from tests.postgres_server import postgres_dsn, postgres_server  # noqa: F401 - fixtures
-from tests.test_faults import NOW, hourly_rows, make_engine, visits_check
+from tests.test_faults import NOW, hourly_rows, visits_check
 
 T = datetime(2026, 11, 26, 10, tzinfo=UTC)
 NOTE = Notification("opened", "revenue", "DE", 1, T, T, 1.0, 10.0, 8.0, 12.0, -5.0, "critical")
@@ -196,7 +197,7 @@ def test_any_segment_value_is_stored_and_read_back_exactly(
 
 
 def test_a_check_whose_segment_holds_a_nul_runs_and_keeps_its_alert_in_postgres(
-    tmp_path: Path, request: pytest.FixtureRequest
+    tmp_path: Path, request: pytest.FixtureRequest, make_engine: EngineFactory
 ) -> None:
     rows = hourly_rows(NOW)
     with duckdb.connect(str(tmp_path / "wh.duckdb")) as con:
@@ -216,13 +217,13 @@ def test_a_check_whose_segment_holds_a_nul_runs_and_keeps_its_alert_in_postgres(
             "checks": [visits_check("sales", table="kpi.sales", dimensions=["shop"])],
         }
     )
-    engine, _ = make_engine(config, StateStore.open(config.state))
+    engine = make_engine(config=config, store=StateStore.open(config.state), now=NOW)
     result = engine.run("sales")
     assert result.outcome == "anomaly", result.error
     # the total fires too, and says the NUL segment explains its drop
     assert {s.segment: s.state.status for s in result.series} == {"": "firing", "DE": "ok", "A\x00B": "firing"}
     engine.store.close()
-    restarted, _ = make_engine(config, StateStore.open(config.state))
+    restarted = make_engine(config=config, store=StateStore.open(config.state), now=NOW)
     assert restarted.alert_state("sales", "A\x00B").firing
     queued = {e.notification.segment: e.notification for e in restarted.store.outbox.pending("slack")}
     assert set(queued) == {"", "A\x00B"}

@@ -19,16 +19,14 @@ from monitor.alerts.dispatch import Dispatcher
 from monitor.alerts.slack import SlackChannel
 from monitor.config import Config, parse_config
 from monitor.deployments import DeploymentRequest, summary
-from monitor.engine import Engine
 from monitor.errors import StateStoreError, UnknownCheck
 from monitor.exporter import Metrics
 from monitor.scheduler import CheckScheduler
 from monitor.store import StateStore
-from monitor.warehouse import open_warehouses
-from monitor.warehouse.base import Warehouse
 from monitor.watcher import DeploymentConflict, DeploymentWatcher
-from tests.conftest import DEMO_NOW, demo_document
+from tests.conftest import DEMO_NOW, EngineFactory, demo_document
 from tests.duckdb_writes import write
+from tests.fake_warehouse import HandlerWarehouse
 from tests.slack_server import SlackServer
 
 DEPLOYED = DEMO_NOW - timedelta(hours=2)  # 13:20 UTC; the first run judges up to the 12:00 bucket
@@ -37,17 +35,19 @@ DEPLOYED = DEMO_NOW - timedelta(hours=2)  # 13:20 UTC; the first run judges up t
 class World:
     """An engine and a watcher wired as the daemon wires them, on one state file and clock."""
 
-    def __init__(self, config: Config, state: Path, clock: list[datetime]) -> None:
+    watcher: DeploymentWatcher  # the engine's listeners call it: set right after the engine
+
+    def __init__(
+        self, make_engine: EngineFactory, config: Config, state: Path, clock: list[datetime]
+    ) -> None:
         self.config = config
         self.clock = clock
         self.metrics = Metrics()
         self.store = StateStore(state)
-        self.engine = Engine(
-            config,
-            open_warehouses(config),
-            self.store,
-            self.metrics,
-            channels=["slack"],
+        self.engine = make_engine(
+            config=config,
+            store=self.store,
+            metrics=self.metrics,
             clock=lambda: clock[0],
             cause=lambda check, since, now: self.watcher.cause(check, since, now),
             after_run=lambda result: self.watcher.observe(result),
@@ -77,9 +77,9 @@ def watched_config(demo_dir: Path, **slack: Any) -> Config:
     return parse_config(document)
 
 
-def started_world(config: Config, demo_dir: Path) -> World:
+def started_world(make_engine: EngineFactory, config: Config, demo_dir: Path) -> World:
     """A world whose checks have run once, at DEPLOYED."""
-    w = World(config, demo_dir / "state.db", [DEPLOYED])
+    w = World(make_engine, config, demo_dir / "state.db", [DEPLOYED])
     w.watcher.snapshot_schemas()
     w.run_all()
     return w
@@ -91,8 +91,8 @@ def config(demo_dir: Path) -> Config:
 
 
 @pytest.fixture
-def world(config: Config, demo_dir: Path) -> World:
-    return started_world(config, demo_dir)
+def world(make_engine: EngineFactory, config: Config, demo_dir: Path) -> World:
+    return started_world(make_engine, config, demo_dir)
 
 
 def fan_out(demo_dir: Path, country: str, since: datetime) -> None:
@@ -251,11 +251,13 @@ def test_a_dropped_column_a_check_uses_fails_the_deployment(world: World, demo_d
     )
 
 
-def test_a_restart_mid_window_keeps_the_watch(world: World, config: Config, demo_dir: Path) -> None:
+def test_a_restart_mid_window_keeps_the_watch(
+    world: World, config: Config, demo_dir: Path, make_engine: EngineFactory
+) -> None:
     deployment_id = deploy(world)
     world.store.close()
     fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
-    restarted = World(config, demo_dir / "state.db", [DEMO_NOW])
+    restarted = World(make_engine, config, demo_dir / "state.db", [DEMO_NOW])
     assert [d.id for d in restarted.watcher.active()] == [deployment_id]
     restarted.run_all()
     watched = restarted.watcher.get(deployment_id)
@@ -334,13 +336,16 @@ def test_a_deployment_whose_save_fails_leaves_nothing_behind_and_its_retry_is_ju
 
 
 def test_a_watcher_that_cannot_save_fails_neither_the_run_nor_the_delivery_of_its_alert(
-    demo_dir: Path, slack: SlackServer, caplog: pytest.LogCaptureFixture
+    demo_dir: Path,
+    slack: SlackServer,
+    caplog: pytest.LogCaptureFixture,
+    make_engine: EngineFactory,
 ) -> None:
     config = watched_config(
         demo_dir, token=slack.token, api_url=slack.url, channel="#data-alerts", group_wait="0s"
     )
     assert config.slack is not None
-    world = started_world(config, demo_dir)
+    world = started_world(make_engine, config, demo_dir)
     deploy(world)
     fan_out(demo_dir, "US", DEPLOYED.replace(minute=0))
     with sqlite3.connect(demo_dir / "state.db") as db:  # the deployment's deviation cannot be saved
@@ -388,28 +393,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class HeldColumns(Warehouse):
-    """The real warehouse, but reading a table's columns waits until the test lets it go."""
-
-    def __init__(self, inner: Warehouse) -> None:
-        super().__init__(inner.name)
-        self.inner, self.dialect = inner, inner.dialect
-        self.reading, self.release = threading.Event(), threading.Event()
-
-    def _query(
-        self, sql: str, params: Mapping[str, object], *, timeout: float | None
-    ) -> pd.DataFrame:
-        return self.inner.query(sql, params, timeout=timeout)
-
-    def ping(self) -> None:
-        self.inner.ping()
-
-    def columns(self, table: str) -> dict[str, str]:
-        self.reading.set()
-        assert self.release.wait(timeout=30)
-        return self.inner.columns(table)
-
-
 def in_thread(call: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=call, daemon=True)
     thread.start()
@@ -420,10 +403,18 @@ def test_recording_a_deployment_blocks_neither_reads_nor_other_environments(
     world: World,
 ) -> None:
     deploy(world, id="earlier", models=["dim_marketing_spend"])
-    held = HeldColumns(world.engine.warehouses["default"])
-    world.engine.warehouses["default"] = held
+    inner = world.engine.warehouses["default"]
+    reading, release = threading.Event(), threading.Event()
+
+    def held(sql: str, params: Mapping[str, object]) -> pd.DataFrame:
+        if "information_schema" in sql:  # a table's columns: wait until the test lets it go
+            reading.set()
+            assert release.wait(timeout=30)
+        return inner.query(sql, params)
+
+    world.engine.warehouses["default"] = HandlerWarehouse(held, dialect=inner.dialect)
     production = in_thread(lambda: deploy(world, id="slow", environment="production"))
-    assert held.reading.wait(timeout=30), "the recording reads the watched tables' columns"
+    assert reading.wait(timeout=30), "the recording reads the watched tables' columns"
     # while it waits on the warehouse: reads answer, and another environment records
     reads = in_thread(lambda: (world.watcher.get("earlier"), world.watcher.active()))
     reads.join(timeout=10)
@@ -433,7 +424,7 @@ def test_recording_a_deployment_blocks_neither_reads_nor_other_environments(
     assert not elsewhere.is_alive(), "another environment waited for the recording"
     assert world.watcher.get("other") is not None
     assert world.watcher.get("slow") is None, "not recorded before its tables are read"
-    held.release.set()
+    release.set()
     production.join(timeout=30)
     recorded = world.watcher.get("slow")
     assert recorded is not None and recorded.status == "watching"

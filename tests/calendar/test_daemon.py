@@ -22,19 +22,11 @@ from monitor.config import Config, parse_config
 from monitor.daemon import Daemon
 from monitor.engine import Engine
 from monitor.errors import ConfigError
-from monitor.exporter import Metrics
-from monitor.store import StateStore
-from monitor.warehouse import open_warehouses
-from tests.conftest import DEMO_NOW, demo_document
+from tests.conftest import DEMO_NOW, EngineFactory, demo_document
 from tests.test_grafana import grafana  # noqa: F401 - the fixture
 from tests.test_server import call, wait_for_run
 
 TOKEN = "calendar-api-token"
-
-
-def engine_for(config: Config, store: Path, clock: list[datetime]) -> Engine:
-    return Engine(config, open_warehouses(config), StateStore(store), Metrics(),
-                  channels=["slack"], clock=lambda: clock[0])  # fmt: skip
 
 
 def signups_alert_starts(engine: Engine) -> list[datetime]:
@@ -59,14 +51,14 @@ def campaign_demo(
 
 @pytest.mark.parametrize("declared", [True, False])
 def test_the_demo_campaign_is_a_configured_event_and_does_not_alert(
-    declared: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    declared: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_engine: EngineFactory
 ) -> None:
     config, times = campaign_demo(tmp_path, monkeypatch, declared=declared)
     start = times.campaign[0]
     # the daemon runs the check every hour from before the campaign (an episode that ended
     # before a first start is history, not an alert)
     clock = [start.to_pydatetime() - timedelta(minutes=40)]
-    engine = engine_for(config, tmp_path / "state.db", clock)
+    engine = make_engine(config=config, clock=lambda: clock[0])
     while clock[0] < DEMO_NOW:
         engine.run("signups")
         clock[0] = min(clock[0] + timedelta(hours=1), DEMO_NOW)
@@ -82,10 +74,10 @@ def test_the_demo_campaign_is_a_configured_event_and_does_not_alert(
 
 
 def test_an_exclusion_recorded_while_running_rebuilds_the_models_and_silences_the_window(
-    demo_config: Config, demo_dir: Path
+    make_engine: EngineFactory,
 ) -> None:
     clock = [DEMO_NOW - timedelta(hours=4)]
-    engine = engine_for(demo_config, demo_dir / "state.db", clock)
+    engine = make_engine(clock=lambda: clock[0])
     assert engine.run("signups").outcome == "ok"  # before the spike
     window = EventRequest.model_validate({
         "kind": "exclusion", "reason": "signup bot, handled", "checks": ["signups"],
@@ -101,9 +93,9 @@ def test_an_exclusion_recorded_while_running_rebuilds_the_models_and_silences_th
 
 
 def test_a_check_without_the_event_in_its_scope_still_fires(
-    demo_config: Config, demo_dir: Path
+    make_engine: EngineFactory,
 ) -> None:
-    engine = engine_for(demo_config, demo_dir / "state.db", [DEMO_NOW])
+    engine = make_engine()
     engine.record_event(EventRequest.model_validate({
         "kind": "exclusion", "reason": "revenue backfill", "checks": ["revenue"],
         "start": (DEMO_NOW - timedelta(hours=6)).isoformat(), "end": DEMO_NOW.isoformat(),
@@ -288,12 +280,11 @@ def test_the_check_page_shades_the_calendar_and_escapes_its_names(daemon: Daemon
 
 
 def test_the_alert_chart_carries_the_calendar_of_its_buckets(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_engine: EngineFactory
 ) -> None:
     config, times = campaign_demo(tmp_path, monkeypatch)
     start, end = times.campaign
-    engine = Engine(config, open_warehouses(config), StateStore(tmp_path / "state.db"), Metrics(),
-                    channels=["slack"], clock=lambda: DEMO_NOW, chart_buckets=72)  # fmt: skip
+    engine = make_engine(config=config, chart_buckets=72)
     engine.run("signups")
     [opened] = [e.notification for e in engine.store.outbox.pending("slack", due=DEMO_NOW + timedelta(hours=1))
                 if e.kind == "alert" and e.notification.check == "signups"]  # fmt: skip
@@ -302,14 +293,15 @@ def test_the_alert_chart_carries_the_calendar_of_its_buckets(
 
 
 def test_a_restart_with_a_calendar_sends_nothing_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_engine: EngineFactory
 ) -> None:
     config, times = campaign_demo(tmp_path, monkeypatch)
-    first = engine_for(config, tmp_path / "state.db", [DEMO_NOW])
+    first = make_engine(config=config, store=tmp_path / "state.db")
     assert first.run("signups").outcome == "anomaly"
     queued = len(first.store.outbox.entries(["pending"]))
-    later = [DEMO_NOW + timedelta(minutes=20)]
-    restarted = engine_for(config, tmp_path / "state.db", later)  # models from the cache
+    later = DEMO_NOW + timedelta(minutes=20)
+    # the models from the cache
+    restarted = make_engine(config=config, store=tmp_path / "state.db", now=later)
     assert restarted.run("signups").outcome == "anomaly"
     assert len(restarted.store.outbox.entries(["pending"])) == queued  # nothing queued again
     assert signups_alert_starts(restarted) == [times.signup_spike[0].to_pydatetime()]
