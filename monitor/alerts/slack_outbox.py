@@ -78,12 +78,12 @@ class SlackOutbox:
         self.store = store
         self.metrics = metrics
         self.clock = clock
-        self.alerts = AlertPosts(config, config.slack, slack)
-        self.resolutions = ResolutionPosts(config, config.slack, store, slack)
+        self._alerts = AlertPosts(config, config.slack, slack)
+        self._resolutions = ResolutionPosts(config, config.slack, store, slack)
         answers = AnswerPosts(store, slack)
         self._steps: dict[str, Callable[[OutboxEntry], Step]] = {
             "chart": ChartUploads(slack).upload,
-            "update": self.resolutions.edit,
+            "update": self._resolutions.edit,
             "deployment": DeploymentReports(config.slack.channel, slack).post,
             "answer": answers.reply,
             "answer_update": answers.edit,
@@ -124,8 +124,8 @@ class SlackOutbox:
             if note.kind == "opened":
                 opened.append((entry, note))
             else:
-                rest.append(([entry], partial(self.resolutions.reply, entry, note)))
-        return [*self.alerts.plan(opened, now), *rest]
+                rest.append(([entry], partial(self._resolutions.reply, entry, note)))
+        return [*self._alerts.plan(opened, now), *rest]
 
     def _builder(self, entry: OutboxEntry) -> Callable[[], Step | None]:
         make = self._steps.get(entry.kind)
