@@ -33,9 +33,10 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher, WSGITask
 
+from monitor.api.http import HttpError
 from monitor.config import ServerConfig
 from monitor.errors import KpiMonitorError
-from monitor.server import MAX_DEPLOYMENT_BYTES, REFUSAL, Api, HttpError, RequestHead
+from monitor.server import MAX_DEPLOYMENT_BYTES, REFUSAL, Api, RequestHead
 
 log = logging.getLogger("monitor.listener")
 

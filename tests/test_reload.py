@@ -192,6 +192,8 @@ def test_reload_keeps_starts_retires_and_refuses_a_broken_file(
         assert de["alert"] == opened and opened["status"] == "firing"
         assert checks["revenue"]["explanation"]["text"].startswith("DE -")  # where it moved, kept
         assert 'check="signups"' not in daemon.metrics()
+        # the pages show the reloaded config too
+        assert daemon.get("/checks/refunds")[0] == 200 and daemon.get("/checks/signups")[0] == 404
         # the removed check's open alert resolves, saying why, in its thread
         resolved = slack.wait_for_text("signups: the check was removed from the configuration")
         assert resolved["thread_ts"]

@@ -5,5 +5,5 @@ change, false alarm, mute), with a precision figure per check.
 ``model`` [pure] what answers are and add up to; ``payload`` [pure] a click as Slack sends it;
 ``signing`` [pure] Slack's request signatures; ``records`` the answers in the state store;
 ``service`` [I/O] one click from check to effect; ``socket_mode`` the Socket Mode transport
-(the HTTP one is ``POST /slack/interactivity`` in ``monitor.server``).
+(the HTTP one is ``POST /slack/interactivity``, ``monitor.api.slack``).
 """
