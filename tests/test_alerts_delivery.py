@@ -290,6 +290,23 @@ def test_without_answers_alerts_carry_no_buttons_and_a_group_is_not_edited(
     assert not group.edited and "actions" not in json.dumps(group.blocks)
 
 
+def test_a_reload_routes_the_messages_still_queued_by_the_new_config(
+    tmp_path: Path, slack: SlackServer
+) -> None:
+    setup = Setup(tmp_path, slack)
+    setup.queue(note(segment="DE"))
+    document = demo_document(tmp_path, token=slack.token, api_url=slack.url,
+                             channel="#data-alerts", group_wait="0s")  # fmt: skip
+    document["checks"][0]["channel"] = "#revenue-war-room"  # revenue moved to another channel
+    reloaded = parse_config(document)
+    assert reloaded.slack is not None
+    setup.dispatcher.reconfigure(reloaded, SlackChannel(reloaded.slack), None)
+    assert setup.deliver() == 1
+    assert slack.posted("#revenue") == []
+    [alert] = slack.posted("#revenue-war-room")
+    assert alert.text.startswith("CRITICAL: revenue [DE]")
+
+
 # === exactly once when Slack's answer is lost ===============================================
 
 

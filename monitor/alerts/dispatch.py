@@ -55,10 +55,16 @@ class Dispatcher:
         self.alertmanager = alertmanager
         self.clock = clock
         self.may_send = may_send
-        self._slack = (
-            SlackOutbox(config, store, metrics, slack, clock, may_send) if slack else None
-        )
+        self._slack = self._slack_outbox()
         self._lock = threading.Lock()
+
+    def _slack_outbox(self) -> SlackOutbox | None:
+        # its steps are built from the config: routing, grouping, answers, the default channel
+        if self.slack is None:
+            return None
+        return SlackOutbox(
+            self.config, self.store, self.metrics, self.slack, self.clock, self.may_send
+        )
 
     def reconfigure(
         self,
@@ -70,6 +76,7 @@ class Dispatcher:
         delivered by the old and the new settings both."""
         with self._lock:
             self.config, self.slack, self.alertmanager = config, slack, alertmanager
+            self._slack = self._slack_outbox()
 
     @property
     def channels(self) -> list[str]:
