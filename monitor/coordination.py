@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from monitor.config import Config
 from monitor.engine import Engine
@@ -24,39 +25,35 @@ from monitor.watcher import DeploymentWatcher
 log = logging.getLogger("monitor.daemon")
 
 
+@dataclass
 class ReplicaCoordination:
     """Owns this daemon's leases (none for a single daemon): the checks taken over and let go
     through the engine and the scheduler, whether this process is the housekeeper, and what the
     other replicas received for the checks held here. ``engine`` gives the running engine (a
     reload replaces it)."""
 
-    def __init__(
-        self,
-        config: Config,
-        store: StateStore,
-        metrics: Metrics,
-        scheduler: CheckScheduler,
-        watcher: DeploymentWatcher,
-        engine: Callable[[], Engine],
-    ) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.scheduler = scheduler
-        self.watcher = watcher
-        self.engine = engine
-        self.coordinator: Coordinator | None = None
-        if config.state.url is not None:
-            self.coordinator = Coordinator(
-                store,
-                [c.name for c in config.checks],
-                config.state.lease_ttl.total_seconds(),
-                metrics,
-                acquired=self._acquired,
-                lost=self._lost,
-                idle=scheduler.idle,
-            )
-        else:
-            metrics.owned_checks.set(len(config.checks))
+    config: Config
+    store: StateStore
+    metrics: Metrics
+    scheduler: CheckScheduler
+    watcher: DeploymentWatcher
+    engine: Callable[[], Engine]
+    coordinator: Coordinator | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        if config.state.url is None:
+            self.metrics.owned_checks.set(len(config.checks))
+            return
+        self.coordinator = Coordinator(
+            self.store,
+            [c.name for c in config.checks],
+            config.state.lease_ttl.total_seconds(),
+            self.metrics,
+            acquired=self._acquired,
+            lost=self._lost,
+            idle=self.scheduler.idle,
+        )
 
     def housekeeper(self) -> bool:
         """Whether this process delivers the outbox (and prunes, re-sends, snapshots): a single
@@ -74,6 +71,7 @@ class ReplicaCoordination:
 
     def reconfigure(self, config: Config) -> None:
         """Follow a reloaded config's checks."""
+        self.config = config
         if self.coordinator is not None:
             self.coordinator.reconfigure([c.name for c in config.checks])
         else:

@@ -12,6 +12,7 @@ import logging
 import threading
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.config import CheckConfig, Config
@@ -35,31 +36,24 @@ log = logging.getLogger("monitor.deployments")
 ENVIRONMENT_LOCKS = 16
 
 
+@dataclass
 class DeploymentRecorder:
     """Owns recording a deployment (validation, the manifest diff, the schema changes, the
     transaction that saves them) and the snapshots of the checked tables' columns that the
-    next deployment compares with."""
+    next deployment compares with. Its config and engine follow a reload (the watcher sets
+    them)."""
 
-    def __init__(
-        self,
-        config: Config,
-        store: StateStore,
-        engine: Engine,
-        metrics: Metrics,
-        watches: Watches,
-        *,
-        clock: Callable[[], datetime],
-        annotate: Callable[[Deployment], None] | None = None,
-    ) -> None:
-        self.config = config
-        self.store = store
-        self.engine = engine
-        self.metrics = metrics
-        self.watches = watches
-        self.clock = clock
-        self.annotate = annotate
-        # recordings to one environment take turns (a fixed set of locks, by environment)
-        self._environments = [threading.Lock() for _ in range(ENVIRONMENT_LOCKS)]
+    config: Config
+    store: StateStore
+    engine: Engine
+    metrics: Metrics
+    watches: Watches
+    clock: Callable[[], datetime]
+    annotate: Callable[[Deployment], None] | None = None
+    # recordings to one environment take turns (a fixed set of locks, by environment)
+    _environments: list[threading.Lock] = field(
+        init=False, default_factory=lambda: [threading.Lock() for _ in range(ENVIRONMENT_LOCKS)]
+    )
 
     def record(self, request: DeploymentRequest) -> Deployment:
         """Record a deployment and start watching what it touched.

@@ -64,7 +64,7 @@ class DeploymentWatcher:
         self.clock = clock
         self._watches = Watches(store, metrics, channels)
         self._recorder = DeploymentRecorder(
-            config, store, engine, metrics, self._watches, clock=clock, annotate=annotate
+            config, store, engine, metrics, self._watches, clock, annotate
         )
         self._longest_window = max(c.post_deploy_window for c in config.checks)
 
