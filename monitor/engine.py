@@ -94,7 +94,8 @@ def alert_policy(check: CheckConfig) -> AlertPolicy:
 
 
 class Engine:
-    """Runs checks; thread-safe, one run of a given check at a time."""
+    """Owns a check's run -> judge -> commit; thread-safe, one run of a given check at a time.
+    Its other public methods hand off to the parts it composes (see the module docstring)."""
 
     def __init__(
         self,
