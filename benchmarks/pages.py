@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def cold() -> None:
                 # what a new bucket does to a cached replay: every segment judged again
-                engine._replays = Replays(engine._tuning.fitted)
+                engine._history.replays = Replays(engine._tuning.fitted)
 
             overview = timed(get("/"), repeats)
             first_view = timed(get(f"/checks/{SEGMENTED}"), repeats, cold)

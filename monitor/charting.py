@@ -7,14 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from monitor.config import CheckConfig
-from monitor.detection import Detector
-from monitor.history import judge_again
-
-Fitted = Callable[[CheckConfig, pd.DatetimeIndex, np.ndarray], Detector]
+from monitor.history import Fitted, judge_again
 
 
 @dataclass

@@ -12,11 +12,14 @@ The engine keeps run -> judge -> commit and composes one class per other job:
   between runs and, through the state store, across restarts
 - ``tuning.Tuning``: mutes, rebaselines, calendar events, answers to alerts
 - ``ledger.Ledger``: alert states, latest verdicts and last runs in memory
-- ``replicas.Replicas``, ``handover.Handover``: replicas; a check changing hands
+- ``replicas.Replicas``, ``handover.Handover``: replicas (and what is read of the checks the
+  others run); a check changing hands
 - ``interventions.Interventions``, ``resolutions.Resolutions``: what people do to a check;
   episodes ended for a reason
 - ``notifying.Notifier``, ``charting.RunCharts``, ``publishing.Publisher``: notifications,
   their charts; metrics and log lines
+- ``incidents.Incidents``: the drill-down, told to the alerts opening on an incident
+- ``history.CheckHistory``: what a check's page draws
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.alerts.notification import Notification
-from monitor.alerts.state import AlertPolicy, AlertState, advance
+from monitor.alerts.state import AlertPolicy, AlertState, advance_all
 from monitor.answers.model import AlertRef
 from monitor.calendar.book import CalendarBook
 from monitor.calendar.config import EventRequest, RecordedEvent
@@ -49,15 +52,15 @@ from monitor.exporter import Metrics
 from monitor.freshness import age_history, assess
 from monitor.freshness_cache import LoadCache
 from monitor.handover import CheckMemory, Handover, Held
-from monitor.history import Point, Replays
-from monitor.incidents import Incidents, explainable
+from monitor.history import AGE_STEP, CheckHistory, Point
+from monitor.incidents import Incidents
 from monitor.interventions import Interventions
-from monitor.ledger import Ledger, Outcome, RunResult, SeriesStatus
+from monitor.ledger import Judged, Ledger, Outcome, RunResult, SeriesStatus, outcome_of
 from monitor.model_cache import ModelCache, fingerprint
 from monitor.notifying import Cause, Notifier
 from monitor.planning import QueryPlanner
 from monitor.publishing import Publisher
-from monitor.queries import TOTAL_SEGMENT
+from monitor.relearn import carried
 from monitor.replicas import Replicas
 from monitor.resolutions import Resolutions
 from monitor.rules import Bounds, apply_bounds
@@ -80,18 +83,6 @@ __all__ = [
 
 log = logging.getLogger("monitor.engine")
 
-AGE_STEP = timedelta(minutes=15)  # a freshness chart's data age is drawn at this step
-
-
-@dataclass(frozen=True)
-class _Judged:
-    """One series' outcome of a run, before it is saved."""
-
-    segment: str
-    verdicts: list[Verdict]
-    state: AlertState
-    notes: list[Notification]
-
 
 Committed = tuple[list[SeriesStatus], list[Notification], dict[str, list[Verdict]]]
 """A run's saved outcome: the latest status per series, its notifications, its verdicts."""
@@ -103,7 +94,8 @@ def alert_policy(check: CheckConfig) -> AlertPolicy:
 
 
 class Engine:
-    """Runs checks; thread-safe, one run of a given check at a time."""
+    """Owns a check's run -> judge -> commit; thread-safe, one run of a given check at a time.
+    Its other public methods hand off to the parts it composes (see the module docstring)."""
 
     def __init__(
         self,
@@ -137,7 +129,7 @@ class Engine:
         self._ledger = Ledger(store.load_states())
         self._models = ModelCache(config.checks, store, self._tuning, self._ledger.state)
         self._loads = LoadCache(store)
-        self._replicas = Replicas(config, store, shared=shared)
+        self._replicas = Replicas(config, store, self._ledger, shared=shared)
         self._planner = QueryPlanner(config, self._models, self._replicas.holds)
         self._publisher = Publisher(metrics, announce=announce)
         self._notifier = Notifier(config, clock, cause)
@@ -145,11 +137,11 @@ class Engine:
         self._resolutions = Resolutions(
             self._ledger, store, self._notifier, self._publisher, self._incidents, self.channels
         )
-        self._replays = Replays(self._tuning.fitted)
+        self._history = CheckHistory(store, self._loads, self._ledger, self._tuning, clock)
         self._locks = {c.name: threading.Lock() for c in config.checks}
-        held = Held(self._models, self._loads, self._ledger, self._tuning, self._incidents)
+        self._held = Held(self._models, self._loads, self._ledger, self._tuning, self._incidents)
         self._handover = Handover(
-            config, store, metrics, self._locks, held, self._replicas, self._publisher
+            config, store, metrics, self._locks, self._held, self._replicas, self._publisher
         )
         self._interventions = Interventions(
             self._locks, clock, metrics, self._tuning, self._models, self._resolutions,
@@ -172,8 +164,7 @@ class Engine:
         check = self.check(name)
         with self._locks[name]:
             result = self._run(check)
-            if self._replicas.shared:
-                self._replicas.share_run(result)
+            self._replicas.share_run(result)
         self._ledger.ran(result)
         if self._after_run is not None:
             try:
@@ -193,26 +184,15 @@ class Engine:
         return check
 
     def last_run(self, name: str) -> RunResult | None:
-        """The check's last run: from memory, or from the state store for a check another
-        replica runs."""
-        if not self.holds(name):
-            return self._replicas.stored_run(name)
-        return self._ledger.last_run(name)
+        """The check's last run: see ``Replicas.last_run`` (and ``last_runs``, ``series``,
+        ``firing``: what a replica answers for the checks another one runs)."""
+        return self._replicas.last_run(name)
 
     def last_runs(self) -> dict[str, RunResult]:
-        """Every check's last run, as ``last_run`` gives them, in one read of the store."""
-        found = self._ledger.last_runs()
-        if self._replicas.shared:
-            found.update(self._replicas.others_runs())
-        return found
+        return self._replicas.last_runs()
 
     def series(self, name: str | None = None) -> list[SeriesStatus]:
-        """The latest status of a check's series (of every check's when ``name`` is None),
-        by check and segment; those of checks another replica runs from the state store."""
-        found = self._ledger.statuses(lambda c: (name is None or c == name) and self.holds(c))
-        if self._replicas.shared and (name is None or not self.holds(name)):
-            found += self._replicas.others_series(name)
-        return sorted(found, key=lambda s: (s.check, s.segment))
+        return self._replicas.series(name)
 
     @property
     def calendars(self) -> CalendarBook:
@@ -227,33 +207,15 @@ class Engine:
         return self._ledger.state(name, segment)
 
     def firing(self) -> list[tuple[str, str, int]]:
-        """Open episodes as (check, segment, episode): of every replica's checks when shared."""
-        if self._replicas.shared:
-            return self._replicas.stored_firing()
-        return self._ledger.firing()
+        return self._replicas.firing()
 
     def explanation(self, name: str) -> Explanation | None:
         """The drill-down of the check's open incident, if any."""
         return self._incidents.latest(name)
 
     def history(self, name: str, buckets: int) -> dict[str, list[Point]]:
-        """Per segment, the verdicts of a check's newest ``buckets`` (at most its cached
-        lookback), each judged again by a model that learned only what came before it: what the
-        page draws. Replays are kept and carried forward bucket by bucket (see
-        :class:`monitor.history.Replays`); a freshness check gives its data age over the last
-        ``buckets`` steps of ``AGE_STEP`` against its current band."""
-        check = self.check(name)
-        if check.kind == "freshness":
-            loads, latest = self._loads.loads(name), self._ledger.latest(name, "")
-            if loads is None or latest is None:
-                return {}
-            rows = age_history(loads, self.clock(), latest.verdict, buckets, AGE_STEP)
-            return {"": [Point.from_row(row) for row in rows]}
-        saved = self.store.load_history(name, fingerprint(check))
-        if saved is None:
-            return {}
-        key = (fingerprint(check), self._tuning.rebaselined(name), self.calendars.calendar(check))
-        return self._replays.judged(check, saved[2], buckets, key)
+        """What the check's page draws, per segment: see ``CheckHistory.of``."""
+        return self._history.of(self.check(name), buckets)
 
     # --- what people do to a check: see ``Interventions`` -------------------------------
 
@@ -277,8 +239,7 @@ class Engine:
         return self._tuning.muted(check, now)
 
     def refresh(self) -> list[str]:
-        """Follow the mutes and rebaselines set through another replica; the checks
-        rebaselined."""
+        """Follow the mutes and rebaselines set through another replica; the checks rebaselined."""
         return self._interventions.refresh(self.config.check)
 
     def retire(self, name: str, reason: str) -> list[Notification]:
@@ -327,7 +288,7 @@ class Engine:
         try:
             rewound = self._resolutions.rewind(check, started)
             if rewound is not None:
-                self._forget(check.name)  # rebuilt from the warehouse
+                self._held.forget(check.name)  # rebuilt from the warehouse
             if check.kind == "freshness":
                 statuses, notes, verdicts = self._run_freshness(check, warehouse, started)
             else:
@@ -342,23 +303,15 @@ class Engine:
             return self._finish(check, "error", started, t0, error=str(exc), fields=fields)
         except StateStoreError as exc:
             # what was judged could not be saved: forget it, so the next run judges it again
-            self._forget(check.name)
+            self._held.forget(check.name)
             return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
         except Exception as exc:
-            self._forget(check.name)
+            self._held.forget(check.name)
             log.exception("check run failed unexpectedly", extra={"fields": labels})
             return self._finish(check, "error", started, t0, error=f"{type(exc).__name__}: {exc}")
-        if not statuses:
-            outcome: Outcome = "no_data"
-        elif any(s.state.firing for s in statuses):
-            outcome = "anomaly"
-        else:
-            outcome = "ok"
         self._publisher.succeeded(check.name)
-        return self._finish(
-            check, outcome, started, t0, statuses=statuses, notes=(rewound or []) + notes,
-            verdicts=verdicts,
-        )  # fmt: skip
+        committed = (statuses, (rewound or []) + notes, verdicts)
+        return self._finish(check, outcome_of(statuses), started, t0, committed=committed)
 
     def _finish(
         self,
@@ -368,24 +321,16 @@ class Engine:
         t0: float,
         *,
         error: str | None = None,
-        statuses: list[SeriesStatus] | None = None,
-        notes: list[Notification] | None = None,
+        committed: Committed | None = None,
         fields: dict[str, str] | None = None,
-        verdicts: dict[str, list[Verdict]] | None = None,
     ) -> RunResult:
         elapsed = time.perf_counter() - t0
-        self._publisher.finished(check.name, outcome, elapsed, error, fields)
-        return RunResult(
-            check.name, outcome, started, elapsed, error, statuses or [], notes or [],
-            verdicts or {},
-        )  # fmt: skip
+        statuses, notes, verdicts = committed or ([], [], {})
+        result = RunResult(check.name, outcome, started, elapsed, error, statuses, notes, verdicts)
+        return self._publisher.finished(result, fields)
 
     def _run_series(self, check: CheckConfig, warehouse: Warehouse, now: datetime) -> Committed:
-        if self._tuning.recalendared(check.name):
-            self._forget(check.name)  # rebuilt with the new marks; judged buckets stay judged
-        if self._tuning.follow_answers(check, now):
-            self._forget(check.name, restore=True)  # rebuilt from the cached series, at the new one
-        self._models.restore(check, now)
+        self._held.ready(check, now)
         known = self._models.known(check.name)
         firing = {s for s, state in self._ledger.states(check.name).items() if state.firing}
         fetched = self._planner.fetch(check, warehouse, now, known, firing)
@@ -400,65 +345,25 @@ class Engine:
             lambda: self._planner.lookback(check, warehouse, now, window),
             found if window.full else None,
         )  # fmt: skip
-        policy = alert_policy(check)
+        policy, bounds = alert_policy(check), Bounds(check.min, check.max)
         judged = []
         for segment, series in found.items():
             if series.empty:
                 continue
-            bounds = Bounds(check.min, check.max)
             scored, replayed, model = self._models.score_new(check, segment, series)
             verdicts = [apply_bounds(v, bounds, policy.open_after) for v in scored]
             verdicts = self._tuning.hush(check.name, segment, verdicts)
-            chart = charts.chart
-            judged.append(
-                self._judge(check, segment, verdicts, policy, chart, model, replayed=replayed)
-            )
-        committed = self._commit(check, self._explained(check, judged, charts.beside))
+            judged.append(self._judge(check, segment, verdicts, policy, charts.chart, model,
+                                      replayed=replayed))  # fmt: skip
+        committed = self._commit(
+            check,
+            self._incidents.tell(check, judged, self._ledger.states(check.name), charts.beside),
+        )
         self._models.keep(check, now, window.since, window.full, found)
         statuses, notes, judged_verdicts = committed
         return statuses, closed + notes, judged_verdicts
 
-    def _explained(
-        self,
-        check: CheckConfig,
-        judged: list[_Judged],
-        beside: Callable[[tuple[str, ...]], dict[str, list[list[Any]]]],
-    ) -> list[_Judged]:
-        """The run's verdicts told to the drill-down; while an episode of the check is open,
-        each alert opening now says what explains the incident, and the total's chart shows
-        the segments that moved most (``beside``: their recent values) under it."""
-        if not explainable(check):
-            return judged
-        self._incidents.record(check.name, [(j.segment, j.verdicts) for j in judged])
-        states = {**self._ledger.states(check.name), **{j.segment: j.state for j in judged}}
-        opened = [s.since for s in states.values() if s.firing and s.since is not None]
-        found = self._incidents.explain(
-            check, min(opened) if opened else None, detector_spec(check).sensitivity
-        )
-        if found is None:
-            return judged
-        text = found.text(check.name)
-
-        def told(note: Notification) -> Notification:
-            if note.kind != "opened":
-                return note
-            if note.segment == TOTAL_SEGMENT and note.history and found.segments:
-                note = replace(note, beside=beside(found.segments))
-            return replace(note, explanation=text)
-
-        return [replace(j, notes=[told(n) for n in j.notes]) for j in judged]
-
-    def _forget(self, name: str, *, restore: bool = False) -> None:
-        """Drop a check's models; the next run rebuilds them from the warehouse (with
-        ``restore``, from the series cached in the state store first) and re-judges every
-        bucket the state store has not recorded as judged."""
-        self._models.forget(name, restore=restore)
-        self._loads.forget(name)
-        self._incidents.forget(name)
-
-    def _run_freshness(
-        self, check: CheckConfig, warehouse: Warehouse, now: datetime
-    ) -> Committed:
+    def _run_freshness(self, check: CheckConfig, warehouse: Warehouse, now: datetime) -> Committed:
         loaded = self._loads.read(check, warehouse, now)
         verdict = assess(loaded, now, check.sensitivity or DEFAULT_SENSITIVITY, check.max_age)
         if verdict is None:
@@ -481,41 +386,25 @@ class Engine:
         model: Detector | None = None,
         *,
         replayed: int = 0,
-    ) -> _Judged:
-        """Feed verdicts to the series' alert state: its new state and notifications; the
-        ``model``'s quiet period and hold are saved with it. The first ``replayed`` verdicts
-        are history a first start judged: episodes that ended within it are not announced, the
-        one still open at its end is (once, as opened)."""
+    ) -> Judged:
+        """Feed verdicts to the series' alert state: its new state and notifications (of the
+        first ``replayed``, see ``advance_all``); the ``model``'s quiet period and hold are
+        saved with it."""
         state = self._ledger.state(check.name, segment)
         if model is not None:
-            quiet = model.quiet_start
-            sign, evidence = model.hold
-            state = replace(
-                state,
-                quiet_start=quiet.to_pydatetime() if quiet is not None else state.quiet_start,
-                hold_sign=sign,
-                hold_evidence=evidence,
-            )
+            state = carried(state, model)
+        state, announced = advance_all(state, verdicts, policy, replayed=replayed)
         notes: list[Notification] = []
-        opening = None
-        for i, verdict in enumerate(verdicts):
-            state, transition = advance(state, verdict, policy)
-            if i < replayed:
-                if transition is not None:
-                    opening = (verdict, transition) if transition.kind == "opened" else None
-                if i + 1 < replayed or opening is None or not state.firing:
-                    continue
-                verdict, transition = opening
-            if transition is not None:
-                note = self._notifier.notification(check, segment, verdict, transition)
-                if note.kind == "opened" and chart is not None and self.channels:
-                    rows = chart(segment)
-                    calendar = self._tuning.chart_calendar(check, rows)
-                    note = replace(note, history=rows, calendar=calendar)
-                notes.append(note)
-        return _Judged(segment, verdicts, state, notes)
+        for verdict, transition in announced:
+            note = self._notifier.notification(check, segment, verdict, transition)
+            if note.kind == "opened" and chart is not None and self.channels:
+                rows = chart(segment)
+                calendar = self._tuning.chart_calendar(check, rows)
+                note = replace(note, history=rows, calendar=calendar)
+            notes.append(note)
+        return Judged(segment, verdicts, state, notes)
 
-    def _commit(self, check: CheckConfig, judged: list[_Judged]) -> Committed:
+    def _commit(self, check: CheckConfig, judged: list[Judged]) -> Committed:
         """Persist a run's states and queued notifications in one transaction, then (only once
         they are saved) publish them: memory, metrics and log."""
         muted = self._tuning.muted(check, self.clock())

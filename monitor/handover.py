@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from monitor.alerts.state import AlertState
-from monitor.config import Config
+from monitor.config import CheckConfig, Config
 from monitor.detection import Verdict
 from monitor.drilldown import Explanation
 from monitor.exporter import Metrics
@@ -45,13 +46,32 @@ class CheckMemory:
 
 @dataclass(frozen=True)
 class Held:
-    """What an engine holds about its checks, part by part."""
+    """What an engine holds about its checks, part by part; owns dropping a check's models
+    (``forget``) and getting them ready for a run (``ready``)."""
 
     models: ModelCache
     loads: LoadCache
     ledger: Ledger
     tuning: Tuning
     incidents: Incidents
+
+    def forget(self, name: str, *, restore: bool = False) -> None:
+        """Drop a check's models; its next run rebuilds them from the warehouse (with
+        ``restore``, from the series cached in the state store first) and re-judges every
+        bucket the state store has not recorded as judged."""
+        self.models.forget(name, restore=restore)
+        self.loads.forget(name)
+        self.incidents.forget(name)
+
+    def ready(self, check: CheckConfig, now: datetime) -> None:
+        """Before a run of a series check: its models follow a calendar change and the answers
+        to its alerts, and are restored from the state store at its first run here."""
+        if self.tuning.recalendared(check.name):
+            self.forget(check.name)  # rebuilt with the new marks; judged buckets stay judged
+        if self.tuning.follow_answers(check, now):
+            # rebuilt from the cached series, at the new sensitivity
+            self.forget(check.name, restore=True)
+        self.models.restore(check, now)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,17 @@ import pandas as pd
 from monitor.buckets import to_utc
 from monitor.config import CheckConfig
 from monitor.detection import Detector, Verdict
+from monitor.freshness import age_history
+from monitor.freshness_cache import LoadCache
+from monitor.ledger import Ledger
+from monitor.model_cache import fingerprint
+from monitor.store import StateStore
+from monitor.tuning import Tuning
 
 Fitted = Callable[[CheckConfig, pd.DatetimeIndex, np.ndarray], Detector]
 """Builds a model that has learned a history (``Engine._fitted``)."""
 
+AGE_STEP = timedelta(minutes=15)  # a freshness chart's data age is drawn at this step
 REPLAYS_KEPT = 64  # checks (and windows) whose replay is kept; a page view of another evicts
 
 
@@ -147,3 +154,39 @@ class Replays:
         model = self._fitted(check, index[:cut], values[:cut])
         judged = judge_again(model, index[cut:], values[cut:])
         return _Replay(model, deque(judged, maxlen=buckets), index[-1])
+
+
+class CheckHistory:
+    """Owns what a check's page draws: per segment, the verdicts of its newest buckets judged
+    again by a model that learned only what came before each (the replays kept in ``replays``);
+    for a freshness check, its data age against its current band."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        loads: LoadCache,
+        ledger: Ledger,
+        tuning: Tuning,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store, self.loads, self.ledger, self.tuning, self.clock = (
+            store, loads, ledger, tuning, clock
+        )  # fmt: skip
+        self.replays = Replays(tuning.fitted)
+
+    def of(self, check: CheckConfig, buckets: int) -> dict[str, list[Point]]:
+        """Per segment, the verdicts of the check's newest ``buckets`` (at most its cached
+        lookback); a freshness check gives its data age over the last ``buckets`` steps of
+        ``AGE_STEP``."""
+        if check.kind == "freshness":
+            loads, latest = self.loads.loads(check.name), self.ledger.latest(check.name, "")
+            if loads is None or latest is None:
+                return {}
+            rows = age_history(loads, self.clock(), latest.verdict, buckets, AGE_STEP)
+            return {"": [Point.from_row(row) for row in rows]}
+        saved = self.store.load_history(check.name, fingerprint(check))
+        if saved is None:
+            return {}
+        calendar = self.tuning.calendars.calendar(check)
+        key = (fingerprint(check), self.tuning.rebaselined(check.name), calendar)
+        return self.replays.judged(check, saved[2], buckets, key)

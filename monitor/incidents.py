@@ -1,7 +1,8 @@
 """A check's incident explained: the drill-down over the buckets of its open episodes.
 
-The engine hands every run's verdicts here; while any series of a check with dimensions fires
-(its total or a segment), the segments' values and expected values over the incident's buckets
+The engine hands every run's verdicts here, and its alerts opening, to be told what explains
+the incident (:meth:`Incidents.tell`). While any series of a check with dimensions fires (its
+total or a segment), the segments' values and expected values over the incident's buckets
 (from the first anomalous bucket of the episodes still open, at most ``MAX_BUCKETS`` of the
 newest) go through :func:`monitor.drilldown.explain`. No extra query: the segments are the
 series the run already read and judged. Only a check whose aggregate adds up over segments (a
@@ -14,15 +15,21 @@ from __future__ import annotations
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
+from monitor.alerts.notification import Notification
+from monitor.alerts.state import AlertState
 from monitor.config import CheckConfig
 from monitor.detection import Verdict
 from monitor.drilldown import Explanation, cells_from_segments, explain
+from monitor.ledger import Judged
 from monitor.queries import TOTAL_SEGMENT
+from monitor.tuning import detector_spec
 
 MAX_BUCKETS = 6  # the newest buckets of an incident the drill-down adds up
 KEPT = 48  # verdicts kept per series
@@ -92,6 +99,38 @@ class Incidents:
             else:
                 self._explained[check.name] = found
         return found
+
+    def tell(
+        self,
+        check: CheckConfig,
+        judged: list[Judged],
+        states: Mapping[str, AlertState],
+        beside: Callable[[tuple[str, ...]], dict[str, list[list[Any]]]],
+    ) -> list[Judged]:
+        """A run's verdicts recorded (``states``: the check's alert states before the run);
+        while an episode of the check is open, each alert opening now says what explains the
+        incident, and the total's chart shows the segments that moved most (``beside``: their
+        recent values) under it."""
+        if not explainable(check):
+            return judged
+        self.record(check.name, [(j.segment, j.verdicts) for j in judged])
+        states = {**states, **{j.segment: j.state for j in judged}}
+        opened = [s.since for s in states.values() if s.firing and s.since is not None]
+        found = self.explain(
+            check, min(opened) if opened else None, detector_spec(check).sensitivity
+        )
+        if found is None:
+            return judged
+        text = found.text(check.name)
+
+        def told(note: Notification) -> Notification:
+            if note.kind != "opened":
+                return note
+            if note.segment == TOTAL_SEGMENT and note.history and found.segments:
+                note = replace(note, beside=beside(found.segments))
+            return replace(note, explanation=text)
+
+        return [replace(j, notes=[told(n) for n in j.notes]) for j in judged]
 
     def recent(self, check: str) -> dict[str, list[Verdict]]:
         """The check's kept verdicts per segment (handed to the engine of a reloaded config)."""

@@ -33,6 +33,16 @@ class SeriesStatus:
 
 
 @dataclass(frozen=True)
+class Judged:
+    """One series' outcome of a run, before it is saved."""
+
+    segment: str
+    verdicts: list[Verdict]
+    state: AlertState
+    notes: list[Notification]
+
+
+@dataclass(frozen=True)
 class RunResult:
     check: str
     outcome: Outcome
@@ -43,6 +53,13 @@ class RunResult:
     notifications: list[Notification] = field(default_factory=list)
     verdicts: dict[str, list[Verdict]] = field(default_factory=dict)
     """Per segment, every verdict the run gave (a first start's judged history included)."""
+
+
+def outcome_of(statuses: list[SeriesStatus]) -> Outcome:
+    """A successful run's outcome, from the latest status of the series it judged."""
+    if not statuses:
+        return "no_data"
+    return "anomaly" if any(s.state.firing for s in statuses) else "ok"
 
 
 class Ledger:

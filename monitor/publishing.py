@@ -11,7 +11,7 @@ from monitor.buckets import to_utc
 from monitor.config import CheckConfig
 from monitor.detection import Verdict
 from monitor.exporter import Metrics
-from monitor.ledger import Outcome
+from monitor.ledger import RunResult
 from monitor.warehouse.base import Warehouse
 
 log = logging.getLogger("monitor.engine")
@@ -41,30 +41,21 @@ class Publisher:
         if warehouse.mark_reachable(up) is False and up:
             log.info("warehouse is back", extra={"fields": {"warehouse": warehouse.name}})
 
-    def finished(
-        self,
-        name: str,
-        outcome: Outcome,
-        elapsed: float,
-        error: str | None,
-        fields: dict[str, str] | None = None,
-    ) -> None:
-        """Count a run and its duration; a failed one is a warning naming its ``error``."""
-        self._metrics.runs.labels(name, outcome).inc()
-        self._metrics.duration.labels(name).observe(elapsed)
-        if error is not None:
-            log.warning(
-                "check run failed",
-                extra={"fields": {"check": name, "error": error, **(fields or {})}},
-            )
+    def finished(self, result: RunResult, fields: dict[str, str] | None = None) -> RunResult:
+        """Count a run and its duration; a failed one is a warning naming its error (and
+        ``fields``)."""
+        self._metrics.runs.labels(result.check, result.outcome).inc()
+        self._metrics.duration.labels(result.check).observe(result.duration)
+        if result.error is not None:
+            fields = {"check": result.check, "error": result.error, **(fields or {})}
+            log.warning("check run failed", extra={"fields": fields})
+        return result
 
     def succeeded(self, name: str, at: float | None = None) -> None:
         """The check ran through (at ``at``, seconds since the epoch; now when None)."""
         self._metrics.last_success.labels(name).set(time.time() if at is None else at)
 
-    def export(
-        self, check: CheckConfig, segment: str, verdict: Verdict, state: AlertState
-    ) -> None:
+    def export(self, check: CheckConfig, segment: str, verdict: Verdict, state: AlertState) -> None:
         """A series' latest verdict and whether it fires."""
         self._metrics.set_series(
             series_labels(check, segment),

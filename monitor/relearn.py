@@ -8,6 +8,7 @@ answers, so both judge with the same model.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
@@ -50,3 +51,16 @@ def relearned(
             (state.hold_sign, state.hold_evidence),
         )
     return model, verdicts
+
+
+def carried(state: AlertState, model: Detector) -> AlertState:
+    """The series' alert state with the model's quiet period and hold, saved with it so that
+    ``relearned`` carries them on after a restart."""
+    quiet = model.quiet_start
+    sign, evidence = model.hold
+    return replace(
+        state,
+        quiet_start=quiet.to_pydatetime() if quiet is not None else state.quiet_start,
+        hold_sign=sign,
+        hold_evidence=evidence,
+    )

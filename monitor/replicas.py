@@ -13,7 +13,7 @@ from typing import cast
 from monitor.alerts.state import AlertState
 from monitor.config import Config
 from monitor.errors import StateStoreError
-from monitor.ledger import Outcome, RunResult, SeriesStatus
+from monitor.ledger import Ledger, Outcome, RunResult, SeriesStatus
 from monitor.store import StateStore, StoredRun
 from monitor.verdicts import verdict_from_json
 
@@ -21,12 +21,14 @@ log = logging.getLogger("monitor.engine")
 
 
 class Replicas:
-    """Owns which checks this engine runs (every one, unless ``shared``) and reads what the
-    replicas running the others saved: their series, runs and open episodes. Thread-safe."""
+    """Owns which checks this engine runs (every one, unless ``shared``), and answers for every
+    check's series, runs and open episodes: from the ``ledger`` for those it runs, from what the
+    replicas running the others saved. Thread-safe."""
 
-    def __init__(self, config: Config, store: StateStore, *, shared: bool) -> None:
+    def __init__(self, config: Config, store: StateStore, ledger: Ledger, *, shared: bool) -> None:
         self._config = config
         self._store = store
+        self._ledger = ledger
         self._lock = threading.Lock()
         self._held: set[str] | None = set() if shared else None
 
@@ -63,30 +65,46 @@ class Replicas:
             if self._config.check(c) is not None
         ]
 
-    def others_series(self, name: str | None) -> list[SeriesStatus]:
-        """``stored_series`` of the checks another replica runs."""
-        return [s for s in self.stored_series(name) if not self.holds(s.check)]
+    def series(self, name: str | None) -> list[SeriesStatus]:
+        """The latest status of a check's series (of every check's when ``name`` is None), by
+        check and segment: from memory, or from the state store for a check another replica
+        runs."""
+        found = self._ledger.statuses(lambda c: (name is None or c == name) and self.holds(c))
+        if self.shared and (name is None or not self.holds(name)):
+            found += [s for s in self.stored_series(name) if not self.holds(s.check)]
+        return sorted(found, key=lambda s: (s.check, s.segment))
 
-    def stored_run(self, name: str) -> RunResult | None:
-        """The check's last run as the state store has it."""
+    def last_run(self, name: str) -> RunResult | None:
+        """The check's last run: from memory, or from the state store for a check another
+        replica runs."""
+        if self.holds(name):
+            return self._ledger.last_run(name)
         stored = self._store.last_runs(name).get(name)
         return None if stored is None else run_result(name, stored)
 
-    def others_runs(self) -> dict[str, RunResult]:
-        """The last runs of the configured checks another replica runs."""
-        return {
-            name: run_result(name, stored)
-            for name, stored in self._store.last_runs().items()
-            if not self.holds(name) and self._config.check(name) is not None
-        }
+    def last_runs(self) -> dict[str, RunResult]:
+        """Every check's last run, as ``last_run`` gives them, in one read of the store."""
+        found = self._ledger.last_runs()
+        if self.shared:
+            found.update(
+                (name, run_result(name, stored))
+                for name, stored in self._store.last_runs().items()
+                if not self.holds(name) and self._config.check(name) is not None
+            )
+        return found
 
-    def stored_firing(self) -> list[tuple[str, str, int]]:
-        """Open episodes of every replica's checks, as (check, segment, episode)."""
+    def firing(self) -> list[tuple[str, str, int]]:
+        """Open episodes as (check, segment, episode): of every replica's checks when shared."""
+        if not self.shared:
+            return self._ledger.firing()
         return [(c, s, st.episode) for (c, s), st in self._store.load_states().items()
                 if st.firing and self._config.check(c) is not None]  # fmt: skip
 
     def share_run(self, result: RunResult) -> None:
-        """Keep a run in the state store for the other replicas; a failure is logged."""
+        """Keep a run in the state store for the other replicas (if any); a failure is
+        logged."""
+        if not self.shared:
+            return
         try:
             self._store.record_run(
                 result.check, result.started, result.outcome, result.duration, result.error

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from monitor.alerts.state import AlertPolicy, AlertState, advance
+from monitor.alerts.state import AlertPolicy, AlertState, advance, advance_all
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -102,3 +102,22 @@ def test_a_deviation_spanning_two_buckets_counts_as_a_run_of_two() -> None:
     assert transition is not None and transition.kind == "opened" and state.firing
     state, transition = advance(AlertState(), V(T0, 1.0, True, span=1), policy)
     assert transition is None and state.status == "pending"
+
+
+def verdicts(pattern: str) -> list[V]:
+    return [V(T0 + timedelta(hours=i), 1.0, ch == "x") for i, ch in enumerate(pattern)]
+
+
+def test_replayed_history_announces_only_the_episode_still_open_at_its_end_once() -> None:
+    policy = AlertPolicy(open_after=2, resolve_after=2)
+    # history a first start judged: an episode that ended in it, then one still open
+    state, announced = advance_all(AlertState(), verdicts("xx..xxx"), policy, replayed=7)
+    assert [(t.kind, v.bucket) for v, t in announced] == [("opened", T0 + timedelta(hours=5))]
+    assert state.firing and state.episode == 2
+
+
+def test_replayed_history_that_ended_quiet_announces_nothing_and_new_buckets_announce() -> None:
+    policy = AlertPolicy(open_after=2, resolve_after=2)
+    state, announced = advance_all(AlertState(), verdicts("xx.." + "xx"), policy, replayed=4)
+    assert [(t.kind, t.episode) for _, t in announced] == [("opened", 2)]
+    assert state.firing

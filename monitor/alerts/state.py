@@ -9,9 +9,10 @@ knowledge is neither normal nor anomalous.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 Status = Literal["ok", "pending", "firing"]
 
@@ -118,3 +119,28 @@ def advance(
         resolved = replace(state, status="ok", since=None)
         return resolved, Transition("resolved", state.episode, state.since, verdict.bucket)
     return state, None
+
+
+ScoredT = TypeVar("ScoredT", bound=Scored)
+
+
+def advance_all(
+    state: AlertState, verdicts: Sequence[ScoredT], policy: AlertPolicy, *, replayed: int = 0
+) -> tuple[AlertState, list[tuple[ScoredT, Transition]]]:
+    """Feed verdicts in order; return the new state and the transitions to announce, each with
+    its verdict. The first ``replayed`` verdicts are history a first start judged: episodes
+    that ended within it are not announced, the one still open at its end is (once, as
+    opened)."""
+    announced: list[tuple[ScoredT, Transition]] = []
+    opening = None
+    for i, verdict in enumerate(verdicts):
+        state, transition = advance(state, verdict, policy)
+        if i < replayed:
+            if transition is not None:
+                opening = (verdict, transition) if transition.kind == "opened" else None
+            if i + 1 < replayed or opening is None or not state.firing:
+                continue
+            verdict, transition = opening
+        if transition is not None:
+            announced.append((verdict, transition))
+    return state, announced
