@@ -94,33 +94,24 @@ class CheckScheduler:
         now = datetime.now(UTC)
         for check in self.config.checks if not self.shared else []:
             self._schedule(check, now)
-        self._scheduler.add_job(
-            self._deliver,
-            IntervalTrigger(seconds=OUTBOX_INTERVAL_SECONDS),
-            id=OUTBOX_JOB,
-            name="outbox delivery",
-        )
+        # the daemon's own jobs: (what, every seconds, id, name, first run now rather than later)
+        jobs: list[tuple[Callable[[], None], float, str, str, bool]] = [
+            (self._deliver, OUTBOX_INTERVAL_SECONDS, OUTBOX_JOB, "outbox delivery", False),
+            (self._snapshot_schemas, SCHEMAS_INTERVAL_SECONDS, SCHEMAS_JOB,
+             "table schema snapshot", True),
+            (self._prune, PRUNE_INTERVAL_SECONDS, PRUNE_JOB, "state store retention", True),
+        ]  # fmt: skip
         if self.config.alertmanager is not None:
+            every = self.config.alertmanager.resend_interval.total_seconds()
+            jobs.append((self._resend, every, RESEND_JOB, "alertmanager re-send", False))
+        for func, seconds, job_id, name, at_once in jobs:
             self._scheduler.add_job(
-                self._resend,
-                IntervalTrigger(seconds=self.config.alertmanager.resend_interval.total_seconds()),
-                id=RESEND_JOB,
-                name="alertmanager re-send",
+                func,
+                IntervalTrigger(seconds=seconds),
+                id=job_id,
+                name=name,
+                **({"next_run_time": now} if at_once else {}),
             )
-        self._scheduler.add_job(
-            self._snapshot_schemas,
-            IntervalTrigger(seconds=SCHEMAS_INTERVAL_SECONDS),
-            id=SCHEMAS_JOB,
-            name="table schema snapshot",
-            next_run_time=now,
-        )
-        self._scheduler.add_job(
-            self._prune,
-            IntervalTrigger(seconds=PRUNE_INTERVAL_SECONDS),
-            id=PRUNE_JOB,
-            name="state store retention",
-            next_run_time=now,
-        )
         self._scheduler.start()
         for deployment in self.watcher.active():
             self.watch(deployment)
