@@ -123,11 +123,11 @@ def replica(
 
     def acquired(names: list[str]) -> None:
         for name in names:
-            engine.take_over(name)
+            engine.handover.take_over(name)
 
     def lost(names: list[str]) -> None:
         for name in names:
-            engine.let_go(name)
+            engine.handover.let_go(name)
 
     coordinator = Coordinator(
         store, [c.name for c in config.checks], LEASE_TTL, metrics,

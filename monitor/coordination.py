@@ -85,14 +85,14 @@ class ReplicaCoordination:
     def _acquired(self, names: list[str]) -> None:
         engine = self.engine()
         for name in names:
-            engine.take_over(name)
+            engine.handover.take_over(name)
         self.scheduler.hold(names)
 
     def _lost(self, names: list[str]) -> None:
         self.scheduler.drop(names)
         engine = self.engine()
         for name in names:
-            engine.let_go(name)
+            engine.handover.let_go(name)
 
     def _follow(self) -> None:
         """What the other replicas received for the checks held here: runs asked for, mutes,
@@ -101,7 +101,8 @@ class ReplicaCoordination:
         try:
             for name in self.store.runs.take_requests(self.coordinator.held()):
                 self.scheduler.run_now(name)
-            self.engine().refresh()
+            engine = self.engine()
+            engine.interventions.refresh(engine.config.check)
             for deployment in self.watcher.refresh():
                 self.scheduler.watch(deployment)
         except StateStoreError as exc:

@@ -49,7 +49,6 @@ from monitor.errors import (
     WarehouseUnavailable,
 )
 from monitor.exporter import Metrics
-from monitor.freshness import age_history, assess
 from monitor.freshness_cache import LoadCache
 from monitor.handover import CheckMemory, Handover, Held
 from monitor.history import AGE_STEP, CheckHistory, Point
@@ -95,7 +94,8 @@ def alert_policy(check: CheckConfig) -> AlertPolicy:
 
 class Engine:
     """Owns a check's run -> judge -> commit; thread-safe, one run of a given check at a time.
-    Its other public methods hand off to the parts it composes (see the module docstring)."""
+    Its other public methods hand off to the parts it composes (see the module docstring); a
+    replica's leases and a reload use two parts directly: ``handover``, ``interventions``."""
 
     def __init__(
         self,
@@ -114,9 +114,9 @@ class Engine:
         calendars: CalendarBook | None = None,
     ) -> None:
         """``shared``: one of several replicas (monitor/leases.py); it runs, saves and exports
-        only the checks it holds (``take_over``, ``let_go``), and answers for the others from
-        the state store. ``calendars``: the book of recorded events of the engine this one
-        replaces on a reload (a new one is read from the store otherwise)."""
+        only the checks it holds (see ``Handover``), and answers for the others from the state
+        store. ``calendars``: the book of recorded events of the engine this one replaces on a
+        reload (a new one is read from the store otherwise)."""
         self.config = config
         self.warehouses = warehouses
         self.store = store
@@ -140,10 +140,10 @@ class Engine:
         self._history = CheckHistory(store, self._loads, self._ledger, self._tuning, clock)
         self._locks = {c.name: threading.Lock() for c in config.checks}
         self._held = Held(self._models, self._loads, self._ledger, self._tuning, self._incidents)
-        self._handover = Handover(
+        self.handover = Handover(
             config, store, metrics, self._locks, self._held, self._replicas, self._publisher
         )
-        self._interventions = Interventions(
+        self.interventions = Interventions(
             self._locks, clock, metrics, self._tuning, self._models, self._resolutions,
             self._replicas,
         )  # fmt: skip
@@ -174,10 +174,7 @@ class Engine:
         return result
 
     def check(self, name: str) -> CheckConfig:
-        """The configured check of that name.
-
-        :raises UnknownCheck: there is none.
-        """
+        """The configured check of that name (raises ``UnknownCheck`` when there is none)."""
         check = self.config.check(name)
         if check is None:
             raise UnknownCheck(name)
@@ -225,27 +222,18 @@ class Engine:
 
         :raises UnknownCheck: no check of that name is configured.
         """
-        return self._interventions.rebaseline(self.check(name), since)
+        return self.interventions.rebaseline(self.check(name), since)
 
     def false_alarm(self, ref: AlertRef, reason: str) -> list[Notification]:
         """An alert answered as a false alarm: its episode resolves, its sensitivity follows."""
-        return self._interventions.false_alarm(self.check(ref.check), ref, reason)
+        return self.interventions.false_alarm(self.check(ref.check), ref, reason)
 
     def mute(self, name: str, until: datetime, reason: str) -> None:
         """Send no notification for the check until ``until`` (a planned backfill)."""
-        self._interventions.mute(name, until, reason)
+        self.interventions.mute(name, until, reason)
 
     def muted(self, check: CheckConfig, now: datetime) -> bool:
         return self._tuning.muted(check, now)
-
-    def refresh(self) -> list[str]:
-        """Follow the mutes and rebaselines set through another replica; the checks rebaselined."""
-        return self._interventions.refresh(self.config.check)
-
-    def retire(self, name: str, reason: str) -> list[Notification]:
-        """A check removed from the config, or redefined: its open alerts resolve, saying
-        ``reason``, and its metrics go."""
-        return self._interventions.retire(self.check(name), reason)
 
     def record_event(self, request: EventRequest) -> RecordedEvent:
         """Record a calendar event or exclusion window (persisted); the checks it applies to
@@ -260,22 +248,14 @@ class Engine:
 
     # --- a check changing hands: see ``Handover`` ------------------------------------------
 
-    def take_over(self, name: str) -> None:
-        """Run a check from now on (this replica acquired its lease)."""
-        self._handover.take_over(name)
-
-    def let_go(self, name: str) -> None:
-        """Stop running a check (its lease went to another replica)."""
-        self._handover.let_go(name)
-
     def release(self, name: str) -> CheckMemory:
         """Take out everything held about a check, for the engine of a reloaded config; this
         engine must not run the check again."""
-        return self._handover.release(name)
+        return self.handover.release(name)
 
     def adopt(self, memory: CheckMemory) -> None:
         """Carry on a check from another engine's ``release``, as if it had run here."""
-        self._handover.adopt(memory)
+        self.handover.adopt(memory)
 
     # --- one run --------------------------------------------------------------------------
 
@@ -285,6 +265,10 @@ class Engine:
         warehouse_name = self.config.warehouse_of(check)
         warehouse = self.warehouses[warehouse_name]
         labels = {"check": check.name, "warehouse": warehouse_name}
+        outcome: Outcome = "error"
+        error: str | None = None
+        fields: dict[str, str] | None = None
+        committed: Committed = ([], [], {})
         try:
             rewound = self._resolutions.rewind(check, started)
             if rewound is not None:
@@ -299,41 +283,27 @@ class Engine:
             up = not isinstance(exc, WarehouseUnavailable | QueryTimeout)
             self._publisher.reached(warehouse, up)
             # the log line names the warehouse in its own field; the run's error names it itself
-            fields = {**labels, "error": exc.detail}
-            return self._finish(check, "error", started, t0, error=str(exc), fields=fields)
+            error, fields = str(exc), {**labels, "error": exc.detail}
         except StateStoreError as exc:
             # what was judged could not be saved: forget it, so the next run judges it again
             self._held.forget(check.name)
-            return self._finish(check, "error", started, t0, error=str(exc), fields=labels)
+            error, fields = str(exc), labels
         except Exception as exc:
             self._held.forget(check.name)
             log.exception("check run failed unexpectedly", extra={"fields": labels})
-            return self._finish(check, "error", started, t0, error=f"{type(exc).__name__}: {exc}")
-        self._publisher.succeeded(check.name)
-        committed = (statuses, (rewound or []) + notes, verdicts)
-        return self._finish(check, outcome_of(statuses), started, t0, committed=committed)
-
-    def _finish(
-        self,
-        check: CheckConfig,
-        outcome: Outcome,
-        started: datetime,
-        t0: float,
-        *,
-        error: str | None = None,
-        committed: Committed | None = None,
-        fields: dict[str, str] | None = None,
-    ) -> RunResult:
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            self._publisher.succeeded(check.name)
+            outcome, committed = outcome_of(statuses), (statuses, (rewound or []) + notes, verdicts)
         elapsed = time.perf_counter() - t0
-        statuses, notes, verdicts = committed or ([], [], {})
+        statuses, notes, verdicts = committed
         result = RunResult(check.name, outcome, started, elapsed, error, statuses, notes, verdicts)
         return self._publisher.finished(result, fields)
 
     def _run_series(self, check: CheckConfig, warehouse: Warehouse, now: datetime) -> Committed:
         self._held.ready(check, now)
-        known = self._models.known(check.name)
         firing = {s for s, state in self._ledger.states(check.name).items() if state.firing}
-        fetched = self._planner.fetch(check, warehouse, now, known, firing)
+        fetched = self._planner.fetch(check, warehouse, now, self._models.known(check.name), firing)
         window, found = fetched.window, fetched.found
         closed: list[Notification] = []
         if fetched.ranking is not None:
@@ -355,26 +325,20 @@ class Engine:
             verdicts = self._tuning.hush(check.name, segment, verdicts)
             judged.append(self._judge(check, segment, verdicts, policy, charts.chart, model,
                                       replayed=replayed))  # fmt: skip
-        committed = self._commit(
-            check,
-            self._incidents.tell(check, judged, self._ledger.states(check.name), charts.beside),
-        )
+        told = self._incidents.tell(check, judged, self._ledger.states(check.name), charts.beside)
+        statuses, notes, judged_verdicts = self._commit(check, told)
         self._models.keep(check, now, window.since, window.full, found)
-        statuses, notes, judged_verdicts = committed
         return statuses, closed + notes, judged_verdicts
 
     def _run_freshness(self, check: CheckConfig, warehouse: Warehouse, now: datetime) -> Committed:
-        loaded = self._loads.read(check, warehouse, now)
-        verdict = assess(loaded, now, check.sensitivity or DEFAULT_SENSITIVITY, check.max_age)
-        if verdict is None:
+        sensitivity = check.sensitivity or DEFAULT_SENSITIVITY
+        aged = self._loads.age(check, warehouse, now, sensitivity, (self.chart_buckets, AGE_STEP))
+        if aged is None:
             return [], [], {}
-        self.metrics.data_age.labels(check.name, "").set(verdict.value)
-
-        def chart(_: str) -> list[list[Any]]:
-            return age_history(loaded, now, verdict, self.chart_buckets, AGE_STEP)
-
-        verdicts = self._tuning.hush(check.name, "", [verdict])
-        return self._commit(check, [self._judge(check, "", verdicts, alert_policy(check), chart)])
+        self.metrics.data_age.labels(check.name, "").set(aged.verdict.value)
+        verdicts = self._tuning.hush(check.name, "", [aged.verdict])
+        judged = self._judge(check, "", verdicts, alert_policy(check), aged.chart)
+        return self._commit(check, [judged])
 
     def _judge(
         self,
@@ -410,13 +374,9 @@ class Engine:
         muted = self._tuning.muted(check, self.clock())
         saved = [(j.segment, j.state, j.notes) for j in judged if j.verdicts]
         if saved:
-            self.store.record_all(
-                check.name,
-                saved,
-                [] if muted else self.channels,
-                muted=muted,
-                verdicts={j.segment: verdict_json(j.verdicts[-1]) for j in judged if j.verdicts},
-            )
+            channels = [] if muted else self.channels
+            last = {j.segment: verdict_json(j.verdicts[-1]) for j in judged if j.verdicts}
+            self.store.record_all(check.name, saved, channels, muted=muted, verdicts=last)
         statuses: list[SeriesStatus] = []
         notes: list[Notification] = []
         for j in judged:

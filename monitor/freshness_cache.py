@@ -1,4 +1,5 @@
-"""The load times of a freshness check's table, read incrementally and kept between runs.
+"""The load times of a freshness check's table, read incrementally and kept between runs, and
+the age of its newest load that a run judges from them.
 
 A freshness check judges the age of the newest load against the table's load rhythm over its
 lookback. A warm run reads only the loads since the newest one seen (less an overlap for late
@@ -11,11 +12,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 
 from monitor.buckets import to_utc
 from monitor.config import CheckConfig
+from monitor.detection import Verdict
+from monitor.freshness import age_history, assess
 from monitor.model_cache import FULL_REFRESH, fingerprint
 from monitor.queries import freshness_query, newest_row_query
 from monitor.store import StateStore
@@ -33,10 +37,25 @@ class CachedLoads:
     restored: bool = False
 
 
+@dataclass(frozen=True)
+class Aged:
+    """A freshness run's judgement of its newest load's age, and the data age chart in its
+    alert's thread (``points`` steps of ``step`` before ``now``)."""
+
+    loaded: pd.DatetimeIndex
+    now: datetime
+    verdict: Verdict
+    points: int
+    step: timedelta
+
+    def chart(self, _segment: str) -> list[list[Any]]:
+        return age_history(self.loaded, self.now, self.verdict, self.points, self.step)
+
+
 class LoadCache:
     """Owns the load times of every freshness check: what a run reads of them from the
-    warehouse, and their cache in the state store. Thread-safe; one run of a given check at a
-    time."""
+    warehouse and the age it judges from them, and their cache in the state store.
+    Thread-safe; one run of a given check at a time."""
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
@@ -50,6 +69,20 @@ class LoadCache:
         with self._lock:
             cache = self._loads.get(name)
         return None if cache is None else cache[0]
+
+    def age(
+        self,
+        check: CheckConfig,
+        warehouse: Warehouse,
+        now: datetime,
+        sensitivity: float,
+        chart: tuple[int, timedelta],
+    ) -> Aged | None:
+        """Read the check's load times (see ``read``) and judge the newest one's age; None when
+        the table has no rows at all. ``chart``: its points and their step."""
+        loaded = self.read(check, warehouse, now)
+        verdict = assess(loaded, now, sensitivity, check.max_age)
+        return None if verdict is None else Aged(loaded, now, verdict, *chart)
 
     def read(self, check: CheckConfig, warehouse: Warehouse, now: datetime) -> pd.DatetimeIndex:
         """The check's load times over its lookback (the newest row's alone if there are none):

@@ -123,7 +123,7 @@ class Reloader:
         )
         with daemon.scheduler.paused(RELOAD_PAUSE_SECONDS):
             for name in plan.removed:
-                old.retire(name, RETIRED)
+                old.interventions.retire(old.check(name), RETIRED)
             for name in plan.kept:
                 engine.adopt(old.release(name))
             for name in plan.changed:
@@ -132,7 +132,7 @@ class Reloader:
                 if fingerprint(before) != fingerprint(after):
                     # other series now (another table, filter or split): what was open about
                     # the old ones ends here, and the new ones start afresh
-                    old.retire(name, REDEFINED)
+                    old.interventions.retire(old.check(name), REDEFINED)
                     memory = replace(old.release(name), latest={}, last_run=None)
                 else:
                     memory = old.release(name)
