@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from monitor import demo
-from monitor.config import Config, parse_config
+from monitor.config import CheckConfig, Config, parse_config
 from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.store import StateStore
@@ -77,6 +77,13 @@ def demo_document(directory: Path, **slack: Any) -> dict[str, Any]:
     else:
         document.pop("slack")
     return document
+
+
+def one_check(base: dict[str, object], **fields: object) -> CheckConfig:
+    """The check ``base`` describes with ``fields`` laid over it, parsed as the only check of a
+    config whose DuckDB warehouse is never opened."""
+    document = {"warehouse": {"kind": "duckdb", "path": "x"}, "checks": [{**base, **fields}]}
+    return parse_config(document).checks[0]
 
 
 def write_config(path: Path, document: dict[str, Any]) -> Path:
