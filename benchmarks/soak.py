@@ -50,6 +50,7 @@ from typing import Any
 
 import duckdb
 
+from benchmarks.harness import arguments
 from monitor.config import Config, SchedulerConfig, parse_config
 from monitor.durations import parse_duration
 from monitor.engine import Engine
@@ -405,8 +406,7 @@ REPLICAS_FULL = replace(FULL, checks=3 * FULL.checks, segmented=3 * FULL.segment
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="a small configuration (< 60 s)")
+    parser = arguments(__doc__, "a small configuration (< 60 s)")
     parser.add_argument(
         "--churn",
         action="store_true",
