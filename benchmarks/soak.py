@@ -56,10 +56,9 @@ from monitor.durations import parse_duration
 from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.listener import HttpServer
-from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
-from monitor.watcher import DeploymentWatcher
+from tests.conftest import bare_api
 
 # A daemon is idle between the ticks of a schedule (a 5-minute one, while a cycle takes seconds),
 # and the DuckDB file (with its buffer cache) closes keep_open after the last query; compressed
@@ -238,19 +237,9 @@ class Measured:
     scrape_errors: int = 0
 
 
-def serve(engine: Engine, config: Config, store: StateStore, metrics: Metrics) -> HttpServer:
+def serve(engine: Engine) -> HttpServer:
     """The daemon's HTTP server on the engine's registry, on a free port."""
-    watcher = DeploymentWatcher(config, store, engine, metrics, channels=[], clock=engine.clock)
-    api = Api(
-        engine,
-        metrics,
-        ready=lambda: [],
-        run_now=lambda name: None,
-        token=None,
-        deployments=watcher,
-        watch=lambda deployment: None,
-    )
-    server = HttpServer(api, "127.0.0.1", 0, config.server)
+    server = HttpServer(bare_api(engine, token=None), "127.0.0.1", 0, engine.config.server)
     server.start()
     return server
 
@@ -270,7 +259,7 @@ def run_cycles(
     over HTTP meanwhile."""
     measured = Measured()
     lock = threading.Lock()
-    server = serve(engine, engine.config, engine.store, engine.metrics)
+    server = serve(engine)
     scraper = Scraper(f"http://127.0.0.1:{server.port}/metrics", scrape_interval)
     scraper_thread = scraper.start()
 

@@ -20,8 +20,10 @@ from monitor import demo
 from monitor.config import CheckConfig, Config, parse_config
 from monitor.engine import Engine
 from monitor.exporter import Metrics
+from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import Warehouse, open_warehouses
+from monitor.watcher import DeploymentWatcher
 from tests.slack_server import SlackServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +86,23 @@ def one_check(base: dict[str, object], **fields: object) -> CheckConfig:
     config whose DuckDB warehouse is never opened."""
     document = {"warehouse": {"kind": "duckdb", "path": "x"}, "checks": [{**base, **fields}]}
     return parse_config(document).checks[0]
+
+
+def bare_api(engine: Engine, token: str | None) -> Api:
+    """The daemon's HTTP API over ``engine`` alone: always ready, no scheduler behind "run
+    now" or a recorded deployment, no alert channels."""
+    watcher = DeploymentWatcher(
+        engine.config, engine.store, engine, engine.metrics, channels=[], clock=engine.clock
+    )
+    return Api(
+        engine,
+        engine.metrics,
+        ready=lambda: [],
+        run_now=lambda name: None,
+        token=token,
+        deployments=watcher,
+        watch=lambda deployment: None,
+    )
 
 
 def write_config(path: Path, document: dict[str, Any]) -> Path:
