@@ -17,7 +17,6 @@ lock. Matching is which checks 150,000 changed models and their relations touch
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import duckdb
 
 from benchmarks.deployment_verdicts import run as verdicts
+from benchmarks.harness import arguments
 from monitor.config import parse_config
 from monitor.deployments import DeploymentRequest, affected_checks
 from monitor.engine import Engine
@@ -114,8 +114,7 @@ def timed_record(watcher: DeploymentWatcher, body: dict[str, Any]) -> tuple[floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="2,000 nodes, 10 checks")
+    parser = arguments(__doc__, "2,000 nodes, 10 checks")
     parser.add_argument("--nodes", type=int, default=75_000)
     parser.add_argument("--checks", type=int, default=100)
     parser.add_argument("--names", type=int, default=150_000, help="changed names to match")

@@ -32,7 +32,6 @@ run already judged), so the cost is its segments and milliseconds per incident.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from benchmarks.harness import arguments
 from benchmarks.kpi_scenarios import _base
 from monitor.drilldown import Explanation, cells_from_segments, explain
 
@@ -243,8 +243,7 @@ def report(outcomes: list[Outcome]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="10 incidents of each kind")
+    parser = arguments(__doc__, "10 incidents of each kind")
     parser.add_argument("--incidents", type=int, default=200, help="per kind")
     args = parser.parse_args(argv)
     count = 10 if args.smoke else args.incidents

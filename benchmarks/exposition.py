@@ -14,17 +14,14 @@ exposition's size, after checking that the three texts carry the same samples.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.harness import arguments, median_seconds
 from monitor.exporter import Metrics
 
 START = 1_767_571_200.0  # 2026-01-05, a bucket start
@@ -136,18 +133,8 @@ def samples_of(text: bytes, names: set[str] | None = None) -> list[str]:
     )
 
 
-def median_seconds(render: Callable[[], bytes], repeats: int) -> tuple[float, int]:
-    times, size = [], 0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        size = len(render())
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), size
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="2,000 series, 3 renders")
+    parser = arguments(__doc__, "2,000 series, 3 renders")
     parser.add_argument("--repeats", type=int, help="renders of each kind (default 7; --smoke 3)")
     args = parser.parse_args(argv)
     checks, segments = (200, 10) if args.smoke else (2000, 10)

@@ -14,7 +14,6 @@ to the load event (HTML parsed, SVG laid out and painted).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.browser import Browser, chromium
+from benchmarks.harness import arguments, median_seconds
 from monitor.config import Config, parse_config
 from monitor.daemon import Daemon
 from monitor.history import Replays
@@ -97,22 +97,8 @@ def build(directory: Path, checks: int) -> Config:
     return parse_config(document, "benchmark")
 
 
-def timed(
-    get: Callable[[], bytes], repeats: int, before: Callable[[], None] = lambda: None
-) -> tuple[float, int]:
-    """The median seconds of ``get`` (after ``before`` each time) and the size of its answer."""
-    times, size = [], 0
-    for _ in range(repeats):
-        before()
-        t0 = time.perf_counter()
-        size = len(get())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), size
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="200 checks, 3 requests")
+    parser = arguments(__doc__, "200 checks, 3 requests")
     parser.add_argument("--checks", type=int, help="checks besides the segmented one")
     parser.add_argument("--repeats", type=int, help="requests of each kind (default 7)")
     args = parser.parse_args(argv)
@@ -141,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                 # what a new bucket does to a cached replay: every segment judged again
                 engine._history.replays = Replays(engine._tuning.fitted)
 
-            overview = timed(get("/"), repeats)
-            first_view = timed(get(f"/checks/{SEGMENTED}"), repeats, cold)
-            cached = timed(get(f"/checks/{SEGMENTED}"), repeats)
+            overview = median_seconds(get("/"), repeats)
+            first_view = median_seconds(get(f"/checks/{SEGMENTED}"), repeats, cold)
+            cached = median_seconds(get(f"/checks/{SEGMENTED}"), repeats)
             browser = browser_times(base, repeats) if chromium() else None
         finally:
             daemon.http.stop()

@@ -26,7 +26,6 @@ target: its schedule plus the lease TTL, plus a lease renewal). Nothing here ass
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import signal
@@ -44,6 +43,7 @@ from typing import Any
 import psycopg
 import yaml
 
+from benchmarks.harness import arguments
 from tests.conftest import free_port
 from tests.daemon_process import DaemonProcess
 from tests.postgres_server import PostgresServer, running_postgres
@@ -346,8 +346,7 @@ def _report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="one fault (about 2 minutes)")
+    parser = arguments(__doc__, "one fault (about 2 minutes)")
     args = parser.parse_args(argv)
     return run(SMOKE if args.smoke else FULL)
 

@@ -50,15 +50,15 @@ from typing import Any
 
 import duckdb
 
+from benchmarks.harness import arguments
 from monitor.config import Config, SchedulerConfig, parse_config
 from monitor.durations import parse_duration
 from monitor.engine import Engine
 from monitor.exporter import Metrics
 from monitor.listener import HttpServer
-from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
-from monitor.watcher import DeploymentWatcher
+from tests.conftest import bare_api
 
 # A daemon is idle between the ticks of a schedule (a 5-minute one, while a cycle takes seconds),
 # and the DuckDB file (with its buffer cache) closes keep_open after the last query; compressed
@@ -237,19 +237,9 @@ class Measured:
     scrape_errors: int = 0
 
 
-def serve(engine: Engine, config: Config, store: StateStore, metrics: Metrics) -> HttpServer:
+def serve(engine: Engine) -> HttpServer:
     """The daemon's HTTP server on the engine's registry, on a free port."""
-    watcher = DeploymentWatcher(config, store, engine, metrics, channels=[], clock=engine.clock)
-    api = Api(
-        engine,
-        metrics,
-        ready=lambda: [],
-        run_now=lambda name: None,
-        token=None,
-        deployments=watcher,
-        watch=lambda deployment: None,
-    )
-    server = HttpServer(api, "127.0.0.1", 0, config.server)
+    server = HttpServer(bare_api(engine, token=None), "127.0.0.1", 0, engine.config.server)
     server.start()
     return server
 
@@ -269,7 +259,7 @@ def run_cycles(
     over HTTP meanwhile."""
     measured = Measured()
     lock = threading.Lock()
-    server = serve(engine, engine.config, engine.store, engine.metrics)
+    server = serve(engine)
     scraper = Scraper(f"http://127.0.0.1:{server.port}/metrics", scrape_interval)
     scraper_thread = scraper.start()
 
@@ -405,8 +395,7 @@ REPLICAS_FULL = replace(FULL, checks=3 * FULL.checks, segmented=3 * FULL.segment
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="a small configuration (< 60 s)")
+    parser = arguments(__doc__, "a small configuration (< 60 s)")
     parser.add_argument(
         "--churn",
         action="store_true",

@@ -10,7 +10,6 @@ O(new buckets), not O(lookback). The clock is injected; the demo warehouse is a 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from benchmarks.harness import arguments
 from monitor import demo
 from monitor.config import parse_config
 from monitor.engine import Engine
@@ -63,8 +63,7 @@ def cycle(engine: Engine, counting: Counting, names: list[str]) -> tuple[int, in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--smoke", action="store_true", help="2 warm cycles")
+    parser = arguments(__doc__, "2 warm cycles")
     parser.add_argument("--cycles", type=int, default=6, help="warm cycles (default 6)")
     args = parser.parse_args(argv)
     warm_cycles = 2 if args.smoke else args.cycles

@@ -17,11 +17,13 @@ import pytest
 import yaml
 
 from monitor import demo
-from monitor.config import Config, parse_config
+from monitor.config import CheckConfig, Config, parse_config
 from monitor.engine import Engine
 from monitor.exporter import Metrics
+from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import Warehouse, open_warehouses
+from monitor.watcher import DeploymentWatcher
 from tests.slack_server import SlackServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +79,30 @@ def demo_document(directory: Path, **slack: Any) -> dict[str, Any]:
     else:
         document.pop("slack")
     return document
+
+
+def one_check(base: dict[str, object], **fields: object) -> CheckConfig:
+    """The check ``base`` describes with ``fields`` laid over it, parsed as the only check of a
+    config whose DuckDB warehouse is never opened."""
+    document = {"warehouse": {"kind": "duckdb", "path": "x"}, "checks": [{**base, **fields}]}
+    return parse_config(document).checks[0]
+
+
+def bare_api(engine: Engine, token: str | None) -> Api:
+    """The daemon's HTTP API over ``engine`` alone: always ready, no scheduler behind "run
+    now" or a recorded deployment, no alert channels."""
+    watcher = DeploymentWatcher(
+        engine.config, engine.store, engine, engine.metrics, channels=[], clock=engine.clock
+    )
+    return Api(
+        engine,
+        engine.metrics,
+        ready=lambda: [],
+        run_now=lambda name: None,
+        token=token,
+        deployments=watcher,
+        watch=lambda deployment: None,
+    )
 
 
 def write_config(path: Path, document: dict[str, Any]) -> Path:

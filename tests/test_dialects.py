@@ -118,6 +118,20 @@ def test_time_zone_is_never_inlined(dialect: Dialect) -> None:
 # with the embedded DuckDB adapter on the same rows.
 # ---------------------------------------------------------------------------------------------
 
+def dst_buckets(warehouse: Any, table: str) -> list[tuple[str, str, str]]:
+    """(UTC time, hour bucket, day bucket) in America/New_York of each row of ``table``'s one
+    ``ts`` column, computed by ``warehouse`` with its dialect's bucket expressions: compare
+    with ``sorted(DST_ROWS)``."""
+    d = warehouse.dialect
+    ts = d.quote("ts")
+    df = warehouse.query(
+        f"SELECT {d.utc_time(ts)} AS ts, {d.bucket(ts, 'hour', d.param('tz'))} AS hour,"
+        f" {d.bucket(ts, 'day', d.param('tz'))} AS day FROM {table} ORDER BY 1",
+        {"tz": "America/New_York"},
+    )
+    return [(str(r.ts), str(r.hour), str(r.day)) for r in df.itertuples()]
+
+
 ORDERS_DDL = (
     "CREATE SCHEMA IF NOT EXISTS analytics",
     "CREATE TABLE analytics.fct_orders (order_ts TIMESTAMP, loaded_at TIMESTAMP,"

@@ -34,6 +34,13 @@ def firing(engine: Engine, config: Config) -> set[tuple[str, str]]:
     return found
 
 
+def demo_with_checks(demo_dir: Path, checks: list[dict[str, object]]) -> Config:
+    """The demo config pointed at ``demo_dir``, its checks replaced by ``checks``."""
+    document = demo_document(demo_dir)
+    document["checks"] = checks
+    return parse_config(document)
+
+
 def test_demo_incidents_fire_and_healthy_series_stay_quiet(
     demo_config: Config, make_engine: EngineFactory
 ) -> None:
@@ -127,8 +134,7 @@ def test_an_unreachable_warehouse_is_an_error_not_an_anomaly(
 
 
 def test_malformed_results_are_errors(demo_dir: Path, make_engine: EngineFactory) -> None:
-    document = demo_document(demo_dir)
-    document["checks"] = [
+    checks: list[dict[str, object]] = [
         {
             "name": "text_values",
             "kind": "sql",
@@ -141,7 +147,7 @@ def test_malformed_results_are_errors(demo_dir: Path, make_engine: EngineFactory
             "sql": "select 1 as value where current_date >= :since",
         },
     ]
-    engine = make_engine(config=parse_config(document))
+    engine = make_engine(config=demo_with_checks(demo_dir, checks))
     assert "value 'many' is not a number" in (engine.run("text_values").error or "")
     assert "returned no bucket column" in (engine.run("no_bucket").error or "")
 
@@ -157,8 +163,7 @@ def test_new_buckets_are_scored_as_time_passes(make_engine: EngineFactory) -> No
 
 
 def test_sql_checks_cannot_write(demo_dir: Path, make_engine: EngineFactory) -> None:
-    document = demo_document(demo_dir)
-    document["checks"] = [
+    checks: list[dict[str, object]] = [
         {
             "name": "sneaky",
             "kind": "sql",
@@ -166,7 +171,7 @@ def test_sql_checks_cannot_write(demo_dir: Path, make_engine: EngineFactory) -> 
             "sql": "select 1); delete from analytics.signups; select * from (select :since as bucket, 1 as value",
         }
     ]
-    engine = make_engine(config=parse_config(document))
+    engine = make_engine(config=demo_with_checks(demo_dir, checks))
     result = engine.run("sneaky")
     assert result.outcome == "error"
     assert "read-only" in (result.error or "").lower()

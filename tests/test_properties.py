@@ -33,8 +33,7 @@ from monitor.exporter import Metrics
 from monitor.server import Api
 from monitor.store import StateStore
 from monitor.warehouse import open_warehouses
-from monitor.watcher import DeploymentWatcher
-from tests.conftest import DEMO_NOW, demo_document
+from tests.conftest import DEMO_NOW, bare_api, demo_document
 
 TOKEN = "property-token"
 BOUNDED = settings(
@@ -278,16 +277,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, demo_warehouse: Path) -> Api:
     engine = Engine(config, open_warehouses(config), store, metrics, clock=lambda: DEMO_NOW)
     for check in config.checks:
         engine.run(check.name)
-    watcher = DeploymentWatcher(config, store, engine, metrics, channels=[], clock=engine.clock)
-    return Api(
-        engine,
-        metrics,
-        ready=lambda: [],
-        run_now=lambda name: None,
-        token=TOKEN,
-        deployments=watcher,
-        watch=lambda deployment: None,
-    )
+    return bare_api(engine, TOKEN)
 
 
 def call(api: Api, method: str, path: str, body: bytes) -> tuple[int, Any]:

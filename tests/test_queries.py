@@ -15,26 +15,21 @@ from monitor.queries import columns_query, freshness_query, newest_row_query, se
 from monitor.series import normalise
 from monitor.warehouse import open_warehouses
 from monitor.warehouse.duckdb import DuckDBWarehouse
-from tests.conftest import EngineFactory
+from tests.conftest import EngineFactory, one_check
 from tests.fake_warehouse import recorded
 
 SINCE = datetime(2026, 10, 1, tzinfo=UTC)
 D = DuckDBDialect()
 
 
+REVENUE: dict[str, object] = {
+    "name": "revenue", "kind": "metric", "table": "analytics.fct_orders",
+    "timestamp_column": "order_ts", "expression": "sum(amount)", "timezone": "America/New_York",
+}  # fmt: skip
+
+
 def check(**fields: object) -> CheckConfig:
-    base = {
-        "name": "revenue",
-        "kind": "metric",
-        "table": "analytics.fct_orders",
-        "timestamp_column": "order_ts",
-        "expression": "sum(amount)",
-        "timezone": "America/New_York",
-    }
-    config = parse_config(
-        {"warehouse": {"kind": "duckdb", "path": "x"}, "checks": [{**base, **fields}]}
-    )
-    return config.checks[0]
+    return one_check(REVENUE, **fields)
 
 
 def test_metric_without_dimensions() -> None:

@@ -8,24 +8,21 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from monitor.config import CheckConfig, parse_config
+from monitor.config import CheckConfig
 from monitor.errors import MalformedResult
 from monitor.series import normalise
+from tests.conftest import one_check
 
 NOW = datetime(2026, 11, 26, 15, 20, tzinfo=UTC)
 
 
+ROW_COUNT: dict[str, object] = {
+    "name": "c", "kind": "row_count", "table": "t", "timestamp_column": "ts", "settle": "15m"
+}
+
+
 def check(**fields: object) -> CheckConfig:
-    base = {
-        "name": "c",
-        "kind": "row_count",
-        "table": "t",
-        "timestamp_column": "ts",
-        "settle": "15m",
-    }
-    return parse_config(
-        {"warehouse": {"kind": "duckdb", "path": "x"}, "checks": [{**base, **fields}]}
-    ).checks[0]
+    return one_check(ROW_COUNT, **fields)
 
 
 def frame(rows: Sequence[tuple[str, str, object]]) -> pd.DataFrame:

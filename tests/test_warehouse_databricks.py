@@ -37,16 +37,10 @@ from monitor.config import DatabricksWarehouseConfig
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
 from monitor.logs import TextFormatter
 from monitor.warehouse.databricks import DatabricksWarehouse
+from tests import test_dialects as dialect_cases  # the rows and queries every warehouse runs
 from tests.conftest import free_port, query_in_thread, write_config
 from tests.daemon_process import DaemonProcess, run_kpi_monitor
 from tests.databricks_server import DatabricksProtocolServer, databricks_server  # noqa: F401
-from tests.test_dialects import (
-    DST_ROWS,
-    ORDERS_DDL,
-    order_rows,
-    reference_results,
-    run_check_kinds,
-)
 
 Server = DatabricksProtocolServer
 
@@ -142,17 +136,9 @@ def test_bucket_expression_across_dst(
 ) -> None:
     databricks_server.result_format = result_format
     databricks_server.execute(f"CREATE TABLE events (ts {column_type})")
-    for ts, _, _ in DST_ROWS:
+    for ts, _, _ in dialect_cases.DST_ROWS:
         databricks_server.execute("INSERT INTO events VALUES (CAST(? AS TIMESTAMP))", [ts])
-    d = wh.dialect
-    ts = d.quote("ts")
-    df = wh.query(
-        f"SELECT {d.utc_time(ts)} AS ts, {d.bucket(ts, 'hour', d.param('tz'))} AS hour,"
-        f" {d.bucket(ts, 'day', d.param('tz'))} AS day FROM `events` ORDER BY 1",
-        {"tz": "America/New_York"},
-    )
-    got = [(str(r.ts), str(r.hour), str(r.day)) for r in df.itertuples()]
-    assert got == sorted(DST_ROWS)
+    assert dialect_cases.dst_buckets(wh, "`events`") == sorted(dialect_cases.DST_ROWS)
 
 
 def test_one_session_reused_with_timeout_and_utc(
@@ -642,10 +628,10 @@ def test_every_check_kind_matches_duckdb(
     wh: DatabricksWarehouse, databricks_server: Server, tmp_path: Path, result_format: str
 ) -> None:
     databricks_server.result_format = result_format
-    for ddl in ORDERS_DDL:
+    for ddl in dialect_cases.ORDERS_DDL:
         databricks_server.execute(ddl)
-    databricks_server.load_rows("analytics.fct_orders", order_rows())
-    assert run_check_kinds(wh) == reference_results(tmp_path)
+    databricks_server.load_rows("analytics.fct_orders", dialect_cases.order_rows())
+    assert dialect_cases.run_check_kinds(wh) == dialect_cases.reference_results(tmp_path)
     # information_schema, as the deployment watcher reads it
     columns = wh.columns("analytics.fct_orders")
     assert list(columns) == ["order_ts", "loaded_at", "amount", "status", "country"]

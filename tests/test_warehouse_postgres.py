@@ -21,6 +21,7 @@ import monitor.warehouse.postgres as adapter
 from monitor.config import PostgresWarehouseConfig
 from monitor.errors import QueryFailed, QueryTimeout, WarehouseUnavailable
 from monitor.warehouse.postgres import PostgresWarehouse
+from tests import test_dialects as dialect_cases  # the rows and queries every warehouse runs
 from tests.conftest import query_in_thread
 from tests.postgres_server import (  # noqa: F401  (fixtures)
     PostgresServer,
@@ -28,13 +29,6 @@ from tests.postgres_server import (  # noqa: F401  (fixtures)
     postgres_server,
 )
 from tests.tcp_proxy import TcpProxy
-from tests.test_dialects import (
-    DST_ROWS,
-    ORDERS_DDL,
-    order_rows,
-    reference_results,
-    run_check_kinds,
-)
 
 
 def _wh(dsn: str, **kw: Any) -> PostgresWarehouse:
@@ -93,17 +87,9 @@ def test_bucket_expression_across_dst(
     _setup(postgres_dsn, f"CREATE TABLE events (ts {column_type})")
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
-        for ts, _, _ in DST_ROWS:
+        for ts, _, _ in dialect_cases.DST_ROWS:
             conn.execute("INSERT INTO events VALUES (%s)", (ts,))
-    d = wh.dialect
-    ts = d.quote("ts")
-    df = wh.query(
-        f"SELECT {d.utc_time(ts)} AS ts, {d.bucket(ts, 'hour', d.param('tz'))} AS hour,"
-        f" {d.bucket(ts, 'day', d.param('tz'))} AS day FROM events ORDER BY 1",
-        {"tz": "America/New_York"},
-    )
-    got = [(str(r.ts), str(r.hour), str(r.day)) for r in df.itertuples()]
-    assert got == sorted(DST_ROWS)
+    assert dialect_cases.dst_buckets(wh, "events") == sorted(dialect_cases.DST_ROWS)
 
 
 def test_half_hour_offset_zone(wh: PostgresWarehouse) -> None:
@@ -262,13 +248,13 @@ def test_every_check_kind_matches_duckdb(
     wh: PostgresWarehouse, postgres_dsn: str, tmp_path: Path
 ) -> None:
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        for ddl in ORDERS_DDL:
+        for ddl in dialect_cases.ORDERS_DDL:
             conn.execute(ddl)
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO analytics.fct_orders VALUES (%s, %s, %s, %s, %s)", order_rows()
+                "INSERT INTO analytics.fct_orders VALUES (%s, %s, %s, %s, %s)", dialect_cases.order_rows()
             )
-    assert run_check_kinds(wh) == reference_results(tmp_path)
+    assert dialect_cases.run_check_kinds(wh) == dialect_cases.reference_results(tmp_path)
     # information_schema, as the deployment watcher reads it
     columns = wh.columns("analytics.fct_orders")
     assert list(columns) == ["order_ts", "loaded_at", "amount", "status", "country"]

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.alerts.alertmanager import (
@@ -35,28 +36,23 @@ from monitor.store import StateStore
 log = logging.getLogger("monitor.alerts")
 
 
+@dataclass(eq=False)  # a service with a lock: compared by identity, never by its fields
 class Dispatcher:
-    def __init__(
-        self,
-        config: Config,
-        store: StateStore,
-        metrics: Metrics,
-        slack: SlackChannel | None,
-        alertmanager: AlertmanagerClient | None,
-        clock: Callable[[], datetime],
-        may_send: Callable[[], bool] = lambda: True,
-    ) -> None:
-        """``may_send``: asked right before each post; False (a replica whose outbox lease ran
-        out, see monitor/leases.py) ends the round without posting."""
-        self.config = config
-        self.store = store
-        self.metrics = metrics
-        self.slack = slack
-        self.alertmanager = alertmanager
-        self.clock = clock
-        self.may_send = may_send
+    """``may_send``: asked right before each post; False (a replica whose outbox lease ran out,
+    see monitor/leases.py) ends the round without posting."""
+
+    config: Config
+    store: StateStore
+    metrics: Metrics
+    slack: SlackChannel | None
+    alertmanager: AlertmanagerClient | None
+    clock: Callable[[], datetime]
+    may_send: Callable[[], bool] = lambda: True
+    _slack: SlackOutbox | None = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
         self._slack = self._slack_outbox()
-        self._lock = threading.Lock()
 
     def _slack_outbox(self) -> SlackOutbox | None:
         # its steps are built from the config: routing, grouping, answers, the default channel

@@ -28,6 +28,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -69,31 +70,24 @@ class Refused(Exception):
         self.status = status
 
 
+@dataclass(eq=False)  # a service with a worker thread: compared by identity, never by its fields
 class AnswerService:
     """Receives answers; thread-safe. ``engine`` returns the current engine (a config reload
     replaces it), ``deliver`` asks for an outbox delivery round soon."""
 
-    def __init__(
-        self,
-        config: SlackConfig,
-        slack: SlackChannel,
-        engine: Callable[[], Engine],
-        store: StateStore,
-        metrics: Metrics,
-        *,
-        clock: Callable[[], datetime],
-        deliver: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.config = config
-        self.slack = slack
-        self.engine = engine
-        self.store = store
-        self.metrics = metrics
-        self.clock = clock
-        self.deliver = deliver
-        self._work: queue.Queue[Feedback | _Marker | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._lock = threading.Lock()
+    config: SlackConfig
+    slack: SlackChannel
+    engine: Callable[[], Engine]
+    store: StateStore
+    metrics: Metrics
+    _: KW_ONLY
+    clock: Callable[[], datetime]
+    deliver: Callable[[], None] = lambda: None
+    _work: queue.Queue[Feedback | _Marker | None] = field(
+        init=False, repr=False, default_factory=queue.Queue
+    )
+    _worker: threading.Thread | None = field(init=False, repr=False, default=None)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
