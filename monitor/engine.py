@@ -239,7 +239,7 @@ class Engine:
         """Record a calendar event or exclusion window (persisted); the checks it applies to
         rebuild their models with it at their next run.
 
-        :raises monitor.calendar.book.UnknownChecks: for a check name not configured."""
+        :raises monitor.errors.UnknownCheck: for a check name not configured."""
         return self._tuning.record_event(request)
 
     def delete_event(self, event_id: str) -> RecordedEvent | None:

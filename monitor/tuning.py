@@ -171,7 +171,7 @@ class Tuning:
     def record_event(self, request: EventRequest) -> RecordedEvent:
         """Record a calendar event or exclusion window (persisted).
 
-        :raises monitor.calendar.book.UnknownChecks: for a check name not configured."""
+        :raises monitor.errors.UnknownCheck: for a check name not configured."""
         event = self.calendars.record(request, self._config)
         self._recalendar(event)
         return event

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from monitor.api.http import HttpError, Response, json_response, no_body, validate
-from monitor.calendar.book import UnknownChecks
 from monitor.calendar.config import EventRequest, RecordedEvent
 from monitor.engine import Engine
+from monitor.errors import UnknownCheck
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Events:
         request = validate(EventRequest, body)
         try:
             event = self.engine.record_event(request)
-        except UnknownChecks as exc:
+        except UnknownCheck as exc:  # a check the event names: the body is wrong, not the URL
             raise HttpError(400, str(exc)) from None
         if self.annotate is not None:
             self.annotate(event, self._zone(request.checks))

@@ -11,11 +11,8 @@ from datetime import datetime
 from monitor.calendar.config import EventRequest, RecordedEvent, calendar_for
 from monitor.calendar.days import Calendar
 from monitor.config import CheckConfig, Config
+from monitor.errors import UnknownCheck
 from monitor.store import StateStore
-
-
-class UnknownChecks(ValueError):
-    """An event names checks the config does not have."""
 
 
 class CalendarBook:
@@ -36,10 +33,12 @@ class CalendarBook:
             return calendar_for(check, self._events)
 
     def record(self, request: EventRequest, config: Config) -> RecordedEvent:
-        """Persist a new event; :raises UnknownChecks: for a check name not configured."""
+        """Persist a new event; :raises UnknownCheck: for a check name not configured."""
         unknown = [name for name in request.checks if config.check(name) is None]
         if unknown:
-            raise UnknownChecks(f"checks: no check named {', '.join(map(repr, unknown))}")
+            raise UnknownCheck(
+                *unknown, message=f"checks: no check named {', '.join(map(repr, unknown))}"
+            )
         event = RecordedEvent.new(request, self.clock())
         with self._lock:
             self.store.calendar.save(event.id, event.created_at, json.dumps(event.json()))
